@@ -1,0 +1,110 @@
+"""The one interface the rest of sdaas uses to run a model.
+
+Models are black boxes: callers hand over prompts, steps, seeds, resolution and
+guidance and get images plus timings back. Only backend implementations touch
+model internals; everything else (profiling, serving, the demo) goes through
+`load_backend(card, device)`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from models.card import ModelCard
+from sdaas.errors import InvalidInputError
+
+# Called after every denoising step: (step_index, seconds that step took).
+StepHook = Callable[[int, float], None]
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One batch of images from one model: a prompt and a seed per image."""
+
+    prompts: tuple[str, ...]
+    seeds: tuple[int, ...]
+    steps: int
+    width: int
+    height: int
+    guidance_scale: float
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.prompts:
+            problems.append("prompts: () : at least one prompt is needed")
+        if len(self.seeds) != len(self.prompts):
+            problems.append(
+                f"seeds: {len(self.seeds)} seed(s) for {len(self.prompts)} prompt(s): "
+                "give one seed per prompt"
+            )
+        if not (isinstance(self.steps, int) and self.steps >= 1):
+            problems.append(f"steps: {self.steps!r}: must be an integer >= 1")
+        for name in ("width", "height"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and v > 0 and v % 8 == 0):
+                problems.append(f"{name}: {v!r}: must be a positive multiple of 8")
+        if not self.guidance_scale >= 0:
+            problems.append(f"guidance_scale: {self.guidance_scale!r}: must be >= 0")
+        if any(not (0 <= s < 2**63) for s in self.seeds):
+            problems.append(f"seeds: {self.seeds!r}: each must be in [0, 2**63)")
+        if problems:
+            raise InvalidInputError("invalid generation request: " + "; ".join(problems))
+
+    def check_against(self, card: ModelCard) -> None:
+        """Refuse what the card does not declare (steps range, resolutions)."""
+        problems = []
+        if not (card.steps.min <= self.steps <= card.steps.max):
+            problems.append(
+                f"steps: {self.steps}: {card.name} serves {card.steps.min}..{card.steps.max}"
+            )
+        if (self.width, self.height) not in card.resolution_pairs:
+            problems.append(
+                f"resolution: {self.width}x{self.height}: {card.name} serves "
+                f"{', '.join(card.resolutions)}"
+            )
+        if problems:
+            raise InvalidInputError("request does not fit the model card: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """Images and how long they took. `latency_s` is wall time of the whole call."""
+
+    images: list[Image.Image]
+    latency_s: float
+    step_times_s: list[float] = field(default_factory=list)
+    model: str = ""
+    model_version: str = ""
+    device: str = ""
+
+    @property
+    def per_step_s(self) -> float:
+        """Mean seconds per denoising step (0 when no step ran)."""
+        return sum(self.step_times_s) / len(self.step_times_s) if self.step_times_s else 0.0
+
+
+class ModelBackend(ABC):
+    """A registered model loaded on one device. Implementations must be thread-safe."""
+
+    card: ModelCard
+    device: str
+
+    @abstractmethod
+    def generate(
+        self, request: GenerationRequest, *, on_step: StepHook | None = None
+    ) -> GenerationResult:
+        """Generate one image per prompt. The same request gives bit-identical images."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, default no-op
+        """Release device memory. Optional."""
+
+
+def load_backend(card: ModelCard, device: str = "cpu") -> ModelBackend:
+    """Load the model a card describes onto `device` ('cpu', 'cuda', 'cuda:1', ...)."""
+    from models.diffusers_backend import DiffusersBackend
+
+    return DiffusersBackend.from_card(card, device)

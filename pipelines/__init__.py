@@ -1,0 +1,1 @@
+"""Apache Beam pipelines: the profiling sweep (batch) and the serving pipeline (streaming)."""

@@ -1,0 +1,1 @@
+"""Scheduling policies (SJF and baselines) and the discrete-event cluster simulator."""

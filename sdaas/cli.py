@@ -1,0 +1,232 @@
+"""The `sdaas` command line.
+
+Exit codes: 0 success; 1 a failure to act on (message says what to do); 2 invalid input
+(a refused model card, a bad flag); 3 a named thing does not exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from sdaas.config import Settings
+from sdaas.errors import InvalidInputError, SdaasError
+
+log = logging.getLogger("sdaas")
+
+# Quiet the model libraries before they are imported; never download at run time by default.
+for _k, _v in {
+    "HF_HUB_OFFLINE": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "DIFFUSERS_VERBOSITY": "error",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    os.environ.setdefault(_k, _v)
+
+
+def _registry(settings: Settings):
+    from models.registry import Registry
+
+    return Registry(settings.registry_path, model_roots=settings.model_roots)
+
+
+def _parse_resolution(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"resolution {text!r} is not WIDTHxHEIGHT") from None
+    return w, h
+
+
+# -- models -------------------------------------------------------------------------------
+def cmd_models_register(args, settings: Settings) -> int:
+    reg = _registry(settings)
+    for path in args.cards:
+        r = reg.register_file(Path(path), exist_ok=args.exist_ok)
+        print(f"registered {r.card.key} (styles: {', '.join(r.card.styles)})")
+    return 0
+
+
+def cmd_models_list(args, settings: Settings) -> int:
+    from sdaas.table import format_table
+
+    rows = _registry(settings).list(style=args.style)
+    if args.json:
+        print(json.dumps([r.card.model_dump(mode="json", exclude_none=True) for r in rows],
+                         indent=2))
+        return 0
+    if not rows:
+        where = f" serving style {args.style!r}" if args.style else ""
+        print(f"no models registered{where}; register one with: sdaas models register CARD.yaml")
+        return 0
+    print(format_table(
+        ["model", "version", "styles", "scheduler", "steps", "resolutions", "accelerators"],
+        [[r.card.name, r.card.version, ",".join(r.card.styles), r.card.scheduler,
+          f"{r.card.steps.min}-{r.card.steps.max}", ",".join(r.card.resolutions),
+          ",".join(r.card.accelerators)] for r in rows],
+    ))
+    return 0
+
+
+def cmd_models_show(args, settings: Settings) -> int:
+    import datetime as dt
+
+    reg = _registry(settings)
+    card = reg.get(args.name, args.version)
+    print(card.to_yaml(), end="")
+    print("# versions (oldest first):")
+    for r in reg.versions(args.name):
+        when = dt.datetime.fromtimestamp(r.registered_at, dt.UTC).isoformat(timespec="seconds")
+        print(f"#   {r.card.version}  registered {when}")
+    return 0
+
+
+def cmd_models_remove(args, settings: Settings) -> int:
+    n = _registry(settings).remove(args.name, args.version)
+    what = f"{args.name}@{args.version}" if args.version else f"{args.name} ({n} version(s))"
+    print(f"removed {what}")
+    return 0
+
+
+def cmd_models_make_tiny(args, settings: Settings) -> int:
+    from models.tiny import make_tiny
+
+    out = Path(args.out) if args.out else settings.models_dir
+    cards = make_tiny(out, seed=args.seed, force=args.force)
+    print(f"tiny models under {out}; cards:")
+    for c in cards:
+        print(f"  {c}")
+    if args.register:
+        reg = _registry(settings)
+        for c in cards:
+            r = reg.register_file(c, exist_ok=True)
+            print(f"registered {r.card.key}")
+    else:
+        print("register them with: sdaas models register " + " ".join(str(c) for c in cards))
+    return 0
+
+
+# -- generate -----------------------------------------------------------------------------
+def cmd_generate(args, settings: Settings) -> int:
+    from models.backend import GenerationRequest, load_backend
+    from sdaas.privacy import load_salt, prompt_id
+
+    card = _registry(settings).get(args.model, args.version)
+    w, h = args.resolution or card.resolution_pairs[0]
+    guidance = card.guidance_scale if args.guidance is None else args.guidance
+    req = GenerationRequest((args.prompt,), (args.seed,), args.steps, w, h, guidance)
+    req.check_against(card)
+    backend = load_backend(card, args.device)
+    res = backend.generate(req)
+    out = Path(args.out) if args.out else settings.outputs_dir / (
+        f"{card.name}-{prompt_id(args.prompt, load_salt(settings))}-{args.steps}s-{args.seed}.png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    res.images[0].save(out)
+    print(f"{card.key} on {args.device}: {args.steps} steps in {res.latency_s:.3f} s "
+          f"({res.per_step_s * 1000:.1f} ms/step) -> {out}")
+    return 0
+
+
+def cmd_demo(args, settings: Settings) -> int:
+    from sdaas.demo import run_demo
+
+    run_demo(settings, steps=args.steps, seed=args.seed)
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sdaas",
+        description="Stable Diffusion as a Service with per-request latency and CLIP-score SLOs. "
+        "Model developers register models with declarative cards; users submit prompts with "
+        "a style and SLOs; sdaas picks model, accelerator and steps.",
+        epilog="Exit codes: 0 ok, 1 failure, 2 invalid input, 3 not found. "
+        "Files live under $SDAAS_HOME (default: the checkout): data/ and mlruns/.",
+    )
+    p.add_argument("--home", help="root holding data/ and mlruns/ (default $SDAAS_HOME or checkout)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    m = sub.add_parser("models", help="register, list, show and remove model cards",
+                       description="The model registry: the model developers' declarative API.")
+    msub = m.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    r = msub.add_parser("register", help="validate and register model card YAML files",
+                        description="Validate CARD.yaml and register it. An invalid card is "
+                        "refused with every problem named (exit 2); the registry is unchanged. "
+                        "A new version of an existing name keeps the older versions.")
+    r.add_argument("cards", nargs="+", metavar="CARD.yaml")
+    r.add_argument("--exist-ok", action="store_true",
+                   help="an identical card already registered under the same version is fine")
+    r.set_defaults(func=cmd_models_register)
+    ls = msub.add_parser("list", help="list the latest version of every model")
+    ls.add_argument("--style", help="only models serving this style")
+    ls.add_argument("--json", action="store_true", help="print the cards as JSON")
+    ls.set_defaults(func=cmd_models_list)
+    sh = msub.add_parser("show", help="print a model's card and its version history")
+    sh.add_argument("name")
+    sh.add_argument("--version", help="a specific version (default: latest)")
+    sh.set_defaults(func=cmd_models_show)
+    rm = msub.add_parser("remove", help="remove a model (every version, or one)")
+    rm.add_argument("name")
+    rm.add_argument("--version", help="remove only this version")
+    rm.set_defaults(func=cmd_models_remove)
+    mt = msub.add_parser("make-tiny", help="build the offline tiny SD models and their cards",
+                         description="Build three random-weight tiny Stable Diffusion pipelines "
+                         "of different cost, a tiny CLIP, and their cards (deterministic).")
+    mt.add_argument("--out", help="output folder (default: data/models)")
+    mt.add_argument("--seed", type=int, default=1234, help="weight seed (default 1234)")
+    mt.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    mt.add_argument("--no-register", dest="register", action="store_false",
+                    help="only build; do not register the cards")
+    mt.set_defaults(func=cmd_models_make_tiny)
+
+    g = sub.add_parser("generate", help="generate one image with a registered model",
+                       description="Run one registered model directly (no scheduling): for "
+                       "checking a model. The prompt is not logged; the file is named by its id.")
+    g.add_argument("--model", required=True)
+    g.add_argument("--version")
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--resolution", type=_parse_resolution, help="WxH (default: card's first)")
+    g.add_argument("--guidance", type=float, help="guidance scale (default: card's)")
+    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    g.add_argument("--out", help="PNG path (default data/outputs/...)")
+    g.set_defaults(func=cmd_generate)
+
+    d = sub.add_parser("demo", help="run the end-to-end demo on embedded defaults")
+    d.add_argument("--steps", type=int, default=10, help="denoising steps per image (default 10)")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    settings = Settings(home=Path(args.home).resolve()) if args.home else Settings()
+    try:
+        return args.func(args, settings)
+    except SdaasError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+__all__ = ["main", "build_parser", "InvalidInputError"]

@@ -1,0 +1,66 @@
+"""Where sdaas keeps its files.
+
+One frozen settings object, built from the environment with sensible defaults,
+so that tests and deployments point the whole system elsewhere with one
+variable (`SDAAS_HOME`) instead of patching paths module by module.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The repository root when installed editable / run from a checkout.
+_PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _default_home() -> Path:
+    env = os.environ.get("SDAAS_HOME")
+    return Path(env).resolve() if env else _PACKAGE_ROOT
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Paths of one sdaas installation.
+
+    home: the root that holds `data/` and `mlruns/` (env `SDAAS_HOME`, default: the checkout).
+    extra_model_roots: further folders model cards may point into (env `SDAAS_MODEL_ROOTS`,
+        separated by the OS path separator). Paths outside every root are refused, so a card
+        cannot make the service read arbitrary files.
+    """
+
+    home: Path = field(default_factory=_default_home)
+    extra_model_roots: tuple[Path, ...] = field(
+        default_factory=lambda: tuple(
+            Path(p).resolve()
+            for p in os.environ.get("SDAAS_MODEL_ROOTS", "").split(os.pathsep)
+            if p
+        )
+    )
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def models_dir(self) -> Path:
+        """Where `make-tiny` (and later the toy world) write model folders."""
+        return self.data_dir / "models"
+
+    @property
+    def registry_path(self) -> Path:
+        """The sqlite file that holds every registered card version."""
+        return self.data_dir / "registry" / "registry.db"
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.data_dir / "outputs"
+
+    @property
+    def model_roots(self) -> tuple[Path, ...]:
+        return (self.models_dir.resolve(), *self.extra_model_roots)
+
+    @property
+    def salt_path(self) -> Path:
+        return self.data_dir / "registry" / "prompt_salt"
