@@ -68,6 +68,11 @@ class CardError(InvalidInputError):
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"model card {source} refused ({len(problems)} problem(s)):\n{lines}")
 
+    @classmethod
+    def combined(cls, messages: list[str]) -> InvalidInputError:
+        """Several refused cards reported together (nothing was registered)."""
+        return InvalidInputError("nothing registered.\n" + "\n".join(messages))
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -226,13 +231,20 @@ def _problem_from_pydantic(err: dict[str, Any], fields: set[str]) -> Problem:
         loc = [loc[0], *loc[2:]]
     field = ".".join(loc) or "<card>"
     why = err["msg"].removeprefix("Value error, ")
+    value = err.get("input")
+    for sub in ("path", "hub_id"):
+        # Whole-source checks that are about one sub-field: name that field and its value.
+        if field == "source" and why.startswith(f"source.{sub} ") and isinstance(value, dict):
+            field, value = f"source.{sub}", value.get(sub)
     if err["type"] == "extra_forbidden":
-        why = "unknown field" + (f"; known fields: {', '.join(sorted(fields))}" if len(loc) == 1 else "")
+        why = "unknown field" + (
+            f"; known fields: {', '.join(sorted(fields))}" if len(loc) == 1 else ""
+        )
     elif err["type"] == "missing":
         why = "required field is missing"
     elif field == "version" and err["type"] == "string_type":
         why = "must be a string: quote it in YAML, e.g. version: '1.0'"
-    return Problem(field=field, value=err.get("input") if err["type"] != "missing" else None, why=why)
+    return Problem(field=field, value=None if err["type"] == "missing" else value, why=why)
 
 
 def validate_card(
@@ -248,7 +260,9 @@ def validate_card(
     base_dir: what a relative `source.path` is relative to (the card file's folder).
     """
     if not isinstance(data, dict):
-        raise CardError(source, [Problem("<card>", type(data).__name__, "a card is a YAML mapping")])
+        raise CardError(
+            source, [Problem("<card>", type(data).__name__, "a card is a YAML mapping")]
+        )
     context = {"model_roots": model_roots, "base_dir": base_dir or Path.cwd()}
     try:
         return ModelCard.model_validate(data, context=context)
@@ -266,7 +280,9 @@ def load_card(path: Path, *, model_roots: tuple[Path, ...] = ()) -> ModelCard:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise CardError(str(path), [Problem("<file>", str(path), f"not valid YAML: {exc}")]) from None
+        raise CardError(
+            str(path), [Problem("<file>", str(path), f"not valid YAML: {exc}")]
+        ) from None
     return validate_card(
         data, source=str(path), model_roots=model_roots, base_dir=path.resolve().parent
     )

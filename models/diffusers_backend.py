@@ -1,11 +1,13 @@
 """Backend for diffusers pipelines: SD 1.x/2.x/XL or anything `from_pretrained` loads.
 
 Thread safety: a diffusers pipeline keeps per-call state on itself (its
-scheduler's timesteps and step index, `_guidance_scale`, ...), so concurrent
-calls on one pipeline object corrupt each other. Each call therefore runs on a
-shallow copy of the pipeline that shares the (read-only, no-grad) networks and
-owns a fresh scheduler. That costs microseconds and keeps one copy of the
-weights in memory.
+scheduler's timesteps and step index, `_guidance_scale`, ...), and the fast
+(Rust) tokenizer keeps its padding/truncation settings in shared mutable state,
+so concurrent calls on one pipeline object corrupt each other (measured: other
+images under concurrency). Each call therefore runs on a shallow copy of the
+pipeline that shares the (read-only, no-grad) networks, owns a fresh scheduler,
+and uses a tokenizer private to its thread (copied once per thread). That keeps
+one copy of the weights in memory.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import copy
 import importlib
 import logging
+import threading
 import time
 
 import torch
@@ -65,6 +68,7 @@ class DiffusersBackend(ModelBackend):
         pipeline.scheduler = scheduler_cls.from_config(self._scheduler_config)
         pipeline.set_progress_bar_config(disable=True)
         self._pipe = pipeline.to(device)
+        self._local = threading.local()
 
     @classmethod
     def from_card(cls, card: ModelCard, device: str = "cpu") -> DiffusersBackend:
@@ -74,8 +78,22 @@ class DiffusersBackend(ModelBackend):
     def _pipe_for_call(self):
         """A per-call view: shared networks, private scheduler and call state."""
         pipe = copy.copy(self._pipe)
-        object.__setattr__(pipe, "scheduler", self._scheduler_cls.from_config(self._scheduler_config))
+        object.__setattr__(
+            pipe, "scheduler", self._scheduler_cls.from_config(self._scheduler_config)
+        )
+        for name in ("tokenizer", "tokenizer_2"):
+            shared = getattr(self._pipe, name, None)
+            if shared is not None:
+                object.__setattr__(pipe, name, self._thread_copy(name, shared))
         return pipe
+
+    def _thread_copy(self, name: str, shared):
+        """This thread's own copy of a component with mutable call state (made once)."""
+        mine = getattr(self._local, name, None)
+        if mine is None:
+            mine = copy.deepcopy(shared)
+            setattr(self._local, name, mine)
+        return mine
 
     def generate(
         self, request: GenerationRequest, *, on_step: StepHook | None = None

@@ -64,13 +64,24 @@ class Registry:
             conn.close()
 
     # -- writes ---------------------------------------------------------------------------
-    def register_file(self, card_path: Path, *, exist_ok: bool = False) -> RegisteredModel:
-        """Validate a card file and register it. Refusals name every problem, duplicates too."""
+    def check_file(self, card_path: Path, *, exist_ok: bool = False) -> ModelCard:
+        """Validate a card file as `register_file` would, duplicates included; writes nothing."""
         try:
             card = load_card(card_path, model_roots=self.model_roots)
         except CardError as exc:
             exc.problems.extend(self._duplicate_problems_raw(card_path))
             raise CardError(exc.source, exc.problems) from None
+        try:
+            existing = self.get(card.name, card.version)
+        except NotFoundError:
+            return card
+        if not (exist_ok and existing == card):
+            raise CardError(str(card_path), [self._duplicate_problem(card.name, card.version)])
+        return card
+
+    def register_file(self, card_path: Path, *, exist_ok: bool = False) -> RegisteredModel:
+        """Validate a card file and register it. Refusals name every problem, duplicates too."""
+        card = self.check_file(card_path, exist_ok=exist_ok)
         return self.register(card, exist_ok=exist_ok, source=str(card_path))
 
     def register(

@@ -194,8 +194,12 @@ def make_tiny(out_dir: Path, *, seed: int = TINY_SEED, force: bool = False) -> l
         build_id = _build_id({"spec": asdict(spec), "seed": seed})
         stamp = model_dir / "sdaas-build.json"
         if force or not (stamp.is_file() and json.loads(stamp.read_text())["id"] == build_id):
-            log.info("building %s (UNet %s x%d)", spec.name, spec.block_out_channels,
-                     spec.layers_per_block)
+            log.info(
+                "building %s (UNet %s x%d)",
+                spec.name,
+                spec.block_out_channels,
+                spec.layers_per_block,
+            )
             build_tiny_pipeline(spec, seed).save_pretrained(model_dir, safe_serialization=True)
             stamp.write_text(json.dumps({"id": build_id, "seed": seed}))
         else:

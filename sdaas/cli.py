@@ -46,7 +46,18 @@ def _parse_resolution(text: str) -> tuple[int, int]:
 
 # -- models -------------------------------------------------------------------------------
 def cmd_models_register(args, settings: Settings) -> int:
+    from models.card import CardError
+
     reg = _registry(settings)
+    # Validate every file before registering any, so one bad card in a batch changes nothing.
+    refused = []
+    for path in args.cards:
+        try:
+            reg.check_file(Path(path), exist_ok=args.exist_ok)
+        except CardError as exc:
+            refused.append(str(exc))
+    if refused:
+        raise CardError.combined(refused)
     for path in args.cards:
         r = reg.register_file(Path(path), exist_ok=args.exist_ok)
         print(f"registered {r.card.key} (styles: {', '.join(r.card.styles)})")
@@ -58,19 +69,31 @@ def cmd_models_list(args, settings: Settings) -> int:
 
     rows = _registry(settings).list(style=args.style)
     if args.json:
-        print(json.dumps([r.card.model_dump(mode="json", exclude_none=True) for r in rows],
-                         indent=2))
+        print(
+            json.dumps([r.card.model_dump(mode="json", exclude_none=True) for r in rows], indent=2)
+        )
         return 0
     if not rows:
         where = f" serving style {args.style!r}" if args.style else ""
         print(f"no models registered{where}; register one with: sdaas models register CARD.yaml")
         return 0
-    print(format_table(
-        ["model", "version", "styles", "scheduler", "steps", "resolutions", "accelerators"],
-        [[r.card.name, r.card.version, ",".join(r.card.styles), r.card.scheduler,
-          f"{r.card.steps.min}-{r.card.steps.max}", ",".join(r.card.resolutions),
-          ",".join(r.card.accelerators)] for r in rows],
-    ))
+    print(
+        format_table(
+            ["model", "version", "styles", "scheduler", "steps", "resolutions", "accelerators"],
+            [
+                [
+                    r.card.name,
+                    r.card.version,
+                    ",".join(r.card.styles),
+                    r.card.scheduler,
+                    f"{r.card.steps.min}-{r.card.steps.max}",
+                    ",".join(r.card.resolutions),
+                    ",".join(r.card.accelerators),
+                ]
+                for r in rows
+            ],
+        )
+    )
     return 0
 
 
@@ -124,12 +147,15 @@ def cmd_generate(args, settings: Settings) -> int:
     req.check_against(card)
     backend = load_backend(card, args.device)
     res = backend.generate(req)
-    out = Path(args.out) if args.out else settings.outputs_dir / (
-        f"{card.name}-{prompt_id(args.prompt, load_salt(settings))}-{args.steps}s-{args.seed}.png")
+    pid = prompt_id(args.prompt, load_salt(settings))
+    default_name = f"{card.name}-{pid}-{args.steps}s-{args.seed}.png"
+    out = Path(args.out) if args.out else settings.outputs_dir / default_name
     out.parent.mkdir(parents=True, exist_ok=True)
     res.images[0].save(out)
-    print(f"{card.key} on {args.device}: {args.steps} steps in {res.latency_s:.3f} s "
-          f"({res.per_step_s * 1000:.1f} ms/step) -> {out}")
+    print(
+        f"{card.key} on {args.device}: {args.steps} steps in {res.latency_s:.3f} s "
+        f"({res.per_step_s * 1000:.1f} ms/step) -> {out}"
+    )
     return 0
 
 
@@ -150,20 +176,31 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 failure, 2 invalid input, 3 not found. "
         "Files live under $SDAAS_HOME (default: the checkout): data/ and mlruns/.",
     )
-    p.add_argument("--home", help="root holding data/ and mlruns/ (default $SDAAS_HOME or checkout)")
+    p.add_argument(
+        "--home", help="root holding data/ and mlruns/ (default $SDAAS_HOME or checkout)"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    m = sub.add_parser("models", help="register, list, show and remove model cards",
-                       description="The model registry: the model developers' declarative API.")
+    m = sub.add_parser(
+        "models",
+        help="register, list, show and remove model cards",
+        description="The model registry: the model developers' declarative API.",
+    )
     msub = m.add_subparsers(dest="models_command", required=True, metavar="ACTION")
-    r = msub.add_parser("register", help="validate and register model card YAML files",
-                        description="Validate CARD.yaml and register it. An invalid card is "
-                        "refused with every problem named (exit 2); the registry is unchanged. "
-                        "A new version of an existing name keeps the older versions.")
+    r = msub.add_parser(
+        "register",
+        help="validate and register model card YAML files",
+        description="Validate CARD.yaml and register it. An invalid card is "
+        "refused with every problem named (exit 2); the registry is unchanged. "
+        "A new version of an existing name keeps the older versions.",
+    )
     r.add_argument("cards", nargs="+", metavar="CARD.yaml")
-    r.add_argument("--exist-ok", action="store_true",
-                   help="an identical card already registered under the same version is fine")
+    r.add_argument(
+        "--exist-ok",
+        action="store_true",
+        help="an identical card already registered under the same version is fine",
+    )
     r.set_defaults(func=cmd_models_register)
     ls = msub.add_parser("list", help="list the latest version of every model")
     ls.add_argument("--style", help="only models serving this style")
@@ -177,19 +214,29 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("name")
     rm.add_argument("--version", help="remove only this version")
     rm.set_defaults(func=cmd_models_remove)
-    mt = msub.add_parser("make-tiny", help="build the offline tiny SD models and their cards",
-                         description="Build three random-weight tiny Stable Diffusion pipelines "
-                         "of different cost, a tiny CLIP, and their cards (deterministic).")
+    mt = msub.add_parser(
+        "make-tiny",
+        help="build the offline tiny SD models and their cards",
+        description="Build three random-weight tiny Stable Diffusion pipelines "
+        "of different cost, a tiny CLIP, and their cards (deterministic).",
+    )
     mt.add_argument("--out", help="output folder (default: data/models)")
     mt.add_argument("--seed", type=int, default=1234, help="weight seed (default 1234)")
     mt.add_argument("--force", action="store_true", help="rebuild even if up to date")
-    mt.add_argument("--no-register", dest="register", action="store_false",
-                    help="only build; do not register the cards")
+    mt.add_argument(
+        "--no-register",
+        dest="register",
+        action="store_false",
+        help="only build; do not register the cards",
+    )
     mt.set_defaults(func=cmd_models_make_tiny)
 
-    g = sub.add_parser("generate", help="generate one image with a registered model",
-                       description="Run one registered model directly (no scheduling): for "
-                       "checking a model. The prompt is not logged; the file is named by its id.")
+    g = sub.add_parser(
+        "generate",
+        help="generate one image with a registered model",
+        description="Run one registered model directly (no scheduling): for "
+        "checking a model. The prompt is not logged; the file is named by its id.",
+    )
     g.add_argument("--model", required=True)
     g.add_argument("--version")
     g.add_argument("--prompt", required=True)

@@ -41,8 +41,10 @@ class DemoRow:
 
 def contact_sheet(images: list[tuple[str, Image.Image]], path: Path, scale: int = 3) -> Path:
     """Images side by side, each upscaled and labelled with its model name."""
-    tiles = [(label, im.resize((im.width * scale, im.height * scale), Image.NEAREST))
-             for label, im in images]
+    tiles = [
+        (label, im.resize((im.width * scale, im.height * scale), Image.NEAREST))
+        for label, im in images
+    ]
     w = sum(t.width for _, t in tiles) + 10 * (len(tiles) + 1)
     h = max(t.height for _, t in tiles) + 30
     sheet = Image.new("RGB", (w, h), "white")
@@ -65,12 +67,22 @@ def run_demo(settings: Settings, *, steps: int = 10, seed: int = 0, out=print) -
     for card_path in cards:
         registry.register_file(card_path, exist_ok=True)
     listing = registry.list()
-    out(format_table(
-        ["model", "version", "styles", "scheduler", "steps", "resolutions"],
-        [[r.card.name, r.card.version, ",".join(r.card.styles), r.card.scheduler,
-          f"{r.card.steps.min}-{r.card.steps.max}", ",".join(r.card.resolutions)]
-         for r in listing],
-    ))
+    out(
+        format_table(
+            ["model", "version", "styles", "scheduler", "steps", "resolutions"],
+            [
+                [
+                    r.card.name,
+                    r.card.version,
+                    ",".join(r.card.styles),
+                    r.card.scheduler,
+                    f"{r.card.steps.min}-{r.card.steps.max}",
+                    ",".join(r.card.resolutions),
+                ]
+                for r in listing
+            ],
+        )
+    )
     pid = prompt_id(SAMPLE_PROMPT, load_salt(settings))
     out(f"== 3/4 generating one image per model at {steps} steps (prompt id {pid}, seed {seed})")
     settings.outputs_dir.mkdir(parents=True, exist_ok=True)
@@ -87,18 +99,43 @@ def run_demo(settings: Settings, *, steps: int = 10, seed: int = 0, out=print) -
         path = settings.outputs_dir / f"{card.name}-{steps}steps-seed{seed}.png"
         res.images[0].save(path)
         images.append((card.name, res.images[0]))
-        rows.append(DemoRow(card.name, card.version, ",".join(card.styles), card.scheduler, steps,
-                            res.latency_s, res.per_step_s * 1000, str(path)))
+        rows.append(
+            DemoRow(
+                card.name,
+                card.version,
+                ",".join(card.styles),
+                card.scheduler,
+                steps,
+                res.latency_s,
+                res.per_step_s * 1000,
+                str(path),
+            )
+        )
         out(f"   {card.name}: {res.latency_s:.2f} s")
         backend.close()
     sheet = contact_sheet(images, settings.outputs_dir / "demo_contact_sheet.png")
     out("== 4/4 results")
-    out(format_table(
-        ["model", "version", "styles", "scheduler", "steps", "latency_s", "ms/step", "image"],
-        [[r.model, r.version, r.styles, r.scheduler, r.steps, f"{r.latency_s:.3f}",
-          f"{r.per_step_ms:.1f}", r.image] for r in rows],
-    ))
+    out(
+        format_table(
+            ["model", "version", "styles", "scheduler", "steps", "latency_s", "ms/step", "image"],
+            [
+                [
+                    r.model,
+                    r.version,
+                    r.styles,
+                    r.scheduler,
+                    r.steps,
+                    f"{r.latency_s:.3f}",
+                    f"{r.per_step_ms:.1f}",
+                    r.image,
+                ]
+                for r in rows
+            ],
+        )
+    )
     out(f"contact sheet: {sheet}")
-    out(f"demo finished in {time.perf_counter() - t0:.1f} s. The tiny models have random weights: "
-        "their images are noise; the latencies are real.")
+    out(
+        f"demo finished in {time.perf_counter() - t0:.1f} s. The tiny models have random weights: "
+        "their images are noise; the latencies are real."
+    )
     return rows

@@ -1,0 +1,31 @@
+"""The demo end to end on a throwaway home: models built, registered, images and table out."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from models.registry import Registry
+from models.tiny import TINY_SPECS
+from sdaas.demo import SAMPLE_PROMPT, run_demo
+
+
+@pytest.mark.slow
+def test_demo_runs_every_model_and_never_prints_the_prompt(settings):
+    lines: list[str] = []
+    rows = run_demo(settings, steps=2, out=lines.append)
+    names = sorted(s.name for s in TINY_SPECS)
+    assert sorted(r.model for r in rows) == names
+    assert all(r.latency_s > 0 and r.steps == 2 for r in rows)
+    for r in rows:
+        assert Image.open(r.image).size == (64, 64)
+    assert (settings.outputs_dir / "demo_contact_sheet.png").is_file()
+    reg = Registry(settings.registry_path, model_roots=settings.model_roots)
+    assert [r.card.name for r in reg.list()] == names
+    text = "\n".join(lines)
+    assert "4/4 results" in text
+    assert SAMPLE_PROMPT not in text
+    # Running again reuses the models and the registrations (idempotent).
+    rows2 = run_demo(settings, steps=2, out=lambda _: None)
+    assert [r.model for r in rows2] == [r.model for r in rows]
+    assert len(reg.versions(names[0])) == 1
