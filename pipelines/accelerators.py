@@ -1,0 +1,81 @@
+"""Which accelerators this host has, and the names profiles record them under.
+
+A profile row is only useful if its accelerator name says what hardware it was:
+`cpu-<cpu model>` here, `cuda-<device name>` (e.g. `cuda-NVIDIA H100 80GB HBM3`) per
+CUDA device. Model cards match these names with their `accelerators` patterns.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from sdaas.errors import InvalidInputError
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """A device to run on (`device`, as torch names it) and its profile name."""
+
+    device: str
+    name: str
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _clean(text: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"\((R|TM|tm|r)\)", "", text)).strip()
+
+
+def cpu_accelerator() -> Accelerator:
+    return Accelerator("cpu", f"cpu-{_clean(_cpu_model())}")
+
+
+def cuda_accelerators() -> list[Accelerator]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    return [
+        Accelerator(f"cuda:{i}", f"cuda-{_clean(torch.cuda.get_device_name(i))}")
+        for i in range(torch.cuda.device_count())
+    ]
+
+
+def local_accelerators() -> list[Accelerator]:
+    """Every CUDA device when there are any, else the CPU."""
+    return cuda_accelerators() or [cpu_accelerator()]
+
+
+def resolve_devices(devices: list[str] | None) -> list[Accelerator]:
+    """Accelerators for device names given by the user ('cpu', 'cuda', 'cuda:1'); none = auto."""
+    if not devices:
+        return local_accelerators()
+    cuda = cuda_accelerators()
+    out: list[Accelerator] = []
+    for d in devices:
+        if d == "cpu":
+            out.append(cpu_accelerator())
+        elif d == "cuda":
+            if not cuda:
+                raise InvalidInputError("--devices: 'cuda': no CUDA device on this host")
+            out.extend(cuda)
+        elif d.startswith("cuda:"):
+            match = [a for a in cuda if a.device == d]
+            if not match:
+                known = ", ".join(a.device for a in cuda) or "none"
+                raise InvalidInputError(f"--devices: {d!r}: no such device (CUDA devices: {known})")
+            out.extend(match)
+        else:
+            raise InvalidInputError(f"--devices: {d!r}: use cpu, cuda or cuda:N")
+    return list(dict.fromkeys(out))

@@ -1,0 +1,137 @@
+"""The profiling grid: models x accelerators x steps x prompts x seeds x batch sizes.
+
+Expanded and checked up front, so that a bad sweep (unknown model, empty grid, a step
+count a card does not serve) fails before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from models.card import ModelCard
+from models.registry import Registry
+from pipelines.accelerators import Accelerator
+from pipelines.prompts import DEFAULT_PROMPT_SET, Prompt
+from sdaas.errors import InvalidInputError
+
+log = logging.getLogger(__name__)
+
+QUICK_STEPS = (1, 2, 4, 8, 16, 25)
+FULL_STEPS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """What to profile. Empty `models` means every registered model; empty `devices` means
+    every local accelerator (all CUDA devices, else the CPU)."""
+
+    models: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()
+    steps: tuple[int, ...] = QUICK_STEPS
+    prompts: int = 3
+    seeds: tuple[int, ...] = (0,)
+    batch_sizes: tuple[int, ...] = (1,)
+    prompt_set: Path = field(default=DEFAULT_PROMPT_SET)
+
+
+@dataclass(frozen=True)
+class ProfileCell:
+    """One unit of profiling work. Carries the prompt text in memory only."""
+
+    model: str
+    model_version: str
+    device: str
+    accelerator: str
+    steps: int
+    width: int
+    height: int
+    guidance_scale: float
+    batch_size: int
+    prompt: Prompt
+    seed: int
+
+    @property
+    def shard(self) -> str:
+        """Which output file the cell's row lands in: one per (model, accelerator)."""
+        return f"{self.model}@{self.model_version}|{self.accelerator}"
+
+
+def select_cards(registry: Registry, names: tuple[str, ...]) -> list[ModelCard]:
+    registered = {r.card.name: r.card for r in registry.list()}
+    if not registered:
+        raise InvalidInputError(
+            "the registry is empty: register models first (sdaas models make-tiny)"
+        )
+    unknown = [n for n in names if n not in registered]
+    if unknown:
+        raise InvalidInputError(
+            f"--models: {', '.join(unknown)}: not registered; registered: "
+            f"{', '.join(sorted(registered))}"
+        )
+    return [registered[n] for n in (names or sorted(registered))]
+
+
+def expand_grid(
+    cards: list[ModelCard],
+    accelerators: list[Accelerator],
+    config: SweepConfig,
+    prompts: list[Prompt],
+) -> list[ProfileCell]:
+    """Every cell of the sweep; raises InvalidInputError naming what makes it invalid/empty."""
+    for name, values in (
+        ("steps", config.steps),
+        ("seeds", config.seeds),
+        ("batch_sizes", config.batch_sizes),
+    ):
+        if not values:
+            raise InvalidInputError(f"--{name.replace('_', '-')}: empty: the grid has no cells")
+    if any(b < 1 for b in config.batch_sizes):
+        raise InvalidInputError(f"--batch-sizes: {config.batch_sizes}: each must be >= 1")
+    if not prompts:
+        raise InvalidInputError("--prompts: no prompts: the grid has no cells")
+    bad_steps = [
+        f"{c.name} serves {c.steps.min}..{c.steps.max}, asked {s}"
+        for c in cards
+        for s in config.steps
+        if not c.steps.min <= s <= c.steps.max
+    ]
+    if bad_steps:
+        raise InvalidInputError("--steps: outside a card's range: " + "; ".join(bad_steps))
+    cells: list[ProfileCell] = []
+    for card in cards:
+        usable = [a for a in accelerators if card.runs_on(a.name) or card.runs_on(a.device)]
+        if not usable:
+            log.warning(
+                "%s runs on none of %s (card accelerators: %s): skipped",
+                card.name,
+                [a.name for a in accelerators],
+                card.accelerators,
+            )
+        width, height = card.resolution_pairs[0]
+        for acc, steps, prompt, seed, batch in itertools.product(
+            usable, config.steps, prompts, config.seeds, config.batch_sizes
+        ):
+            cells.append(
+                ProfileCell(
+                    model=card.name,
+                    model_version=card.version,
+                    device=acc.device,
+                    accelerator=acc.name,
+                    steps=steps,
+                    width=width,
+                    height=height,
+                    guidance_scale=card.guidance_scale,
+                    batch_size=batch,
+                    prompt=prompt,
+                    seed=seed,
+                )
+            )
+    if not cells:
+        raise InvalidInputError(
+            "the grid has no cells: no selected model runs on the selected accelerators "
+            f"({', '.join(a.name for a in accelerators)})"
+        )
+    return cells

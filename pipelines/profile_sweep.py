@@ -1,0 +1,214 @@
+"""The profiling sweep: a Beam batch pipeline from the grid to Parquet profiles.
+
+    grid cells ──► RunInference(ProfilingModelHandler) per (model, accelerator)
+               ──► key by shard ──► GroupByKey ──► WriteParquetShard   (rows)
+               └─► failed inferences ──► WriteFailures                  (failures.jsonl)
+
+Every check that can fail is made before any model loads (registry, grid, step range,
+output folder). After the run the driver reads the files back: rows + failures must
+equal the grid size, or the sweep fails loudly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import RunInference
+
+from models.registry import Registry
+from pipelines.accelerators import resolve_devices
+from pipelines.parquet_io import (
+    CellFailure,
+    WriteFailures,
+    WriteParquetShard,
+    read_failures,
+    read_profiles,
+)
+from pipelines.profile_grid import ProfileCell, SweepConfig, expand_grid, select_cards
+from pipelines.profile_handler import ProfilingModelHandler
+from pipelines.prompts import load_prompts
+from pipelines.runners import DEFAULT_RUNNER, runner_for
+from sdaas import __version__
+from sdaas.config import Settings
+from sdaas.errors import InvalidInputError, SdaasError
+from sdaas.privacy import load_salt
+from sdaas.records import PROFILE_ARROW_SCHEMA, ProfileRecord
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+
+
+class SweepIncompleteError(SdaasError):
+    """The files hold fewer rows than the grid minus its failures."""
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    out_dir: str
+    runner: str
+    workers: int
+    grid_cells: int
+    rows: int
+    failures: int
+    wall_s: float
+    model_s: float  # sum of measured generate() latencies
+
+    @property
+    def overhead_ratio(self) -> float:
+        return self.wall_s / self.model_s if self.model_s else float("inf")
+
+
+def _check_writable(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-probe-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise InvalidInputError(
+            f"--out: {str(out_dir)!r}: cannot write there ({exc.strerror or exc}); "
+            "choose a writable folder"
+        ) from None
+
+
+def build_sweep(
+    p: beam.Pipeline, cells: list[ProfileCell], cards: dict, clip_path: str | None, out_dir: Path
+) -> None:
+    """Add the sweep to pipeline `p`: one RunInference branch per (model, accelerator)."""
+    groups: dict[tuple[str, str], list[ProfileCell]] = {}
+    for c in cells:
+        groups.setdefault((c.model, c.device), []).append(c)
+    rows, failures = [], []
+    for i, ((model, device), group) in enumerate(sorted(groups.items())):
+        label = f"{model} on {device}"
+        handler = ProfilingModelHandler(cards[model], device, clip_path)
+        outcomes = (
+            p
+            | f"Cells {i}: {label}" >> beam.Create(group, reshuffle=False)
+            # Pre-batched singletons, not BatchElements: BatchElements flushes its last batch
+            # in finish_bundle, and the DaskRunner drops finish_bundle output (measured).
+            | f"Singletons {i}" >> beam.Map(lambda c: [c])
+            | f"Profile {i}: {label}" >> RunInference(handler.with_no_batching())
+            | f"Outcome {i}" >> beam.Map(lambda r: r.inference)
+        )
+        # Filters, not tagged outputs: the DaskRunner does not route tagged outputs.
+        rows.append(outcomes | f"Rows {i}" >> beam.Filter(lambda o: isinstance(o, ProfileRecord)))
+        failures.append(
+            outcomes | f"Failures {i}" >> beam.Filter(lambda o: isinstance(o, CellFailure))
+        )
+    written_rows = (
+        rows
+        | "All rows" >> beam.Flatten()
+        | "Key by shard" >> beam.Map(lambda r: (f"{r.model}@{r.model_version}|{r.accelerator}", r))
+        | "Group shards" >> beam.GroupByKey()
+        | "Write Parquet" >> beam.ParDo(WriteParquetShard(str(out_dir)))
+        | "Count rows" >> beam.Map(lambda path_n: ("rows", path_n[1]))
+    )
+    written_failures = (
+        failures
+        | "All failures" >> beam.Flatten()
+        | "Key failures" >> beam.Map(lambda f: ("failures", f))
+        | "Group failures" >> beam.GroupByKey()
+        | "Write failures" >> beam.ParDo(WriteFailures(str(out_dir)))
+        | "Count failures" >> beam.Map(lambda n: ("failures", n))
+    )
+    # One terminal step joins both writers. The DaskRunner computes only the graph's last
+    # transform (dask_runner.run_pipeline), so a second leaf would silently never run.
+    (
+        (written_rows, written_failures)
+        | "Join writers" >> beam.Flatten()
+        | "Written" >> beam.CombinePerKey(sum)
+    )
+
+
+def run_sweep(
+    settings: Settings,
+    config: SweepConfig,
+    *,
+    out_dir: Path | None = None,
+    runner: str = DEFAULT_RUNNER,
+    beam_args: list[str] | None = None,
+    dask_workers: int = 2,
+    clip_path: Path | None = None,
+    progress=print,
+) -> SweepReport:
+    """Validate, run the sweep on `runner`, verify the files. Returns what happened."""
+    registry = Registry(settings.registry_path, model_roots=settings.model_roots)
+    cards = select_cards(registry, config.models)
+    accelerators = resolve_devices(list(config.devices))
+    prompts = load_prompts(config.prompt_set, config.prompts, load_salt(settings))
+    cells = expand_grid(cards, accelerators, config, prompts)
+    clip = clip_path if clip_path is not None else settings.models_dir / "tiny-clip"
+    if not (Path(clip) / "config.json").is_file():
+        raise InvalidInputError(
+            f"--clip: {str(clip)!r}: no CLIP model there; build one with "
+            "`sdaas models make-tiny` or pass --clip PATH"
+        )
+    if out_dir is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out_dir = settings.data_dir / "profiles" / f"{stamp}-{runner.lower()}"
+    out_dir = Path(out_dir)
+    _check_writable(out_dir)
+    stale = list(out_dir.glob("*.parquet")) + list(out_dir.glob("failures.jsonl"))
+    if stale:
+        raise InvalidInputError(
+            f"--out: {str(out_dir)!r} already holds a sweep; choose an empty folder"
+        )
+
+    per_model = Counter(c.model for c in cells)
+    progress(
+        f"profiling {len(cells)} cells on {runner}: "
+        + ", ".join(f"{m} x{n}" for m, n in sorted(per_model.items()))
+        + f" on {', '.join(a.name for a in accelerators)} -> {out_dir}"
+    )
+    start = time.perf_counter()
+    by_name = {c.name: c for c in cards}
+    with runner_for(runner, beam_args=beam_args, dask_workers=dask_workers) as choice:
+        p = beam.Pipeline(runner=choice.runner, options=choice.options)
+        build_sweep(p, cells, by_name, str(clip), out_dir)
+        p.run().wait_until_finish()
+    wall = time.perf_counter() - start
+
+    failures = read_failures(out_dir)
+    try:
+        table = read_profiles(out_dir)
+        rows, model_s = table.num_rows, float(sum(table.column("latency_s").to_pylist()))
+        if table.schema.remove_metadata() != PROFILE_ARROW_SCHEMA.remove_metadata():
+            raise SweepIncompleteError(f"{out_dir}: Parquet schema differs from the declared one")
+    except FileNotFoundError:
+        rows, model_s = 0, 0.0
+    report = SweepReport(
+        str(out_dir), choice.name, choice.workers, len(cells), rows, len(failures), wall, model_s
+    )
+    (out_dir / MANIFEST).write_text(
+        json.dumps(
+            {
+                **asdict(report),
+                "config": {**asdict(config), "prompt_set": str(config.prompt_set)},
+                "accelerators": [a.name for a in accelerators],
+                "clip_path": str(clip),
+                "sdaas_version": __version__,
+                "created": time.time(),
+            },
+            indent=2,
+        )
+    )
+    if rows + len(failures) != len(cells):
+        raise SweepIncompleteError(
+            f"sweep incomplete: grid {len(cells)} cells, but {rows} rows + {len(failures)} "
+            f"failures were written under {out_dir} (runner {choice.name}); the output cannot "
+            "be trusted"
+        )
+    progress(
+        f"wrote {rows} rows ({len(failures)} failed cells) in {wall:.1f} s; "
+        f"model time {model_s:.1f} s; overhead ratio {report.overhead_ratio:.2f}"
+    )
+    return report

@@ -1,0 +1,82 @@
+"""Record schemas shared across folders: what a profile row is (written by `pipelines/`,
+read by `predictor/` and `scheduler/`). Versioned; the Parquet schema is explicit so a
+reader never has to guess types from data."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Literal
+
+import pyarrow as pa
+
+PROFILE_SCHEMA_VERSION = 1
+
+# measured: timed here; published: a figure from a cited source; derived: computed from
+# published figures by a stated rule; assumed: a curve we made up and say so.
+ProfileSource = Literal["measured", "published", "derived", "assumed"]
+
+
+@dataclass(frozen=True)
+class ProfileRecord:
+    """One profiled cell: a model at a step count on an accelerator, for one prompt and seed.
+
+    latency_s: warm wall time of one generate() call for the whole batch.
+    per_step_s: mean denoising-step time inside that call (from the step hook).
+    clip_score: mean CLIP score of the batch's images; NaN where not measured.
+    prompt_id: salted hash, never the prompt.
+    """
+
+    model: str
+    model_version: str
+    accelerator: str
+    steps: int
+    height: int
+    width: int
+    batch_size: int
+    guidance_scale: float
+    prompt_id: str
+    seed: int
+    latency_s: float
+    per_step_s: float
+    clip_score: float
+    source: str
+    host: str
+    ts: float
+    sdaas_version: str
+    citation: str = ""
+
+    def to_row(self) -> dict:
+        return asdict(self)
+
+
+PROFILE_ARROW_SCHEMA = pa.schema(
+    [
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("model_version", pa.string(), nullable=False),
+        pa.field("accelerator", pa.string(), nullable=False),
+        pa.field("steps", pa.int32(), nullable=False),
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("width", pa.int32(), nullable=False),
+        pa.field("batch_size", pa.int32(), nullable=False),
+        pa.field("guidance_scale", pa.float32(), nullable=False),
+        pa.field("prompt_id", pa.string(), nullable=False),
+        pa.field("seed", pa.int64(), nullable=False),
+        pa.field("latency_s", pa.float64(), nullable=False),
+        pa.field("per_step_s", pa.float64(), nullable=False),
+        pa.field("clip_score", pa.float64(), nullable=True),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("host", pa.string(), nullable=False),
+        pa.field("ts", pa.float64(), nullable=False),
+        pa.field("sdaas_version", pa.string(), nullable=False),
+        pa.field("citation", pa.string(), nullable=False),
+    ],
+    metadata={"sdaas.profile_schema_version": str(PROFILE_SCHEMA_VERSION)},
+)
+
+assert [f.name for f in fields(ProfileRecord)] == PROFILE_ARROW_SCHEMA.names
+
+
+def profile_table(records: list[ProfileRecord]) -> pa.Table:
+    """Records as an Arrow table with the declared schema (types enforced, not inferred)."""
+    cols = {name: [getattr(r, name) for r in records] for name in PROFILE_ARROW_SCHEMA.names}
+    return pa.Table.from_pydict(cols, schema=PROFILE_ARROW_SCHEMA)
