@@ -174,7 +174,15 @@ def run_sweep(
     with runner_for(runner, beam_args=beam_args, dask_workers=dask_workers) as choice:
         p = beam.Pipeline(runner=choice.runner, options=choice.options)
         build_sweep(p, cells, by_name, str(clip), out_dir)
-        p.run().wait_until_finish()
+        result = p.run()
+        try:
+            result.wait_until_finish()
+        finally:
+            # The DaskRunner opens a client it never closes; left open, it spends 30 s trying
+            # to reconnect to the cluster we are about to stop.
+            client = getattr(result, "client", None)
+            if client is not None:
+                client.close()
     wall = time.perf_counter() - start
 
     failures = read_failures(out_dir)

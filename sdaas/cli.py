@@ -159,6 +159,68 @@ def cmd_generate(args, settings: Settings) -> int:
     return 0
 
 
+def _int_list(flag: str):
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(x) for x in text.split(",") if x.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{flag} {text!r}: give comma-separated integers, e.g. 1,2,4"
+            ) from None
+        return values
+
+    return parse
+
+
+def _str_list(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def cmd_profile(args, settings: Settings) -> int:
+    from pipelines.profile_grid import FULL_STEPS, QUICK_STEPS, SweepConfig
+    from pipelines.profile_summary import latest_run, summary_report
+    from pipelines.prompts import DEFAULT_PROMPT_SET
+
+    profiles_dir = settings.data_dir / "profiles"
+    if args.summary is not None:
+        path = Path(args.summary) if args.summary else latest_run(profiles_dir)
+        if not path.exists():
+            raise SdaasError(f"--summary: {str(path)!r}: no such file or folder")
+        plot = (
+            Path(args.plot)
+            if args.plot
+            else (path if path.is_dir() else path.parent) / ("profile.png")
+        )
+        text, _ = summary_report(path, plot)
+        print(f"profiles: {path}")
+        print(text)
+        return 0
+    from pipelines.profile_sweep import run_sweep
+
+    steps = args.steps or (FULL_STEPS if args.full else QUICK_STEPS)
+    config = SweepConfig(
+        models=args.models or (),
+        devices=args.devices or (),
+        steps=steps,
+        prompts=args.prompts if args.prompts is not None else (8 if args.full else 3),
+        seeds=args.seeds if args.seeds is not None else ((0, 1) if args.full else (0,)),
+        batch_sizes=args.batch_sizes or (1,),
+        prompt_set=Path(args.prompt_set) if args.prompt_set else DEFAULT_PROMPT_SET,
+    )
+    report = run_sweep(
+        settings,
+        config,
+        out_dir=Path(args.out) if args.out else None,
+        runner=args.runner,
+        beam_args=args.beam_args,
+        dask_workers=args.dask_workers,
+        clip_path=Path(args.clip) if args.clip else None,
+    )
+    text, _ = summary_report(Path(report.out_dir), Path(report.out_dir) / "profile.png")
+    print(text)
+    return 0
+
+
 def cmd_demo(args, settings: Settings) -> int:
     from sdaas.demo import run_demo
 
@@ -248,11 +310,66 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", help="PNG path (default data/outputs/...)")
     g.set_defaults(func=cmd_generate)
 
+    pr = sub.add_parser(
+        "profile",
+        help="sweep steps x models x accelerators into Parquet profiles (Apache Beam)",
+        description="Profile every registered model on every local accelerator: warm latency, "
+        "per-step time and CLIP score per (model, accelerator, steps, prompt, seed, batch), "
+        "written to data/profiles/<run>/ as Parquet with a manifest, a failures file and a "
+        "plot. Default grid is --quick (about a minute here). With --summary, only print the "
+        "fitted latency lines of an existing run. Extra Beam flags go after '--'.",
+        epilog="GPU fleet: run `sdaas profile --devices cuda` on each GPU host (every cuda:N "
+        "is profiled under its device name), or submit the same pipeline to a cluster with "
+        "--runner DataflowRunner/FlinkRunner -- <runner flags>; copy the run folders into "
+        "data/profiles/ of the planning host.",
+    )
+    grid = pr.add_mutually_exclusive_group()
+    grid.add_argument("--quick", action="store_true", help="small grid (default)")
+    grid.add_argument("--full", action="store_true", help="15 step counts, 8 prompts, 2 seeds")
+    pr.add_argument("--steps", type=_int_list("--steps"), help="comma list, e.g. 1,2,4,8")
+    pr.add_argument("--prompts", type=int, help="how many prompts of the prompt set")
+    pr.add_argument("--seeds", type=_int_list("--seeds"), help="comma list (default 0)")
+    pr.add_argument("--batch-sizes", type=_int_list("--batch-sizes"), help="default 1")
+    pr.add_argument("--models", type=_str_list, help="comma list (default: all registered)")
+    pr.add_argument("--devices", type=_str_list, help="cpu, cuda, cuda:N (default: all local)")
+    pr.add_argument("--prompt-set", help="TSV with a prompt column (default data/prompts/...)")
+    pr.add_argument("--clip", help="CLIP model folder (default data/models/tiny-clip)")
+    pr.add_argument("--out", help="run folder (default data/profiles/<time>-<runner>)")
+    pr.add_argument(
+        "--runner",
+        default="FnApiRunner",
+        help="Beam runner: FnApiRunner (default), DaskRunner, or any other name",
+    )
+    pr.add_argument(
+        "--dask-workers",
+        type=int,
+        default=2,
+        help="local Dask worker processes for DaskRunner (default 2)",
+    )
+    pr.add_argument(
+        "--summary",
+        nargs="?",
+        const="",
+        metavar="RUN",
+        help="summarise a run folder or Parquet file (default: latest run)",
+    )
+    pr.add_argument("--plot", help="PNG path for the summary plot (default RUN/profile.png)")
+    pr.add_argument("beam_args", nargs="*", help="extra Beam pipeline flags, after '--'")
+    pr.set_defaults(func=cmd_profile)
+
     d = sub.add_parser("demo", help="run the end-to-end demo on embedded defaults")
     d.add_argument("--steps", type=int, default=10, help="denoising steps per image (default 10)")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=cmd_demo)
     return p
+
+
+_NOISE = ("apitools not found", "partition size is 128", "Converting string literal type hint")
+
+
+def _drop_noise(record: logging.LogRecord) -> bool:
+    """Beam logs a few import-time warnings that mean nothing here."""
+    return not any(n in record.getMessage() for n in _NOISE)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_drop_noise)
     settings = Settings(home=Path(args.home).resolve()) if args.home else Settings()
     try:
         return args.func(args, settings)

@@ -1,0 +1,176 @@
+"""Inspect profiles: the fitted `latency = a + b * steps` line per (model, accelerator,
+batch size) with its R², CLIP score at the step extremes, failures, and a PNG plot.
+
+Read with polars straight from the Parquet files the sweep wrote.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from pipelines.parquet_io import read_failures, read_profiles
+from sdaas.table import format_table
+
+
+@dataclass(frozen=True)
+class LineFit:
+    """Least-squares latency line for one (model, accelerator, batch size, source)."""
+
+    model: str
+    accelerator: str
+    batch_size: int
+    source: str
+    n: int
+    intercept_s: float
+    per_step_s: float
+    r2: float
+    clip_first: float  # mean CLIP score at the fewest steps profiled
+    clip_last: float  # ... and at the most
+    steps_min: int
+    steps_max: int
+
+
+def fit_line(steps: np.ndarray, latency: np.ndarray) -> tuple[float, float, float]:
+    """(intercept, slope, R²) of latency on steps. R² is 1.0 for an exact fit, and NaN
+    when steps do not vary (no line can be fitted)."""
+    if len(np.unique(steps)) < 2:
+        return float(np.mean(latency)), float("nan"), float("nan")
+    slope, intercept = np.polyfit(steps.astype(float), latency.astype(float), 1)
+    pred = intercept + slope * steps
+    ss_res = float(np.sum((latency - pred) ** 2))
+    ss_tot = float(np.sum((latency - latency.mean()) ** 2))
+    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
+    return float(intercept), float(slope), r2
+
+
+def load_frame(path: Path) -> pl.DataFrame:
+    return pl.from_arrow(read_profiles(path))
+
+
+def summarize(df: pl.DataFrame) -> list[LineFit]:
+    fits = []
+    keys = ["model", "accelerator", "batch_size", "source"]
+    for key, group in sorted(df.group_by(keys), key=lambda kg: tuple(str(k) for k in kg[0])):
+        steps = group["steps"].to_numpy()
+        a, b, r2 = fit_line(steps, group["latency_s"].to_numpy())
+        by_steps = group.group_by("steps").agg(pl.col("clip_score").mean()).sort("steps")
+        fits.append(
+            LineFit(
+                model=key[0],
+                accelerator=key[1],
+                batch_size=int(key[2]),
+                source=key[3],
+                n=group.height,
+                intercept_s=a,
+                per_step_s=b,
+                r2=r2,
+                clip_first=float(by_steps["clip_score"][0]),
+                clip_last=float(by_steps["clip_score"][-1]),
+                steps_min=int(steps.min()),
+                steps_max=int(steps.max()),
+            )
+        )
+    return fits
+
+
+def format_summary(fits: list[LineFit], failures: list[dict]) -> str:
+    table = format_table(
+        [
+            "model",
+            "accelerator",
+            "batch",
+            "source",
+            "rows",
+            "a (s)",
+            "b (s/step)",
+            "R²",
+            "steps",
+            "CLIP first→last",
+        ],
+        [
+            [
+                f.model,
+                f.accelerator,
+                f.batch_size,
+                f.source,
+                f.n,
+                f"{f.intercept_s:.4f}",
+                f"{f.per_step_s:.4f}",
+                f"{f.r2:.4f}",
+                f"{f.steps_min}-{f.steps_max}",
+                f"{f.clip_first:.2f}→{f.clip_last:.2f}",
+            ]
+            for f in fits
+        ],
+    )
+    if failures:
+        by_model: dict[str, int] = {}
+        for f in failures:
+            by_model[f["model"]] = by_model.get(f["model"], 0) + 1
+        table += "\nfailed cells: " + ", ".join(f"{m} {n}" for m, n in sorted(by_model.items()))
+        table += f" (total {len(failures)}; reasons in failures.jsonl)"
+    else:
+        table += "\nfailed cells: 0"
+    return table
+
+
+def plot_profiles(df: pl.DataFrame, fits: list[LineFit], out_png: Path) -> Path:
+    """Latency (points + fitted line) and mean CLIP score vs steps, one colour per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_l, ax_c) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, f in enumerate(fits):
+        color = f"C{i % 10}"
+        sel = df.filter(
+            (pl.col("model") == f.model)
+            & (pl.col("accelerator") == f.accelerator)
+            & (pl.col("batch_size") == f.batch_size)
+            & (pl.col("source") == f.source)
+        )
+        label = f"{f.model} b{f.batch_size}" + ("" if f.source == "measured" else f" ({f.source})")
+        ax_l.scatter(sel["steps"], sel["latency_s"], s=10, color=color, alpha=0.6)
+        xs = np.array([f.steps_min, f.steps_max])
+        ax_l.plot(
+            xs,
+            f.intercept_s + f.per_step_s * xs,
+            color=color,
+            label=f"{label}: {f.intercept_s:.3f}+{f.per_step_s:.4f}·s (R² {f.r2:.3f})",
+        )
+        clip = sel.group_by("steps").agg(pl.col("clip_score").mean()).sort("steps")
+        ax_c.plot(clip["steps"], clip["clip_score"], marker="o", ms=3, color=color, label=label)
+    ax_l.set(xlabel="denoising steps", ylabel="latency (s)", title="Latency vs steps")
+    ax_c.set(xlabel="denoising steps", ylabel="mean CLIP score", title="CLIP score vs steps")
+    ax_l.legend(fontsize=7)
+    ax_c.legend(fontsize=7)
+    accs = sorted({f.accelerator for f in fits})
+    fig.suptitle(f"sdaas profiles on {', '.join(accs)}", fontsize=9)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png
+
+
+def latest_run(profiles_dir: Path) -> Path:
+    runs = sorted(p for p in Path(profiles_dir).iterdir() if (p / "manifest.json").is_file())
+    if not runs:
+        raise FileNotFoundError(f"no sweep runs under {profiles_dir}; run `sdaas profile` first")
+    return runs[-1]
+
+
+def summary_report(path: Path, plot_png: Path | None = None) -> tuple[str, list[LineFit]]:
+    df = load_frame(path)
+    fits = summarize(df)
+    failures = read_failures(path) if Path(path).is_dir() else []
+    text = format_summary(fits, failures)
+    if plot_png is not None:
+        plot_profiles(df, fits, plot_png)
+        text += f"\nplot: {plot_png}"
+    return text, fits
