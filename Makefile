@@ -9,12 +9,13 @@ SHELL  := /bin/bash
 # pip prints a harmless warning per package about missing local indexes on these machines.
 QUIET_PIP := { grep -vE "^WARNING: Location|BuildBackendWarning|^ *$$" || true; }
 
-.PHONY: install demo test test-fast lint format clean help
+.PHONY: install demo test test-fast bench lint format clean help
 
 help:
 	@echo "make demo    - set up .venv and run the end-to-end demo (tiny models, CPU)"
 	@echo "make test    - set up .venv and run the whole test suite"
 	@echo "make test-fast - only the fast unit tests (skips tests marked slow)"
+	@echo "make bench   - benchmarks; results in bench/results/*.json"
 	@echo "make lint    - ruff check + format check"
 	@echo "make clean   - remove generated data (models, registry, outputs) and .venv"
 
@@ -38,6 +39,9 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
+
+bench: $(STAMP)
+	$(PY) bench/profile_bench.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

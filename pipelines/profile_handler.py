@@ -44,11 +44,19 @@ class LoadedModel:
 class ProfilingModelHandler(ModelHandler[ProfileCell, ProfileRecord | CellFailure, LoadedModel]):
     """Loads `card` on `device` (+ the CLIP scorer) and turns cells into profile rows."""
 
-    def __init__(self, card: ModelCard, device: str, clip_path: str | None):
+    def __init__(
+        self,
+        card: ModelCard,
+        device: str,
+        clip_path: str | None,
+        *,
+        torch_threads: int | None = None,
+    ):
         super().__init__(min_batch_size=1, max_batch_size=1)
         self.card = card
         self.device = device
         self.clip_path = clip_path
+        self.torch_threads = torch_threads
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
         # One cell per call: a batch of cells would time them together.
@@ -56,6 +64,11 @@ class ProfilingModelHandler(ModelHandler[ProfileCell, ProfileRecord | CellFailur
 
     def load_model(self) -> LoadedModel:
         start = time.perf_counter()
+        if self.torch_threads:
+            # Several worker processes on one host: split the cores instead of oversubscribing.
+            import torch
+
+            torch.set_num_threads(self.torch_threads)
         backend = load_backend(self.card, self.device)
         scorer = None
         if self.clip_path:

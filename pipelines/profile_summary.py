@@ -52,12 +52,32 @@ def load_frame(path: Path) -> pl.DataFrame:
 
 
 def summarize(df: pl.DataFrame) -> list[LineFit]:
+    """One fit per (model, accelerator, batch size, kind): published and derived rows form
+    one latency line ('reference'), assumed CLIP rows their own group."""
     fits = []
+    df = df.with_columns(
+        pl.when(pl.col("source").is_in(["published", "derived"]))
+        .then(pl.lit("reference"))
+        .otherwise(pl.col("source"))
+        .alias("source")
+    )
     keys = ["model", "accelerator", "batch_size", "source"]
     for key, group in sorted(df.group_by(keys), key=lambda kg: tuple(str(k) for k in kg[0])):
+        timed = group.filter(pl.col("latency_s").is_not_nan())
         steps = group["steps"].to_numpy()
-        a, b, r2 = fit_line(steps, group["latency_s"].to_numpy())
-        by_steps = group.group_by("steps").agg(pl.col("clip_score").mean()).sort("steps")
+        a, b, r2 = (
+            fit_line(timed["steps"].to_numpy(), timed["latency_s"].to_numpy())
+            if timed.height
+            else (float("nan"),) * 3
+        )
+        by_steps = (
+            group.filter(pl.col("clip_score").is_not_nan())
+            .group_by("steps")
+            .agg(pl.col("clip_score").mean())
+            .sort("steps")
+        )
+        if by_steps.height == 0:
+            by_steps = pl.DataFrame({"steps": [0], "clip_score": [float("nan")]})
         fits.append(
             LineFit(
                 model=key[0],
@@ -119,38 +139,66 @@ def format_summary(fits: list[LineFit], failures: list[dict]) -> str:
 
 
 def plot_profiles(df: pl.DataFrame, fits: list[LineFit], out_png: Path) -> Path:
-    """Latency (points + fitted line) and mean CLIP score vs steps, one colour per model."""
+    """Latency (points + fitted line) per (model, accelerator) and mean CLIP score per model
+    vs steps. Many lines (reference profiles): batch size 1 only."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_l, ax_c) = plt.subplots(1, 2, figsize=(11, 4.2))
+    if len(fits) > 14:
+        fits = [f for f in fits if f.batch_size == 1]
+    fig, (ax_l, ax_c) = plt.subplots(1, 2, figsize=(14, 5.5))
+    clip_done: set[tuple[str, str]] = set()
     for i, f in enumerate(fits):
         color = f"C{i % 10}"
+        sources = ["published", "derived"] if f.source == "reference" else [f.source]
         sel = df.filter(
             (pl.col("model") == f.model)
             & (pl.col("accelerator") == f.accelerator)
             & (pl.col("batch_size") == f.batch_size)
-            & (pl.col("source") == f.source)
+            & pl.col("source").is_in(sources)
         )
-        label = f"{f.model} b{f.batch_size}" + ("" if f.source == "measured" else f" ({f.source})")
-        ax_l.scatter(sel["steps"], sel["latency_s"], s=10, color=color, alpha=0.6)
-        xs = np.array([f.steps_min, f.steps_max])
-        ax_l.plot(
-            xs,
-            f.intercept_s + f.per_step_s * xs,
-            color=color,
-            label=f"{label}: {f.intercept_s:.3f}+{f.per_step_s:.4f}·s (R² {f.r2:.3f})",
+        batch = f" b{f.batch_size}" if f.batch_size != 1 else ""
+        if not np.isnan(f.per_step_s):
+            ax_l.scatter(sel["steps"], sel["latency_s"], s=8, color=color, alpha=0.6)
+            xs = np.array([f.steps_min, f.steps_max])
+            ax_l.plot(
+                xs,
+                f.intercept_s + f.per_step_s * xs,
+                color=color,
+                lw=1,
+                label=f"{f.model}{batch} @ {f.accelerator}: {f.intercept_s:.3f}"
+                f" + {f.per_step_s:.4f}·steps (R² {f.r2:.3f})",
+            )
+        clip = (
+            sel.filter(pl.col("clip_score").is_not_nan())
+            .group_by("steps")
+            .agg(pl.col("clip_score").mean())
+            .sort("steps")
         )
-        clip = sel.group_by("steps").agg(pl.col("clip_score").mean()).sort("steps")
-        ax_c.plot(clip["steps"], clip["clip_score"], marker="o", ms=3, color=color, label=label)
+        # Assumed curves are per model, the same on every accelerator: draw each once.
+        key = (f.model, f.source if f.source == "assumed" else f.accelerator)
+        if clip.height and key not in clip_done:
+            clip_done.add(key)
+            tag = " (ASSUMED curve)" if f.source == "assumed" else f" @ {f.accelerator}"
+            ax_c.plot(
+                clip["steps"],
+                clip["clip_score"],
+                marker="o",
+                ms=3,
+                color=color,
+                label=f"{f.model}{batch}{tag}",
+            )
     ax_l.set(xlabel="denoising steps", ylabel="latency (s)", title="Latency vs steps")
     ax_c.set(xlabel="denoising steps", ylabel="mean CLIP score", title="CLIP score vs steps")
-    ax_l.legend(fontsize=7)
-    ax_c.legend(fontsize=7)
-    accs = sorted({f.accelerator for f in fits})
-    fig.suptitle(f"sdaas profiles on {', '.join(accs)}", fontsize=9)
+    ax_l.legend(fontsize=6, loc="upper left")
+    ax_c.legend(fontsize=7, loc="lower right")
+    n_acc = len({f.accelerator for f in fits})
+    fig.suptitle(
+        f"sdaas profiles: {len({f.model for f in fits})} models on {n_acc} accelerator(s)",
+        fontsize=10,
+    )
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=110)

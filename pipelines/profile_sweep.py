@@ -80,7 +80,12 @@ def _check_writable(out_dir: Path) -> None:
 
 
 def build_sweep(
-    p: beam.Pipeline, cells: list[ProfileCell], cards: dict, clip_path: str | None, out_dir: Path
+    p: beam.Pipeline,
+    cells: list[ProfileCell],
+    cards: dict,
+    clip_path: str | None,
+    out_dir: Path,
+    torch_threads: int | None = None,
 ) -> None:
     """Add the sweep to pipeline `p`: one RunInference branch per (model, accelerator)."""
     groups: dict[tuple[str, str], list[ProfileCell]] = {}
@@ -89,7 +94,9 @@ def build_sweep(
     rows, failures = [], []
     for i, ((model, device), group) in enumerate(sorted(groups.items())):
         label = f"{model} on {device}"
-        handler = ProfilingModelHandler(cards[model], device, clip_path)
+        handler = ProfilingModelHandler(
+            cards[model], device, clip_path, torch_threads=torch_threads
+        )
         outcomes = (
             p
             | f"Cells {i}: {label}" >> beam.Create(group, reshuffle=False)
@@ -173,7 +180,11 @@ def run_sweep(
     by_name = {c.name: c for c in cards}
     with runner_for(runner, beam_args=beam_args, dask_workers=dask_workers) as choice:
         p = beam.Pipeline(runner=choice.runner, options=choice.options)
-        build_sweep(p, cells, by_name, str(clip), out_dir)
+        # Local Dask workers share this host's cores. Dask starts workers with
+        # OMP_NUM_THREADS=1, so without this one worker would use one core of two.
+        local_dask = choice.name == "DaskRunner" and choice.workers > 0
+        threads = max(1, (os.cpu_count() or 1) // choice.workers) if local_dask else None
+        build_sweep(p, cells, by_name, str(clip), out_dir, threads)
         result = p.run()
         try:
             result.wait_until_finish()

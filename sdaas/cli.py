@@ -182,6 +182,16 @@ def cmd_profile(args, settings: Settings) -> int:
     from pipelines.prompts import DEFAULT_PROMPT_SET
 
     profiles_dir = settings.data_dir / "profiles"
+    if args.reference:
+        from pipelines.reference_profiles import write_reference
+
+        out, n = write_reference()
+        print(
+            f"reference profiles: {n} rows -> {out} (anchors: {out.parent}/published_latency.csv)"
+        )
+        text, _ = summary_report(out, out.parent / "reference_profiles.png")
+        print(text)
+        return 0
     if args.summary is not None:
         path = Path(args.summary) if args.summary else latest_run(profiles_dir)
         if not path.exists():
@@ -354,6 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="summarise a run folder or Parquet file (default: latest run)",
     )
     pr.add_argument("--plot", help="PNG path for the summary plot (default RUN/profile.png)")
+    pr.add_argument(
+        "--reference",
+        action="store_true",
+        help="rebuild data/reference/reference_profiles.parquet from the published "
+        "figures in data/reference/ (published, derived and ASSUMED rows)",
+    )
     pr.add_argument("beam_args", nargs="*", help="extra Beam pipeline flags, after '--'")
     pr.set_defaults(func=cmd_profile)
 

@@ -2,8 +2,9 @@
 
 Builds the tiny models, registers them, lists the registry, generates one image
 per model for a sample prompt, saves the images and a labelled contact sheet
-under `data/outputs/`, and prints a table of what ran and how long it took.
-Later stages (profiling, predictor, serving) extend this.
+under `data/outputs/`, prints a table of what ran and how long it took, then runs
+the quick profiling sweep (Beam, FnApiRunner) and prints its fitted latency lines.
+Later stages (predictor, serving) extend this.
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ from PIL import Image, ImageDraw
 from models.backend import GenerationRequest, load_backend
 from models.registry import Registry
 from models.tiny import make_tiny
+from pipelines.profile_grid import SweepConfig
+from pipelines.profile_summary import summary_report
+from pipelines.profile_sweep import run_sweep
 from sdaas.config import Settings
 from sdaas.privacy import load_salt, prompt_id
 from sdaas.table import format_table
 
 log = logging.getLogger(__name__)
 
+DEMO_SWEEP = SweepConfig()  # the quick grid
 SAMPLE_PROMPT = "two small red circles on the left, flat illustration"
 
 
@@ -58,12 +63,20 @@ def contact_sheet(images: list[tuple[str, Image.Image]], path: Path, scale: int 
     return path
 
 
-def run_demo(settings: Settings, *, steps: int = 10, seed: int = 0, out=print) -> list[DemoRow]:
+def run_demo(
+    settings: Settings,
+    *,
+    steps: int = 10,
+    seed: int = 0,
+    out=print,
+    sweep: SweepConfig | None = DEMO_SWEEP,
+) -> list[DemoRow]:
     t0 = time.perf_counter()
-    out("== 1/4 building tiny models (random weights; skipped when already built)")
+    total = 5 if sweep is not None else 4
+    out(f"== 1/{total} building tiny models (random weights; skipped when already built)")
     cards = make_tiny(settings.models_dir)
     registry = Registry(settings.registry_path, model_roots=settings.model_roots)
-    out(f"== 2/4 registering {len(cards)} model cards in {settings.registry_path}")
+    out(f"== 2/{total} registering {len(cards)} model cards in {settings.registry_path}")
     for card_path in cards:
         registry.register_file(card_path, exist_ok=True)
     listing = registry.list()
@@ -84,7 +97,10 @@ def run_demo(settings: Settings, *, steps: int = 10, seed: int = 0, out=print) -
         )
     )
     pid = prompt_id(SAMPLE_PROMPT, load_salt(settings))
-    out(f"== 3/4 generating one image per model at {steps} steps (prompt id {pid}, seed {seed})")
+    out(
+        f"== 3/{total} generating one image per model at {steps} steps "
+        f"(prompt id {pid}, seed {seed})"
+    )
     settings.outputs_dir.mkdir(parents=True, exist_ok=True)
     rows: list[DemoRow] = []
     images: list[tuple[str, Image.Image]] = []
@@ -114,7 +130,7 @@ def run_demo(settings: Settings, *, steps: int = 10, seed: int = 0, out=print) -
         out(f"   {card.name}: {res.latency_s:.2f} s")
         backend.close()
     sheet = contact_sheet(images, settings.outputs_dir / "demo_contact_sheet.png")
-    out("== 4/4 results")
+    out(f"== 4/{total} results")
     out(
         format_table(
             ["model", "version", "styles", "scheduler", "steps", "latency_s", "ms/step", "image"],
@@ -134,6 +150,12 @@ def run_demo(settings: Settings, *, steps: int = 10, seed: int = 0, out=print) -
         )
     )
     out(f"contact sheet: {sheet}")
+    if sweep is not None:
+        out(f"== 5/{total} profiling sweep (Apache Beam, FnApiRunner)")
+        report = run_sweep(settings, sweep, progress=out)
+        text, _ = summary_report(Path(report.out_dir), Path(report.out_dir) / "profile.png")
+        out(text)
+        out(f"inspect again with: sdaas profile --summary {report.out_dir}")
     out(
         f"demo finished in {time.perf_counter() - t0:.1f} s. The tiny models have random weights: "
         "their images are noise; the latencies are real."

@@ -7,13 +7,15 @@ from PIL import Image
 
 from models.registry import Registry
 from models.tiny import TINY_SPECS
+from pipelines.profile_grid import SweepConfig
 from sdaas.demo import SAMPLE_PROMPT, run_demo
 
 
 @pytest.mark.slow
 def test_demo_runs_every_model_and_never_prints_the_prompt(settings):
     lines: list[str] = []
-    rows = run_demo(settings, steps=2, out=lines.append)
+    sweep = SweepConfig(steps=(1, 2), prompts=1)
+    rows = run_demo(settings, steps=2, out=lines.append, sweep=sweep)
     names = sorted(s.name for s in TINY_SPECS)
     assert sorted(r.model for r in rows) == names
     assert all(r.latency_s > 0 and r.steps == 2 for r in rows)
@@ -23,9 +25,11 @@ def test_demo_runs_every_model_and_never_prints_the_prompt(settings):
     reg = Registry(settings.registry_path, model_roots=settings.model_roots)
     assert [r.card.name for r in reg.list()] == names
     text = "\n".join(lines)
-    assert "4/4 results" in text
+    assert "4/5 results" in text and "5/5 profiling sweep" in text
+    assert "wrote 6 rows (0 failed cells)" in text
+    assert "R²" in text
     assert SAMPLE_PROMPT not in text
     # Running again reuses the models and the registrations (idempotent).
-    rows2 = run_demo(settings, steps=2, out=lambda _: None)
+    rows2 = run_demo(settings, steps=2, out=lambda _: None, sweep=None)
     assert [r.model for r in rows2] == [r.model for r in rows]
     assert len(reg.versions(names[0])) == 1
