@@ -9,13 +9,14 @@ SHELL  := /bin/bash
 # pip prints a harmless warning per package about missing local indexes on these machines.
 QUIET_PIP := { grep -vE "^WARNING: Location|BuildBackendWarning|^ *$$" || true; }
 
-.PHONY: install demo test test-fast bench lint format clean help
+.PHONY: install demo test test-fast bench mlflow-ui lint format clean help
 
 help:
 	@echo "make demo    - set up .venv and run the end-to-end demo (tiny models, CPU)"
 	@echo "make test    - set up .venv and run the whole test suite"
 	@echo "make test-fast - only the fast unit tests (skips tests marked slow)"
 	@echo "make bench   - benchmarks; results in bench/results/*.json"
+	@echo "make mlflow-ui - MLflow UI on http://127.0.0.1:5000 over mlruns/ (Ctrl-C stops)"
 	@echo "make lint    - ruff check + format check"
 	@echo "make clean   - remove generated data (models, registry, outputs) and .venv"
 
@@ -42,6 +43,13 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/profile_bench.py
+
+mlflow-ui: $(STAMP)
+	mkdir -p mlruns/artifacts
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server \
+	  --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
+	  --default-artifact-root $(CURDIR)/mlruns/artifacts \
+	  --host 127.0.0.1 --port 5000 --workers 1
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

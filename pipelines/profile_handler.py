@@ -29,6 +29,7 @@ from models.card import ModelCard
 from pipelines.parquet_io import CellFailure
 from pipelines.profile_grid import ProfileCell
 from sdaas import __version__
+from sdaas.privacy import prompt_tokens
 from sdaas.records import ProfileRecord
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,7 @@ def profile_cell(cell: ProfileCell, model: LoadedModel) -> ProfileRecord:
         batch_size=cell.batch_size,
         guidance_scale=cell.guidance_scale,
         prompt_id=cell.prompt.id,
+        prompt_tokens=prompt_tokens(cell.prompt.text),
         seed=cell.seed,
         latency_s=result.latency_s,
         per_step_s=result.per_step_s,

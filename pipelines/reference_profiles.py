@@ -226,6 +226,7 @@ def build_reference_records(ref_dir: Path = REFERENCE_DIR) -> list[ProfileRecord
             a.batch_size,
             7.5,
             "reference",
+            -1,  # prompt_tokens: unknown for published figures
             0,
             latency,
             per_step,

@@ -1,7 +1,8 @@
 """The `sdaas` command line.
 
 Exit codes: 0 success; 1 a failure to act on (message says what to do); 2 invalid input
-(a refused model card, a bad flag); 3 a named thing does not exist.
+(a refused model card, a bad flag); 3 a named thing does not exist; 4 `plan` found the
+request infeasible.
 """
 
 from __future__ import annotations
@@ -231,6 +232,55 @@ def cmd_profile(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_train(args, settings: Settings) -> int:
+    from predictor.tracking import tracking_uri
+    from predictor.train_cli import train_all
+
+    print(f"training predictors on {args.data} profiles (MLflow: {tracking_uri(settings)})")
+    r = train_all(
+        settings,
+        data=args.data,
+        profiles_dir=Path(args.profiles) if args.profiles else None,
+        promote=args.promote,
+        seed=args.seed,
+        params={"n_estimators": args.n_estimators} if args.n_estimators else None,
+    )
+    print(f"data {r.data}: rows by source {r.sources}, hash {r.data_hash}")
+    print("latency: " + ", ".join(f"{k} {v:.3f}" for k, v in r.latency_metrics.items()))
+    print(f"  {r.latency.name} v{r.latency.version}: {r.latency.reason}")
+    if r.clip is not None:
+        print("clip:    " + ", ".join(f"{k} {v:.3f}" for k, v in r.clip_metrics.items()))
+        print(f"  {r.clip.name} v{r.clip.version}: {r.clip.reason}")
+    print("inspect: make mlflow-ui, then http://127.0.0.1:5000 (experiment sdaas-predictors)")
+    return 0
+
+
+def cmd_plan(args, settings: Settings) -> int:
+    from dataclasses import asdict
+
+    from predictor.planner import load_planner
+
+    planner = load_planner(settings)
+    plan = planner.plan(
+        args.style,
+        args.latency_slo,
+        args.min_clip,
+        resolution=args.resolution,
+        prompt_tokens=args.prompt_tokens,
+    )
+    if args.json:
+        print(json.dumps(asdict(plan), indent=2))
+    elif plan.feasible:
+        print(
+            f"feasible: {plan.model}@{plan.model_version} on {plan.accelerator}, "
+            f"{plan.steps} steps: predicted {plan.predicted_latency_s:.3f} s, "
+            f"CLIP {plan.predicted_clip:.2f}"
+        )
+    else:
+        print(f"infeasible: {plan.reason}")
+    return 0 if plan.feasible else 4
+
+
 def cmd_demo(args, settings: Settings) -> int:
     from sdaas.demo import run_demo
 
@@ -245,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stable Diffusion as a Service with per-request latency and CLIP-score SLOs. "
         "Model developers register models with declarative cards; users submit prompts with "
         "a style and SLOs; sdaas picks model, accelerator and steps.",
-        epilog="Exit codes: 0 ok, 1 failure, 2 invalid input, 3 not found. "
+        epilog="Exit codes: 0 ok, 1 failure, 2 invalid input, 3 not found, 4 infeasible plan. "
         "Files live under $SDAAS_HOME (default: the checkout): data/ and mlruns/.",
     )
     p.add_argument(
@@ -373,6 +423,44 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("beam_args", nargs="*", help="extra Beam pipeline flags, after '--'")
     pr.set_defaults(func=cmd_profile)
 
+    tr = sub.add_parser(
+        "train",
+        help="train the LightGBM latency and CLIP predictors, tracked in MLflow",
+        description="Train both predictors on profile rows, log them to MLflow "
+        "(mlruns/mlflow.db) and register them as sdaas-latency / sdaas-clip; a new version "
+        "becomes champion only if it is no worse on the same held-out rows.",
+    )
+    tr.add_argument(
+        "--data",
+        default="both",
+        choices=["measured", "reference", "both"],
+        help="which profiles to train on (default both)",
+    )
+    tr.add_argument("--profiles", help="measured profiles folder (default data/profiles)")
+    tr.add_argument("--n-estimators", type=int, help="boosting rounds (default 400)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument(
+        "--no-promote",
+        dest="promote",
+        action="store_false",
+        help="register, but never move the champion alias",
+    )
+    tr.set_defaults(func=cmd_train)
+
+    pl = sub.add_parser(
+        "plan",
+        help="choose model, accelerator and steps for a style and SLOs",
+        description="Plan one job with the champion predictors. Exit 0 when feasible, 4 "
+        "when not (the reason and the best offer are printed).",
+    )
+    pl.add_argument("--style", required=True)
+    pl.add_argument("--latency-slo", type=float, required=True, help="seconds")
+    pl.add_argument("--min-clip", type=float, required=True, help="0..100")
+    pl.add_argument("--resolution", type=_parse_resolution, help="WxH (default: smallest)")
+    pl.add_argument("--prompt-tokens", type=int, help="prompt length in tokens (default 12)")
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=cmd_plan)
+
     d = sub.add_parser("demo", help="run the end-to-end demo on embedded defaults")
     d.add_argument("--steps", type=int, default=10, help="denoising steps per image (default 10)")
     d.add_argument("--seed", type=int, default=0)
@@ -380,7 +468,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_NOISE = ("apitools not found", "partition size is 128", "Converting string literal type hint")
+_NOISE = (
+    "apitools not found",
+    "partition size is 128",
+    "Converting string literal type hint",
+    "No module named google.cloud",
+    "contains a local version label",
+)
 
 
 def _drop_noise(record: logging.LogRecord) -> bool:

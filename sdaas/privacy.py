@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -36,3 +37,12 @@ def load_salt(settings: Settings | None = None) -> bytes:
 def prompt_id(prompt: str, salt: bytes) -> str:
     """A 16-hex-digit id for `prompt` under `salt`; the prompt cannot be read back from it."""
     return hmac.new(salt, prompt.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
+
+
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def prompt_tokens(prompt: str) -> int:
+    """A prompt feature that is safe to store: its length in word/punctuation tokens, capped
+    at CLIP's 77-token window. Used by the CLIP-score predictor; reveals nothing else."""
+    return min(len(_WORD.findall(prompt)), 77)

@@ -24,6 +24,7 @@ class ProfileRecord:
     per_step_s: mean denoising-step time inside that call (from the step hook).
     clip_score: mean CLIP score of the batch's images; NaN where not measured.
     prompt_id: salted hash, never the prompt.
+    prompt_tokens: `sdaas.privacy.prompt_tokens` of the prompt (-1 when unknown).
     """
 
     model: str
@@ -35,6 +36,7 @@ class ProfileRecord:
     batch_size: int
     guidance_scale: float
     prompt_id: str
+    prompt_tokens: int
     seed: int
     latency_s: float
     per_step_s: float
@@ -60,6 +62,7 @@ PROFILE_ARROW_SCHEMA = pa.schema(
         pa.field("batch_size", pa.int32(), nullable=False),
         pa.field("guidance_scale", pa.float32(), nullable=False),
         pa.field("prompt_id", pa.string(), nullable=False),
+        pa.field("prompt_tokens", pa.int32(), nullable=False),
         pa.field("seed", pa.int64(), nullable=False),
         pa.field("latency_s", pa.float64(), nullable=False),
         pa.field("per_step_s", pa.float64(), nullable=False),
@@ -80,3 +83,22 @@ def profile_table(records: list[ProfileRecord]) -> pa.Table:
     """Records as an Arrow table with the declared schema (types enforced, not inferred)."""
     cols = {name: [getattr(r, name) for r in records] for name in PROFILE_ARROW_SCHEMA.names}
     return pa.Table.from_pydict(cols, schema=PROFILE_ARROW_SCHEMA)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The planner's answer for one job: what to run where, and what it predicts.
+
+    When `feasible` is false the model/accelerator/steps fields hold the best offer (or are
+    empty when there is none) and `reason` says why and what the best offer is.
+    """
+
+    job_id: str
+    model: str
+    model_version: str
+    accelerator: str
+    steps: int
+    predicted_latency_s: float
+    predicted_clip: float
+    feasible: bool
+    reason: str = ""

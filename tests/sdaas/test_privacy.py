@@ -26,3 +26,11 @@ def test_salt_from_environment_wins(settings, monkeypatch):
     monkeypatch.setenv("SDAAS_PROMPT_SALT", "from-env")
     assert load_salt(settings) == b"from-env"
     assert not settings.salt_path.exists()
+
+
+def test_prompt_tokens_counts_words_and_punctuation_capped():
+    from sdaas.privacy import prompt_tokens
+
+    assert prompt_tokens("two small red circles, on the left.") == 9
+    assert prompt_tokens("") == 0
+    assert prompt_tokens("word " * 200) == 77

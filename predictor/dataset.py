@@ -1,0 +1,76 @@
+"""Training data: which profile rows, how they are split, and a hash that names them.
+
+Held-out data is chosen by step count (per model: every third interior step count) and
+by seed (the highest seed, when there are several), so the metrics say how well the
+predictor interpolates to step counts and prompts-with-seeds it never saw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from pipelines.parquet_io import read_profiles
+from pipelines.reference_profiles import REFERENCE_DIR
+from predictor.features import add_derived_columns
+from sdaas.config import Settings
+from sdaas.errors import InvalidInputError
+
+DataChoice = Literal["measured", "reference", "both"]
+DATA_CHOICES = ("measured", "reference", "both")
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    frame: pd.DataFrame
+    choice: str
+    sources: dict[str, int]  # rows per `source`
+    data_hash: str
+
+
+def load_training_data(
+    settings: Settings, choice: str = "both", profiles_dir: Path | None = None
+) -> TrainingData:
+    if choice not in DATA_CHOICES:
+        raise InvalidInputError(f"--data: {choice!r}: use one of {', '.join(DATA_CHOICES)}")
+    frames = []
+    if choice in ("measured", "both"):
+        where = Path(profiles_dir) if profiles_dir else settings.data_dir / "profiles"
+        try:
+            frames.append(read_profiles(where).to_pandas())
+        except FileNotFoundError:
+            if choice == "measured":
+                raise InvalidInputError(
+                    f"--data measured: no profiles under {where}; run `sdaas profile` first"
+                ) from None
+    if choice in ("reference", "both"):
+        frames.append(read_profiles(REFERENCE_DIR / "reference_profiles.parquet").to_pandas())
+    df = pd.concat(frames, ignore_index=True)
+    df = add_derived_columns(df)
+    return TrainingData(df, choice, df["source"].value_counts().to_dict(), frame_hash(df))
+
+
+def frame_hash(df: pd.DataFrame) -> str:
+    """A content hash of the rows (order-independent; run metadata like ts/host excluded)."""
+    cols = [c for c in df.columns if c not in ("ts", "host", "sdaas_version")]
+    row_hashes = np.sort(pd.util.hash_pandas_object(df[cols], index=False).to_numpy())
+    return hashlib.sha256(row_hashes.tobytes()).hexdigest()[:16]
+
+
+def holdout_mask(df: pd.DataFrame) -> np.ndarray:
+    """True for held-out rows: some interior step counts per model, and the top seed."""
+    mask = np.zeros(len(df), dtype=bool)
+    for _, idx in df.groupby("model").groups.items():
+        steps = sorted(df.loc[idx, "steps"].unique())
+        interior = steps[1:-1]
+        held = interior[1::3] if len(interior) >= 4 else interior[len(interior) // 2 :][:1]
+        mask[df.index.get_indexer(idx)] |= df.loc[idx, "steps"].isin(held).to_numpy()
+    seeds = sorted(df["seed"].unique())
+    if len(seeds) > 1:
+        mask |= (df["seed"] == seeds[-1]).to_numpy()
+    return mask

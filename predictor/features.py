@@ -1,0 +1,169 @@
+"""Feature specs for the two predictors, and the checks LightGBM itself does not make.
+
+A spec fixes the feature order, which columns are categorical (with their category lists,
+saved with the model so predict-time frames use the same codes) and the monotone
+constraint per feature. LightGBM *aborts the process* (C++ fatal, exit 134) when a
+non-zero monotone constraint lands on a categorical column, so `validate` refuses that
+before training ever starts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What a predictor reads. `categories` is filled from the training data."""
+
+    target: str
+    features: tuple[str, ...]
+    categorical: tuple[str, ...]
+    monotone: tuple[int, ...]  # per feature: +1 increasing, 0 free, -1 decreasing
+    categories: dict[str, list[str]] = field(default_factory=dict)
+    # "raw": fit the target as is. "log_per_step": fit log(target / (steps + k)), a nearly
+    # step-independent per-step cost, with k learned per group (see STEP_OFFSET below).
+    target_mode: str = "raw"
+    step_offsets: dict[str, float] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        problems = []
+        if len(self.monotone) != len(self.features):
+            problems.append(
+                f"monotone has {len(self.monotone)} entries for {len(self.features)} features"
+            )
+        for name, m in zip(self.features, self.monotone, strict=False):
+            if m not in (-1, 0, 1):
+                problems.append(f"monotone[{name}] = {m}: must be -1, 0 or 1")
+            if m != 0 and name in self.categorical:
+                problems.append(
+                    f"monotone[{name}] = {m}: a monotone constraint on a categorical feature "
+                    "aborts LightGBM; set it to 0"
+                )
+        unknown = [c for c in self.categorical if c not in self.features]
+        if unknown:
+            problems.append(f"categorical {unknown}: not among the features")
+        if problems:
+            raise ValueError("invalid feature spec: " + "; ".join(problems))
+
+    def with_categories(self, df: pd.DataFrame) -> FeatureSpec:
+        cats = {c: sorted(str(v) for v in df[c].unique()) for c in self.categorical}
+        offsets = fit_step_offsets(df, self.target) if self.target_mode == "log_per_step" else {}
+        return FeatureSpec(
+            self.target,
+            self.features,
+            self.categorical,
+            self.monotone,
+            cats,
+            self.target_mode,
+            offsets,
+        )
+
+    def offsets_for(self, df: pd.DataFrame) -> np.ndarray:
+        keys = group_keys(df)
+        return np.array([self.step_offsets.get(k, STEP_OFFSET) for k in keys], dtype=float)
+
+    def encode_target(self, y: np.ndarray, df: pd.DataFrame) -> np.ndarray:
+        if self.target_mode == "log_per_step":
+            return np.log(y / (df["steps"].to_numpy(dtype=float) + self.offsets_for(df)))
+        return y
+
+    def decode_target(self, y: np.ndarray, df: pd.DataFrame) -> np.ndarray:
+        if self.target_mode == "log_per_step":
+            return np.exp(y) * (df["steps"].to_numpy(dtype=float) + self.offsets_for(df))
+        return y
+
+    def frame(self, df: pd.DataFrame) -> pd.DataFrame:
+        """The model's input frame: feature order, categoricals coded with the saved lists
+        (an unseen category becomes NaN, which LightGBM routes as missing)."""
+        out = pd.DataFrame(index=df.index)
+        for f in self.features:
+            if f in self.categorical:
+                out[f] = pd.Categorical(df[f].astype(str), categories=self.categories[f])
+            else:
+                out[f] = df[f].astype(float)
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> FeatureSpec:
+        d = json.loads(text)
+        return cls(
+            d["target"],
+            tuple(d["features"]),
+            tuple(d["categorical"]),
+            tuple(d["monotone"]),
+            {k: list(v) for k, v in d["categories"].items()},
+            d.get("target_mode", "raw"),
+            {k: float(v) for k, v in d.get("step_offsets", {}).items()},
+        )
+
+
+# Latency is about per_step * (steps + k), k the fixed text-encoder + VAE part in step
+# units (k = 2.1 for SD 1.5 at 512², batch 1; ~0.5 for the tiny models). Trees are
+# piecewise constant, so fitting latency itself is off by a whole bucket between profiled
+# step counts. So the latency model fits log(latency / (steps + k_g)), with k_g the
+# intercept/slope ratio of a least-squares line per group (model, accelerator, batch size,
+# pixels) of the training rows: a target that barely moves with steps, with per-model and
+# per-accelerator effects additive in log space. Monotone +1 in steps on that target, times
+# (steps + k_g) > 0 increasing, makes predicted latency strictly increasing. Groups never
+# profiled fall back to STEP_OFFSET.
+STEP_OFFSET = 2.0
+MAX_STEP_OFFSET = 50.0
+
+
+def group_keys(df: pd.DataFrame) -> list[str]:
+    cols = [df[c].astype(str) for c in ("model", "accelerator", "batch_size", "pixels")]
+    return ["|".join(parts) for parts in zip(*cols, strict=True)]
+
+
+def fit_step_offsets(df: pd.DataFrame, target: str) -> dict[str, float]:
+    """k_g = a / b of `target = a + b * steps` per group, clamped to [0, MAX_STEP_OFFSET]."""
+    out: dict[str, float] = {}
+    keyed = df.assign(_key=group_keys(df))
+    for key, g in keyed.groupby("_key"):
+        s, y = g["steps"].to_numpy(dtype=float), g[target].to_numpy(dtype=float)
+        if len(np.unique(s)) < 2:
+            continue
+        b, a = np.polyfit(s, y, 1)
+        k = a / b if b > 0 else STEP_OFFSET
+        out[str(key)] = float(np.clip(k, 0.0, MAX_STEP_OFFSET))
+    return out
+
+
+LATENCY_SPEC = FeatureSpec(
+    target="latency_s",
+    features=("model", "accelerator", "log_steps", "pixels", "batch_size", "guidance_scale"),
+    categorical=("model", "accelerator"),
+    monotone=(0, 0, 1, 0, 0, 0),
+    target_mode="log_per_step",
+)
+CLIP_SPEC = FeatureSpec(
+    target="clip_score",
+    features=("model", "log_steps", "pixels", "guidance_scale", "prompt_tokens"),
+    categorical=("model",),
+    monotone=(0, 1, 0, 0, 0),
+)
+
+
+def add_derived_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Columns the specs read that profiles do not store directly."""
+    df = df.copy()
+    df["model"] = df["model"].astype(str) + "@" + df["model_version"].astype(str)
+    df["pixels"] = (df["height"].astype(float) * df["width"].astype(float)).astype(float)
+    df["log_steps"] = np.log(df["steps"].astype(float) + STEP_OFFSET)
+    return df
+
+
+def mape(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(np.mean(np.abs(y_pred - y_true) / np.abs(y_true)) * 100.0)
+
+
+def mae(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(np.mean(np.abs(y_pred - y_true)))

@@ -1,0 +1,270 @@
+"""The planner: a job's style and SLOs -> (model, accelerator, steps), or an early no.
+
+For every registered (model, accelerator, resolution) the predictors' curves over the
+model's step range are computed once, when the planner is built; planning a job is then
+array look-ups. Per candidate curve the cheapest step count meeting `min_clip` is the
+first one on the (monotone) CLIP curve at or above it; its predicted latency plus the
+accelerator's backlog must fit the latency SLO. Among feasible candidates the shortest
+predicted job wins (ties: the larger CLIP margin), which is what SJF needs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from models.card import ModelCard
+from predictor.features import STEP_OFFSET
+from sdaas.errors import InvalidInputError
+from sdaas.records import Plan
+
+# CLIP depends a little on prompt length; curves are precomputed for these token counts
+# and a job uses the nearest.
+TOKEN_BUCKETS = (4, 8, 12, 16, 24, 32, 48, 77)
+DEFAULT_TOKENS = 12
+
+
+@dataclass(frozen=True)
+class ModelOption:
+    """What the planner needs of a model: a card, or a reference model for the simulator."""
+
+    name: str
+    version: str
+    styles: tuple[str, ...]
+    steps_min: int
+    steps_max: int
+    resolutions: tuple[tuple[int, int], ...]
+    guidance_scale: float
+    accelerators: tuple[str, ...]  # accelerator names this model may run on
+
+    @classmethod
+    def from_card(cls, card: ModelCard, accelerators: list[str]) -> ModelOption:
+        usable = tuple(a for a in accelerators if card.runs_on(a))
+        return cls(
+            card.name,
+            card.version,
+            tuple(card.styles),
+            card.steps.min,
+            card.steps.max,
+            tuple(card.resolution_pairs),
+            card.guidance_scale,
+            usable,
+        )
+
+
+@dataclass
+class _StyleTable:
+    """Stacked curves of every candidate serving one style at one resolution."""
+
+    labels: list[tuple[ModelOption, str]]  # (model, accelerator) per row
+    accel_index: dict[str, list[int]]
+    steps: np.ndarray  # (S,) the global step grid 1..max
+    latency: np.ndarray  # (n, S), +inf outside a model's step range
+    clip: np.ndarray  # (n_buckets, n, S), -inf outside a model's step range
+
+
+class Planner:
+    def __init__(self, options: list[ModelOption], latency_predictor, clip_predictor):
+        if not options:
+            raise InvalidInputError("no model registered: register one before planning")
+        self.options = options
+        self.styles = sorted({s for o in options for s in o.styles})
+        self._tables: dict[tuple[str, tuple[int, int]], _StyleTable] = {}
+        self._build(latency_predictor, clip_predictor)
+
+    # -- precomputation -------------------------------------------------------------------
+    def _curve_frame(self, o: ModelOption, acc: str, res: tuple[int, int], steps: np.ndarray):
+        n = len(steps)
+        return pd.DataFrame(
+            {
+                "model": [f"{o.name}@{o.version}"] * n,
+                "model_version": [o.version] * n,
+                "accelerator": [acc] * n,
+                "steps": steps,
+                "pixels": [float(res[0] * res[1])] * n,
+                "height": [res[1]] * n,
+                "width": [res[0]] * n,
+                "batch_size": [1] * n,
+                "guidance_scale": [o.guidance_scale] * n,
+                "log_steps": np.log(steps + STEP_OFFSET),
+                "prompt_tokens": [DEFAULT_TOKENS] * n,
+            }
+        )
+
+    def _build(self, latency_predictor, clip_predictor) -> None:
+        max_steps = max(o.steps_max for o in self.options)
+        grid = np.arange(1, max_steps + 1)
+        keys = {(s, r) for o in self.options for s in o.styles for r in o.resolutions}
+        for style, res in sorted(keys):
+            labels, lat_rows, clip_rows = [], [], []
+            for o in self.options:
+                if style not in o.styles or res not in o.resolutions:
+                    continue
+                steps = grid[(grid >= o.steps_min) & (grid <= o.steps_max)]
+                lo, hi = o.steps_min - 1, o.steps_max
+                clip_by_bucket = []
+                for tokens in TOKEN_BUCKETS:
+                    frame = self._curve_frame(
+                        o, o.accelerators[0] if o.accelerators else "", res, steps
+                    )
+                    frame["prompt_tokens"] = tokens
+                    c = np.full(len(grid), -np.inf)
+                    c[lo:hi] = clip_predictor.predict(frame)
+                    clip_by_bucket.append(c)
+                for acc in o.accelerators:
+                    lat = np.full(len(grid), np.inf)
+                    lat[lo:hi] = latency_predictor.predict(self._curve_frame(o, acc, res, steps))
+                    labels.append((o, acc))
+                    lat_rows.append(lat)
+                    clip_rows.append(clip_by_bucket)
+            if not labels:
+                continue
+            accel_index: dict[str, list[int]] = {}
+            for i, (_, acc) in enumerate(labels):
+                accel_index.setdefault(acc, []).append(i)
+            self._tables[(style, res)] = _StyleTable(
+                labels,
+                accel_index,
+                grid,
+                np.vstack(lat_rows),
+                np.stack([np.vstack([c[b] for c in clip_rows]) for b in range(len(TOKEN_BUCKETS))]),
+            )
+
+    def curves(self, style: str, resolution: tuple[int, int]) -> _StyleTable:
+        return self._tables[(style, resolution)]
+
+    # -- planning -------------------------------------------------------------------------
+    def _validate(self, style, latency_slo_s, min_clip, resolution) -> tuple[int, int]:
+        problems = []
+        if (
+            not isinstance(latency_slo_s, int | float)
+            or not math.isfinite(latency_slo_s)
+            or (latency_slo_s <= 0)
+        ):
+            problems.append(f"latency_slo_s: {latency_slo_s!r}: must be a finite number > 0")
+        if not isinstance(min_clip, int | float) or not (0.0 <= min_clip <= 100.0):
+            problems.append(f"min_clip: {min_clip!r}: must be a number in [0, 100]")
+        if style not in self.styles:
+            problems.append(f"style: {style!r}: unknown; served styles: {', '.join(self.styles)}")
+        if problems:
+            raise InvalidInputError("invalid plan request: " + "; ".join(problems))
+        served = sorted({r for (s, r) in self._tables if s == style})
+        if resolution is None:
+            return served[0]
+        if tuple(resolution) not in served:
+            raise InvalidInputError(
+                f"resolution: {resolution[0]}x{resolution[1]}: style {style!r} is served at "
+                + ", ".join(f"{w}x{h}" for w, h in served)
+            )
+        return tuple(resolution)
+
+    def plan(
+        self,
+        style: str,
+        latency_slo_s: float,
+        min_clip: float,
+        *,
+        resolution: tuple[int, int] | None = None,
+        prompt_tokens: int | None = None,
+        backlog_s: Mapping[str, float] | None = None,
+        job_id: str = "",
+    ) -> Plan:
+        res = self._validate(style, latency_slo_s, min_clip, resolution)
+        t = self._tables[(style, res)]
+        tokens = DEFAULT_TOKENS if prompt_tokens is None else prompt_tokens
+        bucket = int(np.abs(np.asarray(TOKEN_BUCKETS) - tokens).argmin())
+        clip = t.clip[bucket]
+        ok = clip >= min_clip
+        has = ok.any(axis=1)
+        first = ok.argmax(axis=1)
+        rows = np.arange(len(t.labels))
+        lat = t.latency[rows, first]
+        if backlog_s:
+            wait = np.zeros(len(t.labels))
+            for acc, b in backlog_s.items():
+                idx = t.accel_index.get(acc)
+                if idx:
+                    wait[idx] = b
+            lat = lat + wait
+        margin = clip[rows, first] - min_clip
+        feasible = has & (lat <= latency_slo_s)
+        if feasible.any():
+            cand = np.flatnonzero(feasible)
+            best = cand[np.lexsort((-margin[cand], lat[cand]))[0]]
+            return self._plan(
+                job_id, t, best, first[best], lat[best], clip[best, first[best]], True, ""
+            )
+        if not has.any():
+            best_row, best_col = np.unravel_index(np.argmax(clip), clip.shape)
+            o, acc = t.labels[best_row]
+            reason = (
+                f"min CLIP {min_clip:g} unreachable for style {style}: best "
+                f"{clip[best_row, best_col]:.1f} at {t.steps[best_col]} steps on {o.name}"
+            )
+            return self._plan(
+                job_id,
+                t,
+                best_row,
+                best_col,
+                t.latency[best_row, best_col],
+                clip[best_row, best_col],
+                False,
+                reason,
+            )
+        cand = np.flatnonzero(has)
+        best = cand[np.argmin(lat[cand])]
+        o, acc = t.labels[best]
+        reason = (
+            f"fastest option meeting min CLIP {min_clip:g} needs {lat[best]:.2f} s > "
+            f"{latency_slo_s:g} s ({o.name} on {acc} at {t.steps[first[best]]} steps)"
+        )
+        return self._plan(
+            job_id, t, best, first[best], lat[best], clip[best, first[best]], False, reason
+        )
+
+    @staticmethod
+    def _plan(job_id, t, row, col, latency, clip, feasible, reason) -> Plan:
+        o, acc = t.labels[row]
+        return Plan(
+            job_id,
+            o.name,
+            o.version,
+            acc,
+            int(t.steps[col]),
+            float(latency),
+            float(clip),
+            bool(feasible),
+            reason,
+        )
+
+
+def accelerators_known_to(latency_predictor) -> list[str]:
+    """Accelerator names the latency predictor was trained on (the only ones it can cost)."""
+    return list(latency_predictor.spec.categories.get("accelerator", []))
+
+
+def load_planner(settings) -> Planner:
+    """The planner for this home: champion predictors + the registered models, over the
+    accelerators the latency predictor knows. Errors here are startup errors."""
+    from models.registry import Registry
+    from predictor.store import load_predictor
+    from predictor.tracking import CLIP_MODEL, LATENCY_MODEL
+
+    cards = [r.card for r in Registry(settings.registry_path).list()]
+    if not cards:
+        raise InvalidInputError("no model registered: register one (sdaas models make-tiny)")
+    latency = load_predictor(settings, LATENCY_MODEL)
+    clip = load_predictor(settings, CLIP_MODEL)
+    accelerators = accelerators_known_to(latency)
+    options = [ModelOption.from_card(c, accelerators) for c in cards]
+    options = [o for o in options if o.accelerators]
+    if not options:
+        raise InvalidInputError(
+            "no registered model can be costed: the latency predictor knows accelerators "
+            f"{accelerators}, none of which the cards allow; profile them and retrain"
+        )
+    return Planner(options, latency, clip)
