@@ -83,7 +83,9 @@ class FeatureSpec:
         out = pd.DataFrame(index=df.index)
         for f in self.features:
             if f in self.categorical:
-                out[f] = pd.Categorical(df[f].astype(str), categories=self.categories[f])
+                vals = df[f].astype(str)
+                known = vals.where(vals.isin(self.categories[f]))  # unseen -> NaN
+                out[f] = pd.Categorical(known, categories=self.categories[f])
             else:
                 out[f] = df[f].astype(float)
         return out
