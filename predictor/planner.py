@@ -68,9 +68,22 @@ class _StyleTable:
 
 
 class Planner:
-    def __init__(self, options: list[ModelOption], latency_predictor, clip_predictor):
+    """headroom: plan against `latency_slo * (1 - headroom)`, leaving room for the
+    run-to-run noise of real latencies around the prediction (0.1 = 10 %)."""
+
+    def __init__(
+        self,
+        options: list[ModelOption],
+        latency_predictor,
+        clip_predictor,
+        *,
+        headroom: float = 0.0,
+    ):
         if not options:
             raise InvalidInputError("no model registered: register one before planning")
+        if not 0.0 <= headroom < 1.0:
+            raise InvalidInputError(f"headroom: {headroom!r}: must be in [0, 1)")
+        self.headroom = headroom
         self.options = options
         self.styles = sorted({s for o in options for s in o.styles})
         self._tables: dict[tuple[str, tuple[int, int]], _StyleTable] = {}
@@ -191,7 +204,8 @@ class Planner:
                     wait[idx] = b
             lat = lat + wait
         margin = clip[rows, first] - min_clip
-        feasible = has & (lat <= latency_slo_s)
+        budget = latency_slo_s * (1.0 - self.headroom)
+        feasible = has & (lat <= budget)
         if feasible.any():
             cand = np.flatnonzero(feasible)
             best = cand[np.lexsort((-margin[cand], lat[cand]))[0]]
@@ -218,9 +232,10 @@ class Planner:
         cand = np.flatnonzero(has)
         best = cand[np.argmin(lat[cand])]
         o, acc = t.labels[best]
+        room = f" with {self.headroom:.0%} headroom" if self.headroom else ""
         reason = (
             f"fastest option meeting min CLIP {min_clip:g} needs {lat[best]:.2f} s > "
-            f"{latency_slo_s:g} s ({o.name} on {acc} at {t.steps[first[best]]} steps)"
+            f"{latency_slo_s:g} s{room} ({o.name} on {acc} at {t.steps[first[best]]} steps)"
         )
         return self._plan(
             job_id, t, best, first[best], lat[best], clip[best, first[best]], False, reason
@@ -247,7 +262,7 @@ def accelerators_known_to(latency_predictor) -> list[str]:
     return list(latency_predictor.spec.categories.get("accelerator", []))
 
 
-def load_planner(settings) -> Planner:
+def load_planner(settings, *, headroom: float = 0.0) -> Planner:
     """The planner for this home: champion predictors + the registered models, over the
     accelerators the latency predictor knows. Errors here are startup errors."""
     from models.registry import Registry
@@ -267,4 +282,4 @@ def load_planner(settings) -> Planner:
             "no registered model can be costed: the latency predictor knows accelerators "
             f"{accelerators}, none of which the cards allow; profile them and retrain"
         )
-    return Planner(options, latency, clip)
+    return Planner(options, latency, clip, headroom=headroom)

@@ -3,8 +3,9 @@
 Builds the tiny models, registers them, lists the registry, generates one image
 per model for a sample prompt, saves the images and a labelled contact sheet
 under `data/outputs/`, prints a table of what ran and how long it took, then runs
-the quick profiling sweep (Beam, FnApiRunner) and prints its fitted latency lines.
-Later stages (predictor, serving) extend this.
+the quick profiling sweep (Beam, FnApiRunner) and prints its fitted latency lines,
+trains the LightGBM predictors (tracked in MLflow) and plans a few jobs, feasible and
+not. Later stages (simulator, serving) extend this.
 """
 
 from __future__ import annotations
@@ -63,6 +64,59 @@ def contact_sheet(images: list[tuple[str, Image.Image]], path: Path, scale: int 
     return path
 
 
+DEMO_PLANS = [  # (style, latency SLO s, min CLIP): the tiny models' CLIP scores sit near 13
+    ("flat", 2.0, 10.0),
+    ("photo", 0.5, 10.0),
+    ("anime", 0.05, 10.0),
+    ("sketch", 2.0, 40.0),
+]
+
+
+def plan_demo(settings: Settings, out=print) -> None:
+    from predictor.planner import load_planner
+    from predictor.tracking import tracking_uri
+    from predictor.train_cli import train_all
+
+    r = train_all(settings, data="both")
+    out(f"trained on {sum(r.sources.values())} rows {r.sources} (data hash {r.data_hash})")
+    lat = r.latency_metrics
+    out(
+        f"latency held-out: cell-median MAPE {lat['cell_median_mape_pct']:.2f} %, "
+        f"row MAPE {lat['mape_pct']:.2f} %; {r.latency.name} v{r.latency.version}: "
+        f"{r.latency.reason}"
+    )
+    if r.clip is not None:
+        out(
+            f"CLIP held-out MAE {r.clip_metrics['mae']:.2f}; {r.clip.name} v{r.clip.version}: "
+            f"{r.clip.reason}"
+        )
+    planner = load_planner(settings)
+    rows = []
+    for style, slo, min_clip in DEMO_PLANS:
+        p = planner.plan(style, slo, min_clip)
+        rows.append(
+            [
+                style,
+                slo,
+                min_clip,
+                "yes" if p.feasible else "no",
+                f"{p.model} {p.steps} steps" if p.feasible else p.reason,
+                f"{p.predicted_latency_s:.3f}",
+                f"{p.predicted_clip:.2f}",
+            ]
+        )
+    out(
+        format_table(
+            ["style", "SLO s", "min CLIP", "feasible", "plan / reason", "pred s", "pred CLIP"], rows
+        )
+    )
+    out(
+        f"MLflow store: {tracking_uri(settings)}. Look: `make mlflow-ui`, open "
+        "http://127.0.0.1:5000, experiment sdaas-predictors (runs sdaas-latency / sdaas-clip: "
+        "metrics, plots/), Models tab for versions and the champion alias."
+    )
+
+
 def run_demo(
     settings: Settings,
     *,
@@ -72,7 +126,7 @@ def run_demo(
     sweep: SweepConfig | None = DEMO_SWEEP,
 ) -> list[DemoRow]:
     t0 = time.perf_counter()
-    total = 5 if sweep is not None else 4
+    total = 6 if sweep is not None else 4
     out(f"== 1/{total} building tiny models (random weights; skipped when already built)")
     cards = make_tiny(settings.models_dir)
     registry = Registry(settings.registry_path, model_roots=settings.model_roots)
@@ -156,6 +210,8 @@ def run_demo(
         text, _ = summary_report(Path(report.out_dir), Path(report.out_dir) / "profile.png")
         out(text)
         out(f"inspect again with: sdaas profile --summary {report.out_dir}")
+        out(f"== 6/{total} predictors (LightGBM, MLflow) and plans")
+        plan_demo(settings, out)
     out(
         f"demo finished in {time.perf_counter() - t0:.1f} s. The tiny models have random weights: "
         "their images are noise; the latencies are real."

@@ -25,7 +25,11 @@ def test_demo_runs_every_model_and_never_prints_the_prompt(settings):
     reg = Registry(settings.registry_path, model_roots=settings.model_roots)
     assert [r.card.name for r in reg.list()] == names
     text = "\n".join(lines)
-    assert "4/5 results" in text and "5/5 profiling sweep" in text
+    assert "4/6 results" in text and "5/6 profiling sweep" in text
+    assert "6/6 predictors" in text and "promoted: no champion yet" in text
+    plans = text.split("6/6 predictors")[1]
+    assert "min CLIP 40 unreachable for style sketch" in plans
+    assert "fastest option meeting min CLIP 10 needs" in plans
     assert "wrote 6 rows (0 failed cells)" in text
     assert "R²" in text
     assert SAMPLE_PROMPT not in text
