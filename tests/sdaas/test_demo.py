@@ -29,7 +29,8 @@ def test_demo_runs_every_model_and_never_prints_the_prompt(settings):
     assert "6/6 predictors" in text and "promoted: no champion yet" in text
     plans = text.split("6/6 predictors")[1]
     assert "min CLIP 40 unreachable for style sketch" in plans
-    assert "fastest option meeting min CLIP 10 needs" in plans
+    assert "fastest option meeting min CLIP 0 needs" in plans and "> 0.05 s" in plans
+    assert plans.count("\nflat ") + plans.count("\nphoto ") == 2  # every plan has its row
     assert "wrote 6 rows (0 failed cells)" in text
     assert "R²" in text
     assert SAMPLE_PROMPT not in text
