@@ -31,6 +31,7 @@ class GenerationRequest:
     width: int
     height: int
     guidance_scale: float
+    style: str | None = None  # applied through the card's style_prompt
 
     def __post_init__(self) -> None:
         problems = []
@@ -61,6 +62,8 @@ class GenerationRequest:
             problems.append(
                 f"steps: {self.steps}: {card.name} serves {card.steps.min}..{card.steps.max}"
             )
+        if self.style is not None and self.style not in card.styles:
+            problems.append(f"style: {self.style!r}: {card.name} serves {', '.join(card.styles)}")
         if (self.width, self.height) not in card.resolution_pairs:
             problems.append(
                 f"resolution: {self.width}x{self.height}: {card.name} serves "

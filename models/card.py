@@ -163,6 +163,29 @@ class ModelCard(_Strict):
     accelerators: list[Annotated[str, Field(min_length=1)]] = Field(
         min_length=1, description="accelerator names or patterns: cpu, cuda, '*A100*', '*'"
     )
+    style_prompt: str = Field(
+        default="{prompt}",
+        description="how a job's style reaches the model: a template with {prompt} and "
+        "optionally {style}, e.g. '{prompt}, {style} style' for a model trained that way",
+    )
+
+    @field_validator("style_prompt")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        import string
+
+        names = {f for _, f, _, _ in string.Formatter().parse(v) if f is not None}
+        if "prompt" not in names:
+            raise ValueError("must contain {prompt}")
+        if names - {"prompt", "style"}:
+            raise ValueError(f"unknown placeholders {sorted(names - {'prompt', 'style'})}")
+        return v
+
+    def styled_prompt(self, prompt: str, style: str | None) -> str:
+        """The text the model sees for a job's prompt in `style`."""
+        if style is None:
+            return prompt
+        return self.style_prompt.format(prompt=prompt, style=style)
 
     @field_validator("scheduler")
     @classmethod

@@ -117,7 +117,7 @@ class DiffusersBackend(ModelBackend):
         start = time.perf_counter()
         last[0] = start
         out = pipe(
-            list(request.prompts),
+            [self.card.styled_prompt(p, request.style) for p in request.prompts],
             num_inference_steps=request.steps,
             height=request.height,
             width=request.width,

@@ -134,3 +134,17 @@ def test_unloadable_source_is_a_clear_error(tiny_dir):
     )
     with pytest.raises(SdaasError, match="cannot load model remote@1"):
         load_backend(card, "cpu")
+
+
+def test_style_reaches_the_model_through_the_card_template(backend):
+    styled = backend.card.model_copy(update={"style_prompt": "{prompt}, {style} style"})
+    from models.diffusers_backend import DiffusersBackend
+
+    b = DiffusersBackend(styled, backend._pipe, "cpu")
+    with_style = _pixels(b.generate(_req(steps=2, style="flat")))[0]
+    spelled_out = _pixels(b.generate(_req("a red cat, flat style", steps=2)))[0]
+    plain = _pixels(b.generate(_req(steps=2)))[0]
+    assert np.array_equal(with_style, spelled_out)
+    assert not np.array_equal(with_style, plain)
+    with pytest.raises(InvalidInputError, match="style: 'cubist'"):
+        b.generate(_req(steps=2, style="cubist"))

@@ -172,3 +172,14 @@ def test_card_yaml_round_trip(settings, model_dir):
     card = validate_card(make_card(model_dir), model_roots=settings.model_roots)
     again = validate_card(yaml.safe_load(card.to_yaml()), model_roots=settings.model_roots)
     assert again == card
+
+
+def test_style_prompt_template(settings, model_dir):
+    card = validate_card(make_card(model_dir, style_prompt="{prompt}, {style} style"))
+    assert card.styled_prompt("a red cat", "flat") == "a red cat, flat style"
+    assert card.styled_prompt("a red cat", None) == "a red cat"
+    assert validate_card(make_card(model_dir)).styled_prompt("x", "flat") == "x"
+    (p,) = _problems(make_card(model_dir, style_prompt="{style} only"), settings)
+    assert (p.field, p.why) == ("style_prompt", "must contain {prompt}")
+    (p,) = _problems(make_card(model_dir, style_prompt="{prompt} {mood}"), settings)
+    assert "unknown placeholders ['mood']" in p.why
