@@ -52,6 +52,7 @@ class ProfileCell:
     batch_size: int
     prompt: Prompt
     seed: int
+    style: str | None = None  # reaches the model through the card's style_prompt
 
     @property
     def shard(self) -> str:
@@ -127,6 +128,7 @@ def expand_grid(
                     batch_size=batch,
                     prompt=prompt,
                     seed=seed,
+                    style=card.styles[0],
                 )
             )
     if not cells:

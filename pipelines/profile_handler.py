@@ -129,7 +129,7 @@ def profile_cell(cell: ProfileCell, model: LoadedModel) -> ProfileRecord:
     prompts = (cell.prompt.text,) * cell.batch_size
     seeds = tuple(cell.seed + i for i in range(cell.batch_size))
     request = GenerationRequest(
-        prompts, seeds, cell.steps, cell.width, cell.height, cell.guidance_scale
+        prompts, seeds, cell.steps, cell.width, cell.height, cell.guidance_scale, cell.style
     )
     result = model.backend.generate(request)
     clip = math.nan

@@ -136,6 +136,14 @@ def build_sweep(
     )
 
 
+def default_clip(settings: Settings) -> Path:
+    """The trained toy-world CLIP when shipped (its scores mean something), else the tiny one."""
+    from sdaas.config import SHIPPED_TOYWORLD
+
+    toy = SHIPPED_TOYWORLD / "toy-clip"
+    return toy if (toy / "config.json").is_file() else settings.models_dir / "tiny-clip"
+
+
 def run_sweep(
     settings: Settings,
     config: SweepConfig,
@@ -153,7 +161,7 @@ def run_sweep(
     accelerators = resolve_devices(list(config.devices))
     prompts = load_prompts(config.prompt_set, config.prompts, load_salt(settings))
     cells = expand_grid(cards, accelerators, config, prompts)
-    clip = clip_path if clip_path is not None else settings.models_dir / "tiny-clip"
+    clip = clip_path if clip_path is not None else default_clip(settings)
     if not (Path(clip) / "config.json").is_file():
         raise InvalidInputError(
             f"--clip: {str(clip)!r}: no CLIP model there; build one with "

@@ -13,6 +13,8 @@ from pathlib import Path
 
 # The repository root when installed editable / run from a checkout.
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+# Toy-world models trained here and committed (`sdaas models train-toyworld` rebuilds them).
+SHIPPED_TOYWORLD = _PACKAGE_ROOT / "data" / "models" / "toyworld"
 
 
 def _default_home() -> Path:
@@ -59,7 +61,9 @@ class Settings:
 
     @property
     def model_roots(self) -> tuple[Path, ...]:
-        return (self.models_dir.resolve(), *self.extra_model_roots)
+        """Where cards may point: this home's models, the toy-world models shipped with the
+        checkout, and SDAAS_MODEL_ROOTS."""
+        return (self.models_dir.resolve(), SHIPPED_TOYWORLD.resolve(), *self.extra_model_roots)
 
     @property
     def salt_path(self) -> Path:
