@@ -242,7 +242,11 @@ def train_unet(
         norm_num_groups=32,
     )
     sched = DDPMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        steps_offset=1,
     )
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr)
     lr_sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, spec.steps)
