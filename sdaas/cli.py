@@ -66,7 +66,7 @@ def cmd_models_register(args, settings: Settings) -> int:
 
 
 def cmd_models_list(args, settings: Settings) -> int:
-    from sdaas.table import format_table
+    from sdaas.table import registry_table
 
     rows = _registry(settings).list(style=args.style)
     if args.json:
@@ -78,23 +78,7 @@ def cmd_models_list(args, settings: Settings) -> int:
         where = f" serving style {args.style!r}" if args.style else ""
         print(f"no models registered{where}; register one with: sdaas models register CARD.yaml")
         return 0
-    print(
-        format_table(
-            ["model", "version", "styles", "scheduler", "steps", "resolutions", "accelerators"],
-            [
-                [
-                    r.card.name,
-                    r.card.version,
-                    ",".join(r.card.styles),
-                    r.card.scheduler,
-                    f"{r.card.steps.min}-{r.card.steps.max}",
-                    ",".join(r.card.resolutions),
-                    ",".join(r.card.accelerators),
-                ]
-                for r in rows
-            ],
-        )
-    )
+    print(registry_table(rows))
     return 0
 
 

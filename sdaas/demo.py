@@ -25,7 +25,7 @@ from pipelines.profile_summary import summary_report
 from pipelines.profile_sweep import run_sweep
 from sdaas.config import SHIPPED_TOYWORLD, Settings
 from sdaas.privacy import load_salt, prompt_id
-from sdaas.table import format_table
+from sdaas.table import format_table, registry_table
 
 log = logging.getLogger(__name__)
 
@@ -138,22 +138,7 @@ def run_demo(
     for card_path in cards:
         registry.register_file(card_path, exist_ok=True)
     listing = registry.list()
-    out(
-        format_table(
-            ["model", "version", "styles", "scheduler", "steps", "resolutions"],
-            [
-                [
-                    r.card.name,
-                    r.card.version,
-                    ",".join(r.card.styles),
-                    r.card.scheduler,
-                    f"{r.card.steps.min}-{r.card.steps.max}",
-                    ",".join(r.card.resolutions),
-                ]
-                for r in listing
-            ],
-        )
-    )
+    out(registry_table(listing, accelerators=False))
     pid = prompt_id(SAMPLE_PROMPT, load_salt(settings))
     out(
         f"== 3/{total} generating one image per model at {steps} steps "
