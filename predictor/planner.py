@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from models.card import ModelCard
-from predictor.features import STEP_OFFSET
+from predictor.features import add_derived_columns
 from sdaas.errors import InvalidInputError
 from sdaas.records import Plan
 
@@ -91,21 +91,23 @@ class Planner:
 
     # -- precomputation -------------------------------------------------------------------
     def _curve_frame(self, o: ModelOption, acc: str, res: tuple[int, int], steps: np.ndarray):
+        """Profile-shaped rows for one curve; derived features come from the same
+        `add_derived_columns` the training rows went through."""
         n = len(steps)
-        return pd.DataFrame(
-            {
-                "model": [f"{o.name}@{o.version}"] * n,
-                "model_version": [o.version] * n,
-                "accelerator": [acc] * n,
-                "steps": steps,
-                "pixels": [float(res[0] * res[1])] * n,
-                "height": [res[1]] * n,
-                "width": [res[0]] * n,
-                "batch_size": [1] * n,
-                "guidance_scale": [o.guidance_scale] * n,
-                "log_steps": np.log(steps + STEP_OFFSET),
-                "prompt_tokens": [DEFAULT_TOKENS] * n,
-            }
+        return add_derived_columns(
+            pd.DataFrame(
+                {
+                    "model": [o.name] * n,
+                    "model_version": [o.version] * n,
+                    "accelerator": [acc] * n,
+                    "steps": steps,
+                    "height": [res[1]] * n,
+                    "width": [res[0]] * n,
+                    "batch_size": [1] * n,
+                    "guidance_scale": [o.guidance_scale] * n,
+                    "prompt_tokens": [DEFAULT_TOKENS] * n,
+                }
+            )
         )
 
     def _build(self, latency_predictor, clip_predictor) -> None:

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from predictor.dataset import holdout_mask
-from predictor.features import LATENCY_SPEC, add_derived_columns
+from predictor.features import LATENCY_SPEC, STEP_OFFSET, add_derived_columns
 from predictor.training import train
 
 
@@ -30,7 +30,7 @@ def _dense_grid(trained, steps_max=50):
         for s in range(1, steps_max + 1):
             rows.append({**g.to_dict(), "steps": s})
     grid = pd.DataFrame(rows)
-    grid["log_steps"] = np.log(grid["steps"] + 2.0)
+    grid["log_steps"] = np.log(grid["steps"] + STEP_OFFSET)
     return grid
 
 
