@@ -33,27 +33,23 @@ def train_all(
     seed: int = 0,
 ) -> TrainReport:
     td = load_training_data(settings, data, profiles_dir)
-    lat = train(td.frame, LATENCY_SPEC, params, seed)
-    lat_t = log_and_register(
-        settings,
-        LATENCY_MODEL,
-        lat,
-        data_choice=data,
-        data_hash=td.data_hash,
-        sources=td.sources,
-        promote=promote,
-    )
-    clip_t, clip_metrics = None, {}
-    if td.frame["clip_score"].notna().any():
-        clip = train(td.frame, CLIP_SPEC, params, seed)
-        clip_metrics = clip.metrics
-        clip_t = log_and_register(
+
+    def track(name: str, trained) -> TrackedModel:
+        return log_and_register(
             settings,
-            CLIP_MODEL,
-            clip,
+            name,
+            trained,
             data_choice=data,
             data_hash=td.data_hash,
             sources=td.sources,
             promote=promote,
         )
+
+    lat = train(td.frame, LATENCY_SPEC, params, seed)
+    lat_t = track(LATENCY_MODEL, lat)
+    clip_t, clip_metrics = None, {}
+    if td.frame["clip_score"].notna().any():
+        clip = train(td.frame, CLIP_SPEC, params, seed)
+        clip_metrics = clip.metrics
+        clip_t = track(CLIP_MODEL, clip)
     return TrainReport(data, td.data_hash, td.sources, lat_t, clip_t, lat.metrics, clip_metrics)

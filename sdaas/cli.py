@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from sdaas.config import Settings
-from sdaas.errors import InvalidInputError, SdaasError
+from sdaas.errors import SdaasError
 
 log = logging.getLogger("sdaas")
 
@@ -514,5 +514,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
-
-__all__ = ["main", "build_parser", "InvalidInputError"]

@@ -66,3 +66,13 @@ def make_card(model_dir: Path, **overrides) -> dict:
     }
     card.update(overrides)
     return card
+
+
+def run_cli(*args: str):
+    """`python -m sdaas.cli ARGS` in a real process: real exit codes, real stdout/stderr."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "sdaas.cli", *args], capture_output=True, text=True
+    )

@@ -13,7 +13,7 @@ import yaml
 from models.card import CardError, validate_card
 from models.registry import Registry
 from sdaas.errors import NotFoundError
-from tests.conftest import make_card
+from tests.conftest import make_card, run_cli
 
 
 def _snapshot(reg: Registry) -> list:
@@ -99,21 +99,9 @@ def test_registry_survives_across_processes(settings, model_dir, tmp_path):
     subprocess.run([sys.executable, "-c", code, str(settings.home), str(card_path)], check=True)
     reg = Registry(settings.registry_path, model_roots=settings.model_roots)
     assert reg.get("tiny-test").key == "tiny-test@1.0"
-    listing = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sdaas.cli",
-            "--home",
-            str(settings.home),
-            "models",
-            "list",
-            "--json",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    proc = run_cli("--home", str(settings.home), "models", "list", "--json")
+    assert proc.returncode == 0, proc.stderr
+    listing = proc.stdout
     assert [c["name"] for c in json.loads(listing)] == ["tiny-test"]
 
 

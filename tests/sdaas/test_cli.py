@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import yaml
 
 from sdaas.cli import main
-from tests.conftest import make_card
+from tests.conftest import make_card, run_cli
 
 
 def _sdaas(settings, *args):
@@ -83,36 +80,17 @@ def test_usage_errors_exit_2_and_help_explains():
     with pytest.raises(SystemExit) as exc:
         main(["models", "register"])
     assert exc.value.code == 2
-    proc = subprocess.run(
-        [sys.executable, "-m", "sdaas.cli", "--help"], capture_output=True, text=True
-    )
+    proc = run_cli("--help")
     assert proc.returncode == 0
     for word in ("models", "generate", "demo", "Exit codes"):
         assert word in proc.stdout
-    proc = subprocess.run(
-        [sys.executable, "-m", "sdaas.cli", "models", "register", "--help"],
-        capture_output=True,
-        text=True,
-    )
+    proc = run_cli("models", "register", "--help")
     assert "every problem named" in " ".join(proc.stdout.split())
 
 
 def test_real_process_exit_code_for_bad_card(settings, model_dir, tmp_path):
     bad = _card_file(tmp_path, model_dir, styles=[])
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sdaas.cli",
-            "--home",
-            str(settings.home),
-            "models",
-            "register",
-            bad,
-        ],
-        capture_output=True,
-        text=True,
-    )
+    proc = run_cli("--home", str(settings.home), "models", "register", bad)
     assert proc.returncode == 2
     assert "styles: []" in proc.stderr
 
