@@ -1,0 +1,338 @@
+"""Discrete-event simulator: one event loop on a heap (Vidur's shape), workload, cluster
+and policy kept apart.
+
+Time advances over two streams: arrivals (already sorted in the Workload) and segment
+ends (a heap). A segment is a batch of same-model jobs running on one accelerator
+instance; it ends when its first job finishes, when the policy's quantum is used, or
+earlier when the policy interrupts it (then at the next denoising-step boundary, so no
+work is lost or invented). A job's true work is its predicted batch-1 seconds times the
+workload's `true_factor`; a batch of b runs each job at speed 1/factor(b) from the
+profiles' batch sizes. Switching an instance to a model that is not resident costs the
+model's load time (LRU over the kind's `max_resident`).
+
+Every arrived job ends in exactly one terminal state: done, rejected or dropped.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from scheduler.catalog import Catalog
+from scheduler.cluster import Cluster
+from scheduler.options import ClassOptions
+from scheduler.policy import Policy
+from scheduler.workload import Workload
+from sdaas.errors import InvalidInputError
+
+PENDING, DONE, REJECTED, DROPPED = 0, 1, 2, 3
+STATUS_NAMES = {PENDING: "pending", DONE: "done", REJECTED: "rejected", DROPPED: "dropped"}
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """clip_margin: points over min CLIP the planner aims for, a guard against CLIP
+    prediction error (the oracle and step down-shifting may use 0). clip_noise: std of a
+    job's true CLIP around the model's curve. cold_start: charge model loads."""
+
+    clip_margin: float = 0.5
+    clip_noise: float = 0.5
+    cold_start: bool = True
+
+
+@dataclass
+class SimResult:
+    """Per-job outcome arrays (index = job) plus per-instance busy seconds."""
+
+    policy: str
+    workload: str
+    cluster: str
+    arrival: np.ndarray
+    latency_slo: np.ndarray
+    min_clip: np.ndarray
+    status: np.ndarray
+    start: np.ndarray
+    finish: np.ndarray
+    kind: np.ndarray  # cluster kind index, -1 if never placed
+    model: np.ndarray  # catalog model index, -1 if never placed
+    steps: np.ndarray
+    pred_s: np.ndarray
+    true_work_s: np.ndarray
+    clip: np.ndarray  # true CLIP of the served image (NaN unless done)
+    busy_s: np.ndarray  # per instance
+    instance_kind: np.ndarray
+    kinds: list[str]
+    models: list[str]
+    events: int
+
+    @property
+    def jct(self) -> np.ndarray:
+        return self.finish - self.arrival
+
+
+class Simulator:
+    def __init__(
+        self,
+        catalog: Catalog,
+        cluster: Cluster,
+        policy: Policy,
+        config: SimConfig | None = None,
+    ):
+        cluster.check(catalog)
+        self.catalog = catalog
+        self.cluster = cluster
+        self.policy = policy
+        self.config = config or SimConfig()
+        self.kind_names = cluster.kinds
+        self.ck = [catalog.kind_index(k) for k in self.kind_names]  # cluster -> catalog kind
+        self.n_inst = [n for _, n in cluster.counts]
+
+    # ---------------------------------------------------------------- placement helpers
+    def place_earliest_finish(self, j: int, options=None) -> int | None:
+        """The planner's rule: the kind with the earliest predicted finish for job j.
+        Sets the job's model/steps/prediction; None if no kind can serve its class."""
+        opts = (options or self.options.planned)[self.cls[j]]
+        best_k, best_t = -1, math.inf
+        backlog, n_inst = self.backlog, self.n_inst
+        for k, o in enumerate(opts):
+            if o is not None:
+                t = backlog[k] / n_inst[k] + o[2]
+                if t < best_t:
+                    best_k, best_t = k, t
+        if best_k < 0:
+            return None
+        self.assign(j, best_k, opts[best_k])
+        self.finish_pred[j] = best_t
+        return best_k
+
+    def assign(self, j: int, k: int, option) -> None:
+        """Serve job j on kind k with `option` = (model, steps, predicted seconds)."""
+        m, s, pred = option
+        self.model[j], self.steps[j], self.pred[j], self.kind[j] = m, s, pred, k
+        self.work[j] = self.remaining[j] = pred * self.factor[j]
+
+    def reassign(self, j: int, option) -> None:
+        """Change a queued (not yet started) job's model/steps on its kind."""
+        k = self.kind[j]
+        self.backlog[k] += option[2] - self.pred[j]
+        self.assign(j, k, option)
+
+    def drop(self, j: int, t: float) -> None:
+        self.status[j] = DROPPED
+        self.finish[j] = t
+        self.backlog[self.kind[j]] -= self.pred[j]
+
+    def remaining_at(self, i: int, t: float) -> float:
+        """Smallest true remaining work among instance i's running jobs at time t."""
+        ws = self.seg_work_start[i]
+        done = (t - ws) * self.seg_speed[i] if t > ws else 0.0
+        return min(self.remaining[j] for j in self.seg_jobs[i]) - done
+
+    # ---------------------------------------------------------------------- the run
+    def run(self, w: Workload) -> SimResult:
+        cat, cfg, pol = self.catalog, self.config, self.policy
+        margin = cfg.clip_margin if pol.clip_margin_override is None else pol.clip_margin_override
+        self.options = ClassOptions.build(cat, w.classes, self.ck, margin)
+        self._check_servable(w)
+        n = w.n
+        self.workload = w
+        self.arrival = w.arrival.tolist()
+        self.cls = w.cls.tolist()
+        self.factor = w.true_factor.tolist()
+        self.slo = [c.latency_slo_s for c in w.classes]
+        self.deadline = [a + self.slo[c] for a, c in zip(self.arrival, self.cls, strict=True)]
+        self.status = [PENDING] * n
+        self.start = [-1.0] * n
+        self.finish = [math.nan] * n
+        self.kind = [-1] * n
+        self.model = [-1] * n
+        self.steps = [0] * n
+        self.pred = [0.0] * n
+        self.finish_pred = [0.0] * n
+        self.work = [0.0] * n
+        self.remaining = [0.0] * n
+        K = len(self.kind_names)
+        self.backlog = [0.0] * K
+        inst_kind = [k for k in range(K) for _ in range(self.n_inst[k])]
+        self.inst_kind = inst_kind
+        I = len(inst_kind)
+        self.idle = [[i for i in range(I) if inst_kind[i] == k][::-1] for k in range(K)]
+        self.instances_of = [[i for i in range(I) if inst_kind[i] == k] for k in range(K)]
+        self.resident: list[list[int]] = [[] for _ in range(I)]
+        self.seg_jobs: list[list[int] | None] = [None] * I
+        self.seg_start = [0.0] * I
+        self.seg_work_start = [0.0] * I
+        self.seg_speed = [1.0] * I
+        self.seg_end = [0.0] * I
+        self.seg_version = [0] * I
+        self.busy = [0.0] * I
+        self._events: list[tuple[float, int, int, int]] = []
+        self._seq = 0
+        pol.bind(self)
+        self.queues = [pol.make_queue(k) for k in range(K)]
+
+        events = self._events
+        arrival = self.arrival
+        idle = self.idle
+        queues = self.queues
+        place = pol.place
+        on_busy = pol.on_busy_arrival
+        heappop = heapq.heappop
+        ai, count = 0, 0
+        while ai < n or events:
+            if ai < n and (not events or arrival[ai] <= events[0][0]):
+                j, t = ai, arrival[ai]
+                ai += 1
+                k = place(j, t)
+                if k is None:
+                    self.status[j] = REJECTED
+                    self.finish[j] = t
+                    continue
+                self.backlog[k] += self.pred[j]
+                queues[k].push(j)
+                if idle[k]:
+                    self._dispatch(idle[k].pop(), t, [])
+                else:
+                    on_busy(j, k, t)
+            else:
+                t, _, i, ver = heappop(events)
+                if ver != self.seg_version[i]:
+                    continue
+                self._segment_end(i, t)
+            count += 1
+        return self._result(w, count)
+
+    def _check_servable(self, w: Workload) -> None:
+        for c, cls in enumerate(w.classes):
+            if all(o is None for o in self.options.planned[c]):
+                raise InvalidInputError(
+                    f"slo class {cls}: no model on cluster {self.cluster} serves style "
+                    f"{cls.style!r} at min CLIP {cls.min_clip:g}; add an accelerator that can"
+                )
+
+    def _dispatch(self, i: int, t: float, carry: list[int]) -> None:
+        k = self.inst_kind[i]
+        batch = self.policy.next_batch(self.queues[k], i, t, carry)
+        if not batch:
+            self.seg_jobs[i] = None
+            self.idle[k].append(i)
+            return
+        cat = self.catalog
+        m = self.model[batch[0]]
+        load = 0.0
+        res = self.resident[i]
+        if m in res:
+            if res[-1] != m:
+                res.remove(m)
+                res.append(m)
+        else:
+            if self.config.cold_start and self.policy.pays_load:
+                load = cat.load_s[m]
+            res.append(m)
+            if len(res) > cat.max_resident[self.ck[k]]:
+                del res[0]
+        factor = cat.batch_factor[(m, self.ck[k])][len(batch)] if len(batch) > 1 else 1.0
+        rem = self.remaining
+        start = self.start
+        seg_work = self.policy.segment_work
+        work = math.inf
+        for j in batch:
+            if start[j] < 0:
+                start[j] = t
+            w = rem[j]
+            q = seg_work(j)
+            if q < w:
+                w = q
+            if w < work:
+                work = w
+        ws = t + load
+        end = ws + work * factor
+        self.seg_jobs[i] = batch
+        self.seg_start[i] = t
+        self.seg_work_start[i] = ws
+        self.seg_speed[i] = 1.0 / factor
+        self.seg_end[i] = end
+        self.seg_version[i] += 1
+        self._seq += 1
+        heapq.heappush(self._events, (end, self._seq, i, self.seg_version[i]))
+
+    def _segment_end(self, i: int, t: float) -> None:
+        ws = self.seg_work_start[i]
+        done = (t - ws) * self.seg_speed[i] if t > ws else 0.0
+        rem = self.remaining
+        carry = []
+        for j in self.seg_jobs[i]:
+            r = rem[j] - done
+            if r <= 1e-9 * (self.work[j] + 1.0):
+                rem[j] = 0.0
+                self.status[j] = DONE
+                self.finish[j] = t
+                self.backlog[self.kind[j]] -= self.pred[j]
+            else:
+                rem[j] = r
+                carry.append(j)
+        self.busy[i] += t - self.seg_start[i]
+        self._dispatch(i, t, carry)
+
+    def interrupt(self, i: int, t: float) -> None:
+        """End instance i's segment at its next denoising-step boundary after t."""
+        batch = self.seg_jobs[i]
+        if batch is None:
+            return
+        ws = self.seg_work_start[i]
+        if t <= ws:
+            cut = ws
+        else:
+            step_wall = min(self.work[j] / self.steps[j] for j in batch) / self.seg_speed[i]
+            cut = ws + math.ceil((t - ws) / step_wall - 1e-9) * step_wall
+        if cut >= self.seg_end[i] - 1e-12:
+            return
+        self.seg_end[i] = cut
+        self.seg_version[i] += 1
+        self._seq += 1
+        heapq.heappush(self._events, (cut, self._seq, i, self.seg_version[i]))
+
+    def _result(self, w: Workload, count: int) -> SimResult:
+        status = np.asarray(self.status)
+        if (status == PENDING).any():
+            raise RuntimeError(f"{int((status == PENDING).sum())} jobs never finished")
+        cat = self.catalog
+        model = np.asarray(self.model)
+        steps = np.asarray(self.steps)
+        clip = np.full(w.n, np.nan)
+        done = status == DONE
+        curve = np.vstack([cat.clip[m] for m in range(len(cat.models))])
+        clip[done] = (
+            curve[model[done], steps[done] - 1] + self.config.clip_noise * w.clip_noise[done]
+        )
+        slo = np.array([c.latency_slo_s for c in w.classes])[w.cls]
+        minc = np.array([c.min_clip for c in w.classes])[w.cls]
+        return SimResult(
+            policy=self.policy.key.value,
+            workload=w.name,
+            cluster=str(self.cluster),
+            arrival=w.arrival,
+            latency_slo=slo,
+            min_clip=minc,
+            status=status,
+            start=np.asarray(self.start),
+            finish=np.asarray(self.finish),
+            kind=np.asarray(self.kind),
+            model=model,
+            steps=steps,
+            pred_s=np.asarray(self.pred),
+            true_work_s=np.asarray(self.work),
+            clip=clip,
+            busy_s=np.asarray(self.busy),
+            instance_kind=np.asarray(self.inst_kind),
+            kinds=self.kind_names,
+            models=cat.models,
+            events=count,
+        )
+
+
+def simulate(catalog, cluster, policy, workload, config=None) -> SimResult:
+    return Simulator(catalog, cluster, policy, config).run(workload)

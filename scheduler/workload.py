@@ -1,0 +1,153 @@
+"""Workloads: arrival times (Poisson, bursty Gamma, or a replayed trace) and each job's
+SLO class, plus the per-job draws that make the truth differ from the prediction.
+
+Every random draw happens here, up front, from one seeded generator: two policies run
+on the same Workload see exactly the same jobs, arrivals and true run times.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sdaas.errors import InvalidInputError
+
+
+@dataclass(frozen=True)
+class SloClass:
+    """What a user asks for: a style, a latency SLO and a minimum CLIP score."""
+
+    style: str
+    latency_slo_s: float
+    min_clip: float
+    weight: float = 1.0
+
+
+def slo_mix(name: str, styles: list[str]) -> tuple[SloClass, ...]:
+    """Named SLO mixes over the served styles. `mixed`: tight (1 s) and loose (5 s, the
+    DiffServe SLO for SD 1.5) latency x low (25) and high (29.5) min CLIP, equally likely.
+    `tight` / `loose`: only that latency. `uniform`: one class (the theory tests)."""
+    lat = {"mixed": (1.0, 5.0), "tight": (1.0,), "loose": (5.0,)}
+    if name == "uniform":
+        return (SloClass(styles[0], 1e9, 0.0),)
+    if name not in lat:
+        raise InvalidInputError(
+            f"slo mix: {name!r}: unknown; known: {', '.join([*lat, 'uniform'])}"
+        )
+    return tuple(SloClass(s, slo, c) for s in styles for slo in lat[name] for c in (25.0, 29.5))
+
+
+@dataclass
+class Workload:
+    """n jobs. `true_factor`: true run time / predicted run time (same for whatever option
+    serves the job). `clip_noise`: standard-normal draw scaling the CLIP noise."""
+
+    name: str
+    arrival: np.ndarray  # seconds, sorted
+    cls: np.ndarray  # index into classes
+    classes: tuple[SloClass, ...]
+    true_factor: np.ndarray
+    clip_noise: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.arrival)
+
+    def interarrival_cv(self) -> float:
+        gaps = np.diff(self.arrival)
+        return float(gaps.std() / gaps.mean()) if len(gaps) > 1 and gaps.mean() > 0 else 0.0
+
+
+def poisson_arrivals(rate: float, n: int, rng: np.random.Generator) -> np.ndarray:
+    _check_rate(rate)
+    return np.cumsum(rng.exponential(1.0 / rate, n))
+
+
+def bursty_arrivals(rate: float, n: int, rng: np.random.Generator, cv: float = 5.0) -> np.ndarray:
+    """Gamma inter-arrivals with mean 1/rate and coefficient of variation `cv` (shape
+    1/cv^2): cv 5 gives long quiet gaps and dense bursts, the production trace has 11.6."""
+    _check_rate(rate)
+    if not cv > 0:
+        raise InvalidInputError(f"cv: {cv!r}: must be > 0")
+    shape = 1.0 / cv**2
+    return np.cumsum(rng.gamma(shape, 1.0 / (rate * shape), n))
+
+
+def read_trace(path: Path) -> np.ndarray:
+    """Arrival times in seconds from a trace file: one request per line, `arrival_ms[,...]`
+    (the DiffServe format). Times must be finite, >= 0 and sorted."""
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"trace: {str(path)!r}: no such file")
+    times = []
+    for no, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        field = line.split(",")[0]
+        try:
+            ms = float(field)
+        except ValueError:
+            raise InvalidInputError(
+                f"trace {path.name} line {no}: arrival {field!r}: not a number (ms)"
+            ) from None
+        if not math.isfinite(ms) or ms < 0:
+            raise InvalidInputError(
+                f"trace {path.name} line {no}: arrival {ms!r} ms: must be finite and >= 0"
+            )
+        if times and ms < times[-1]:
+            raise InvalidInputError(
+                f"trace {path.name} line {no}: arrival {ms:g} ms comes before the previous "
+                f"{times[-1]:g} ms: the trace must be sorted by time"
+            )
+        times.append(ms)
+    if len(times) < 2:
+        raise InvalidInputError(f"trace {path.name}: needs at least 2 arrivals, has {len(times)}")
+    return np.asarray(times) / 1000.0
+
+
+def trace_arrivals(times: np.ndarray, rate: float, n: int) -> np.ndarray:
+    """Replay a trace's shape at mean `rate`: time is scaled so the trace's mean rate
+    becomes `rate`, and the trace repeats (shifted) until there are n arrivals."""
+    _check_rate(rate)
+    t = times - times[0]
+    span = t[-1] + (t[-1] / (len(t) - 1))  # one mean gap after the last arrival
+    reps = math.ceil(n / len(t))
+    out = (t[None, :] + span * np.arange(reps)[:, None]).ravel()[:n]
+    return out * (len(t) / span) / rate
+
+
+def make_workload(
+    name: str,
+    arrival: np.ndarray,
+    classes: tuple[SloClass, ...],
+    rng: np.random.Generator,
+    *,
+    pred_error: float = 0.1,
+    service: str = "lognormal",
+) -> Workload:
+    """Attach SLO classes and truth draws. `service`: `lognormal` (truth = prediction x
+    exp(N(0, pred_error)) with mean 1), `exponential` (truth = prediction x Exp(1): the
+    M/M/1 tests), or `exact` (truth = prediction: M/D/1)."""
+    n = len(arrival)
+    if not pred_error >= 0:
+        raise InvalidInputError(f"pred_error: {pred_error!r}: must be >= 0")
+    w = np.array([c.weight for c in classes], float)
+    cls = rng.choice(len(classes), size=n, p=w / w.sum())
+    if service == "lognormal":
+        factor = np.exp(rng.normal(-pred_error**2 / 2, pred_error, n))
+    elif service == "exponential":
+        factor = rng.exponential(1.0, n)
+    elif service == "exact":
+        factor = np.ones(n)
+    else:
+        raise InvalidInputError(f"service: {service!r}: one of lognormal, exponential, exact")
+    return Workload(name, np.asarray(arrival, float), cls, classes, factor, rng.normal(0, 1, n))
+
+
+def _check_rate(rate: float) -> None:
+    if not (isinstance(rate, int | float) and math.isfinite(rate) and rate > 0):
+        raise InvalidInputError(f"rate: {rate!r} jobs/s: must be a finite number > 0")
