@@ -47,6 +47,9 @@ class ClassOptions:
         cls, catalog: Catalog, classes: tuple[SloClass, ...], kinds: list[int], margin: float
     ) -> ClassOptions:
         return cls(
-            [[best_option(catalog, c.style, c.min_clip + margin, k) for k in kinds] for c in classes],
+            [
+                [best_option(catalog, c.style, c.min_clip + margin, k) for k in kinds]
+                for c in classes
+            ],
             [[best_option(catalog, c.style, c.min_clip, k) for k in kinds] for c in classes],
         )

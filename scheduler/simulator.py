@@ -287,7 +287,9 @@ class Simulator:
             cut = ws
         else:
             step_wall = min(self.work[j] / self.steps[j] for j in batch) / self.seg_speed[i]
-            cut = ws + math.ceil((t - ws) / step_wall - 1e-9) * step_wall
+            # max(): the 1e-9 slack that stops float noise adding a whole step must
+            # never put the cut before now
+            cut = max(t, ws + math.ceil((t - ws) / step_wall - 1e-9) * step_wall)
         if cut >= self.seg_end[i] - 1e-12:
             return
         self.seg_end[i] = cut

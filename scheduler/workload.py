@@ -138,7 +138,7 @@ def make_workload(
     w = np.array([c.weight for c in classes], float)
     cls = rng.choice(len(classes), size=n, p=w / w.sum())
     if service == "lognormal":
-        factor = np.exp(rng.normal(-pred_error**2 / 2, pred_error, n))
+        factor = np.exp(rng.normal(-(pred_error**2) / 2, pred_error, n))
     elif service == "exponential":
         factor = rng.exponential(1.0, n)
     elif service == "exact":

@@ -279,6 +279,43 @@ def cmd_plan(args, settings: Settings) -> int:
     return 0 if plan.feasible else 4
 
 
+def _csv(kind):
+    def parse(text: str):
+        try:
+            return tuple(kind(x) for x in text.split(",") if x.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: a comma-separated list") from None
+
+    return parse
+
+
+def cmd_bench(args, settings: Settings) -> int:
+    from scheduler.comparison import ComparisonConfig, print_progress, run_comparison
+    from scheduler.policy import known_policies
+
+    policies = known_policies() if args.policies in (None, ("all",)) else list(args.policies)
+    cfg = ComparisonConfig(
+        cluster=args.cluster,
+        policies=policies,
+        loads=args.loads,
+        workloads=args.workloads,
+        jobs=args.jobs,
+        seeds=args.seeds,
+        pred_error=args.pred_error,
+        burst_cv=args.burst_cv,
+        slo_mix=args.slo_mix,
+        trace=str(args.trace),
+        cold_start=not args.no_cold_start,
+    )
+    out = Path(args.out) if args.out else settings.outputs_dir / "scheduler-bench"
+    n_runs = len(cfg.workloads) * cfg.seeds * len(cfg.loads) * len(cfg.policies)
+    print(f"simulating {n_runs} runs of {cfg.jobs} jobs on {cfg.cluster} ...", file=sys.stderr)
+    res = run_comparison(cfg, out, progress=print_progress)
+    print((out / "summary.md").read_text())
+    print(f"results: {out}/ (runs.parquet, summary.parquet, summary.md, *.png)")
+    return 0
+
+
 def cmd_demo(args, settings: Settings) -> int:
     from sdaas.demo import run_demo
 
@@ -470,6 +507,37 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--prompt-tokens", type=int, help="prompt length in tokens (default 12)")
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=cmd_plan)
+
+    from scheduler.comparison import DEFAULT_LOADS, DEFAULT_TRACE
+
+    b = sub.add_parser(
+        "bench",
+        help="simulate every scheduling policy on a GPU cluster over offered load",
+        description="Discrete-event simulation of the scheduling policies on a cluster "
+        "of reference GPUs (published profiles, data/reference/), over offered load as a "
+        "share of the cluster's measured FCFS capacity, for Poisson, bursty (Gamma) and "
+        "trace-replay arrivals. Writes runs.parquet, summary.parquet, summary.md and "
+        "plots to --out and prints the summary.",
+    )
+    b.add_argument("--cluster", default="8xA100+8xT4", help="e.g. 8xA100+8xT4 (kinds: "
+                   "A100, H100, V100, A10, T4)")  # fmt: skip
+    b.add_argument("--policies", type=_csv(str), help="comma list (default: all)")
+    b.add_argument("--loads", type=_csv(float), default=DEFAULT_LOADS,
+                   help="offered loads, share of capacity (default 0.3,...,1.2)")  # fmt: skip
+    b.add_argument("--workloads", type=_csv(str), default=("poisson", "bursty", "trace"),
+                   help="poisson, bursty, trace (default all three)")  # fmt: skip
+    b.add_argument("--trace", type=Path, default=DEFAULT_TRACE,
+                   help="arrival trace, one `arrival_ms[,...]` a line, sorted")  # fmt: skip
+    b.add_argument("--jobs", type=int, default=20_000, help="jobs per run (default 20000)")
+    b.add_argument("--seeds", type=int, default=3, help="seeds per point (default 3)")
+    b.add_argument("--pred-error", type=float, default=0.1,
+                   help="σ of log(true/predicted run time) (default 0.1)")  # fmt: skip
+    b.add_argument("--burst-cv", type=float, default=5.0,
+                   help="inter-arrival CV of the bursty workload (default 5)")  # fmt: skip
+    b.add_argument("--slo-mix", default="mixed", help="mixed, tight or loose (default mixed)")
+    b.add_argument("--no-cold-start", action="store_true", help="model loads cost nothing")
+    b.add_argument("--out", help="output folder (default data/outputs/scheduler-bench)")
+    b.set_defaults(func=cmd_bench)
 
     d = sub.add_parser("demo", help="run the end-to-end demo on embedded defaults")
     d.add_argument("--steps", type=int, default=10, help="denoising steps per image (default 10)")

@@ -1,0 +1,148 @@
+"""Each policy's defining behaviour on hand-built job sets with exact expected times.
+Toy model: 1 s per denoising step, CLIP 10 per step, so min CLIP 50 means 5 steps."""
+
+import pytest
+
+from scheduler.cluster import Cluster
+from scheduler.policy import PolicyKey, known_policies, make_policy, policy_class
+from scheduler.simulator import DONE, DROPPED, REJECTED, SimConfig, simulate
+from scheduler.workload import SloClass
+from sdaas.errors import InvalidInputError
+from tests.scheduler.conftest import jobs, toy_catalog
+
+EXACT = SimConfig(clip_margin=0.0, clip_noise=0.0)
+ONE = Cluster.parse("1xX")
+
+
+def steps(n, slo=1e6):
+    return SloClass("any", slo, n * 10.0)
+
+
+def run(policy, w, catalog=None, cluster=ONE, config=EXACT):
+    p = make_policy(policy) if isinstance(policy, str) else policy
+    return simulate(catalog or toy_catalog(), cluster, p, w, config)
+
+
+def test_every_key_is_registered_and_unknown_names_the_known_ones():
+    assert set(known_policies()) == {k.value for k in PolicyKey}
+    for key in known_policies():
+        cls = policy_class(key)
+        assert cls.__module__.startswith("scheduler.policies.") and cls.stands_for
+    with pytest.raises(InvalidInputError, match="unknown; known policies: sjf, fcfs"):
+        make_policy("lifo")
+
+
+# A: 5 steps at t=0 (runs at once); B: 3 steps at 0.1; C: 1 step at 0.2.
+ABC = [(steps(5), 0.0), (steps(3), 0.1), (steps(1), 0.2)]
+
+
+def test_fcfs_serves_in_arrival_order():
+    r = run("fcfs", jobs(ABC))
+    assert list(r.finish) == pytest.approx([5.0, 8.0, 9.0])
+
+
+def test_sjf_serves_the_shortest_predicted_job_first_without_preempting():
+    r = run("sjf", jobs(ABC))
+    assert list(r.finish) == pytest.approx([5.0, 9.0, 6.0])
+
+
+def test_edf_serves_the_earliest_deadline_first():
+    w = jobs([(steps(5), 0.0), (steps(1, slo=100), 0.1), (steps(3, slo=10), 0.2)])
+    r = run("edf", w)
+    assert list(r.finish) == pytest.approx([5.0, 9.0, 8.0])
+
+
+def test_srpt_oracle_preempts_at_the_next_step_boundary():
+    # C (1 s) arrives at 0.5 while A (5 s) runs: A is cut at its step boundary 1.0.
+    nobatch = toy_catalog(batch2=float("inf"))
+    r = run("srpt-oracle", jobs([(steps(5), 0.0), (steps(1), 0.5)]), nobatch)
+    assert list(r.finish) == pytest.approx([6.0, 2.0])
+    # with a batching gain C joins A's batch at 1.0 instead: C done after 1.5 s more
+    r = run("srpt-oracle", jobs([(steps(5), 0.0), (steps(1), 0.5)]), toy_catalog(batch2=1.5))
+    assert list(r.finish) == pytest.approx([5.5, 2.5])
+
+
+def test_srpt_oracle_uses_true_not_predicted_times():
+    w = jobs([(steps(5), 0.0), (steps(3), 0.1), (steps(2), 0.2)])
+    w.true_factor[1] = 0.1  # B is predicted 3 s but truly 0.3 s; C truly 2 s
+    r = run("srpt-oracle", w, toy_catalog(batch2=float("inf")))
+    assert r.finish[1] < r.finish[2]
+    r = run("sjf", w)
+    assert r.finish[1] > r.finish[2]  # sjf trusts the prediction
+
+
+def test_fastserve_lets_a_short_job_overtake_at_the_end_of_a_quantum():
+    # q0 = 0.5: first step 1 s -> level 1 (quantum 1 s). A uses its quantum, sinks.
+    r = run(make_policy("fastserve", q0=0.5), jobs([(steps(5), 0.0), (steps(1), 0.5)]))
+    assert list(r.finish) == pytest.approx([6.0, 2.0])
+
+
+def test_orca_joins_a_running_batch_between_steps():
+    # B joins A at A's step boundary 1.0; a batch of 2 runs each job at 1/1.5 speed:
+    # A's 4 s left take 6 s (done 7.0), B then has 1 s left alone (done 8.0).
+    r = run("orca", jobs([(steps(5), 0.0), (steps(5), 0.5)]))
+    assert list(r.finish) == pytest.approx([7.0, 8.0])
+
+
+def test_clockwork_rejects_the_impossible_and_drops_the_late():
+    w = jobs(
+        [
+            (steps(5, slo=6), 0.0),  # runs 0-5
+            (steps(3, slo=2), 0.1),  # 3 s of work, 2 s SLO: rejected at admission
+            (steps(2, slo=4), 0.2),  # can start at 5.0 only: 7.0 > 4.2, dropped
+            (steps(1, slo=10), 0.3),  # fine
+        ]
+    )
+    r = run("clockwork", w)
+    assert list(r.status) == [DONE, REJECTED, DROPPED, DONE]
+    assert r.finish[3] == pytest.approx(6.0)
+
+
+def test_infaas_picks_the_cheapest_kind_that_meets_the_slo():
+    cat = toy_catalog(slow_kind=True)
+    cluster = Cluster.parse("1xX+1xY")
+    # loose: Y (2 s/step, 1/6 the price) meets 20 s; tight 6 s: only X does.
+    r = run("infaas", jobs([(steps(5, slo=20), 0.0), (steps(5, slo=6), 0.0)]), cat, cluster)
+    assert [r.kinds[k] for k in r.kind] == ["Y", "X"]
+    # the planner's rule puts both loose jobs on the fastest finish instead
+    r = run("sjf", jobs([(steps(5, slo=20), 0.0)]), cat, cluster)
+    assert r.kinds[r.kind[0]] == "X"
+
+
+def test_cold_start_is_charged_once_per_load():
+    cat = toy_catalog(load_s=2.0)
+    r = run("fcfs", jobs([(steps(1), 0.0), (steps(1), 0.0)]), cat)
+    assert list(r.finish) == pytest.approx([3.0, 4.0])
+    r = run("srpt-oracle", jobs([(steps(1), 0.0)]), cat)  # the bound's relaxation
+    assert r.finish[0] == pytest.approx(1.0)
+
+
+def test_slack_sjf_rejects_only_what_cannot_make_it_even_when_idle():
+    w = jobs([(steps(5, slo=4), 0.0), (steps(2, slo=4), 0.0)])
+    r = run(make_policy("slack-sjf", downshift=False), w)
+    assert list(r.status) == [REJECTED, DONE]
+
+
+def test_slack_sjf_rescues_an_urgent_job_that_plain_sjf_starves():
+    # X runs 0-1. Waiting: U (4 s, must finish by 6) and two 1-step jobs.
+    # sjf runs both short ones first (U then ends at 7, late); slack-sjf runs one short
+    # job (U still makes it), then U, since a second one would make U late.
+    w = jobs([(steps(1), 0.0), (steps(4, slo=6), 0.0), (steps(1), 0.1), (steps(1), 0.2)])
+    r = run("sjf", w)
+    assert r.finish[1] == pytest.approx(7.0)
+    r = run(make_policy("slack-sjf", batching=False), w)
+    assert r.finish[1] == pytest.approx(6.0) and r.status[1] == DONE
+    assert sorted(r.finish) == pytest.approx([1.0, 2.0, 6.0, 7.0])
+
+
+def test_slack_sjf_downshifts_steps_only_when_the_queue_is_long():
+    # planned at min CLIP 40 + margin 5 = 5 steps; relaxed: 4 steps
+    cfg = SimConfig(clip_margin=5.0, clip_noise=0.0)
+    few = jobs([(steps(4), 0.0)])
+    r = run(make_policy("slack-sjf", batching=False), few, config=cfg)
+    assert list(r.steps) == [5]
+    many = jobs([(steps(4), 0.0)] * 8)
+    r = run(make_policy("slack-sjf", batching=False, long_queue=2.0), many, config=cfg)
+    # job 0 starts on an idle accelerator; job 1 starts with 6 waiting (>= 2 per
+    # instance) and is down-shifted; the last ones start with a short queue
+    assert (r.steps[0], r.steps[1], r.steps[-1]) == (5, 4, 5)

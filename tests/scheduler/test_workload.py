@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+
+from scheduler.comparison import DEFAULT_TRACE
+from scheduler.workload import (
+    bursty_arrivals,
+    make_workload,
+    poisson_arrivals,
+    read_trace,
+    slo_mix,
+    trace_arrivals,
+)
+from sdaas.errors import InvalidInputError
+
+
+def _cv(a):
+    g = np.diff(a)
+    return g.std() / g.mean()
+
+
+def test_bursty_generator_reaches_the_asked_cv_and_rate():
+    rng = np.random.default_rng(0)
+    a = bursty_arrivals(10.0, 200_000, rng, cv=5.0)
+    assert _cv(a) >= 4.5
+    assert len(a) / a[-1] == pytest.approx(10.0, rel=0.05)
+    p = poisson_arrivals(10.0, 200_000, rng)
+    assert _cv(p) == pytest.approx(1.0, abs=0.02)
+
+
+def test_shipped_trace_replays_at_any_rate_keeping_its_shape():
+    t = read_trace(DEFAULT_TRACE)
+    assert len(t) == 8032 and (np.diff(t) >= 0).all()
+    a = trace_arrivals(t, 50.0, 2 * len(t))  # longer than the trace: it repeats
+    assert len(a) == 2 * len(t) and (np.diff(a) >= 0).all()
+    assert len(a) / a[-1] == pytest.approx(50.0, rel=0.01)
+    assert _cv(a[:8000]) == pytest.approx(_cv(t), rel=0.02)
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("0,1\n10,2\n5,3\n", "line 3: arrival 5 ms comes before the previous 10 ms"),
+        ("0,1\n-4,2\n", "line 2: arrival -4.0 ms: must be finite and >= 0"),
+        ("0,1\nsoon,2\n", "line 2: arrival 'soon': not a number"),
+        ("7,1\n", "needs at least 2 arrivals"),
+    ],
+)
+def test_bad_traces_are_refused_with_the_line(tmp_path, text, match):
+    f = tmp_path / "t.txt"
+    f.write_text(text)
+    with pytest.raises(InvalidInputError, match=match):
+        read_trace(f)
+
+
+def test_missing_trace_and_bad_rates(tmp_path):
+    with pytest.raises(InvalidInputError, match="no such file"):
+        read_trace(tmp_path / "nope.txt")
+    rng = np.random.default_rng(0)
+    for rate in (0, -1.0, float("nan")):
+        with pytest.raises(InvalidInputError, match="rate: .* must be a finite number > 0"):
+            poisson_arrivals(rate, 10, rng)
+
+
+def test_truth_draws_have_mean_one_and_the_asked_spread():
+    rng = np.random.default_rng(1)
+    classes = slo_mix("mixed", ["photo"])
+    w = make_workload("w", np.arange(100_000.0), classes, rng, pred_error=0.2)
+    assert w.true_factor.mean() == pytest.approx(1.0, abs=0.01)
+    assert np.log(w.true_factor).std() == pytest.approx(0.2, rel=0.02)
+    assert set(np.unique(w.cls)) == set(range(len(classes)))
+    with pytest.raises(InvalidInputError, match="slo mix: 'nope'"):
+        slo_mix("nope", ["photo"])
