@@ -149,7 +149,7 @@ def load_catalog(
             lat = _interp_steps(b1.index.to_numpy(float), b1.to_numpy(), grid.astype(float))
             latency[(i, k)] = lat
             factor[(i, k)] = _batch_factor(rows)
-    for i, m in enumerate(models):
+    for i in range(len(models)):
         # CLIP outside the model's served step range is unreachable.
         served = np.zeros(len(grid), bool)
         for (mi, _k), lat in latency.items():

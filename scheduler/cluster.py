@@ -27,7 +27,8 @@ class Cluster:
             m = _PART.match(part)
             if not m:
                 raise InvalidInputError(
-                    f"cluster: {part.strip()!r} in {spec!r}: not COUNTxKIND; write it like 8xA100+8xT4"
+                    f"cluster: {part.strip()!r} in {spec!r}: not COUNTxKIND; "
+                    "write it like 8xA100+8xT4"
                 )
             n, kind = int(m.group(1)), m.group(2)
             if n <= 0:
@@ -52,5 +53,6 @@ class Cluster:
             k = catalog.kind_index(kind)
             if not any(catalog.can_run(m, k) for m in range(len(catalog.models))):
                 raise InvalidInputError(
-                    f"cluster: accelerator {kind!r} has a profile for no model; profile a model on it"
+                    f"cluster: accelerator {kind!r} has a profile for no model; "
+                    "profile a model on it"
                 )

@@ -177,11 +177,13 @@ def markdown_summary(summary: pl.DataFrame, meta: dict) -> str:
     lines = [
         f"# Scheduler comparison: {meta['cluster']}",
         "",
-        f"Capacity (FCFS, no batching, all jobs queued): **{meta['capacity_jobs_per_s']:.1f} jobs/s**. "
+        "Capacity (FCFS, no batching, all jobs queued): "
+        f"**{meta['capacity_jobs_per_s']:.1f} jobs/s**. "
         f"{cfg['jobs']} jobs per run, {cfg['seeds']} seeds (± = 95 % CI over seeds), "
         f"SLO mix `{cfg['slo_mix']}`, prediction error σ={cfg['pred_error']}, "
         f"bursty CV {cfg['burst_cv']}, trace `{Path(cfg['trace']).name}`.",
-        "JCT over completed jobs; SLO shares over all arrived jobs (rejected/dropped count as missed).",
+        "JCT over completed jobs; SLO shares over all arrived jobs "
+        "(rejected/dropped count as missed).",
         "",
     ]
     for kind in summary["workload"].unique(maintain_order=True).to_list():

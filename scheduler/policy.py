@@ -68,7 +68,9 @@ class Policy(ABC):
         return [] if j is None else [j]
 
     def on_busy_arrival(self, j: int, kind: int, t: float) -> None:
-        """Called when job j is queued on a kind with no idle accelerator."""
+        """Called when job j is queued on a kind with no idle accelerator. Default:
+        nothing (non-preemptive policies wait for a segment to end)."""
+        return None
 
     def segment_work(self, j: int) -> float:
         """Most batch-1 work seconds job j may run before the policy decides again."""

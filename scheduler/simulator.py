@@ -158,17 +158,17 @@ class Simulator:
         self.backlog = [0.0] * K
         inst_kind = [k for k in range(K) for _ in range(self.n_inst[k])]
         self.inst_kind = inst_kind
-        I = len(inst_kind)
-        self.idle = [[i for i in range(I) if inst_kind[i] == k][::-1] for k in range(K)]
-        self.instances_of = [[i for i in range(I) if inst_kind[i] == k] for k in range(K)]
-        self.resident: list[list[int]] = [[] for _ in range(I)]
-        self.seg_jobs: list[list[int] | None] = [None] * I
-        self.seg_start = [0.0] * I
-        self.seg_work_start = [0.0] * I
-        self.seg_speed = [1.0] * I
-        self.seg_end = [0.0] * I
-        self.seg_version = [0] * I
-        self.busy = [0.0] * I
+        n_total = len(inst_kind)
+        self.instances_of = [[i for i in range(n_total) if inst_kind[i] == k] for k in range(K)]
+        self.idle = [ids[::-1] for ids in self.instances_of]
+        self.resident: list[list[int]] = [[] for _ in range(n_total)]
+        self.seg_jobs: list[list[int] | None] = [None] * n_total
+        self.seg_start = [0.0] * n_total
+        self.seg_work_start = [0.0] * n_total
+        self.seg_speed = [1.0] * n_total
+        self.seg_end = [0.0] * n_total
+        self.seg_version = [0] * n_total
+        self.busy = [0.0] * n_total
         self._events: list[tuple[float, int, int, int]] = []
         self._seq = 0
         pol.bind(self)

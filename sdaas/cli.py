@@ -310,7 +310,7 @@ def cmd_bench(args, settings: Settings) -> int:
     out = Path(args.out) if args.out else settings.outputs_dir / "scheduler-bench"
     n_runs = len(cfg.workloads) * cfg.seeds * len(cfg.loads) * len(cfg.policies)
     print(f"simulating {n_runs} runs of {cfg.jobs} jobs on {cfg.cluster} ...", file=sys.stderr)
-    res = run_comparison(cfg, out, progress=print_progress)
+    run_comparison(cfg, out, progress=print_progress)
     print((out / "summary.md").read_text())
     print(f"results: {out}/ (runs.parquet, summary.parquet, summary.md, *.png)")
     return 0
