@@ -44,6 +44,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/profile_bench.py
 	$(PY) bench/predictor_bench.py
+	$(PY) bench/scheduler_bench.py
 
 mlflow-ui: $(STAMP)
 	mkdir -p mlruns/artifacts

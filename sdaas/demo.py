@@ -116,6 +116,40 @@ def plan_demo(settings: Settings, out=print) -> None:
     )
 
 
+def scheduler_demo(settings: Settings, out=print) -> Path:
+    """A small `sdaas bench`: every policy, bursty arrivals (CV 5), two loads."""
+    import polars as pl
+
+    from scheduler.comparison import ComparisonConfig, run_comparison
+
+    cfg = ComparisonConfig(jobs=3000, seeds=1, loads=(0.7, 1.1), workloads=("bursty",))
+    folder = settings.outputs_dir / "scheduler-demo"
+    res = run_comparison(cfg, folder)
+    cap = res["meta"]["capacity_jobs_per_s"]
+    out(f"   capacity (FCFS, no batching) {cap:.1f} jobs/s; {cfg.jobs} jobs per run")
+    s = res["summary"].sort(["load", "mean_jct_s"])
+    rows = [
+        [
+            f"{r['load']:g}",
+            r["policy"],
+            f"{r['mean_jct_s']:.2f}",
+            f"{r['p99_jct_s']:.2f}",
+            f"{r['p99_jct_longest_decile_s']:.1f}",
+            f"{r['both_slo_met']:.3f}",
+            f"{r['rejected'] + r['dropped']:.0f}",
+        ]
+        for r in s.filter(pl.col("load").is_in(list(cfg.loads))).iter_rows(named=True)
+    ]
+    out(
+        format_table(
+            ["load", "policy", "mean JCT s", "p99 s", "p99 longest 10% s", "SLOs met", "refused"],
+            rows,
+        )
+    )
+    out(f"plots and tables: {folder}/ (full comparison: sdaas bench, make bench)")
+    return folder
+
+
 def run_demo(
     settings: Settings,
     *,
@@ -125,7 +159,7 @@ def run_demo(
     sweep: SweepConfig | None = DEMO_SWEEP,
 ) -> list[DemoRow]:
     t0 = time.perf_counter()
-    total = 6 if sweep is not None else 4
+    total = 7 if sweep is not None else 5
     toy_cards = sorted((SHIPPED_TOYWORLD / "cards").glob("*.yaml"))
     if toy_cards:
         out(f"== 1/{total} toy-world models (trained on this CPU, shipped in {SHIPPED_TOYWORLD})")
@@ -204,6 +238,8 @@ def run_demo(
         out(f"inspect again with: sdaas profile --summary {report.out_dir}")
         out(f"== 6/{total} predictors (LightGBM, MLflow) and plans")
         plan_demo(settings, out)
+    out(f"== {total}/{total} scheduling policies on a simulated 8xA100+8xT4 cluster")
+    scheduler_demo(settings, out)
     note = (
         f"the toy-world models were trained on this CPU: see {SHIPPED_TOYWORLD}/evidence.json"
         if toy_cards
