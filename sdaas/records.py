@@ -102,3 +102,44 @@ class Plan:
     predicted_clip: float
     feasible: bool
     reason: str = ""
+
+
+JOB_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a tenant gets back for one job (the results topic and the result store).
+
+    status: `done` (ran), `rejected` (admission control or an infeasible plan: `error`
+    says why, right away) or `failed` (the model raised: `error`). Times are seconds:
+    `queued_s` from submission to the start of the run, `run_s` the model call,
+    `jct_s` submission to result. The prompt is never part of a result.
+    """
+
+    job_id: str
+    tenant: str
+    status: str
+    model: str = ""
+    model_version: str = ""
+    accelerator: str = ""
+    steps: int = 0
+    predicted_latency_s: float = 0.0
+    predicted_clip: float = 0.0
+    latency_slo_s: float = 0.0
+    min_clip: float = 0.0
+    queued_s: float = 0.0
+    run_s: float = 0.0
+    jct_s: float = 0.0
+    clip_score: float | None = None
+    latency_slo_met: bool = False
+    clip_slo_met: bool = False
+    image_uri: str = ""
+    error: str = ""
+    policy: str = ""
+    window: str = ""  # the window the job was scheduled in
+    run_order: int = -1  # position in its accelerator's run order within the window
+    schema_version: int = JOB_SCHEMA_VERSION
+
+    def to_row(self) -> dict:
+        return asdict(self)

@@ -21,6 +21,10 @@ class Clockwork(Policy):
             return None  # rejected at admission: cannot make it even if started now
         return k
 
+    def serving_key(self, job) -> tuple:
+        """Serving: earliest deadline first."""
+        return (job.deadline_ts, job.source)
+
     def make_queue(self, kind: int) -> HeapQueue:
         return HeapQueue(self.sim.deadline.__getitem__)
 

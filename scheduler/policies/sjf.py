@@ -12,5 +12,9 @@ class Sjf(Policy):
     key = PolicyKey.SJF
     stands_for = "SDaaS paper: SJF on predicted job time"
 
+    def serving_key(self, job) -> tuple:
+        """Serving: shortest predicted job first."""
+        return (job.predicted_s, job.submitted_ts, job.source)
+
     def make_queue(self, kind: int) -> HeapQueue:
         return HeapQueue(self.sim.pred.__getitem__)

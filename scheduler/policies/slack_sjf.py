@@ -109,6 +109,10 @@ class SlackSjf(Policy):
         sim.assign(j, fastest[1], options[sim.cls[j]][fastest[1]])
         return fastest[1]
 
+    def serving_key(self, job) -> tuple:
+        """Serving: SJF order."""
+        return (job.predicted_s, job.submitted_ts, job.source)
+
     def make_queue(self, kind: int) -> _Adapter:
         return _Adapter(self.sim, SlackQueue())
 

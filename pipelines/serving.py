@@ -1,0 +1,392 @@
+"""The serving pipeline: one composite Beam transform from jobs-topic records to results.
+
+    records ─► ParseJobs ─┬─► dead letters (reason; stored, then published)
+                          └─► jobs ─► window ─► PlanWindow (planner + backlog, admission,
+                              dedupe by job_id) ─┬─► rejected results (stored at once)
+                                                 └─► key by accelerator ─► GroupByKey ─►
+                              RunOnAccelerator (policy order, diffusers via a ModelHandler)
+                              ─► results (stored as each job finishes)
+
+The same transform runs in a streaming pipeline (Flink / Dataflow with ReadFromKafka or
+Pub/Sub; tested here with TestStream) and, as the local default, once per micro-batch on
+FnApiRunner (`pipelines/serving_driver.py`). Side effects go to the result store, keyed by
+job_id (results) and by source offset (dead letters, the ledger), so a replayed record
+can never yield a second result. Every input record gets one ledger row: result,
+dead_letter or duplicate; the driver checks they add up before committing offsets.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import ModelHandler
+from apache_beam.transforms.window import FixedWindows, TimestampedValue
+
+from models.card import ModelCard
+from pipelines.job_request import JobRefused, JobRequest, parse_job
+from pipelines.kafka_io import RawRecord
+from pipelines.result_store import ResultStore
+from predictor.planner import Planner
+from sdaas.privacy import prompt_tokens
+from sdaas.records import JobResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServingSpec:
+    """Everything the transform needs; picklable (the planner holds only its curves)."""
+
+    planner: Planner
+    cards: dict[str, ModelCard]  # "name@version" -> card
+    devices: dict[str, str]  # accelerator (profile name) -> torch device
+    store_path: str
+    clip_path: str | None = None
+    policy: str = "sjf"
+    window_s: float = 2.0
+    max_backlog_s: float = 30.0  # admission: most predicted work per accelerator per window
+    source_topic: str = "sdaas.jobs"
+
+
+@dataclass(frozen=True)
+class ParsedJob:
+    job: JobRequest
+    source: str  # topic/partition/offset
+    submitted_ts: float
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    job: JobRequest
+    source: str
+    submitted_ts: float
+    deadline_ts: float
+    model_key: str  # name@version
+    accelerator: str
+    steps: int
+    predicted_s: float
+    predicted_clip: float
+    window: str
+
+
+def source_of(topic: str, r: RawRecord) -> str:
+    return f"{topic}/{r.partition}/{r.offset}"
+
+
+class ParseJobs(beam.DoFn):
+    """Valid requests out; each bad one to the dead-letter output with its reason."""
+
+    DEAD = "dead_letters"
+
+    def __init__(self, spec: ServingSpec):
+        self.spec = spec
+
+    def setup(self):
+        self.store = ResultStore(self.spec.store_path)
+
+    def process(self, r: RawRecord):
+        source = source_of(self.spec.source_topic, r)
+        try:
+            job = parse_job(r.value, self.spec.planner.styles)
+        except JobRefused as exc:
+            letter = {
+                "source": source,
+                "job_id": exc.job_id,
+                "tenant": exc.tenant,
+                "reason": exc.reason,
+                "bytes": len(r.value),
+                "ts": r.ts,
+            }
+            self.store.put_dead_letters([letter])
+            self.store.record([(source, exc.job_id, "dead_letter")])
+            log.info("dead letter %s: %s", source, exc.reason)
+            yield beam.pvalue.TaggedOutput(self.DEAD, letter)
+            return
+        ts = job.submitted_ts if job.submitted_ts is not None else r.ts
+        yield TimestampedValue(ParsedJob(job, source, ts), ts)
+
+
+class PlanWindow(beam.DoFn):
+    """One window's jobs in arrival order: skip job_ids already answered, plan each with
+    the accelerators' backlog so far, reject what cannot meet its SLO (or would overflow
+    an accelerator's bounded backlog) with the reason, key the rest by accelerator."""
+
+    REJECTED = "rejected"
+
+    def __init__(self, spec: ServingSpec, clock=time.time):
+        self.spec = spec
+        self.clock = clock
+
+    def setup(self):
+        self.store = ResultStore(self.spec.store_path)
+
+    def process(self, keyed, window=beam.DoFn.WindowParam):
+        _, jobs = keyed
+        jobs = sorted(jobs, key=lambda p: (p.submitted_ts, p.source))
+        known = self.store.known(p.job.job_id for p in jobs)
+        seen: set[str] = set()
+        assigned: dict[str, float] = {}
+        wname = _window_name(window)
+        for p in jobs:
+            j = p.job
+            if j.job_id in known or j.job_id in seen:
+                self.store.record([(p.source, j.job_id, "duplicate")])
+                log.info("duplicate job %s from %s skipped", j.job_id, p.source)
+                continue
+            seen.add(j.job_id)
+            waited = max(0.0, self.clock() - p.submitted_ts)
+            backlog = {a: waited + assigned.get(a, 0.0) for a in self.spec.devices}
+            plan = self.spec.planner.plan(
+                j.style,
+                j.latency_slo_s,
+                j.min_clip,
+                resolution=j.resolution,
+                prompt_tokens=prompt_tokens(j.prompt),
+                backlog_s=backlog,
+                job_id=j.job_id,
+            )
+            # the planner adds the backlog to its prediction; results and SJF want the job's own
+            run_s = plan.predicted_latency_s - backlog.get(plan.accelerator, 0.0)
+            plan = replace(plan, predicted_latency_s=run_s)
+            reason = plan.reason
+            if plan.feasible and assigned.get(plan.accelerator, 0.0) > self.spec.max_backlog_s:
+                reason = (
+                    f"overloaded: {plan.accelerator} already has "
+                    f"{assigned[plan.accelerator]:.1f} s of predicted work in this window "
+                    f"(bound {self.spec.max_backlog_s:g} s); resubmit later"
+                )
+            if not plan.feasible or reason:
+                now = self.clock()
+                result = JobResult(
+                    j.job_id,
+                    j.tenant,
+                    "rejected",
+                    plan.model,
+                    plan.model_version,
+                    plan.accelerator,
+                    plan.steps,
+                    plan.predicted_latency_s,
+                    plan.predicted_clip,
+                    j.latency_slo_s,
+                    j.min_clip,
+                    jct_s=now - p.submitted_ts,
+                    error=reason,
+                    policy=self.spec.policy,
+                    window=wname,
+                )
+                self.store.put([result])
+                self.store.record([(p.source, j.job_id, "result")])
+                yield beam.pvalue.TaggedOutput(self.REJECTED, result)
+                continue
+            assigned[plan.accelerator] = assigned.get(plan.accelerator, 0.0) + run_s
+            yield (
+                plan.accelerator,
+                PlannedJob(
+                    j,
+                    p.source,
+                    p.submitted_ts,
+                    p.submitted_ts + j.latency_slo_s,
+                    f"{plan.model}@{plan.model_version}",
+                    plan.accelerator,
+                    plan.steps,
+                    plan.predicted_latency_s,
+                    plan.predicted_clip,
+                    wname,
+                ),
+            )
+
+
+def _window_name(window) -> str:
+    start = getattr(window, "start", None)
+    return "global" if start is None else f"{float(start):.3f}"
+
+
+# -- the GPU side -------------------------------------------------------------------------
+
+_PROCESS_MODELS: dict[tuple, Any] = {}  # models stay loaded for the life of the process
+
+
+def quiet_model_libraries() -> None:
+    """diffusers and transformers warn with the truncated part of a long prompt: that
+    is prompt text in a log. Serving keeps them at error level."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.set_verbosity_error()
+
+
+class ServingModels:
+    """Backends loaded on first use and kept: one per (model, device), plus the scorer."""
+
+    def __init__(self, cards: dict[str, ModelCard], clip_path: str | None):
+        quiet_model_libraries()
+        self.cards = cards
+        self.clip_path = clip_path
+        self.backends: dict[tuple[str, str], Any] = {}
+        self.scorers: dict[str, Any] = {}
+        self.loads = 0
+
+    def backend(self, model_key: str, device: str):
+        key = (model_key, device)
+        if key not in self.backends:
+            from models.backend import load_backend
+
+            self.backends[key] = load_backend(self.cards[model_key], device)
+            self.loads += 1
+            log.info("loaded %s on %s", model_key, device)
+        return self.backends[key]
+
+    def scorer(self, device: str):
+        if not self.clip_path:
+            return None
+        if device not in self.scorers:
+            from models.clip_score import ClipScorer
+
+            self.scorers[device] = ClipScorer.from_path(self.clip_path, device)
+        return self.scorers[device]
+
+
+class ServingModelHandler(ModelHandler[PlannedJob, JobResult, ServingModels]):
+    """Beam's ModelHandler for serving: `load_model` returns the process's model set
+    (loaded once, reused across bundles, windows and micro-batch pipelines);
+    `run_inference` runs jobs one at a time, in the order given."""
+
+    def __init__(self, spec: ServingSpec, clock=time.time):
+        super().__init__()
+        self.spec = spec
+        self.clock = clock
+
+    def load_model(self) -> ServingModels:
+        key = (tuple(sorted(self.spec.cards)), self.spec.clip_path)
+        if key not in _PROCESS_MODELS:
+            _PROCESS_MODELS[key] = ServingModels(self.spec.cards, self.spec.clip_path)
+        return _PROCESS_MODELS[key]
+
+    def run_inference(
+        self, batch: Iterable[PlannedJob], model: ServingModels, inference_args=None
+    ) -> Iterable[JobResult]:
+        return [self._run(p, model) for p in batch]
+
+    def _run(self, p: PlannedJob, models: ServingModels) -> JobResult:
+        from models.backend import GenerationRequest
+
+        j = p.job
+        card = self.spec.cards[p.model_key]
+        device = self.spec.devices[p.accelerator]
+        store = ResultStore(self.spec.store_path)
+        w, h = j.resolution or card.resolution_pairs[0]
+        base = JobResult(
+            j.job_id,
+            j.tenant,
+            "done",
+            card.name,
+            card.version,
+            p.accelerator,
+            p.steps,
+            p.predicted_s,
+            p.predicted_clip,
+            j.latency_slo_s,
+            j.min_clip,
+            policy=self.spec.policy,
+            window=p.window,
+        )
+        start = self.clock()
+        try:
+            backend = models.backend(p.model_key, device)
+            req = GenerationRequest(
+                (j.prompt,), (j.seed,), p.steps, w, h, card.guidance_scale, j.style
+            )
+            res = backend.generate(req)
+            end = self.clock()
+            path = store.image_path(j.tenant, j.job_id)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            res.images[0].save(path)
+            scorer = models.scorer(device)
+            clip = scorer.score(res.images, [j.prompt])[0] if scorer else None
+        except Exception as exc:  # noqa: BLE001 - a failing model fails its job, not the window
+            end = self.clock()
+            log.warning("job %s failed on %s: %s", j.job_id, p.model_key, type(exc).__name__)
+            return replace(
+                base,
+                status="failed",
+                queued_s=start - p.submitted_ts,
+                run_s=end - start,
+                jct_s=end - p.submitted_ts,
+                error=f"{type(exc).__name__}: {str(exc)[:200]}",
+            )
+        jct = end - p.submitted_ts
+        return replace(
+            base,
+            queued_s=start - p.submitted_ts,
+            run_s=end - start,
+            jct_s=jct,
+            clip_score=clip,
+            latency_slo_met=jct <= j.latency_slo_s,
+            clip_slo_met=clip is not None and clip >= j.min_clip,
+            image_uri=path.as_uri(),
+        )
+
+
+class RunOnAccelerator(beam.DoFn):
+    """One accelerator's jobs of one window, in the policy's order, one at a time.
+    Each result is stored the moment it exists, so it is published without waiting for
+    the rest of the window."""
+
+    def __init__(self, spec: ServingSpec, clock=time.time):
+        self.spec = spec
+        self.handler = ServingModelHandler(spec, clock)
+
+    def setup(self):
+        from scheduler.policy import make_policy
+
+        self.models = self.handler.load_model()
+        self.policy = make_policy(self.spec.policy)
+        self.store = ResultStore(self.spec.store_path)
+
+    def process(self, keyed):
+        _, jobs = keyed
+        ordered = sorted(jobs, key=self.policy.serving_key)
+        for i, p in enumerate(ordered):
+            (result,) = self.handler.run_inference([p], self.models)
+            result = replace(result, run_order=i)
+            self.store.put([result])
+            self.store.record([(p.source, p.job.job_id, "result")])
+            yield result
+
+
+class ServeJobs(beam.PTransform):
+    """RawRecords in; a dict of PCollections out: `results` (done, failed and rejected)
+    and `dead_letters`. Timestamps: the job's submission time (event time)."""
+
+    def __init__(self, spec: ServingSpec, clock=time.time):
+        super().__init__()
+        self.spec = spec
+        self.clock = clock
+
+    def expand(self, records):
+        parsed = records | "Parse" >> beam.ParDo(ParseJobs(self.spec)).with_outputs(
+            ParseJobs.DEAD, main="jobs"
+        )
+        planned = (
+            parsed.jobs
+            | "Window" >> beam.WindowInto(FixedWindows(self.spec.window_s))
+            | "OneKeyPerWindow" >> beam.Map(lambda p: ("window", p))
+            | "GatherWindow" >> beam.GroupByKey()
+            | "Plan"
+            >> beam.ParDo(PlanWindow(self.spec, self.clock)).with_outputs(
+                PlanWindow.REJECTED, main="planned"
+            )
+        )
+        done = (
+            planned.planned
+            | "ByAccelerator" >> beam.GroupByKey()
+            | "Run" >> beam.ParDo(RunOnAccelerator(self.spec, self.clock))
+        )
+        results = (done, planned[PlanWindow.REJECTED]) | "Results" >> beam.Flatten()
+        return {"results": results, "dead_letters": parsed[ParseJobs.DEAD]}

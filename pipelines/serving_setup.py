@@ -1,0 +1,56 @@
+"""Putting a serving process together from an sdaas home: the planner over this host's
+accelerators, the registered cards, the CLIP scorer and the result store."""
+
+from __future__ import annotations
+
+from pipelines.accelerators import local_accelerators
+from pipelines.profile_sweep import default_clip
+from pipelines.serving import ServingSpec
+from sdaas.config import Settings
+from sdaas.errors import SdaasError
+
+
+def result_store_path(settings: Settings):
+    return settings.data_dir / "results" / "results.db"
+
+
+def build_spec(
+    settings: Settings,
+    *,
+    policy: str = "sjf",
+    window_s: float = 2.0,
+    max_backlog_s: float = 30.0,
+    headroom: float = 0.1,
+    topic: str = "sdaas.jobs",
+) -> ServingSpec:
+    from models.registry import Registry
+    from predictor.planner import load_planner
+    from predictor.store import PredictorStoreError
+    from scheduler.policy import make_policy
+
+    make_policy(policy)  # an unknown policy fails here, naming the known ones
+    devices = {a.name: a.device for a in local_accelerators()}
+    try:
+        planner = load_planner(settings, headroom=headroom, accelerators=list(devices))
+    except PredictorStoreError as exc:
+        raise SdaasError(
+            f"{exc}. Serving needs trained predictors: run `make demo` once, or "
+            "`sdaas profile` then `sdaas train`"
+        ) from None
+    cards = {
+        f"{r.card.name}@{r.card.version}": r.card for r in Registry(settings.registry_path).list()
+    }
+    clip = default_clip(settings)
+    return ServingSpec(
+        planner=planner,
+        cards=cards,
+        devices={
+            a: d for a, d in devices.items() if any(a in o.accelerators for o in planner.options)
+        },
+        store_path=str(result_store_path(settings)),
+        clip_path=str(clip) if (clip / "config.json").is_file() else None,
+        policy=policy,
+        window_s=window_s,
+        max_backlog_s=max_backlog_s,
+        source_topic=topic,
+    )
