@@ -109,26 +109,30 @@ class JobsReader:
         self.topic = topic
         self.c.assign([TopicPartition(topic, p, o) for p, o in self.next.items()])
 
-    def read(self, window_s: float, max_records: int, idle_s: float) -> list[RawRecord]:
-        """Records arriving within `window_s` of the first one (at most max_records);
-        an empty list after `idle_s` with nothing."""
+    def read(
+        self, window_s: float, max_records: int, idle_s: float, quiet_s: float = 0.25
+    ) -> list[RawRecord]:
+        """Records arriving within `window_s` of the first one (at most max_records),
+        ending early once nothing has come for `quiet_s` (a lone job is not held for a
+        whole window); an empty list after `idle_s` with nothing."""
         out: list[RawRecord] = []
         start = time.monotonic()
-        first = None
+        first = last = None
         while len(out) < max_records:
             now = time.monotonic()
             if first is None and now - start > idle_s:
                 break
-            if first is not None and now - first > window_s:
+            if first is not None and (now - first > window_s or now - last > quiet_s):
                 break
             m = self.c.poll(0.05)
             if m is None:
                 continue
+            last = time.monotonic()
             if m.error():
                 log.warning("kafka: %s", m.error())
                 continue
             if first is None:
-                first = time.monotonic()
+                first = last
             out.append(
                 RawRecord(m.partition(), m.offset(), m.value() or b"", m.timestamp()[1] / 1000)
             )

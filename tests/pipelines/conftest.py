@@ -22,3 +22,6 @@ def sweep_settings(tmp_path, tiny_dir, monkeypatch) -> Settings:
 @pytest.fixture
 def clip_path(tiny_dir):
     return tiny_dir / "tiny-clip"
+
+
+from tests.pipelines.serving_home import broker, serving_settings  # noqa: E402, F401
