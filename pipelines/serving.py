@@ -75,7 +75,9 @@ class PlannedJob:
 
 
 def source_of(topic: str, r: RawRecord) -> str:
-    return f"{topic}/{r.partition}/{r.offset}"
+    """A record's identity: topic/partition/offset, plus its broker timestamp, because an
+    embedded (memory) broker that restarts hands out the same offsets again."""
+    return f"{topic}/{r.partition}/{r.offset}@{round(r.ts * 1000)}"
 
 
 class ParseJobs(beam.DoFn):
@@ -241,6 +243,14 @@ class ServingModels:
             self.loads += 1
             log.info("loaded %s on %s", model_key, device)
         return self.backends[key]
+
+    def preload(self, devices: dict[str, str]) -> None:
+        """Every registered model on every serving device, and the scorer: the first
+        jobs must not pay model loads (cold starts are for the simulator to study)."""
+        for device in set(devices.values()):
+            for key in self.cards:
+                self.backend(key, device)
+            self.scorer(device)
 
     def scorer(self, device: str):
         if not self.clip_path:

@@ -138,6 +138,9 @@ class ServingDriver:
         self.reader = JobsReader(self.bootstrap, self.topics.jobs)
         self.publisher = Publisher(self.store, self.bootstrap, self.topics)
         self.publisher.flush()  # what a crashed run stored but never published
+        from pipelines.serving import ServingModelHandler
+
+        ServingModelHandler(self.spec).load_model().preload(self.spec.devices)
 
     def install_signal_handlers(self) -> None:
         """SIGINT / SIGTERM: finish the window in flight, commit, then stop."""

@@ -745,6 +745,7 @@ _NOISE = (
     "Converting string literal type hint",
     "No module named google.cloud",
     "contains a local version label",
+    "Creating state cache",
 )
 
 

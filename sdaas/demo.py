@@ -159,7 +159,7 @@ def run_demo(
     sweep: SweepConfig | None = DEMO_SWEEP,
 ) -> list[DemoRow]:
     t0 = time.perf_counter()
-    total = 7 if sweep is not None else 5
+    total = 8 if sweep is not None else 5
     toy_cards = sorted((SHIPPED_TOYWORLD / "cards").glob("*.yaml"))
     if toy_cards:
         out(f"== 1/{total} toy-world models (trained on this CPU, shipped in {SHIPPED_TOYWORLD})")
@@ -238,8 +238,14 @@ def run_demo(
         out(f"inspect again with: sdaas profile --summary {report.out_dir}")
         out(f"== 6/{total} predictors (LightGBM, MLflow) and plans")
         plan_demo(settings, out)
-    out(f"== {total}/{total} scheduling policies on a simulated 8xA100+8xT4 cluster")
+    step = 5 if sweep is None else 7
+    out(f"== {step}/{total} scheduling policies on a simulated 8xA100+8xT4 cluster")
     scheduler_demo(settings, out)
+    if sweep is not None:
+        from sdaas.serving_demo import serving_demo
+
+        out(f"== {total}/{total} serving: Kafka -> Beam (plan, window, SJF, diffusers) -> results")
+        serving_demo(settings, out)
     note = (
         f"the toy-world models were trained on this CPU: see {SHIPPED_TOYWORLD}/evidence.json"
         if toy_cards

@@ -25,17 +25,24 @@ def test_demo_runs_every_model_and_never_prints_the_prompt(settings):
         assert Image.open(r.image).size == cards[r.model].resolution_pairs[0]
     assert (settings.outputs_dir / "demo_contact_sheet.png").is_file()
     text = "\n".join(lines)
-    assert "4/7 results" in text and "5/7 profiling sweep" in text
-    assert "6/7 predictors" in text and "promoted: no champion yet" in text
-    plans = text.split("6/7 predictors")[1].split("7/7")[0]
+    assert "4/8 results" in text and "5/8 profiling sweep" in text
+    assert "6/8 predictors" in text and "promoted: no champion yet" in text
+    plans = text.split("6/8 predictors")[1].split("7/7")[0]
     assert "min CLIP 99 unreachable for style" in plans
     assert "fastest option meeting min CLIP 0 needs" in plans and "> 0.001 s" in plans
     assert "wrote 6 rows (0 failed cells)" in text
     assert "R²" in text
     assert SAMPLE_PROMPT not in text
-    sim = text.split("7/7 scheduling policies")[1]
+    sim = text.split("7/8 scheduling policies")[1].split("8/8")[0]
     assert all(f" {p} " in sim for p in ("sjf", "fcfs", "orca", "srpt-oracle", "slack-sjf"))
     assert (settings.outputs_dir / "scheduler-demo" / "jct_vs_load.png").is_file()
+    serving = text.split("8/8 serving")[1]
+    rows = {line.split()[0]: line.split() for line in serving.splitlines() if line.strip()}
+    for policy in ("sjf", "fcfs"):  # records, done, rejected, dead letters, duplicates
+        n, done, rejected, dead, dup = (int(x) for x in rows[policy][1:6])
+        assert (n, done + rejected, dead, dup) == (28, 24, 3, 1)
+    assert "dead letter" in serving and "not JSON" in serving
+    assert "demo-23" in serving  # every job has a row
     # Running again reuses the models and the registrations (idempotent).
     rows2 = run_demo(settings, steps=2, out=lambda _: None, sweep=None)
     assert [r.model for r in rows2] == [r.model for r in rows]
