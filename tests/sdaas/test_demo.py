@@ -37,9 +37,9 @@ def test_demo_runs_every_model_and_never_prints_the_prompt(settings):
     assert all(f" {p} " in sim for p in ("sjf", "fcfs", "orca", "srpt-oracle", "slack-sjf"))
     assert (settings.outputs_dir / "scheduler-demo" / "jct_vs_load.png").is_file()
     serving = text.split("8/8 serving")[1]
-    rows = {line.split()[0]: line.split() for line in serving.splitlines() if line.strip()}
+    table = {line.split()[0]: line.split() for line in serving.splitlines() if line.strip()}
     for policy in ("sjf", "fcfs"):  # records, done, rejected, dead letters, duplicates
-        n, done, rejected, dead, dup = (int(x) for x in rows[policy][1:6])
+        n, done, rejected, dead, dup = (int(x) for x in table[policy][1:6])
         assert (n, done + rejected, dead, dup) == (28, 24, 3, 1)
     assert "dead letter" in serving and "not JSON" in serving
     assert "demo-23" in serving  # every job has a row
