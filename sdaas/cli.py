@@ -389,8 +389,16 @@ def cmd_serve(args, settings: Settings) -> int:
 
 def cmd_submit(args, settings: Settings) -> int:
     from pipelines.job_client import JobClient
+    from pipelines.job_request import JobRequest, parse_job
     from pipelines.kafka_io import Topics
 
+    # refuse a bad job before looking for a broker
+    parse_job(
+        JobRequest(
+            args.job_id or "check", args.tenant, args.prompt, args.style, args.latency_slo,
+            args.min_clip, args.seed, args.resolution, 0.0,
+        ).to_json()
+    )  # fmt: skip
     client = JobClient(_bootstrap(args, settings), Topics(args.topic_prefix))
     job = client.submit(
         tenant=args.tenant,
