@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(PY) bench/profile_bench.py
 	$(PY) bench/predictor_bench.py
 	$(PY) bench/scheduler_bench.py
+	$(PY) bench/serving_bench.py
 
 mlflow-ui: $(STAMP)
 	mkdir -p mlruns/artifacts

@@ -20,7 +20,7 @@ import logging
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import apache_beam as beam
@@ -133,6 +133,8 @@ class ServingDriver:
     stopping: bool = False
 
     def __post_init__(self):
+        # records are named by the topic this driver reads, whatever the spec said
+        self.spec = replace(self.spec, source_topic=self.topics.jobs)
         kafka_io.ensure_topics(self.bootstrap, [self.topics.jobs, self.topics.dead_letters])
         self.store = ResultStore(Path(self.spec.store_path))
         self.reader = JobsReader(self.bootstrap, self.topics.jobs)

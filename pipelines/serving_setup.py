@@ -10,6 +10,28 @@ from sdaas.config import Settings
 from sdaas.errors import SdaasError
 
 
+def prepare_toy_home(home) -> Settings:
+    """A serving-ready home: the shipped toy-world models registered, a small real
+    profiling sweep on this host and predictors trained on it (about 30-40 s). Used by
+    the serving tests and benchmark; `make demo` does the same with a larger sweep."""
+    from pathlib import Path
+
+    from models.registry import Registry
+    from pipelines.profile_grid import SweepConfig
+    from pipelines.profile_sweep import run_sweep
+    from predictor.train_cli import train_all
+    from sdaas.config import SHIPPED_TOYWORLD
+
+    s = Settings(home=Path(home))
+    s.models_dir.mkdir(parents=True, exist_ok=True)
+    reg = Registry(s.registry_path, model_roots=s.model_roots)
+    for card in sorted((SHIPPED_TOYWORLD / "cards").glob("*.yaml")):
+        reg.register_file(card, exist_ok=True)
+    run_sweep(s, SweepConfig(steps=(1, 2, 4, 8), prompts=1, seeds=(0,)), progress=lambda *_: None)
+    train_all(s, data="measured")
+    return s
+
+
 def result_store_path(settings: Settings):
     return settings.data_dir / "results" / "results.db"
 

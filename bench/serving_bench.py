@@ -1,0 +1,105 @@
+"""Benchmark the serving path on a fixed local workload (toy-world models, this CPU).
+
+A scratch home gets the toy models, a small real sweep and trained predictors; then 60
+feasible jobs (one tenant, loose SLO, min CLIP 0/30/40) are submitted to the embedded
+broker at once and served in windows of at most 20 records. Reported:
+
+* pipeline overhead per window: window wall time minus the model time of its jobs;
+* end-to-end JCT minus model run time per job (p50 / p95): queueing + overhead;
+* sustained throughput (jobs / serving wall time) vs the backend's raw throughput on
+  the same (model, steps) jobs run back to back, warm, without Kafka or Beam.
+
+Writes bench/results/serving_bench.json. Usage: python bench/serving_bench.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+RESULTS = Path(__file__).resolve().parent / "results"
+N_JOBS = 60
+PROMPT = "two small red circles on the left"
+
+
+def pct(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, round(q / 100 * (len(xs) - 1)))]
+
+
+def main() -> None:
+    from models.backend import GenerationRequest
+    from pipelines.job_client import JobClient
+    from pipelines.kafka_broker import EmbeddedBroker
+    from pipelines.kafka_io import Topics
+    from pipelines.serving import ServingModelHandler
+    from pipelines.serving_driver import ServingDriver
+    from pipelines.serving_setup import build_spec, prepare_toy_home
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        settings = prepare_toy_home(Path(tmp))
+        print(f"home ready in {time.perf_counter() - t0:.0f} s (toy models, sweep, predictors)")
+        spec = build_spec(settings, window_s=5.0, max_backlog_s=1e9)
+        styles = spec.planner.styles
+        with EmbeddedBroker() as broker:
+            topics = Topics("bench")
+            driver = ServingDriver(spec, broker.bootstrap, topics, max_records=20, progress=print)
+            client = JobClient(broker.bootstrap, topics)
+            for i in range(N_JOBS):
+                clip = (0.0, 30.0, 40.0)[i % 3]
+                style = styles[i % len(styles)]
+                client.submit(tenant="bench", prompt=PROMPT, style=style, latency_slo_s=600.0,
+                              min_clip=clip, seed=i)  # fmt: skip
+            client.flush()
+            start = time.perf_counter()
+            reports = driver.run(idle_exit_s=1.0)
+            serve_wall = sum(r.wall_s for r in reports)
+            elapsed = time.perf_counter() - start
+            driver.close()
+        results = [r for r in driver.store.all() if r.tenant == "bench"]
+        done = [r for r in results if r.status == "done"]
+        # the same jobs straight through the warm backends, back to back
+        models = ServingModelHandler(spec).load_model()
+        raw_t0 = time.perf_counter()
+        for r in done:
+            key = f"{r.model}@{r.model_version}"
+            card = spec.cards[key]
+            w, h = card.resolution_pairs[0]
+            backend = models.backend(key, spec.devices[r.accelerator])
+            backend.generate(GenerationRequest((PROMPT,), (0,), r.steps, w, h, card.guidance_scale))
+        raw_wall = time.perf_counter() - raw_t0
+    extra = [r.jct_s - r.run_s for r in done]
+    out = {
+        "jobs": N_JOBS,
+        "done": len(done),
+        "windows": len(reports),
+        "window_overhead_s": [round(r.overhead_s, 3) for r in reports],
+        "window_overhead_mean_s": round(statistics.mean(r.overhead_s for r in reports), 3),
+        "jct_minus_run_p50_s": round(pct(extra, 50), 3),
+        "jct_minus_run_p95_s": round(pct(extra, 95), 3),
+        "model_time_s": round(sum(r.run_s for r in done), 3),
+        "serving_wall_s": round(serve_wall, 3),
+        "serving_elapsed_s": round(elapsed, 3),
+        "sustained_jobs_per_s": round(len(done) / serve_wall, 2),
+        "sustained_jobs_per_s_incl_reads": round(len(done) / elapsed, 2),
+        "raw_backend_jobs_per_s": round(len(done) / raw_wall, 2),
+        "throughput_ratio": round((len(done) / serve_wall) / (len(done) / raw_wall), 3),
+        "host": platform.node(),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "serving_bench.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
