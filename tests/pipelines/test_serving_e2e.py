@@ -246,3 +246,52 @@ def test_sigkill_mid_window_then_restart_loses_nothing_and_duplicates_nothing(
     msgs = topic_messages(broker.bootstrap, topics.results("crash"))
     assert {m["job_id"] for m in msgs} == ids  # at-least-once on the topic, nothing missing
     assert PROMPT not in out
+
+
+def test_sigterm_finishes_the_window_in_flight_then_stops(serving_settings, broker):
+    prefix = f"t{uuid.uuid4().hex[:6]}"
+    client = JobClient(broker.bootstrap, Topics(prefix))
+    store = ResultStore(serving_settings.data_dir / "results" / "results.db")
+    jobs = [
+        client.submit(
+            tenant="term", prompt=PROMPT, style="flat", latency_slo_s=300, min_clip=20.0, seed=i
+        )  # fmt: skip
+        for i in range(16)
+    ]
+    client.flush()
+    ids = {j.job_id for j in jobs}
+    proc = _serve(serving_settings.home, broker.bootstrap, prefix)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not store.known(ids):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert "SIGTERM: finishing the current window" in out
+    assert store.known(ids) == ids  # the whole window finished before the exit
+    # and it was committed: a new server finds nothing to do
+    proc = _serve(serving_settings.home, broker.bootstrap, prefix, "--idle-exit", "1")
+    out, _ = proc.communicate(timeout=120)
+    assert "stopped after 0 windows, 0 records" in out, out
+
+
+def test_admission_control_rejects_beyond_the_backlog_bound(serving_settings, broker):
+    spec = build_spec(serving_settings, window_s=5.0, max_backlog_s=0.0)
+    topics = Topics(f"t{uuid.uuid4().hex[:6]}")
+    client = JobClient(broker.bootstrap, topics)
+    jobs = [
+        client.submit(tenant="adm", prompt=PROMPT, style="flat", latency_slo_s=300, min_clip=0)
+        for _ in range(3)
+    ]
+    client.flush()
+    driver = ServingDriver(spec, broker.bootstrap, topics, progress=lambda *_: None)
+    driver.run(idle_exit_s=1.0)
+    driver.close()
+    got = {r.job_id: r for r in driver.store.for_tenant("adm")}
+    statuses = sorted(got[j.job_id].status for j in jobs)
+    assert statuses == ["done", "rejected", "rejected"]
+    assert all(
+        "overloaded" in r.error and "bound 0 s" in r.error
+        for r in got.values()
+        if r.status == "rejected"
+    )
