@@ -105,6 +105,15 @@ class ResultStore:
             rows = db.execute("SELECT body FROM results ORDER BY stored_ts, job_id").fetchall()
         return [_result(r[0]) for r in rows]
 
+    def recent_done(self, limit: int) -> list[JobResult]:
+        """The last `limit` finished jobs, oldest first."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT body FROM results WHERE status='done' ORDER BY stored_ts DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [_result(r[0]) for r in reversed(rows)]
+
     def count(self) -> int:
         with self._db() as db:
             return db.execute("SELECT COUNT(*) FROM results").fetchone()[0]

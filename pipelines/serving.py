@@ -30,6 +30,7 @@ from apache_beam.transforms.window import FixedWindows, TimestampedValue
 from models.card import ModelCard
 from pipelines.job_request import JobRefused, JobRequest, parse_job
 from pipelines.kafka_io import RawRecord
+from pipelines.latency_correction import latency_scale
 from pipelines.result_store import ResultStore
 from predictor.planner import Planner
 from sdaas.privacy import prompt_tokens
@@ -51,6 +52,7 @@ class ServingSpec:
     window_s: float = 2.0
     max_backlog_s: float = 30.0  # admission: most predicted work per accelerator per window
     source_topic: str = "sdaas.jobs"
+    correct_latency: bool = True  # scale predictions by observed run time (EWMA)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class PlannedJob:
     predicted_s: float
     predicted_clip: float
     window: str
+    latency_correction: float = 1.0
 
 
 def source_of(topic: str, r: RawRecord) -> str:
@@ -131,6 +134,7 @@ class PlanWindow(beam.DoFn):
         _, jobs = keyed
         jobs = sorted(jobs, key=lambda p: (p.submitted_ts, p.source))
         known = self.store.known(p.job.job_id for p in jobs)
+        scale = latency_scale(self.store) if self.spec.correct_latency else {}
         seen: set[str] = set()
         assigned: dict[str, float] = {}
         wname = _window_name(window)
@@ -150,11 +154,13 @@ class PlanWindow(beam.DoFn):
                 resolution=j.resolution,
                 prompt_tokens=prompt_tokens(j.prompt),
                 backlog_s=backlog,
+                latency_scale=scale,
                 job_id=j.job_id,
             )
             # the planner adds the backlog to its prediction; results and SJF want the job's own
             run_s = plan.predicted_latency_s - backlog.get(plan.accelerator, 0.0)
             plan = replace(plan, predicted_latency_s=run_s)
+            factor = scale.get((f"{plan.model}@{plan.model_version}", plan.accelerator), 1.0)
             reason = plan.reason
             if plan.feasible and assigned.get(plan.accelerator, 0.0) > self.spec.max_backlog_s:
                 reason = (
@@ -180,6 +186,7 @@ class PlanWindow(beam.DoFn):
                     error=reason,
                     policy=self.spec.policy,
                     window=wname,
+                    latency_correction=factor,
                 )
                 self.store.put([result])
                 self.store.record([(p.source, j.job_id, "result")])
@@ -199,6 +206,7 @@ class PlanWindow(beam.DoFn):
                     plan.predicted_latency_s,
                     plan.predicted_clip,
                     wname,
+                    factor,
                 ),
             )
 
@@ -305,6 +313,7 @@ class ServingModelHandler(ModelHandler[PlannedJob, JobResult, ServingModels]):
             j.min_clip,
             policy=self.spec.policy,
             window=p.window,
+            latency_correction=p.latency_correction,
         )
         start = self.clock()
         try:

@@ -186,8 +186,12 @@ class Planner:
         resolution: tuple[int, int] | None = None,
         prompt_tokens: int | None = None,
         backlog_s: Mapping[str, float] | None = None,
+        latency_scale: Mapping[tuple[str, str], float] | None = None,
         job_id: str = "",
     ) -> Plan:
+        """latency_scale: (`name@version`, accelerator) -> observed/predicted run-time
+        ratio, applied to that candidate's predicted latency (serving's online correction
+        of the drift between profiling and serving); missing pairs are 1."""
         res = self._validate(style, latency_slo_s, min_clip, resolution)
         t = self._tables[(style, res)]
         tokens = DEFAULT_TOKENS if prompt_tokens is None else prompt_tokens
@@ -198,6 +202,10 @@ class Planner:
         first = ok.argmax(axis=1)
         rows = np.arange(len(t.labels))
         lat = t.latency[rows, first]
+        if latency_scale:
+            lat = lat * np.array(
+                [latency_scale.get((f"{o.name}@{o.version}", acc), 1.0) for o, acc in t.labels]
+            )
         if backlog_s:
             wait = np.zeros(len(t.labels))
             for acc, b in backlog_s.items():

@@ -139,6 +139,7 @@ class JobResult:
     policy: str = ""
     window: str = ""  # the window the job was scheduled in
     run_order: int = -1  # position in its accelerator's run order within the window
+    latency_correction: float = 1.0  # observed/predicted factor applied to the prediction
     schema_version: int = JOB_SCHEMA_VERSION
 
     def to_row(self) -> dict:

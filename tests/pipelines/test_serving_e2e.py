@@ -295,3 +295,43 @@ def test_admission_control_rejects_beyond_the_backlog_bound(serving_settings, br
         for r in got.values()
         if r.status == "rejected"
     )
+
+
+def test_observed_run_times_correct_the_next_windows_predictions(
+    serving_settings, broker, tmp_path
+):
+    from dataclasses import replace
+
+    from sdaas.records import JobResult
+
+    spec = build_spec(serving_settings, window_s=5.0)
+    spec = replace(spec, store_path=str(tmp_path / "r.db"))
+    (acc,) = spec.devices
+    seeded = ResultStore(tmp_path / "r.db")
+    seeded.put(  # history: every model ran 3x slower than predicted
+        JobResult(
+            f"old-{k}-{i}",
+            "x",
+            "done",
+            k.split("@")[0],
+            k.split("@")[1],
+            acc,
+            2,
+            0.1,
+            0.0,
+            run_s=0.3,
+        )  # fmt: skip
+        for k in spec.cards
+        for i in range(5)
+    )
+    base = spec.planner.plan("flat", 300.0, 0.0).predicted_latency_s
+    topics = Topics(f"t{uuid.uuid4().hex[:6]}")
+    client = JobClient(broker.bootstrap, topics)
+    job = client.submit(tenant="c", prompt=PROMPT, style="flat", latency_slo_s=300, min_clip=0)
+    client.flush()
+    driver = ServingDriver(spec, broker.bootstrap, topics, progress=lambda *_: None)
+    driver.run(idle_exit_s=1.0)
+    driver.close()
+    r = seeded.get("c", job.job_id)
+    assert r.latency_correction == pytest.approx(3.0)
+    assert r.predicted_latency_s == pytest.approx(3 * base, rel=1e-6)

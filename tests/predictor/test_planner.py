@@ -125,3 +125,18 @@ def test_unserved_resolution_and_no_models(planner, latency_model, clip_model):
         planner.plan("photo", 2.0, 20.0, resolution=(1024, 1024))
     with pytest.raises(InvalidInputError, match="no model registered"):
         Planner([], latency_model, clip_model)
+
+
+def test_latency_scale_corrects_one_candidate(planner):
+    free = planner.plan("anime", 5.0, 28.0)
+    key = (f"{free.model}@reference", free.accelerator)
+    slow = planner.plan("anime", 5.0, 28.0, latency_scale={key: 2.0})
+    if slow.accelerator == free.accelerator and slow.model == free.model:
+        assert slow.predicted_latency_s == pytest.approx(2 * free.predicted_latency_s)
+    else:  # doubling made another candidate the shortest
+        assert slow.predicted_latency_s <= 2 * free.predicted_latency_s
+    assert planner.plan("anime", 5.0, 28.0, latency_scale={key: 1.0}) == free
+    tight = planner.plan("anime", free.predicted_latency_s * 1.01, 28.0, latency_scale={
+        (f"{o.name}@{o.version}", a): 2.0 for o, a in planner.curves("anime", (512, 512)).labels
+    })  # fmt: skip
+    assert not tight.feasible  # every candidate twice as slow: the SLO no longer fits
