@@ -52,7 +52,8 @@ def test_fnapi_sweep_writes_the_grid_with_the_schema(
     assert (df["per_step_s"] > 0).all()
     for model, group in df.group_by("model"):
         slow, fast = group.filter(pl.col("steps") == 6), group.filter(pl.col("steps") == 1)
-        assert slow["latency_s"].min() > fast["latency_s"].max(), model
+        # means, not min/max: one load spike on a shared machine must not fail this
+        assert slow["latency_s"].mean() > fast["latency_s"].mean(), model
         _, slope, _ = fit_line(group["steps"].to_numpy(), group["latency_s"].to_numpy())
         assert slope > 0
     manifest = json.loads((out / "manifest.json").read_text())
