@@ -133,7 +133,8 @@ def real_runs(n_jobs: int, headrooms: list[float]) -> dict:
             row = rng.randrange(len(t.labels))
             col = rng.randrange(int(np.isfinite(t.latency[row]).sum()))
             bucket = int(np.abs(np.asarray(TOKEN_BUCKETS) - tokens).argmin())
-            min_clip = float(t.clip[bucket][row, col]) - 1e-6
+            # clamped: random-weight tiny CLIP can predict 0, and min_clip must be >= 0
+            min_clip = min(100.0, max(0.0, float(t.clip[bucket][row, col]) - 1e-6))
             slo = float(t.latency[row, col]) * rng.uniform(1.05, 1.5)
             plan = planner.plan(style, slo, min_clip, prompt_tokens=tokens)
             if not plan.feasible:
