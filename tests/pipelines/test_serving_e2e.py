@@ -205,6 +205,27 @@ def _serve(home: Path, bootstrap: str, prefix: str, *extra: str) -> subprocess.P
     )
 
 
+def _serve_16_jobs(settings, broker, tenant: str, results: int):
+    """16 jobs for `tenant`, then `sdaas serve` in a subprocess, returned once at least
+    `results` of them have results, so that a signal sent next lands mid-window."""
+    prefix = f"t{uuid.uuid4().hex[:6]}"
+    client = JobClient(broker.bootstrap, Topics(prefix))
+    store = ResultStore(settings.data_dir / "results" / "results.db")
+    jobs = [
+        client.submit(
+            tenant=tenant, prompt=PROMPT, style="flat", latency_slo_s=300, min_clip=20.0, seed=i
+        )  # fmt: skip
+        for i in range(16)
+    ]
+    client.flush()
+    ids = {j.job_id for j in jobs}
+    proc = _serve(settings.home, broker.bootstrap, prefix)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(store.known(ids)) < results:
+        time.sleep(0.05)
+    return prefix, store, ids, proc
+
+
 def got_before_kill(out: str, seen: int) -> int:
     """Jobs stored before the kill: at least the `seen` observed, at most a few more."""
     n = out.count("duplicate job")
@@ -214,23 +235,8 @@ def got_before_kill(out: str, seen: int) -> int:
 def test_sigkill_mid_window_then_restart_loses_nothing_and_duplicates_nothing(
     serving_settings, broker
 ):
-    prefix = f"t{uuid.uuid4().hex[:6]}"
+    prefix, store, ids, proc = _serve_16_jobs(serving_settings, broker, "crash", results=2)
     topics = Topics(prefix)
-    client = JobClient(broker.bootstrap, topics)
-    store = ResultStore(serving_settings.data_dir / "results" / "results.db")
-    style = "flat"
-    jobs = [
-        client.submit(
-            tenant="crash", prompt=PROMPT, style=style, latency_slo_s=300, min_clip=20.0, seed=i
-        )  # fmt: skip
-        for i in range(16)
-    ]
-    client.flush()
-    ids = {j.job_id for j in jobs}
-    proc = _serve(serving_settings.home, broker.bootstrap, prefix)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(store.known(ids)) < 2:
-        time.sleep(0.05)
     got_before = len(store.known(ids))
     assert 1 <= got_before < len(ids), [(r.status, r.error) for r in store.for_tenant("crash")]
     proc.send_signal(signal.SIGKILL)
@@ -249,21 +255,7 @@ def test_sigkill_mid_window_then_restart_loses_nothing_and_duplicates_nothing(
 
 
 def test_sigterm_finishes_the_window_in_flight_then_stops(serving_settings, broker):
-    prefix = f"t{uuid.uuid4().hex[:6]}"
-    client = JobClient(broker.bootstrap, Topics(prefix))
-    store = ResultStore(serving_settings.data_dir / "results" / "results.db")
-    jobs = [
-        client.submit(
-            tenant="term", prompt=PROMPT, style="flat", latency_slo_s=300, min_clip=20.0, seed=i
-        )  # fmt: skip
-        for i in range(16)
-    ]
-    client.flush()
-    ids = {j.job_id for j in jobs}
-    proc = _serve(serving_settings.home, broker.bootstrap, prefix)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not store.known(ids):
-        time.sleep(0.05)
+    prefix, store, ids, proc = _serve_16_jobs(serving_settings, broker, "term", results=1)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
