@@ -61,16 +61,24 @@ class ResultStore:
         return self.images_dir / tenant / f"{job_id}.png"
 
     # -- results ---------------------------------------------------------------------
-    def put(self, results: Iterable[JobResult]) -> int:
-        """Store results; returns how many were new (a known job_id is left as it is)."""
+    def put(self, results: Iterable[JobResult], sources: Iterable[str] = ()) -> int:
+        """Store results; returns how many were new (a known job_id is left as it is).
+        `sources`: the input record of each result, entered in the ledger in the same
+        transaction as the result itself."""
+        results = list(results)
         rows = [(r.job_id, r.tenant, r.status, json.dumps(asdict(r))) for r in results]
+        ledger = [(s, r.job_id, "result") for s, r in zip(sources, results, strict=False)]
         with self._db() as db:
+            db.execute("BEGIN")
             before = db.total_changes
             db.executemany(
                 "INSERT OR IGNORE INTO results(job_id, tenant, status, body) VALUES (?,?,?,?)",
                 rows,
             )
-            return db.total_changes - before
+            new = db.total_changes - before
+            db.executemany(_LEDGER_INSERT, ledger)
+            db.execute("COMMIT")
+            return new
 
     def known(self, job_ids: Iterable[str]) -> set[str]:
         ids = list(job_ids)
@@ -120,11 +128,18 @@ class ResultStore:
 
     # -- dead letters ----------------------------------------------------------------
     def put_dead_letters(self, letters: Iterable[dict]) -> int:
+        """Store dead letters and, in the same transaction, their ledger rows."""
+        letters = list(letters)
         rows = [(d["source"], json.dumps(d)) for d in letters]
+        ledger = [(d["source"], d.get("job_id", ""), "dead_letter") for d in letters]
         with self._db() as db:
+            db.execute("BEGIN")
             before = db.total_changes
             db.executemany("INSERT OR IGNORE INTO dead_letters(source, body) VALUES (?,?)", rows)
-            return db.total_changes - before
+            new = db.total_changes - before
+            db.executemany(_LEDGER_INSERT, ledger)
+            db.execute("COMMIT")
+            return new
 
     def dead_letters(self) -> list[dict]:
         with self._db() as db:
@@ -134,9 +149,7 @@ class ResultStore:
     def record(self, entries: Iterable[tuple[str, str, str]]) -> None:
         """(source, job_id, outcome) per input record; the first outcome stands."""
         with self._db() as db:
-            db.executemany(
-                "INSERT OR IGNORE INTO ledger(source, job_id, outcome) VALUES (?,?,?)", entries
-            )
+            db.executemany(_LEDGER_INSERT, entries)
 
     def outcomes(self, sources: list[str]) -> dict[str, str]:
         if not sources:
@@ -174,6 +187,7 @@ class ResultStore:
             )
 
 
+_LEDGER_INSERT = "INSERT OR IGNORE INTO ledger(source, job_id, outcome) VALUES (?,?,?)"
 _FIELDS = {f.name for f in fields(JobResult)}
 
 

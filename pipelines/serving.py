@@ -108,7 +108,6 @@ class ParseJobs(beam.DoFn):
                 "ts": r.ts,
             }
             self.store.put_dead_letters([letter])
-            self.store.record([(source, exc.job_id, "dead_letter")])
             log.info("dead letter %s: %s", source, exc.reason)
             yield beam.pvalue.TaggedOutput(self.DEAD, letter)
             return
@@ -157,9 +156,7 @@ class PlanWindow(beam.DoFn):
                 latency_scale=scale,
                 job_id=j.job_id,
             )
-            # the planner adds the backlog to its prediction; results and SJF want the job's own
-            run_s = plan.predicted_latency_s - backlog.get(plan.accelerator, 0.0)
-            plan = replace(plan, predicted_latency_s=run_s)
+            run_s = plan.predicted_latency_s  # the job's own; the backlog only gated it
             factor = scale.get((f"{plan.model}@{plan.model_version}", plan.accelerator), 1.0)
             reason = plan.reason
             if plan.feasible and assigned.get(plan.accelerator, 0.0) > self.spec.max_backlog_s:
@@ -188,8 +185,7 @@ class PlanWindow(beam.DoFn):
                     window=wname,
                     latency_correction=factor,
                 )
-                self.store.put([result])
-                self.store.record([(p.source, j.job_id, "result")])
+                self.store.put([result], [p.source])
                 yield beam.pvalue.TaggedOutput(self.REJECTED, result)
                 continue
             assigned[plan.accelerator] = assigned.get(plan.accelerator, 0.0) + run_s
@@ -240,7 +236,6 @@ class ServingModels:
         self.clip_path = clip_path
         self.backends: dict[tuple[str, str], Any] = {}
         self.scorers: dict[str, Any] = {}
-        self.loads = 0
 
     def backend(self, model_key: str, device: str):
         key = (model_key, device)
@@ -248,7 +243,6 @@ class ServingModels:
             from models.backend import load_backend
 
             self.backends[key] = load_backend(self.cards[model_key], device)
-            self.loads += 1
             log.info("loaded %s on %s", model_key, device)
         return self.backends[key]
 
@@ -281,6 +275,7 @@ class ServingModelHandler(ModelHandler[PlannedJob, JobResult, ServingModels]):
         self.clock = clock
 
     def load_model(self) -> ServingModels:
+        self.store = ResultStore(self.spec.store_path)  # where images go, opened once
         key = (tuple(sorted(self.spec.cards)), self.spec.clip_path)
         if key not in _PROCESS_MODELS:
             _PROCESS_MODELS[key] = ServingModels(self.spec.cards, self.spec.clip_path)
@@ -297,7 +292,6 @@ class ServingModelHandler(ModelHandler[PlannedJob, JobResult, ServingModels]):
         j = p.job
         card = self.spec.cards[p.model_key]
         device = self.spec.devices[p.accelerator]
-        store = ResultStore(self.spec.store_path)
         w, h = j.resolution or card.resolution_pairs[0]
         base = JobResult(
             j.job_id,
@@ -323,7 +317,7 @@ class ServingModelHandler(ModelHandler[PlannedJob, JobResult, ServingModels]):
             )
             res = backend.generate(req)
             end = self.clock()
-            path = store.image_path(j.tenant, j.job_id)
+            path = self.store.image_path(j.tenant, j.job_id)
             path.parent.mkdir(parents=True, exist_ok=True)
             res.images[0].save(path)
             scorer = models.scorer(device)
@@ -374,8 +368,7 @@ class RunOnAccelerator(beam.DoFn):
         for i, p in enumerate(ordered):
             (result,) = self.handler.run_inference([p], self.models)
             result = replace(result, run_order=i)
-            self.store.put([result])
-            self.store.record([(p.source, p.job.job_id, "result")])
+            self.store.put([result], [p.source])
             yield result
 
 

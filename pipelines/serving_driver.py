@@ -30,7 +30,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from pipelines import kafka_io
 from pipelines.kafka_io import JobsReader, RawRecord, Topics
 from pipelines.result_store import ResultStore
-from pipelines.serving import ServeJobs, ServingSpec, source_of
+from pipelines.serving import ServeJobs, ServingModelHandler, ServingSpec, source_of
 from sdaas.errors import SdaasError
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,6 @@ class Publisher:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.published = 0
 
     def flush(self) -> int:
         with self._lock:
@@ -99,7 +98,6 @@ class Publisher:
             if left:
                 raise SdaasError(f"{left} messages not delivered to {self.bootstrap}")
             self.store.mark_published([r.job_id for r in results], [d["source"] for d in letters])
-            self.published += len(results) + len(letters)
             return len(results) + len(letters)
 
     def start(self, every_s: float = 0.2) -> None:
@@ -140,8 +138,6 @@ class ServingDriver:
         self.reader = JobsReader(self.bootstrap, self.topics.jobs)
         self.publisher = Publisher(self.store, self.bootstrap, self.topics)
         self.publisher.flush()  # what a crashed run stored but never published
-        from pipelines.serving import ServingModelHandler
-
         ServingModelHandler(self.spec).load_model().preload(self.spec.devices)
 
     def install_signal_handlers(self) -> None:

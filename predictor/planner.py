@@ -189,7 +189,11 @@ class Planner:
         latency_scale: Mapping[tuple[str, str], float] | None = None,
         job_id: str = "",
     ) -> Plan:
-        """latency_scale: (`name@version`, accelerator) -> observed/predicted run-time
+        """The plan's `predicted_latency_s` is the job's own run time; `backlog_s` (seconds
+        of wait per accelerator) counts toward the SLO and the choice, and the reason of an
+        infeasible plan quotes wait + run.
+
+        latency_scale: (`name@version`, accelerator) -> observed/predicted run-time
         ratio, applied to that candidate's predicted latency (serving's online correction
         of the drift between profiling and serving); missing pairs are 1."""
         res = self._validate(style, latency_slo_s, min_clip, resolution)
@@ -206,6 +210,7 @@ class Planner:
             lat = lat * np.array(
                 [latency_scale.get((f"{o.name}@{o.version}", acc), 1.0) for o, acc in t.labels]
             )
+        own = lat  # the job's own predicted run time: what the plan reports
         if backlog_s:
             wait = np.zeros(len(t.labels))
             for acc, b in backlog_s.items():
@@ -220,7 +225,7 @@ class Planner:
             cand = np.flatnonzero(feasible)
             best = cand[np.lexsort((-margin[cand], lat[cand]))[0]]
             return self._plan(
-                job_id, t, best, first[best], lat[best], clip[best, first[best]], True, ""
+                job_id, t, best, first[best], own[best], clip[best, first[best]], True, ""
             )
         if not has.any():
             best_row, best_col = np.unravel_index(np.argmax(clip), clip.shape)
@@ -248,7 +253,7 @@ class Planner:
             f"{latency_slo_s:g} s{room} ({o.name} on {acc} at {t.steps[first[best]]} steps)"
         )
         return self._plan(
-            job_id, t, best, first[best], lat[best], clip[best, first[best]], False, reason
+            job_id, t, best, first[best], own[best], clip[best, first[best]], False, reason
         )
 
     @staticmethod

@@ -24,9 +24,6 @@ class HeapQueue:
     def pop(self) -> int | None:
         return heapq.heappop(self._heap)[2] if self._heap else None
 
-    def peek(self) -> int | None:
-        return self._heap[0][2] if self._heap else None
-
     def __len__(self) -> int:
         return len(self._heap)
 

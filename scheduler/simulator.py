@@ -29,7 +29,6 @@ from scheduler.workload import Workload
 from sdaas.errors import InvalidInputError
 
 PENDING, DONE, REJECTED, DROPPED = 0, 1, 2, 3
-STATUS_NAMES = {PENDING: "pending", DONE: "done", REJECTED: "rejected", DROPPED: "dropped"}
 
 
 @dataclass(frozen=True)
