@@ -8,6 +8,7 @@ model internals; everything else (profiling, serving, the demo) goes through
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -106,8 +107,29 @@ class ModelBackend(ABC):
         """Release device memory. Optional."""
 
 
+_DEVICE = re.compile(r"cpu|cuda(:[0-9]{1,3})?|mps")
+
+
+def check_device(device: str) -> str:
+    """Refuse a device name torch cannot use here, before any model is loaded."""
+    if not isinstance(device, str) or not _DEVICE.fullmatch(device):
+        raise InvalidInputError(f"device: {device!r}: not a device; use cpu, cuda, cuda:N or mps")
+    import torch
+
+    if device.startswith("cuda"):
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.partition(":")[2] or 0)
+        if index >= n:
+            raise InvalidInputError(
+                f"device: {device!r}: this host has {n} CUDA device(s); use cpu"
+            )
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise InvalidInputError("device: 'mps': not available on this host; use cpu")
+    return device
+
+
 def load_backend(card: ModelCard, device: str = "cpu") -> ModelBackend:
     """Load the model a card describes onto `device` ('cpu', 'cuda', 'cuda:1', ...)."""
     from models.diffusers_backend import DiffusersBackend
 
-    return DiffusersBackend.from_card(card, device)
+    return DiffusersBackend.from_card(card, check_device(device))

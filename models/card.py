@@ -295,6 +295,15 @@ def validate_card(
         raise CardError(source, problems) from None
 
 
+def _yaml_why(exc: yaml.YAMLError) -> str:
+    """'not valid YAML at line L, column C: what' (PyYAML's own text names the stream
+    `<unicode string>`, not the file)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    what = getattr(exc, "problem", None) or exc.__class__.__name__
+    return f"not valid YAML{where}: {what}"
+
+
 def load_card(path: Path, *, model_roots: tuple[Path, ...] = ()) -> ModelCard:
     """Read and validate a card file; relative source paths are relative to the file."""
     path = Path(path)
@@ -303,9 +312,9 @@ def load_card(path: Path, *, model_roots: tuple[Path, ...] = ()) -> ModelCard:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise CardError(
-            str(path), [Problem("<file>", str(path), f"not valid YAML: {exc}")]
-        ) from None
+        raise CardError(str(path), [Problem("<file>", str(path), _yaml_why(exc))]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CardError(str(path), [Problem("<file>", str(path), f"unreadable: {exc}")]) from None
     return validate_card(
         data, source=str(path), model_roots=model_roots, base_dir=path.resolve().parent
     )

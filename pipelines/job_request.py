@@ -7,21 +7,30 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sdaas.errors import InvalidInputError
+from sdaas.limits import (
+    MAX_CLOCK_SKEW_S,
+    id_problem,
+    latency_slo_problem,
+    prompt_problem,
+    show,
+)
 
 MAX_MESSAGE_BYTES = 16 * 1024
-MAX_PROMPT_CHARS = 1000
-ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 REQUIRED = ("job_id", "tenant", "prompt", "style", "latency_slo_s", "min_clip")
 OPTIONAL = ("seed", "resolution", "submitted_ts")
+_RESOLUTION = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
 
 
 @dataclass(frozen=True)
 class JobRequest:
-    """`job_id` is the client's idempotency key; `submitted_ts` (unix seconds) is set by
-    the client library, else the record's broker timestamp is used."""
+    """`job_id` is the client's idempotency key within its tenant: a job is identified by
+    (tenant, job_id). `submitted_ts` (unix seconds) is informational only: the server
+    times a job from the record's broker timestamp and its own receive time, and refuses
+    a submitted_ts more than MAX_CLOCK_SKEW_S away from the broker's."""
 
     job_id: str
     tenant: str
@@ -52,67 +61,106 @@ class JobRefused(InvalidInputError):
 def _number(d: dict, key: str, problems: list[str]) -> float | None:
     v = d.get(key)
     if isinstance(v, bool) or not isinstance(v, int | float):
-        problems.append(f"{key}: {v!r}: must be a number")
+        problems.append(f"{key}: {show(v)}: must be a number")
         return None
-    if not math.isfinite(v):
-        problems.append(f"{key}: {v!r}: must be finite")
+    try:
+        f = float(v)
+    except OverflowError:
+        problems.append(f"{key}: {show(v)}: too large")
         return None
-    return float(v)
+    if not math.isfinite(f):
+        problems.append(f"{key}: {show(v)}: must be finite")
+        return None
+    return f
 
 
-def parse_job(raw: bytes, styles: list[str] | None = None) -> JobRequest:
-    """Validate one message; raise JobRefused listing every problem found."""
+def _json(raw: bytes):
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError as exc:
+        bad = raw[exc.start : exc.start + 1].hex()
+        raise JobRefused(f"message: not UTF-8 (byte 0x{bad} at offset {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise JobRefused(f"message: not JSON ({exc.msg} at offset {exc.pos})") from None
+    except ValueError as exc:  # e.g. an integer over Python's 4,300-digit limit
+        raise JobRefused(f"message: JSON we cannot read ({str(exc)[:80]})") from None
+    except RecursionError:
+        raise JobRefused("message: JSON nested too deeply") from None
+
+
+def parse_job(
+    raw: bytes,
+    styles: list[str] | None = None,
+    *,
+    resolutions: Mapping[str, Sequence[tuple[int, int]]] | None = None,
+    broker_ts: float | None = None,
+) -> JobRequest:
+    """Validate one message; raise JobRefused listing every problem found.
+
+    styles: the served styles (None: not checked, as in the client). resolutions: style
+    -> the resolutions it is served at (None: not checked). broker_ts: the record's
+    broker timestamp, to bound the client's submitted_ts."""
+    if not isinstance(raw, bytes | bytearray):
+        raise JobRefused(f"message: a {type(raw).__name__}: must be bytes")
     if len(raw) > MAX_MESSAGE_BYTES:
         raise JobRefused(f"message: {len(raw)} bytes: over the {MAX_MESSAGE_BYTES}-byte limit")
-    try:
-        d = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise JobRefused(f"message: not JSON ({exc.__class__.__name__} at {exc.pos})") from None
+    d = _json(bytes(raw))
     if not isinstance(d, dict):
         raise JobRefused(f"message: a JSON {type(d).__name__}: must be an object")
-    job_id = d.get("job_id") if isinstance(d.get("job_id"), str) else ""
-    tenant = d.get("tenant") if isinstance(d.get("tenant"), str) else ""
     problems = [f"{k}: missing: required" for k in REQUIRED if k not in d]
     unknown = sorted(set(d) - set(REQUIRED) - set(OPTIONAL))
-    problems += [f"{k}: unknown field" for k in unknown]
+    problems += [
+        f"{k if k.isprintable() and len(k) <= 40 else show(k)}: unknown field" for k in unknown
+    ]
+    ids = {}
     for key in ("job_id", "tenant"):
-        if key in d and not (isinstance(d[key], str) and ID_PATTERN.match(d[key])):
-            problems.append(
-                f"{key}: {d[key]!r}: must be 1-128 characters of letters, digits, _ . : -"
-            )
-    if "prompt" in d:
-        p = d["prompt"]
-        if not isinstance(p, str) or not p.strip():
-            problems.append(f"prompt: a {type(p).__name__}: must be non-empty text")
-        elif len(p) > MAX_PROMPT_CHARS:
-            problems.append(f"prompt: {len(p)} characters: over the {MAX_PROMPT_CHARS} limit")
+        if key in d:
+            why = id_problem(d[key])
+            if why:
+                problems.append(f"{key}: {show(d[key])}: {why}")
+            else:
+                ids[key] = d[key]
+    if "prompt" in d and (why := prompt_problem(d["prompt"])):
+        problems.append(f"prompt: {why}")
+    style = d.get("style")
     if "style" in d:
-        s = d["style"]
-        if not isinstance(s, str):
-            problems.append(f"style: {s!r}: must be text")
-        elif styles is not None and s not in styles:
-            problems.append(f"style: {s!r}: unknown; served styles: {', '.join(styles)}")
+        if not isinstance(style, str):
+            problems.append(f"style: {show(style)}: must be text")
+        elif styles is not None and style not in styles:
+            problems.append(f"style: {show(style)}: unknown; served styles: {', '.join(styles)}")
     slo = _number(d, "latency_slo_s", problems) if "latency_slo_s" in d else None
-    if slo is not None and slo <= 0:
-        problems.append(f"latency_slo_s: {slo!r}: must be > 0 seconds")
+    if slo is not None and (why := latency_slo_problem(slo)):
+        problems.append(f"latency_slo_s: {slo!r}: {why}")
     clip = _number(d, "min_clip", problems) if "min_clip" in d else None
     if clip is not None and not 0 <= clip <= 100:
         problems.append(f"min_clip: {clip!r}: must be in [0, 100]")
     seed = d.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        problems.append(f"seed: {seed!r}: must be an integer in [0, 2**63)")
+        problems.append(f"seed: {show(seed)}: must be an integer in [0, 2**63)")
     resolution = None
     if d.get("resolution") is not None:
-        m = re.fullmatch(r"(\d+)x(\d+)", str(d["resolution"]))
+        v = d["resolution"]
+        m = _RESOLUTION.fullmatch(v) if isinstance(v, str) else None
         if not m:
-            problems.append(f"resolution: {d['resolution']!r}: must be WxH, e.g. 64x64")
+            problems.append(f"resolution: {show(v)}: must be WxH, e.g. 64x64")
         else:
             resolution = (int(m.group(1)), int(m.group(2)))
-    ts = d.get("submitted_ts")
-    if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int | float)):
-        problems.append(f"submitted_ts: {ts!r}: must be unix seconds")
+            served = (resolutions or {}).get(style) if isinstance(style, str) else None
+            if served is not None and resolution not in served:
+                problems.append(
+                    f"resolution: {v!r}: style {style!r} is served at "
+                    + ", ".join(f"{w}x{h}" for w, h in served)
+                )
+    ts = None
+    if d.get("submitted_ts") is not None:
+        ts = _number(d, "submitted_ts", problems)
+        if ts is not None and broker_ts is not None and abs(ts - broker_ts) > MAX_CLOCK_SKEW_S:
+            problems.append(
+                f"submitted_ts: {ts!r}: more than {MAX_CLOCK_SKEW_S:g} s from the broker's "
+                f"time {broker_ts:.3f}; fix the client's clock or leave it out"
+            )
     if problems:
-        raise JobRefused("; ".join(problems), job_id, tenant)
+        raise JobRefused("; ".join(problems), ids.get("job_id", ""), ids.get("tenant", ""))
     return JobRequest(
         d["job_id"], d["tenant"], d["prompt"], d["style"], slo, clip, seed, resolution, ts
     )

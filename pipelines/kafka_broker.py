@@ -5,12 +5,15 @@ cluster for anything durable)."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import logging
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -40,25 +43,35 @@ def free_port() -> int:
 
 
 def reachable(bootstrap: str, timeout: float = 0.5) -> bool:
-    host, _, port = bootstrap.rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout).close()
-        return True
-    except (OSError, ValueError):
-        return False
+    """Whether any broker of a `HOST:PORT[,HOST:PORT...]` list accepts a connection."""
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout).close()
+            return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 class EmbeddedBroker:
     """Start with `start()` or as a context manager; `bootstrap` is HOST:PORT."""
 
-    def __init__(self, port: int | None = None, *, state_file: Path | None = None):
+    def __init__(
+        self, port: int | None = None, *, state_file: Path | None = None, log_file=None
+    ):
         self.port = port or free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.state_file = state_file
+        self.log_file = Path(log_file) if log_file else None  # Tansu's own output
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 20.0) -> EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
+        out = subprocess.DEVNULL
+        if self.log_file:
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+            out = self.log_file.open("ab")
         self.proc = subprocess.Popen(
             [
                 str(tansu_binary()),
@@ -68,10 +81,13 @@ class EmbeddedBroker:
                 "--advertised-listener-url",
                 url,
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT if self.log_file else subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C in a terminal goes to sdaas, which stops it
+            preexec_fn=_die_with_parent,
         )
+        if self.log_file:
+            out.close()
         deadline = time.monotonic() + timeout
         while not reachable(self.bootstrap, 0.2):
             if self.proc.poll() is not None:
@@ -88,11 +104,18 @@ class EmbeddedBroker:
         log.info("embedded Kafka broker (tansu) on %s", self.bootstrap)
         return self
 
-    def stop(self) -> None:
-        """Tansu ignores SIGTERM for several seconds; it holds nothing durable, so kill."""
+    def stop(self, grace_s: float = 3.0) -> None:
+        """SIGTERM to Tansu, then SIGKILL after `grace_s` (it may ignore SIGTERM for
+        several seconds, and holds nothing durable); waits until it is gone."""
         if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
         if self.state_file and self.state_file.exists():
             self.state_file.unlink()
 
@@ -101,6 +124,23 @@ class EmbeddedBroker:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _libc_prctl():
+    try:
+        return ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _libc_prctl()  # looked up here: after fork only a plain call is safe
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: Linux sends it SIGKILL when the thread that started it
+    dies, so a killed `sdaas broker` / `sdaas serve` never leaves Tansu holding the port."""
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def running_broker(state_file: Path) -> str | None:

@@ -40,7 +40,8 @@ class RawRecord:
     partition: int
     offset: int
     value: bytes
-    ts: float  # broker timestamp, unix seconds
+    ts: float  # the record's timestamp (broker's, or the producer's), unix seconds
+    received_ts: float | None = None  # when this server read it (the local reader sets it)
 
 
 def _conf(bootstrap: str, **extra) -> dict:
@@ -106,6 +107,7 @@ class JobsReader:
         parts = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
         committed = self.c.committed(parts, timeout=10)
         self.next = {tp.partition: max(tp.offset, 0) for tp in committed}
+        self.has_committed = any(tp.offset > 0 for tp in committed)
         self.topic = topic
         self.c.assign([TopicPartition(topic, p, o) for p, o in self.next.items()])
 
@@ -134,7 +136,9 @@ class JobsReader:
             if first is None:
                 first = last
             out.append(
-                RawRecord(m.partition(), m.offset(), m.value() or b"", m.timestamp()[1] / 1000)
+                RawRecord(
+                    m.partition(), m.offset(), m.value() or b"", m.timestamp()[1] / 1000, time.time()
+                )
             )
         return out
 

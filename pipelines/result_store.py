@@ -1,6 +1,7 @@
 """The durable, per-tenant result store: sqlite (WAL) + image files under
-`data/results/<tenant>/`. Writes are keyed by `job_id`, so a redelivered or resubmitted
-job can never produce a second result: the first one wins (INSERT OR IGNORE).
+`data/results/<tenant>/`. A job is (tenant, job_id): two tenants may use the same job id
+and neither learns of the other. Writes are keyed by it, so a redelivered or
+resubmitted job can never produce a second result: the first one wins (INSERT OR IGNORE).
 
 It also holds the dead letters (keyed by their source offset) and which rows have been
 published to Kafka, so a crash between "stored" and "published" is repaired on restart.
@@ -14,21 +15,23 @@ from collections.abc import Iterable
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from sdaas.errors import NotFoundError
+from sdaas.errors import NotFoundError, SdaasError
 from sdaas.records import JobResult
 
+SCHEMA_VERSION = 2  # 2: results and ledger keyed by (tenant, job_id), not job_id
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
-    job_id TEXT PRIMARY KEY,
     tenant TEXT NOT NULL,
+    job_id TEXT NOT NULL,
     status TEXT NOT NULL,
     body TEXT NOT NULL,
     published INTEGER NOT NULL DEFAULT 0,
-    stored_ts REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
+    stored_ts REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0),
+    PRIMARY KEY (tenant, job_id)
 );
-CREATE INDEX IF NOT EXISTS results_tenant ON results(tenant);
 CREATE TABLE IF NOT EXISTS ledger (   -- one row per jobs-topic record: what became of it
     source TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
     job_id TEXT NOT NULL,
     outcome TEXT NOT NULL             -- result | dead_letter | duplicate
 );
@@ -40,12 +43,62 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 """
 
 
+# v1 (job_id alone) -> v2: the same rows, now under their tenant
+_MIGRATE_V1 = """
+ALTER TABLE results RENAME TO results_v1;
+ALTER TABLE ledger RENAME TO ledger_v1;
+{schema}
+INSERT INTO results(tenant, job_id, status, body, published, stored_ts)
+    SELECT tenant, job_id, status, body, published, stored_ts FROM results_v1;
+INSERT INTO ledger(source, tenant, job_id, outcome)
+    SELECT l.source, COALESCE(r.tenant, ''), l.job_id, l.outcome
+    FROM ledger_v1 l LEFT JOIN results_v1 r ON r.job_id = l.job_id;
+DROP TABLE results_v1;
+DROP TABLE ledger_v1;
+"""
+
+
+def _run_script(db: sqlite3.Connection, script: str) -> None:
+    """Statement by statement: `executescript` would commit the open transaction."""
+    for stmt in script.split(";"):
+        if stmt.strip():
+            db.execute(stmt)
+
+
+class StoreError(SdaasError):
+    """The result store cannot be used as it is; the message says what to do."""
+
+
 class ResultStore:
-    def __init__(self, path: Path):
+    """`create=False`: refuse to make a new, empty store where none is (a reader, or a
+    server that has reason to think one existed)."""
+
+    def __init__(self, path: Path, *, create: bool = True):
         self.path = Path(path)
+        if not create and not self.path.exists():
+            raise StoreError(f"no result store at {self.path}: nothing has been served here")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.executescript(_SCHEMA)
+        try:
+            with self._db() as db:
+                db.execute("BEGIN IMMEDIATE")
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+                if version == 0 and "results" in tables:
+                    _run_script(db, _MIGRATE_V1.format(schema=_SCHEMA))
+                elif version > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"result store {self.path} has schema {version}, newer than this "
+                        f"sdaas ({SCHEMA_VERSION}): upgrade sdaas"
+                    )
+                _run_script(db, _SCHEMA)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                db.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"result store {self.path} cannot be opened ({exc}). Restore it from a "
+                f"backup, or move it aside (mv {self.path} {self.path}.broken) to start an "
+                "empty one: the results and job ids in it are then forgotten"
+            ) from None
 
     def _db(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -66,13 +119,15 @@ class ResultStore:
         `sources`: the input record of each result, entered in the ledger in the same
         transaction as the result itself."""
         results = list(results)
-        rows = [(r.job_id, r.tenant, r.status, json.dumps(asdict(r))) for r in results]
-        ledger = [(s, r.job_id, "result") for s, r in zip(sources, results, strict=False)]
+        rows = [(r.tenant, r.job_id, r.status, json.dumps(asdict(r))) for r in results]
+        ledger = [
+            (s, r.tenant, r.job_id, "result") for s, r in zip(sources, results, strict=False)
+        ]
         with self._db() as db:
             db.execute("BEGIN")
             before = db.total_changes
             db.executemany(
-                "INSERT OR IGNORE INTO results(job_id, tenant, status, body) VALUES (?,?,?,?)",
+                "INSERT OR IGNORE INTO results(tenant, job_id, status, body) VALUES (?,?,?,?)",
                 rows,
             )
             new = db.total_changes - before
@@ -80,16 +135,14 @@ class ResultStore:
             db.execute("COMMIT")
             return new
 
-    def known(self, job_ids: Iterable[str]) -> set[str]:
-        ids = list(job_ids)
-        if not ids:
+    def known(self, jobs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (tenant, job_id)s already have a result."""
+        keys = set(jobs)
+        if not keys:
             return set()
         with self._db() as db:
-            marks = ",".join("?" * len(ids))
-            return {
-                r[0]
-                for r in db.execute(f"SELECT job_id FROM results WHERE job_id IN ({marks})", ids)
-            }
+            q = "SELECT 1 FROM results WHERE tenant=? AND job_id=?"
+            return {k for k in keys if db.execute(q, k).fetchone()}
 
     def get(self, tenant: str, job_id: str) -> JobResult:
         """A tenant's own result; another tenant's job is 'not found', never shown."""
@@ -131,7 +184,9 @@ class ResultStore:
         """Store dead letters and, in the same transaction, their ledger rows."""
         letters = list(letters)
         rows = [(d["source"], json.dumps(d)) for d in letters]
-        ledger = [(d["source"], d.get("job_id", ""), "dead_letter") for d in letters]
+        ledger = [
+            (d["source"], d.get("tenant", ""), d.get("job_id", ""), "dead_letter") for d in letters
+        ]
         with self._db() as db:
             db.execute("BEGIN")
             before = db.total_changes
@@ -146,8 +201,8 @@ class ResultStore:
             return [json.loads(r[0]) for r in db.execute("SELECT body FROM dead_letters")]
 
     # -- the ledger: every input record accounted for ----------------------------------
-    def record(self, entries: Iterable[tuple[str, str, str]]) -> None:
-        """(source, job_id, outcome) per input record; the first outcome stands."""
+    def record(self, entries: Iterable[tuple[str, str, str, str]]) -> None:
+        """(source, tenant, job_id, outcome) per input record; the first outcome stands."""
         with self._db() as db:
             db.executemany(_LEDGER_INSERT, entries)
 
@@ -166,7 +221,8 @@ class ResultStore:
         with self._db() as db:
             marks = ",".join("?" * len(sources))
             rows = db.execute(
-                "SELECT r.body FROM ledger l JOIN results r ON r.job_id = l.job_id "
+                "SELECT r.body FROM ledger l "
+                "JOIN results r ON r.tenant = l.tenant AND r.job_id = l.job_id "
                 f"WHERE l.outcome = 'result' AND l.source IN ({marks})",
                 sources,
             ).fetchall()
@@ -179,15 +235,16 @@ class ResultStore:
             dl = db.execute("SELECT body FROM dead_letters WHERE published=0").fetchall()
         return [_result(r[0]) for r in res], [json.loads(r[0]) for r in dl]
 
-    def mark_published(self, job_ids: list[str], sources: list[str]) -> None:
+    def mark_published(self, jobs: list[tuple[str, str]], sources: list[str]) -> None:
+        """jobs: (tenant, job_id) of the results published; sources: of the dead letters."""
         with self._db() as db:
-            db.executemany("UPDATE results SET published=1 WHERE job_id=?", [(j,) for j in job_ids])
+            db.executemany("UPDATE results SET published=1 WHERE tenant=? AND job_id=?", jobs)
             db.executemany(
                 "UPDATE dead_letters SET published=1 WHERE source=?", [(s,) for s in sources]
             )
 
 
-_LEDGER_INSERT = "INSERT OR IGNORE INTO ledger(source, job_id, outcome) VALUES (?,?,?)"
+_LEDGER_INSERT = "INSERT OR IGNORE INTO ledger(source, tenant, job_id, outcome) VALUES (?,?,?,?)"
 _FIELDS = {f.name for f in fields(JobResult)}
 
 

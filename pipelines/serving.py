@@ -10,14 +10,20 @@
 The same transform runs in a streaming pipeline (Flink / Dataflow with ReadFromKafka or
 Pub/Sub; tested here with TestStream) and, as the local default, once per micro-batch on
 FnApiRunner (`pipelines/serving_driver.py`). Side effects go to the result store, keyed by
-job_id (results) and by source offset (dead letters, the ledger), so a replayed record
-can never yield a second result. Every input record gets one ledger row: result,
+(tenant, job_id) (results) and by source offset (dead letters, the ledger), so a replayed
+record can never yield a second result. Every input record gets one ledger row: result,
 dead_letter or duplicate; the driver checks they add up before committing offsets.
+
+Isolation: whatever one record holds, it ends as a dead letter or a result; an exception
+while parsing or planning it is caught for that record alone and never fails the window.
+Time is the server's: a job's arrival is its broker timestamp, never later than when the
+server received it; the client's `submitted_ts` only has to be within a stated skew.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -33,6 +39,7 @@ from pipelines.kafka_io import RawRecord
 from pipelines.latency_correction import latency_scale
 from pipelines.result_store import ResultStore
 from predictor.planner import Planner
+from sdaas.errors import SdaasError
 from sdaas.privacy import prompt_tokens
 from sdaas.records import JobResult
 
@@ -59,14 +66,14 @@ class ServingSpec:
 class ParsedJob:
     job: JobRequest
     source: str  # topic/partition/offset
-    submitted_ts: float
+    arrival_ts: float  # server-side: broker timestamp, at most the receive time
 
 
 @dataclass(frozen=True)
 class PlannedJob:
     job: JobRequest
     source: str
-    submitted_ts: float
+    arrival_ts: float
     deadline_ts: float
     model_key: str  # name@version
     accelerator: str
@@ -83,44 +90,71 @@ def source_of(topic: str, r: RawRecord) -> str:
     return f"{topic}/{r.partition}/{r.offset}@{round(r.ts * 1000)}"
 
 
+def dead_letter(source: str, reason: str, r: RawRecord | None = None, job_id="", tenant=""):
+    """A dead letter: where the record came from, the ids it could be read with (only
+    legal ones), and why it was refused. Never the prompt."""
+    size = len(r.value) if r is not None and isinstance(r.value, bytes | bytearray) else 0
+    return {
+        "source": source,
+        "job_id": job_id,
+        "tenant": tenant,
+        "reason": reason,
+        "bytes": size,
+        "ts": r.ts if r is not None else time.time(),
+    }
+
+
+def arrival_time(r: RawRecord, now: float) -> tuple[float, float]:
+    """(arrival, window timestamp) of a record, both server-side. Arrival is the broker
+    timestamp, but never later than when the record was received (a producer may set a
+    record's timestamp); the window is the receive time where the reader stamped one, so
+    no timestamp a client writes spreads its jobs over windows."""
+    received = r.received_ts if r.received_ts is not None else now
+    ts = r.ts if isinstance(r.ts, float | int) and math.isfinite(r.ts) and r.ts > 0 else received
+    arrival = min(float(ts), received)
+    return arrival, (received if r.received_ts is not None else arrival)
+
+
 class ParseJobs(beam.DoFn):
     """Valid requests out; each bad one to the dead-letter output with its reason."""
 
     DEAD = "dead_letters"
 
-    def __init__(self, spec: ServingSpec):
+    def __init__(self, spec: ServingSpec, clock=time.time):
         self.spec = spec
+        self.clock = clock
 
     def setup(self):
         self.store = ResultStore(self.spec.store_path)
+        self.resolutions = self.spec.planner.resolutions
 
     def process(self, r: RawRecord):
         source = source_of(self.spec.source_topic, r)
         try:
-            job = parse_job(r.value, self.spec.planner.styles)
+            arrival, window_ts = arrival_time(r, self.clock())
+            job = parse_job(
+                r.value, self.spec.planner.styles, resolutions=self.resolutions, broker_ts=r.ts
+            )
         except JobRefused as exc:
-            letter = {
-                "source": source,
-                "job_id": exc.job_id,
-                "tenant": exc.tenant,
-                "reason": exc.reason,
-                "bytes": len(r.value),
-                "ts": r.ts,
-            }
-            self.store.put_dead_letters([letter])
-            log.info("dead letter %s: %s", source, exc.reason)
-            yield beam.pvalue.TaggedOutput(self.DEAD, letter)
+            letter = dead_letter(source, exc.reason, r, exc.job_id, exc.tenant)
+        except Exception as exc:  # noqa: BLE001 - one record must never fail the window
+            letter = dead_letter(source, f"message: unreadable ({type(exc).__name__})", r)
+        else:
+            yield TimestampedValue(ParsedJob(job, source, arrival), window_ts)
             return
-        ts = job.submitted_ts if job.submitted_ts is not None else r.ts
-        yield TimestampedValue(ParsedJob(job, source, ts), ts)
+        self.store.put_dead_letters([letter])
+        log.info("dead letter %s: %s", source, letter["reason"])
+        yield beam.pvalue.TaggedOutput(self.DEAD, letter)
 
 
 class PlanWindow(beam.DoFn):
-    """One window's jobs in arrival order: skip job_ids already answered, plan each with
-    the accelerators' backlog so far, reject what cannot meet its SLO (or would overflow
-    an accelerator's bounded backlog) with the reason, key the rest by accelerator."""
+    """One window's jobs in arrival order: skip (tenant, job_id)s already answered, plan
+    each with the accelerators' backlog so far, reject what cannot meet its SLO (or would
+    overflow an accelerator's bounded backlog) with the reason, key the rest by
+    accelerator. A job whose planning raises becomes a dead letter; the rest go on."""
 
     REJECTED = "rejected"
+    DEAD = "dead_letters"
 
     def __init__(self, spec: ServingSpec, clock=time.time):
         self.spec = spec
@@ -131,80 +165,93 @@ class PlanWindow(beam.DoFn):
 
     def process(self, keyed, window=beam.DoFn.WindowParam):
         _, jobs = keyed
-        jobs = sorted(jobs, key=lambda p: (p.submitted_ts, p.source))
-        known = self.store.known(p.job.job_id for p in jobs)
+        jobs = sorted(jobs, key=lambda p: (p.arrival_ts, p.source))
+        known = self.store.known((p.job.tenant, p.job.job_id) for p in jobs)
         scale = latency_scale(self.store) if self.spec.correct_latency else {}
-        seen: set[str] = set()
+        seen: set[tuple[str, str]] = set()
         assigned: dict[str, float] = {}
         wname = _window_name(window)
         for p in jobs:
             j = p.job
-            if j.job_id in known or j.job_id in seen:
-                self.store.record([(p.source, j.job_id, "duplicate")])
-                log.info("duplicate job %s from %s skipped", j.job_id, p.source)
+            key = (j.tenant, j.job_id)
+            if key in known or key in seen:
+                self.store.record([(p.source, j.tenant, j.job_id, "duplicate")])
+                log.info("duplicate job %s/%s from %s skipped", j.tenant, j.job_id, p.source)
                 continue
-            seen.add(j.job_id)
-            waited = max(0.0, self.clock() - p.submitted_ts)
-            backlog = {a: waited + assigned.get(a, 0.0) for a in self.spec.devices}
-            plan = self.spec.planner.plan(
-                j.style,
+            seen.add(key)
+            try:
+                out = self._plan(p, assigned, scale, wname)
+            except Exception as exc:  # noqa: BLE001 - one job must never fail the window
+                why = str(exc) if isinstance(exc, SdaasError) else type(exc).__name__
+                letter = dead_letter(p.source, f"plan: {why}"[:500], None, j.job_id, j.tenant)
+                self.store.put_dead_letters([letter])
+                log.info("dead letter %s: %s", p.source, letter["reason"])
+                yield beam.pvalue.TaggedOutput(self.DEAD, letter)
+                continue
+            yield out
+
+    def _plan(self, p: ParsedJob, assigned: dict[str, float], scale, wname: str):
+        j = p.job
+        waited = max(0.0, self.clock() - p.arrival_ts)
+        backlog = {a: waited + assigned.get(a, 0.0) for a in self.spec.devices}
+        plan = self.spec.planner.plan(
+            j.style,
+            j.latency_slo_s,
+            j.min_clip,
+            resolution=j.resolution,
+            prompt_tokens=prompt_tokens(j.prompt),
+            backlog_s=backlog,
+            latency_scale=scale,
+            job_id=j.job_id,
+        )
+        run_s = plan.predicted_latency_s  # the job's own; the backlog only gated it
+        factor = scale.get((f"{plan.model}@{plan.model_version}", plan.accelerator), 1.0)
+        reason = plan.reason
+        if plan.feasible and assigned.get(plan.accelerator, 0.0) > self.spec.max_backlog_s:
+            reason = (
+                f"overloaded: {plan.accelerator} already has "
+                f"{assigned[plan.accelerator]:.1f} s of predicted work in this window "
+                f"(bound {self.spec.max_backlog_s:g} s); resubmit later"
+            )
+        if not plan.feasible or reason:
+            now = self.clock()
+            result = JobResult(
+                j.job_id,
+                j.tenant,
+                "rejected",
+                plan.model,
+                plan.model_version,
+                plan.accelerator,
+                plan.steps,
+                plan.predicted_latency_s,
+                plan.predicted_clip,
                 j.latency_slo_s,
                 j.min_clip,
-                resolution=j.resolution,
-                prompt_tokens=prompt_tokens(j.prompt),
-                backlog_s=backlog,
-                latency_scale=scale,
-                job_id=j.job_id,
+                jct_s=now - p.arrival_ts,
+                error=reason,
+                policy=self.spec.policy,
+                window=wname,
+                latency_correction=factor,
             )
-            run_s = plan.predicted_latency_s  # the job's own; the backlog only gated it
-            factor = scale.get((f"{plan.model}@{plan.model_version}", plan.accelerator), 1.0)
-            reason = plan.reason
-            if plan.feasible and assigned.get(plan.accelerator, 0.0) > self.spec.max_backlog_s:
-                reason = (
-                    f"overloaded: {plan.accelerator} already has "
-                    f"{assigned[plan.accelerator]:.1f} s of predicted work in this window "
-                    f"(bound {self.spec.max_backlog_s:g} s); resubmit later"
-                )
-            if not plan.feasible or reason:
-                now = self.clock()
-                result = JobResult(
-                    j.job_id,
-                    j.tenant,
-                    "rejected",
-                    plan.model,
-                    plan.model_version,
-                    plan.accelerator,
-                    plan.steps,
-                    plan.predicted_latency_s,
-                    plan.predicted_clip,
-                    j.latency_slo_s,
-                    j.min_clip,
-                    jct_s=now - p.submitted_ts,
-                    error=reason,
-                    policy=self.spec.policy,
-                    window=wname,
-                    latency_correction=factor,
-                )
-                self.store.put([result], [p.source])
-                yield beam.pvalue.TaggedOutput(self.REJECTED, result)
-                continue
-            assigned[plan.accelerator] = assigned.get(plan.accelerator, 0.0) + run_s
-            yield (
+            self.store.put([result], [p.source])
+            return beam.pvalue.TaggedOutput(self.REJECTED, result)
+        assigned[plan.accelerator] = assigned.get(plan.accelerator, 0.0) + run_s
+        return (
+            plan.accelerator,
+            PlannedJob(
+                j,
+                p.source,
+                p.arrival_ts,
+                p.arrival_ts + j.latency_slo_s,
+                f"{plan.model}@{plan.model_version}",
                 plan.accelerator,
-                PlannedJob(
-                    j,
-                    p.source,
-                    p.submitted_ts,
-                    p.submitted_ts + j.latency_slo_s,
-                    f"{plan.model}@{plan.model_version}",
-                    plan.accelerator,
-                    plan.steps,
-                    plan.predicted_latency_s,
-                    plan.predicted_clip,
-                    wname,
-                    factor,
-                ),
-            )
+                plan.steps,
+                plan.predicted_latency_s,
+                plan.predicted_clip,
+                wname,
+                factor,
+            ),
+        )
 
 
 def _window_name(window) -> str:
@@ -328,15 +375,15 @@ class ServingModelHandler(ModelHandler[PlannedJob, JobResult, ServingModels]):
             return replace(
                 base,
                 status="failed",
-                queued_s=start - p.submitted_ts,
+                queued_s=start - p.arrival_ts,
                 run_s=end - start,
-                jct_s=end - p.submitted_ts,
+                jct_s=end - p.arrival_ts,
                 error=f"{type(exc).__name__}: {str(exc)[:200]}",
             )
-        jct = end - p.submitted_ts
+        jct = end - p.arrival_ts
         return replace(
             base,
-            queued_s=start - p.submitted_ts,
+            queued_s=start - p.arrival_ts,
             run_s=end - start,
             jct_s=jct,
             clip_score=clip,
@@ -374,7 +421,7 @@ class RunOnAccelerator(beam.DoFn):
 
 class ServeJobs(beam.PTransform):
     """RawRecords in; a dict of PCollections out: `results` (done, failed and rejected)
-    and `dead_letters`. Timestamps: the job's submission time (event time)."""
+    and `dead_letters`. Event time: the server-side arrival (see `arrival_time`)."""
 
     def __init__(self, spec: ServingSpec, clock=time.time):
         super().__init__()
@@ -382,7 +429,7 @@ class ServeJobs(beam.PTransform):
         self.clock = clock
 
     def expand(self, records):
-        parsed = records | "Parse" >> beam.ParDo(ParseJobs(self.spec)).with_outputs(
+        parsed = records | "Parse" >> beam.ParDo(ParseJobs(self.spec, self.clock)).with_outputs(
             ParseJobs.DEAD, main="jobs"
         )
         planned = (
@@ -392,7 +439,7 @@ class ServeJobs(beam.PTransform):
             | "GatherWindow" >> beam.GroupByKey()
             | "Plan"
             >> beam.ParDo(PlanWindow(self.spec, self.clock)).with_outputs(
-                PlanWindow.REJECTED, main="planned"
+                PlanWindow.REJECTED, PlanWindow.DEAD, main="planned"
             )
         )
         done = (
@@ -401,4 +448,5 @@ class ServeJobs(beam.PTransform):
             | "Run" >> beam.ParDo(RunOnAccelerator(self.spec, self.clock))
         )
         results = (done, planned[PlanWindow.REJECTED]) | "Results" >> beam.Flatten()
-        return {"results": results, "dead_letters": parsed[ParseJobs.DEAD]}
+        dead = (parsed[ParseJobs.DEAD], planned[PlanWindow.DEAD]) | "Dead" >> beam.Flatten()
+        return {"results": results, "dead_letters": dead}

@@ -20,6 +20,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -28,8 +29,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from pipelines import kafka_io
+from pipelines.kafka_broker import reachable
 from pipelines.kafka_io import JobsReader, RawRecord, Topics
-from pipelines.result_store import ResultStore
+from pipelines.result_store import ResultStore, StoreError
 from pipelines.serving import ServeJobs, ServingModelHandler, ServingSpec, source_of
 from sdaas.errors import SdaasError
 
@@ -69,6 +71,8 @@ class Publisher:
     then marks them published. Runs in a thread during a window, so a rejection or a
     finished job reaches its tenant without waiting for the rest of the window."""
 
+    flush_timeout_s = 5.0
+
     def __init__(self, store: ResultStore, bootstrap: str, topics: Topics):
         self.store, self.bootstrap, self.topics = store, bootstrap, topics
         self.producer = kafka_io.producer(bootstrap)
@@ -94,10 +98,12 @@ class Publisher:
                 self.producer.produce(
                     self.topics.dead_letters, key=d["source"], value=json.dumps(d)
                 )
-            left = self.producer.flush(30)
+            left = self.producer.flush(self.flush_timeout_s)
             if left:
                 raise SdaasError(f"{left} messages not delivered to {self.bootstrap}")
-            self.store.mark_published([r.job_id for r in results], [d["source"] for d in letters])
+            self.store.mark_published(
+                [(r.tenant, r.job_id) for r in results], [d["source"] for d in letters]
+            )
             return len(results) + len(letters)
 
     def start(self, every_s: float = 0.2) -> None:
@@ -113,10 +119,15 @@ class Publisher:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop the thread and publish what is left; if the broker is unreachable the
+        results stay stored and unpublished, and go out once it is back."""
         self._stop.set()
         if self._thread:
             self._thread.join()
-        self.flush()
+        try:
+            self.flush()
+        except Exception as exc:  # noqa: BLE001 - stored results are never lost
+            log.warning("publishing deferred (%s): results are stored, sent when Kafka is back", exc)
 
 
 @dataclass
@@ -129,16 +140,88 @@ class ServingDriver:
     progress: object = print
     reports: list[WindowReport] = field(default_factory=list)
     stopping: bool = False
+    # where the broker is now, asked again while it is lost (the embedded broker's state
+    # file: a restarted one may listen on another port); None: only `bootstrap`
+    resolve: Callable[[], str | None] | None = None
+    allow_new_store: bool = False  # start an empty store although other state exists
+    health_every_s: float = 2.0  # how often the broker's port is checked
+    max_backoff_s: float = 8.0
 
     def __post_init__(self):
         # records are named by the topic this driver reads, whatever the spec said
         self.spec = replace(self.spec, source_topic=self.topics.jobs)
+        path = Path(self.spec.store_path)
+        existed = path.exists()
         kafka_io.ensure_topics(self.bootstrap, [self.topics.jobs, self.topics.dead_letters])
-        self.store = ResultStore(Path(self.spec.store_path))
         self.reader = JobsReader(self.bootstrap, self.topics.jobs)
+        if not existed and not self.allow_new_store:
+            self._refuse_vanished_store(path)
+        self.store = ResultStore(path)
         self.publisher = Publisher(self.store, self.bootstrap, self.topics)
         self.publisher.flush()  # what a crashed run stored but never published
         ServingModelHandler(self.spec).load_model().preload(self.spec.devices)
+
+    def _refuse_vanished_store(self, path: Path) -> None:
+        """No store, but images or committed offsets: it was deleted or moved, and an
+        empty one would forget every answered job id (they would run again)."""
+        traces = []
+        if any(path.parent.glob("*/*.png")):
+            traces.append(f"result images under {path.parent}")
+        if self.reader.has_committed:
+            traces.append(f"committed offsets on {self.topics.jobs}")
+        if traces:
+            self.reader.close()
+            raise StoreError(
+                f"the result store {path} is missing, but {' and '.join(traces)} exist: it "
+                "was deleted or moved. Restore it, or pass --new-store to start an empty "
+                "one (jobs answered before would then run again)"
+            )
+
+    # -- the broker going away and coming back -------------------------------------------
+    def _broker_lost(self, give_up_s: float | None) -> None:
+        """Retry with backoff until the broker (at its old address, or where `resolve`
+        says it is now) answers, then reconnect; stopping or `give_up_s` ends the wait."""
+        lost = time.monotonic()
+        self.progress(
+            f"lost the Kafka broker at {self.bootstrap}: retrying with backoff "
+            "(jobs wait in Kafka; results are kept and published when it is back)"
+        )
+        delay = 0.5
+        while not self.stopping:
+            found = self.resolve() if self.resolve else None
+            for b in dict.fromkeys([found, self.bootstrap]):
+                if b and reachable(b):
+                    try:
+                        self._reconnect(b)
+                    except Exception as exc:  # noqa: BLE001 - not ready yet: keep trying
+                        log.warning("broker at %s answers but is not ready: %s", b, exc)
+                        break
+                    self.progress(
+                        f"Kafka broker at {b} is back after {time.monotonic() - lost:.1f} s; "
+                        "resuming"
+                    )
+                    return
+            if give_up_s is not None and time.monotonic() - lost > give_up_s:
+                raise SdaasError(
+                    f"the Kafka broker at {self.bootstrap} has been unreachable for "
+                    f"{time.monotonic() - lost:.0f} s (--idle-exit {give_up_s:g}); stopping. "
+                    "Start it again and rerun `sdaas serve`: no job is lost"
+                )
+            end = time.monotonic() + delay
+            while not self.stopping and time.monotonic() < end:
+                time.sleep(0.1)
+            delay = min(delay * 2, self.max_backoff_s)
+
+    def _reconnect(self, bootstrap: str) -> None:
+        kafka_io.ensure_topics(bootstrap, [self.topics.jobs, self.topics.dead_letters])
+        reader = JobsReader(bootstrap, self.topics.jobs)
+        try:
+            self.reader.close()
+        except Exception:  # noqa: BLE001 - the old client's broker is gone
+            pass
+        self.reader, self.bootstrap = reader, bootstrap
+        self.publisher = Publisher(self.store, bootstrap, self.topics)
+        self.publisher.flush()
 
     def install_signal_handlers(self) -> None:
         """SIGINT / SIGTERM: finish the window in flight, commit, then stop."""
@@ -157,8 +240,14 @@ class ServingDriver:
     def run(
         self, *, max_windows: int | None = None, idle_exit_s: float | None = None
     ) -> list[WindowReport]:
-        idle_since = time.monotonic()
+        idle_since = checked = time.monotonic()
         while not self.stopping and (max_windows is None or len(self.reports) < max_windows):
+            if time.monotonic() - checked > self.health_every_s:
+                checked = time.monotonic()
+                if not reachable(self.bootstrap):
+                    self._broker_lost(idle_exit_s)
+                    idle_since = checked = time.monotonic()
+                    continue
             records = self.reader.read(self.spec.window_s, self.max_records, self.idle_s)
             if not records:
                 if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
@@ -186,7 +275,10 @@ class ServingDriver:
                 f"{len(missing)} of {len(records)} records have no outcome (first: "
                 f"{missing[0]}); offsets not committed, the window will be replayed"
             )
-        self.reader.commit(records)
+        try:
+            self.reader.commit(records)
+        except Exception as exc:  # noqa: BLE001 - the results are stored; a replay is harmless
+            log.warning("offsets not committed (%s): the window is read again and skipped", exc)
         counts: dict[str, int] = {}
         for o in outcomes.values():
             counts[o] = counts.get(o, 0) + 1

@@ -20,6 +20,7 @@ import pandas as pd
 from models.card import ModelCard
 from predictor.features import add_derived_columns
 from sdaas.errors import InvalidInputError
+from sdaas.limits import MAX_PROMPT_TOKENS, latency_slo_problem
 from sdaas.records import Plan
 
 # CLIP depends a little on prompt length; curves are precomputed for these token counts
@@ -149,18 +150,32 @@ class Planner:
                 np.stack([np.vstack([c[b] for c in clip_rows]) for b in range(len(TOKEN_BUCKETS))]),
             )
 
+    @property
+    def resolutions(self) -> dict[str, list[tuple[int, int]]]:
+        """style -> the resolutions it is served at (what a request may ask for)."""
+        out: dict[str, list[tuple[int, int]]] = {}
+        for s, r in sorted(self._tables):
+            out.setdefault(s, []).append(r)
+        return out
+
     def curves(self, style: str, resolution: tuple[int, int]) -> _StyleTable:
         return self._tables[(style, resolution)]
 
     # -- planning -------------------------------------------------------------------------
-    def _validate(self, style, latency_slo_s, min_clip, resolution) -> tuple[int, int]:
+    def _validate(
+        self, style, latency_slo_s, min_clip, resolution, prompt_tokens
+    ) -> tuple[int, int]:
         problems = []
-        if (
-            not isinstance(latency_slo_s, int | float)
-            or not math.isfinite(latency_slo_s)
-            or (latency_slo_s <= 0)
+        if not isinstance(latency_slo_s, int | float) or not math.isfinite(latency_slo_s):
+            problems.append(f"latency_slo_s: {latency_slo_s!r}: must be a finite number")
+        elif why := latency_slo_problem(latency_slo_s):
+            problems.append(f"latency_slo_s: {latency_slo_s!r}: {why}")
+        if prompt_tokens is not None and not (
+            isinstance(prompt_tokens, int) and 0 <= prompt_tokens <= MAX_PROMPT_TOKENS
         ):
-            problems.append(f"latency_slo_s: {latency_slo_s!r}: must be a finite number > 0")
+            problems.append(
+                f"prompt_tokens: {prompt_tokens!r}: must be an integer in 0..{MAX_PROMPT_TOKENS}"
+            )
         if not isinstance(min_clip, int | float) or not (0.0 <= min_clip <= 100.0):
             problems.append(f"min_clip: {min_clip!r}: must be a number in [0, 100]")
         if style not in self.styles:
@@ -196,7 +211,7 @@ class Planner:
         latency_scale: (`name@version`, accelerator) -> observed/predicted run-time
         ratio, applied to that candidate's predicted latency (serving's online correction
         of the drift between profiling and serving); missing pairs are 1."""
-        res = self._validate(style, latency_slo_s, min_clip, resolution)
+        res = self._validate(style, latency_slo_s, min_clip, resolution, prompt_tokens)
         t = self._tables[(style, res)]
         tokens = DEFAULT_TOKENS if prompt_tokens is None else prompt_tokens
         bucket = int(np.abs(np.asarray(TOKEN_BUCKETS) - tokens).argmin())
@@ -211,13 +226,12 @@ class Planner:
                 [latency_scale.get((f"{o.name}@{o.version}", acc), 1.0) for o, acc in t.labels]
             )
         own = lat  # the job's own predicted run time: what the plan reports
-        if backlog_s:
-            wait = np.zeros(len(t.labels))
-            for acc, b in backlog_s.items():
-                idx = t.accel_index.get(acc)
-                if idx:
-                    wait[idx] = b
-            lat = lat + wait
+        wait = np.zeros(len(t.labels))
+        for acc, b in (backlog_s or {}).items():
+            idx = t.accel_index.get(acc)
+            if idx:
+                wait[idx] = b
+        lat = lat + wait
         margin = clip[rows, first] - min_clip
         budget = latency_slo_s * (1.0 - self.headroom)
         feasible = has & (lat <= budget)
@@ -248,8 +262,9 @@ class Planner:
         best = cand[np.argmin(lat[cand])]
         o, acc = t.labels[best]
         room = f" with {self.headroom:.0%} headroom" if self.headroom else ""
+        split = f" (queued {wait[best]:.2f} s + run {own[best]:.2f} s)" if wait[best] else ""
         reason = (
-            f"fastest option meeting min CLIP {min_clip:g} needs {lat[best]:.2f} s > "
+            f"fastest option meeting min CLIP {min_clip:g} needs {lat[best]:.2f} s{split} > "
             f"{latency_slo_s:g} s{room} ({o.name} on {acc} at {t.steps[first[best]]} steps)"
         )
         return self._plan(

@@ -78,7 +78,7 @@ class Policy(ABC):
     def serving_key(self, job) -> tuple:
         """Run order of a window's jobs on one accelerator in the serving pipeline
         (`job`: a `pipelines.serving.PlannedJob`). Default: arrival order (FCFS)."""
-        return (job.submitted_ts, job.source)
+        return (job.arrival_ts, job.source)
 
     def segment_work(self, j: int) -> float:
         """Most batch-1 work seconds job j may run before the policy decides again."""

@@ -136,26 +136,48 @@ def cmd_models_train_toyworld(args, settings: Settings) -> int:
 
 # -- generate -----------------------------------------------------------------------------
 def cmd_generate(args, settings: Settings) -> int:
-    from models.backend import GenerationRequest, load_backend
+    from models.backend import GenerationRequest, check_device, load_backend
+    from sdaas.errors import InvalidInputError
+    from sdaas.limits import prompt_problem
     from sdaas.privacy import load_salt, prompt_id
 
+    if why := prompt_problem(args.prompt):  # the same rule as serving's
+        raise InvalidInputError(f"--prompt: {why}")
+    check_device(args.device)
     card = _registry(settings).get(args.model, args.version)
     w, h = args.resolution or card.resolution_pairs[0]
     guidance = card.guidance_scale if args.guidance is None else args.guidance
     req = GenerationRequest((args.prompt,), (args.seed,), args.steps, w, h, guidance)
     req.check_against(card)
-    backend = load_backend(card, args.device)
-    res = backend.generate(req)
     pid = prompt_id(args.prompt, load_salt(settings))
     default_name = f"{card.name}-{pid}-{args.steps}s-{args.seed}.png"
     out = Path(args.out) if args.out else settings.outputs_dir / default_name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    res.images[0].save(out)
+    _check_writable(out, "--out")
+    backend = load_backend(card, args.device)
+    res = backend.generate(req)
+    try:
+        res.images[0].save(out)
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(f"--out: {str(out)!r}: cannot write the image: {exc}") from None
     print(
         f"{card.key} on {args.device}: {args.steps} steps in {res.latency_s:.3f} s "
         f"({res.per_step_s * 1000:.1f} ms/step) -> {out}"
     )
     return 0
+
+
+def _check_writable(out: Path, flag: str) -> None:
+    """Refuse an output path that cannot be written, before spending time on a model."""
+    from sdaas.errors import InvalidInputError
+
+    if out.suffix.lower() != ".png":
+        raise InvalidInputError(f"{flag}: {str(out)!r}: must end in .png")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidInputError(f"{flag}: {str(out)!r}: cannot create its folder: {exc}") from None
+    if out.is_dir() or not os.access(out.parent, os.W_OK):
+        raise InvalidInputError(f"{flag}: {str(out)!r}: not a writable file path")
 
 
 def _int_list(flag: str):
@@ -167,6 +189,19 @@ def _int_list(flag: str):
                 f"{flag} {text!r}: give comma-separated integers, e.g. 1,2,4"
             ) from None
         return values
+
+    return parse
+
+
+def _bounded_int(flag: str, lo: int, hi: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} {text!r}: not an integer") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"{flag} {v}: must be in {lo}..{hi}")
+        return v
 
     return parse
 
@@ -338,15 +373,30 @@ def _bootstrap(args, settings: Settings) -> str:
 
 
 def cmd_broker(args, settings: Settings) -> int:
+    import signal as _signal
+
     from pipelines.kafka_broker import EmbeddedBroker
 
-    with EmbeddedBroker(args.port, state_file=_broker_state(settings)) as b:
-        print(f"embedded Kafka broker (tansu, memory storage) on {b.bootstrap}; Ctrl-C stops")
+    def stop(signum, _frame):
+        raise KeyboardInterrupt  # unwinds into EmbeddedBroker.__exit__, which stops Tansu
+
+    log_file = settings.data_dir / "serving" / "broker.log"
+    with EmbeddedBroker(args.port, state_file=_broker_state(settings), log_file=log_file) as b:
+        _signal.signal(_signal.SIGTERM, stop)
+        print(
+            f"embedded Kafka broker (tansu, memory storage) on {b.bootstrap}; Ctrl-C stops",
+            flush=True,
+        )
         try:
-            b.proc.wait()
+            code = b.proc.wait()
         except KeyboardInterrupt:
-            pass
-    return 0
+            print("stopping the broker", file=sys.stderr)
+            return 0
+    raise SdaasError(
+        f"the broker (tansu, pid {b.proc.pid}) exited on its own with code {code}; its "
+        f"output is in {log_file}. Topics and offsets are lost (memory storage): start it "
+        "again with `sdaas broker`"
+    )
 
 
 def cmd_serve(args, settings: Settings) -> int:
@@ -365,13 +415,21 @@ def cmd_serve(args, settings: Settings) -> int:
         topic=topics.jobs,
     )
     broker = None
-    bootstrap = args.bootstrap_servers or running_broker(_broker_state(settings))
+    state = _broker_state(settings)
+    bootstrap = args.bootstrap_servers or running_broker(state)
     if not bootstrap:
-        broker = EmbeddedBroker(state_file=_broker_state(settings)).start()
+        broker = EmbeddedBroker(state_file=state, log_file=state.parent / "broker.log").start()
         bootstrap = broker.bootstrap
         print(f"started the embedded Kafka broker on {bootstrap} (memory storage)")
     try:
-        driver = ServingDriver(spec, bootstrap, topics, progress=print)
+        driver = ServingDriver(
+            spec,
+            bootstrap,
+            topics,
+            progress=lambda line: print(line, flush=True),
+            resolve=None if args.bootstrap_servers else lambda: running_broker(state),
+            allow_new_store=args.new_store,
+        )
         driver.install_signal_handlers()
         print(
             f"serving {len(spec.cards)} models on {', '.join(spec.devices)} with policy "
@@ -424,7 +482,7 @@ def cmd_results(args, settings: Settings) -> int:
     from sdaas.errors import NotFoundError
     from sdaas.table import format_table
 
-    store = ResultStore(result_store_path(settings))
+    store = ResultStore(result_store_path(settings), create=False)
     if args.job_id:
         deadline = _time.monotonic() + args.wait
         while True:
@@ -482,14 +540,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--home", help="root holding data/ and mlruns/ (default $SDAAS_HOME or checkout)"
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     m = sub.add_parser(
         "models",
         help="register, list, show and remove model cards",
         description="The model registry: the model developers' declarative API.",
     )
-    msub = m.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    msub = m.add_subparsers(dest="models_command", metavar="ACTION")
+    p.set_defaults(models_parser=m)
     r = msub.add_parser(
         "register",
         help="validate and register model card YAML files",
@@ -649,7 +708,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--latency-slo", type=float, required=True, help="seconds")
     pl.add_argument("--min-clip", type=float, required=True, help="0..100")
     pl.add_argument("--resolution", type=_parse_resolution, help="WxH (default: smallest)")
-    pl.add_argument("--prompt-tokens", type=int, help="prompt length in tokens (default 12)")
+    pl.add_argument("--prompt-tokens", type=_bounded_int("--prompt-tokens", 0, 77),
+                    help="prompt length in tokens, 0..77 (default 12)")  # fmt: skip
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=cmd_plan)
 
@@ -718,7 +778,11 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--headroom", type=float, default=0.1,
                     help="plan against SLO x (1 - headroom) (default 0.1)")  # fmt: skip
     sv.add_argument("--max-windows", type=int, help="stop after N windows")
-    sv.add_argument("--idle-exit", type=float, help="stop after S seconds without jobs")
+    sv.add_argument("--idle-exit", type=float, help="stop after S seconds without jobs (or "
+                    "with the broker unreachable)")  # fmt: skip
+    sv.add_argument("--new-store", action="store_true", help="start an empty result store "
+                    "even though images or committed offsets show one existed (its job ids "
+                    "would run again)")  # fmt: skip
     sv.set_defaults(func=cmd_serve)
 
     sb = sub.add_parser("submit", help="submit one job; prints its job id")
@@ -762,8 +826,22 @@ def _drop_noise(record: logging.LogRecord) -> bool:
     return not any(n in record.getMessage() for n in _NOISE)
 
 
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Like `parse_args`, but an unknown argument is named even where a COMMAND is
+    missing (argparse reports only the missing COMMAND)."""
+    p = build_parser()
+    args, extra = p.parse_known_args(argv)
+    if extra:
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command is None:
+        p.error("missing COMMAND (see sdaas --help)")
+    if args.command == "models" and args.models_command is None:
+        args.models_parser.error("missing ACTION (see sdaas models --help)")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

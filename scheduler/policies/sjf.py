@@ -14,7 +14,7 @@ class Sjf(Policy):
 
     def serving_key(self, job) -> tuple:
         """Serving: shortest predicted job first."""
-        return (job.predicted_s, job.submitted_ts, job.source)
+        return (job.predicted_s, job.arrival_ts, job.source)
 
     def make_queue(self, kind: int) -> HeapQueue:
         return HeapQueue(self.sim.pred.__getitem__)

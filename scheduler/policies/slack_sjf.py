@@ -111,7 +111,7 @@ class SlackSjf(Policy):
 
     def serving_key(self, job) -> tuple:
         """Serving: SJF order."""
-        return (job.predicted_s, job.submitted_ts, job.source)
+        return (job.predicted_s, job.arrival_ts, job.source)
 
     def make_queue(self, kind: int) -> _Adapter:
         return _Adapter(self.sim, SlackQueue())

@@ -29,7 +29,7 @@ class SrptOracle(Policy):
 
     def serving_key(self, job) -> tuple:
         """Serving: online there is no oracle: SJF."""
-        return (job.predicted_s, job.submitted_ts, job.source)
+        return (job.predicted_s, job.arrival_ts, job.source)
 
     def make_queue(self, kind: int) -> PerModelQueue:
         return PerModelQueue(self.sim.remaining.__getitem__, self.sim.model)

@@ -1,6 +1,9 @@
 import json
+import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipelines.job_request import MAX_MESSAGE_BYTES, JobRefused, JobRequest, parse_job
 
@@ -49,7 +52,7 @@ def test_a_good_request_round_trips():
         (good(style="baroque"), "style: 'baroque': unknown; served styles: flat, outline"),
         (good(prompt="x" * 1001), "prompt: 1001 characters: over the 1000 limit"),
         (good(prompt=""), "prompt: a str: must be non-empty"),
-        (good(job_id="has space"), "job_id: 'has space': must be 1-128 characters"),
+        (good(job_id="has space"), "job_id: 'has space': ' ' is not allowed"),
         (good(tenant="../etc"), "tenant: '../etc'"),
         (good(colour="red"), "colour: unknown field"),
         (good(seed=-1), "seed: -1"),
@@ -82,3 +85,105 @@ def test_refusal_keeps_the_ids_it_could_read_and_reports_every_problem():
 def test_client_side_request_serialises_its_submission_time():
     j = JobRequest("a", "t", "p", "flat", 1.0, 0.0, submitted_ts=123.5)
     assert parse_job(j.to_json()).submitted_ts == 123.5
+
+
+# -- hostile input (issue 11): each of these crashed the parser or was accepted --------
+
+
+@pytest.mark.parametrize(
+    "raw, match",
+    [
+        # the except clause itself raised AttributeError (UnicodeDecodeError has no .pos)
+        (b'{"job_id": "\xff\xfe"}', r"message: not UTF-8 \(byte 0xff at offset 12\)"),
+        # Python's int-string limit raised ValueError inside json.loads
+        (good().replace(b'"min_clip": 30', b'"min_clip": ' + b"9" * 5000), "JSON we cannot read"),
+        (b"[" * 100_00 + b"]" * 100_00, "message: "),
+    ],
+)
+def test_unreadable_messages_are_refused_not_raised(raw, match):
+    with pytest.raises(JobRefused, match=match):
+        parse_job(raw, STYLES)
+
+
+@pytest.mark.parametrize("field", ["seed", "latency_slo_s", "min_clip", "submitted_ts"])
+def test_a_4000_digit_integer_is_refused_with_a_printable_reason(field):
+    # under the 4,300-digit parse limit, but float() overflows and repr() raises
+    with pytest.raises(JobRefused, match=f"{field}: an integer of about 4000 digits"):
+        parse_job(good(**{field: 10**3999}), STYLES)
+
+
+@pytest.mark.parametrize("ts", [b"NaN", b"Infinity", b"-Infinity", b"1e300"])
+def test_a_non_finite_or_far_submitted_ts_is_refused(ts):
+    raw = good().replace(b"{", b'{"submitted_ts": ' + ts + b", ", 1)
+    with pytest.raises(JobRefused, match="submitted_ts: "):
+        parse_job(raw, STYLES, broker_ts=1_700_000_000.0)
+
+
+def test_submitted_ts_must_be_within_the_stated_skew_of_the_broker_time():
+    now = 1_700_000_000.0
+    ok = JobRequest("a", "t", "p", "flat", 1.0, 0.0, submitted_ts=now - 299).to_json()
+    assert parse_job(ok, STYLES, broker_ts=now).submitted_ts == now - 299
+    ahead = JobRequest("a", "t", "p", "flat", 1.0, 0.0, submitted_ts=now + 365 * 86400)
+    with pytest.raises(JobRefused, match="more than 300 s from the broker's time"):
+        parse_job(ahead.to_json(), STYLES, broker_ts=now)
+
+
+@pytest.mark.parametrize(
+    "field, value, rule",
+    [
+        ("tenant", "alpha\n", "'\\n' is not allowed"),  # `$` matched before a final newline
+        ("job_id", "invoice-0001\n", "'\\n' is not allowed"),
+        ("tenant", "acme:prod", "':' is not allowed: only letters, digits, _ . -"),
+        ("tenant", ".hidden", "must start with a letter or digit"),
+        ("job_id", "x" * 129, "129 characters: at most 128"),
+        ("job_id", "", "must not be empty"),
+        ("tenant", 7, "must be text, not a int"),
+    ],
+)
+def test_identifiers_are_matched_whole_and_the_refusal_names_the_rule(field, value, rule):
+    with pytest.raises(JobRefused, match=re.escape(rule)) as e:
+        parse_job(good(**{field: value}), STYLES)
+    assert e.value.reason.startswith(f"{field}: ")
+    assert (e.value.job_id if field == "job_id" else e.value.tenant) == ""  # never kept
+
+
+def test_latency_slo_has_an_upper_bound():
+    assert parse_job(good(latency_slo_s=3600), STYLES).latency_slo_s == 3600
+    with pytest.raises(JobRefused, match="latency_slo_s: 1e\\+308: at most 3600 seconds"):
+        parse_job(good(latency_slo_s=1e308), STYLES)
+
+
+def test_a_resolution_the_style_is_not_served_at_is_refused_before_planning():
+    served = {"flat": [(32, 32)], "outline": [(32, 32), (64, 64)]}
+    assert parse_job(good(resolution="32x32"), STYLES, resolutions=served).resolution == (32, 32)
+    with pytest.raises(JobRefused, match="resolution: '64x64': style 'flat' is served at 32x32"):
+        parse_job(good(resolution="64x64"), STYLES, resolutions=served)
+    with pytest.raises(JobRefused, match="must be WxH"):
+        parse_job(good(resolution="9" * 5000 + "x1"), STYLES, resolutions=served)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        st.dictionaries(
+            st.sampled_from(["job_id", "tenant", "prompt", "style", "latency_slo_s",
+                             "min_clip", "seed", "resolution", "submitted_ts", "x"]),
+            _JSON,
+        ).map(lambda d: json.dumps(d).encode()),
+    )
+)  # fmt: skip
+def test_any_bytes_give_a_request_or_a_refusal_and_nothing_else(raw):
+    try:
+        job = parse_job(raw, STYLES, resolutions={"flat": [(32, 32)]}, broker_ts=1.7e9)
+    except JobRefused as exc:
+        assert exc.reason
+    else:
+        assert isinstance(job, JobRequest) and job.style in STYLES

@@ -1,6 +1,9 @@
+import json
+import sqlite3
+
 import pytest
 
-from pipelines.result_store import ResultStore
+from pipelines.result_store import ResultStore, StoreError
 from sdaas.errors import NotFoundError
 from sdaas.records import JobResult
 
@@ -13,18 +16,66 @@ def test_first_result_per_job_wins_and_tenants_see_only_their_own(tmp_path):
     with pytest.raises(NotFoundError, match="no result for tenant 'bob'"):
         s.get("bob", "j1")
     assert [r.job_id for r in s.for_tenant("bob")] == ["j2"]
-    assert s.known(["j1", "j3"]) == {"j1"}
+    assert s.known([("alice", "j1"), ("alice", "j3"), ("bob", "j1")]) == {("alice", "j1")}
 
 
 def test_ledger_and_publishing_state(tmp_path):
     s = ResultStore(tmp_path / "r.db")
     s.put([JobResult("j1", "a", "done")])
     s.put_dead_letters([{"source": "t/0/5", "reason": "bad"}])
-    s.record([("t/0/4", "j1", "result"), ("t/0/5", "", "dead_letter")])
-    s.record([("t/0/4", "j1", "duplicate")])  # a replay does not change an outcome
+    s.record([("t/0/4", "a", "j1", "result"), ("t/0/5", "", "", "dead_letter")])
+    s.record([("t/0/4", "a", "j1", "duplicate")])  # a replay does not change an outcome
     assert s.outcomes(["t/0/4", "t/0/5", "t/0/6"]) == {"t/0/4": "result", "t/0/5": "dead_letter"}
     assert [r.job_id for r in s.results_for_sources(["t/0/4"])] == ["j1"]
     results, letters = s.unpublished()
     assert [r.job_id for r in results] == ["j1"] and letters[0]["source"] == "t/0/5"
-    s.mark_published(["j1"], ["t/0/5"])
+    s.mark_published([("a", "j1")], ["t/0/5"])
     assert s.unpublished() == ([], [])
+
+
+def test_two_tenants_may_use_the_same_job_id_and_each_sees_only_its_own(tmp_path):
+    s = ResultStore(tmp_path / "r.db")
+    s.put([JobResult("invoice-0001", "alice", "done", run_s=1.0)], ["t/0/1"])
+    assert s.put([JobResult("invoice-0001", "bob", "rejected")], ["t/0/2"]) == 1
+    assert s.get("alice", "invoice-0001").status == "done"
+    assert s.get("bob", "invoice-0001").status == "rejected"
+    assert [r.tenant for r in s.results_for_sources(["t/0/2"])] == ["bob"]
+    s.mark_published([("bob", "invoice-0001")], [])
+    assert [r.tenant for r in s.unpublished()[0]] == ["alice"]
+
+
+def test_a_v1_store_keyed_by_job_id_alone_is_migrated_in_place(tmp_path):
+    path = tmp_path / "r.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE results (job_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, status TEXT "
+        "NOT NULL, body TEXT NOT NULL, published INTEGER NOT NULL DEFAULT 0, stored_ts REAL "
+        "NOT NULL DEFAULT 0); CREATE TABLE ledger (source TEXT PRIMARY KEY, job_id TEXT NOT "
+        "NULL, outcome TEXT NOT NULL);"
+    )
+    body = json.dumps({"job_id": "j1", "tenant": "alice", "status": "done"})
+    db.execute("INSERT INTO results VALUES ('j1', 'alice', 'done', ?, 1, 5.0)", (body,))
+    db.execute("INSERT INTO ledger VALUES ('t/0/1', 'j1', 'result')")
+    db.commit()
+    db.close()
+    s = ResultStore(path)
+    assert s.get("alice", "j1").status == "done"
+    assert [r.tenant for r in s.results_for_sources(["t/0/1"])] == ["alice"]
+    assert s.put([JobResult("j1", "bob", "done")]) == 1  # now per tenant
+    assert ResultStore(path).count() == 2  # reopening does not migrate again
+
+
+def test_a_corrupted_store_is_reported_with_its_path_and_what_to_do(tmp_path):
+    path = tmp_path / "results.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError) as e:
+        ResultStore(path)
+    assert str(path) in str(e.value) and "Restore it from a backup, or move it aside" in str(
+        e.value
+    )
+
+
+def test_a_reader_never_creates_an_empty_store(tmp_path):
+    with pytest.raises(StoreError, match="no result store at"):
+        ResultStore(tmp_path / "results.db", create=False)
+    assert not (tmp_path / "results.db").exists()
