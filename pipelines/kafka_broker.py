@@ -57,9 +57,7 @@ def reachable(bootstrap: str, timeout: float = 0.5) -> bool:
 class EmbeddedBroker:
     """Start with `start()` or as a context manager; `bootstrap` is HOST:PORT."""
 
-    def __init__(
-        self, port: int | None = None, *, state_file: Path | None = None, log_file=None
-    ):
+    def __init__(self, port: int | None = None, *, state_file: Path | None = None, log_file=None):
         self.port = port or free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.state_file = state_file

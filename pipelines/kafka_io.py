@@ -135,11 +135,8 @@ class JobsReader:
                 continue
             if first is None:
                 first = last
-            out.append(
-                RawRecord(
-                    m.partition(), m.offset(), m.value() or b"", m.timestamp()[1] / 1000, time.time()
-                )
-            )
+            ts = m.timestamp()[1] / 1000
+            out.append(RawRecord(m.partition(), m.offset(), m.value() or b"", ts, time.time()))
         return out
 
     def commit(self, records: list[RawRecord]) -> None:

@@ -120,9 +120,7 @@ class ResultStore:
         transaction as the result itself."""
         results = list(results)
         rows = [(r.tenant, r.job_id, r.status, json.dumps(asdict(r))) for r in results]
-        ledger = [
-            (s, r.tenant, r.job_id, "result") for s, r in zip(sources, results, strict=False)
-        ]
+        ledger = [(s, r.tenant, r.job_id, "result") for s, r in zip(sources, results, strict=False)]
         with self._db() as db:
             db.execute("BEGIN")
             before = db.total_changes

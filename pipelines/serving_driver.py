@@ -127,7 +127,7 @@ class Publisher:
         try:
             self.flush()
         except Exception as exc:  # noqa: BLE001 - stored results are never lost
-            log.warning("publishing deferred (%s): results are stored, sent when Kafka is back", exc)
+            log.warning("publishing deferred (%s): results stay stored until Kafka is back", exc)
 
 
 @dataclass
