@@ -102,7 +102,7 @@ class EmbeddedBroker:
         log.info("embedded Kafka broker (tansu) on %s", self.bootstrap)
         return self
 
-    def stop(self, grace_s: float = 3.0) -> None:
+    def stop(self, grace_s: float = 1.0) -> None:
         """SIGTERM to Tansu, then SIGKILL after `grace_s` (it may ignore SIGTERM for
         several seconds, and holds nothing durable); waits until it is gone."""
         if self.proc and self.proc.poll() is None:

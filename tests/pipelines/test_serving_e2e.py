@@ -218,7 +218,7 @@ def _serve_16_jobs(settings, broker, tenant: str, results: int):
         for i in range(16)
     ]
     client.flush()
-    ids = {j.job_id for j in jobs}
+    ids = {(tenant, j.job_id) for j in jobs}
     proc = _serve(settings.home, broker.bootstrap, prefix)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(store.known(ids)) < results:
@@ -245,12 +245,12 @@ def test_sigkill_mid_window_then_restart_loses_nothing_and_duplicates_nothing(
     out, _ = proc.communicate(timeout=180)
     assert proc.returncode == 0, out
     assert store.known(ids) == ids
-    results = [r for r in store.for_tenant("crash") if r.job_id in ids]
+    results = [r for r in store.for_tenant("crash") if (r.tenant, r.job_id) in ids]
     assert len(results) == len(ids)  # exactly one each
     # the replay skipped the jobs that had finished before the kill, by job_id
     assert out.count("duplicate job") == got_before_kill(out, got_before), out
     msgs = topic_messages(broker.bootstrap, topics.results("crash"))
-    assert {m["job_id"] for m in msgs} == ids  # at-least-once on the topic, nothing missing
+    assert {("crash", m["job_id"]) for m in msgs} == ids  # at-least-once, nothing missing
     assert PROMPT not in out
 
 

@@ -94,6 +94,15 @@ def test_too_tight_latency_names_the_fastest_option(planner):
     assert plan.predicted_latency_s > 0.05 and plan.predicted_clip >= 28.0
 
 
+def test_a_rejection_states_the_queueing_and_the_run_time_apart(planner):
+    alone = planner.plan("anime", 0.05, 28.0)
+    everywhere = {a: 50.0 for o in planner.options for a in o.accelerators}
+    waiting = planner.plan("anime", 0.05, 28.0, backlog_s=everywhere)
+    run = waiting.predicted_latency_s
+    assert "needs" in alone.reason and "queued" not in alone.reason  # no queue, no split
+    assert f"(queued 50.00 s + run {run:.2f} s) > 0.05 s" in waiting.reason, waiting.reason
+
+
 def test_backlog_moves_the_job_to_another_accelerator(planner):
     free = planner.plan("anime", 5.0, 28.0)
     busy = planner.plan("anime", 5.0, 28.0, backlog_s={free.accelerator: 3.0})
@@ -112,12 +121,14 @@ def test_backlog_moves_the_job_to_another_accelerator(planner):
         ({"min_clip": 150.0}, "min_clip: 150.0"),
         ({"min_clip": -1}, "min_clip: -1"),
         ({"style": "cubism"}, "style: 'cubism': unknown; served styles: anime, photo, poster"),
+        ({"latency_slo_s": 1e308}, "latency_slo_s: 1e\\+308: at most 3600 seconds"),
+        ({"prompt_tokens": -5}, "prompt_tokens: -5: must be an integer in 0..77"),
     ],
 )
 def test_bad_requests_name_the_field(planner, kwargs, needle):
     args = {"style": "photo", "latency_slo_s": 2.0, "min_clip": 20.0} | kwargs
     with pytest.raises(InvalidInputError, match=needle.replace("(", r"\(")):
-        planner.plan(args.pop("style"), args.pop("latency_slo_s"), args.pop("min_clip"))
+        planner.plan(args.pop("style"), args.pop("latency_slo_s"), args.pop("min_clip"), **args)
 
 
 def test_unserved_resolution_and_no_models(planner, latency_model, clip_model):

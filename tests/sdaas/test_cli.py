@@ -103,3 +103,55 @@ def test_one_bad_card_in_a_batch_registers_nothing(settings, model_dir, tmp_path
     assert "nothing registered" in err and "bad.yaml" in err
     assert _sdaas(settings, "models", "list", "--json") == 0
     assert capsys.readouterr().out.strip() == "[]"
+
+
+# -- CLI edges (issue 11) ------------------------------------------------------------------
+
+
+def test_an_unknown_argument_is_named_even_without_a_command(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--nope"])
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --nope" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["models", "list", "--colour"])
+    assert "unrecognized arguments: --colour" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["models"])
+    assert "missing ACTION" in capsys.readouterr().err
+
+
+def test_generate_refuses_bad_devices_paths_and_prompts_with_exit_2(
+    settings, model_dir, tmp_path, capsys
+):
+    assert _sdaas(settings, "models", "register", _card_file(tmp_path, model_dir)) == 0
+    capsys.readouterr()
+    gen = ["generate", "--model", "tiny-test", "--steps", "1"]
+    cases = [
+        (["--prompt", "x", "--device", "banana"], "device: 'banana': not a device"),
+        (["--prompt", "x", "--device", "cuda:7"], "CUDA device(s); use cpu"),
+        (["--prompt", "x", "--out", "/proc/x.png"], "--out: '/proc/x.png'"),
+        (["--prompt", "x", "--out", str(tmp_path / "a.txt")], "must end in .png"),
+        (["--prompt", "word " * 300], "--prompt: 1500 characters: over the 1000 limit"),
+        (["--prompt", "   "], "--prompt: a str: must be non-empty text"),  # serving's rules
+    ]
+    for extra, needle in cases:
+        assert _sdaas(settings, *gen, *extra) == 2, extra
+        assert needle in capsys.readouterr().err, extra
+
+
+def test_plan_refuses_negative_prompt_tokens_and_an_unbounded_slo(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["plan", "--style", "flat", "--latency-slo", "1", "--min-clip", "0",
+              "--prompt-tokens", "-5"])  # fmt: skip
+    assert exc.value.code == 2
+    assert "--prompt-tokens -5: must be in 0..77" in capsys.readouterr().err
+
+
+def test_a_yaml_syntax_error_names_the_card_file_and_the_line(settings, tmp_path, capsys):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("name: x\nstyles: [flat\nversion: '1'\n")
+    assert _sdaas(settings, "models", "register", str(bad)) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "not valid YAML at line" in err
+    assert "<unicode string>" not in err
