@@ -51,6 +51,18 @@ MALFORMED = (
             "min_clip": 150,
         }  # fmt: skip
     ).encode(),
+    b'{"job_id": "demo-bad-3", "tenant": "\xff\xfe"}',  # not UTF-8: this once stopped serving
+    json.dumps(  # a resolution no model serves: this too
+        {
+            "job_id": "demo-bad-4",
+            "tenant": "acme",
+            "prompt": "a red circle",
+            "style": "flat",
+            "latency_slo_s": 5,
+            "min_clip": 0,
+            "resolution": "64x64",
+        }  # fmt: skip
+    ).encode(),
 )
 
 

@@ -40,7 +40,7 @@ def test_demo_runs_every_model_and_never_prints_the_prompt(settings):
     table = {line.split()[0]: line.split() for line in serving.splitlines() if line.strip()}
     for policy in ("sjf", "fcfs"):  # records, done, rejected, dead letters, duplicates
         n, done, rejected, dead, dup = (int(x) for x in table[policy][1:6])
-        assert (n, done + rejected, dead, dup) == (28, 24, 3, 1)
+        assert (n, done + rejected, dead, dup) == (30, 24, 5, 1)
     assert "dead letter" in serving and "not JSON" in serving
     assert "demo-23" in serving  # every job has a row
     # Running again reuses the models and the registrations (idempotent).
