@@ -37,10 +37,10 @@ def pct(xs, q):
 
 
 def main() -> None:
+    from adapters.job_client import JobClient
+    from adapters.kafka_broker import EmbeddedBroker
+    from adapters.kafka_io import Topics
     from models.backend import GenerationRequest
-    from pipelines.job_client import JobClient
-    from pipelines.kafka_broker import EmbeddedBroker
-    from pipelines.kafka_io import Topics
     from pipelines.serving import ServingModelHandler
     from pipelines.serving_driver import ServingDriver
     from pipelines.serving_setup import build_spec, prepare_toy_home

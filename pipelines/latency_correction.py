@@ -7,7 +7,7 @@ predictions for the next window, so admission and SJF order use today's speeds."
 
 from __future__ import annotations
 
-from pipelines.result_store import ResultStore
+from adapters.result_store import ResultStore
 
 ALPHA = 0.2  # weight of the newest observation
 MIN_OBS = 3  # fewer observations than this: no correction yet

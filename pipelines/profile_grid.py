@@ -11,16 +11,14 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from models.accelerators import Accelerator
 from models.card import ModelCard
 from models.registry import Registry
-from pipelines.accelerators import Accelerator
 from pipelines.prompts import DEFAULT_PROMPT_SET, Prompt
+from profiles.steps import QUICK_STEPS
 from sdaas.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
-
-QUICK_STEPS = (1, 2, 4, 8, 16, 25)
-FULL_STEPS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50)
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from models.backend import GenerationRequest, ModelBackend, load_backend
 from models.card import ModelCard
-from pipelines.parquet_io import CellFailure
 from pipelines.profile_grid import ProfileCell
+from profiles.parquet_io import CellFailure
 from sdaas import __version__
 from sdaas.privacy import prompt_tokens
 from sdaas.records import ProfileRecord

@@ -22,19 +22,14 @@ from pathlib import Path
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
+from models.accelerators import resolve_devices
 from models.registry import Registry
-from pipelines.accelerators import resolve_devices
-from pipelines.parquet_io import (
-    CellFailure,
-    WriteFailures,
-    WriteParquetShard,
-    read_failures,
-    read_profiles,
-)
+from pipelines.parquet_io import WriteFailures, WriteParquetShard
 from pipelines.profile_grid import ProfileCell, SweepConfig, expand_grid, select_cards
 from pipelines.profile_handler import ProfilingModelHandler
 from pipelines.prompts import load_prompts
 from pipelines.runners import DEFAULT_RUNNER, runner_for
+from profiles.parquet_io import CellFailure, read_failures, read_profiles
 from sdaas import __version__
 from sdaas.config import Settings
 from sdaas.errors import InvalidInputError, SdaasError

@@ -33,13 +33,13 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.transforms.window import FixedWindows, TimestampedValue
 
+from adapters.kafka_io import RawRecord
+from adapters.result_store import ResultStore
 from models.card import ModelCard
-from pipelines.job_request import JobRefused, JobRequest, parse_job
-from pipelines.kafka_io import RawRecord
 from pipelines.latency_correction import latency_scale
-from pipelines.result_store import ResultStore
 from predictor.planner import Planner
 from sdaas.errors import SdaasError
+from sdaas.job_request import JobRefused, JobRequest, parse_job
 from sdaas.privacy import prompt_tokens
 from sdaas.records import JobResult
 

@@ -28,10 +28,10 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from pipelines import kafka_io
-from pipelines.kafka_broker import reachable
-from pipelines.kafka_io import JobsReader, RawRecord, Topics
-from pipelines.result_store import ResultStore, StoreError
+from adapters import kafka_io
+from adapters.kafka_broker import reachable
+from adapters.kafka_io import JobsReader, RawRecord, Topics
+from adapters.result_store import ResultStore, StoreError
 from pipelines.serving import ServeJobs, ServingModelHandler, ServingSpec, source_of
 from sdaas.errors import SdaasError
 

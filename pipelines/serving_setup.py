@@ -3,7 +3,7 @@ accelerators, the registered cards, the CLIP scorer and the result store."""
 
 from __future__ import annotations
 
-from pipelines.accelerators import local_accelerators
+from models.accelerators import local_accelerators
 from pipelines.profile_sweep import default_clip
 from pipelines.serving import ServingSpec
 from sdaas.config import Settings

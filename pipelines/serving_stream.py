@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from pipelines.kafka_io import RawRecord
+from adapters.kafka_io import RawRecord
 from pipelines.serving import ServeJobs, ServingSpec
 
 

@@ -15,9 +15,9 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from pipelines.parquet_io import read_profiles
-from pipelines.reference_profiles import REFERENCE_DIR
 from predictor.features import add_derived_columns
+from profiles.parquet_io import read_profiles
+from profiles.reference import REFERENCE_DIR
 from sdaas.config import Settings
 from sdaas.errors import InvalidInputError
 

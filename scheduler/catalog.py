@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.reference_profiles import REFERENCE_DIR, assumed_clip, assumed_curves
+from profiles.reference import REFERENCE_DIR, assumed_clip, assumed_curves
 from sdaas.errors import InvalidInputError
 
 # Short accelerator-kind names used in cluster specs -> the reference profile label they

@@ -1,4 +1,4 @@
-"""Limits on what a request may ask for, shared by the user API (`pipelines/job_request`),
+"""Limits on what a request may ask for, shared by the user API (`sdaas/job_request`),
 the planner and the CLI, so a value one of them accepts the others accept too.
 
 Identifiers end up in Kafka topic names (`PREFIX.results.<tenant>`) and file names

@@ -69,10 +69,8 @@ def make_card(model_dir: Path, **overrides) -> dict:
 
 
 def run_cli(*args: str):
-    """`python -m sdaas.cli ARGS` in a real process: real exit codes, real stdout/stderr."""
+    """`python -m cli ARGS` in a real process: real exit codes, real stdout/stderr."""
     import subprocess
     import sys
 
-    return subprocess.run(
-        [sys.executable, "-m", "sdaas.cli", *args], capture_output=True, text=True
-    )
+    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True)

@@ -18,7 +18,7 @@ def serving_settings(tmp_path_factory) -> Settings:
 
 @pytest.fixture
 def broker():
-    from pipelines.kafka_broker import EmbeddedBroker
+    from adapters.kafka_broker import EmbeddedBroker
 
     with EmbeddedBroker() as b:
         yield b

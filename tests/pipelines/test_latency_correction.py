@@ -1,7 +1,7 @@
 import pytest
 
+from adapters.result_store import ResultStore
 from pipelines.latency_correction import MIN_OBS, latency_scale
-from pipelines.result_store import ResultStore
 from sdaas.records import JobResult
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from models.accelerators import Accelerator
 from models.registry import Registry
-from pipelines.accelerators import Accelerator
 from pipelines.profile_grid import SweepConfig, expand_grid, select_cards
 from pipelines.prompts import Prompt, load_prompts
 from sdaas.errors import InvalidInputError

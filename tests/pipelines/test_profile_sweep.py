@@ -14,11 +14,11 @@ import yaml
 
 from models.registry import Registry
 from pipelines import parquet_io
-from pipelines.parquet_io import read_failures, read_profiles
 from pipelines.profile_grid import SweepConfig
-from pipelines.profile_summary import fit_line, summary_report
 from pipelines.profile_sweep import SweepIncompleteError, run_sweep
 from pipelines.prompts import DEFAULT_PROMPT_SET, load_prompts
+from profiles.parquet_io import read_failures, read_profiles
+from profiles.summary import fit_line, summary_report
 from sdaas.errors import InvalidInputError
 from sdaas.records import PROFILE_ARROW_SCHEMA
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.job_client import JobClient
-from pipelines.kafka_io import Topics, consumer
-from pipelines.result_store import ResultStore
+from adapters.job_client import JobClient
+from adapters.kafka_io import Topics, consumer
+from adapters.result_store import ResultStore
 from pipelines.serving_driver import ServingDriver
 from pipelines.serving_setup import build_spec
 from tests.pipelines.serving_home import PROMPT
@@ -184,7 +184,7 @@ def _serve(home: Path, bootstrap: str, prefix: str, *extra: str) -> subprocess.P
         [
             sys.executable,
             "-m",
-            "sdaas.cli",
+            "cli",
             "--home",
             str(home),
             "serve",

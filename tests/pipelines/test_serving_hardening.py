@@ -23,10 +23,10 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.job_client import JobClient
-from pipelines.kafka_broker import EmbeddedBroker, reachable
-from pipelines.kafka_io import RawRecord, Topics
-from pipelines.result_store import ResultStore, StoreError
+from adapters.job_client import JobClient
+from adapters.kafka_broker import EmbeddedBroker, reachable
+from adapters.kafka_io import RawRecord, Topics
+from adapters.result_store import ResultStore, StoreError
 from pipelines.serving import ServeJobs, source_of
 from pipelines.serving_driver import ServingDriver
 from pipelines.serving_setup import build_spec
@@ -234,7 +234,7 @@ def test_a_vanished_store_is_refused_unless_the_operator_says_so(
 def test_sigterm_to_sdaas_broker_stops_tansu_and_a_dying_tansu_is_loud(tmp_path):
     def start():
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sdaas.cli", "--home", str(tmp_path), "broker"],
+            [sys.executable, "-m", "cli", "--home", str(tmp_path), "broker"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         state = tmp_path / "data" / "serving" / "broker.json"
@@ -284,7 +284,7 @@ def test_serve_survives_the_broker_going_away_while_idle_and_loses_no_job(servin
 
     submit(first.bootstrap)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sdaas.cli", "--home", str(serving_settings.home), "serve",
+        [sys.executable, "-m", "cli", "--home", str(serving_settings.home), "serve",
          "--bootstrap-servers", first.bootstrap, "--topic-prefix", prefix, "--window-s", "1",
          "--idle-exit", "120"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -15,10 +15,10 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to_per_window
 from apache_beam.transforms.window import IntervalWindow, TimestampedValue
 
-from pipelines.job_request import JobRequest
-from pipelines.kafka_io import RawRecord
+from adapters.kafka_io import RawRecord
 from pipelines.serving import ServeJobs
 from pipelines.serving_setup import build_spec
+from sdaas.job_request import JobRequest
 from tests.pipelines.serving_home import PROMPT
 
 pytestmark = pytest.mark.slow

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from cli.main import main
 from predictor.store import load_predictor
 from predictor.tracking import CHAMPION, CLIP_MODEL, LATENCY_MODEL, PredictorStoreError, connect
 from predictor.train_cli import train_all
-from sdaas.cli import main
 from tests.conftest import make_card
 
 

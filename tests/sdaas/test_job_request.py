@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.job_request import MAX_MESSAGE_BYTES, JobRefused, JobRequest, parse_job
+from sdaas.job_request import MAX_MESSAGE_BYTES, JobRefused, JobRequest, parse_job
 
 STYLES = ["flat", "outline"]
 SECRET = "a secret prompt about my cat"

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipelines.parquet_io import read_failures, read_profiles
+from profiles.parquet_io import read_failures, read_profiles
 from sdaas.table import format_table
 
 

@@ -6,9 +6,9 @@ import json
 import time
 import uuid
 
-from pipelines import kafka_io
-from pipelines.job_request import JobRequest, parse_job
-from pipelines.kafka_io import Topics
+from adapters import kafka_io
+from adapters.kafka_io import Topics
+from sdaas.job_request import JobRequest, parse_job
 from sdaas.records import JobResult
 
 

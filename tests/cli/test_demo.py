@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
+from cli.demo import SAMPLE_PROMPT, run_demo
 from models.registry import Registry
 from pipelines.profile_grid import SweepConfig
-from sdaas.demo import SAMPLE_PROMPT, run_demo
 
 
 @pytest.mark.slow

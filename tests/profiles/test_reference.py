@@ -9,8 +9,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.profile_summary import summarize
-from pipelines.reference_profiles import (
+from profiles.reference import (
     REFERENCE_DIR,
     assumed_clip,
     assumed_curves,
@@ -18,6 +17,7 @@ from pipelines.reference_profiles import (
     fixed_step_units,
     load_anchors,
 )
+from profiles.summary import summarize
 from sdaas.records import PROFILE_ARROW_SCHEMA, profile_table
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipelines.profile_grid import FULL_STEPS
+from profiles.steps import FULL_STEPS
 from sdaas import __version__
 from sdaas.records import ProfileRecord, profile_table
 

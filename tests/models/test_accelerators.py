@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.accelerators import cpu_accelerator, cuda_accelerators, resolve_devices
+from models.accelerators import cpu_accelerator, cuda_accelerators, resolve_devices
 from sdaas.errors import InvalidInputError
 
 

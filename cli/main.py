@@ -211,13 +211,14 @@ def _str_list(text: str) -> tuple[str, ...]:
 
 
 def cmd_profile(args, settings: Settings) -> int:
-    from pipelines.profile_grid import FULL_STEPS, QUICK_STEPS, SweepConfig
-    from pipelines.profile_summary import latest_run, summary_report
+    from pipelines.profile_grid import SweepConfig
     from pipelines.prompts import DEFAULT_PROMPT_SET
+    from profiles.steps import FULL_STEPS, QUICK_STEPS
+    from profiles.summary import latest_run, summary_report
 
     profiles_dir = settings.data_dir / "profiles"
     if args.reference:
-        from pipelines.reference_profiles import write_reference
+        from profiles.reference import write_reference
 
         out, n = write_reference()
         print(
@@ -359,7 +360,7 @@ def _broker_state(settings: Settings) -> Path:
 
 
 def _bootstrap(args, settings: Settings) -> str:
-    from pipelines.kafka_broker import running_broker
+    from adapters.kafka_broker import running_broker
 
     if args.bootstrap_servers:
         return args.bootstrap_servers
@@ -375,7 +376,7 @@ def _bootstrap(args, settings: Settings) -> str:
 def cmd_broker(args, settings: Settings) -> int:
     import signal as _signal
 
-    from pipelines.kafka_broker import EmbeddedBroker
+    from adapters.kafka_broker import EmbeddedBroker
 
     def stop(signum, _frame):
         raise KeyboardInterrupt  # unwinds into EmbeddedBroker.__exit__, which stops Tansu
@@ -400,8 +401,8 @@ def cmd_broker(args, settings: Settings) -> int:
 
 
 def cmd_serve(args, settings: Settings) -> int:
-    from pipelines.kafka_broker import EmbeddedBroker, running_broker
-    from pipelines.kafka_io import Topics
+    from adapters.kafka_broker import EmbeddedBroker, running_broker
+    from adapters.kafka_io import Topics
     from pipelines.serving_driver import ServingDriver
     from pipelines.serving_setup import build_spec
 
@@ -446,9 +447,9 @@ def cmd_serve(args, settings: Settings) -> int:
 
 
 def cmd_submit(args, settings: Settings) -> int:
-    from pipelines.job_client import JobClient
-    from pipelines.job_request import JobRequest, parse_job
-    from pipelines.kafka_io import Topics
+    from adapters.job_client import JobClient
+    from adapters.kafka_io import Topics
+    from sdaas.job_request import JobRequest, parse_job
 
     # refuse a bad job before looking for a broker
     parse_job(
@@ -477,7 +478,7 @@ def cmd_results(args, settings: Settings) -> int:
     import time as _time
     from dataclasses import asdict
 
-    from pipelines.result_store import ResultStore
+    from adapters.result_store import ResultStore
     from pipelines.serving_setup import result_store_path
     from sdaas.errors import NotFoundError
     from sdaas.table import format_table
@@ -520,7 +521,7 @@ def cmd_results(args, settings: Settings) -> int:
 
 
 def cmd_demo(args, settings: Settings) -> int:
-    from sdaas.demo import run_demo
+    from cli.demo import run_demo
 
     run_demo(settings, steps=args.steps, seed=args.seed)
     return 0

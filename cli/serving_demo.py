@@ -67,8 +67,8 @@ MALFORMED = (
 
 
 def serve_once(settings: Settings, bootstrap: str, policy: str, folder: Path):
-    from pipelines.job_client import JobClient
-    from pipelines.kafka_io import Topics
+    from adapters.job_client import JobClient
+    from adapters.kafka_io import Topics
     from pipelines.serving_driver import ServingDriver
     from pipelines.serving_setup import build_spec
 
@@ -115,7 +115,7 @@ def summary_row(policy: str, driver) -> list:
 def serving_demo(settings: Settings, out=print) -> None:
     import shutil
 
-    from pipelines.kafka_broker import EmbeddedBroker
+    from adapters.kafka_broker import EmbeddedBroker
 
     folder = settings.outputs_dir / "serving-demo"
     shutil.rmtree(folder, ignore_errors=True)  # a fresh store: the demo reuses its job ids

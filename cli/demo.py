@@ -21,8 +21,8 @@ from models.backend import GenerationRequest, load_backend
 from models.registry import Registry
 from models.tiny import make_tiny
 from pipelines.profile_grid import SweepConfig
-from pipelines.profile_summary import summary_report
 from pipelines.profile_sweep import run_sweep
+from profiles.summary import summary_report
 from sdaas.config import SHIPPED_TOYWORLD, Settings
 from sdaas.privacy import load_salt, prompt_id
 from sdaas.table import format_table, registry_table
@@ -242,7 +242,7 @@ def run_demo(
     out(f"== {step}/{total} scheduling policies on a simulated 8xA100+8xT4 cluster")
     scheduler_demo(settings, out)
     if sweep is not None:
-        from sdaas.serving_demo import serving_demo
+        from cli.serving_demo import serving_demo
 
         out(f"== {total}/{total} serving: Kafka -> Beam (plan, window, SJF, diffusers) -> results")
         serving_demo(settings, out)

@@ -3,7 +3,7 @@ import sqlite3
 
 import pytest
 
-from pipelines.result_store import ResultStore, StoreError
+from adapters.result_store import ResultStore, StoreError
 from sdaas.errors import NotFoundError
 from sdaas.records import JobResult
 

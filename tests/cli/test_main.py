@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from sdaas.cli import main
+from cli.main import main
 from tests.conftest import make_card, run_cli
 
 
