@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from sdaas.records import model_key
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
@@ -72,7 +74,7 @@ def main() -> None:
         models = ServingModelHandler(spec).load_model()
         raw_t0 = time.perf_counter()
         for r in done:
-            key = f"{r.model}@{r.model_version}"
+            key = model_key(r.model, r.model_version)
             card = spec.cards[key]
             w, h = card.resolution_pairs[0]
             backend = models.backend(key, spec.devices[r.accelerator])

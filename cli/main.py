@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sdaas.config import Settings
 from sdaas.errors import SdaasError
+from sdaas.records import model_key
 
 log = logging.getLogger("sdaas")
 
@@ -97,7 +98,7 @@ def cmd_models_show(args, settings: Settings) -> int:
 
 def cmd_models_remove(args, settings: Settings) -> int:
     n = _registry(settings).remove(args.name, args.version)
-    what = f"{args.name}@{args.version}" if args.version else f"{args.name} ({n} version(s))"
+    what = model_key(args.name, args.version) if args.version else f"{args.name} ({n} version(s))"
     print(f"removed {what}")
     return 0
 
@@ -306,7 +307,7 @@ def cmd_plan(args, settings: Settings) -> int:
         print(json.dumps(asdict(plan), indent=2))
     elif plan.feasible:
         print(
-            f"feasible: {plan.model}@{plan.model_version} on {plan.accelerator}, "
+            f"feasible: {model_key(plan.model, plan.model_version)} on {plan.accelerator}, "
             f"{plan.steps} steps: predicted {plan.predicted_latency_s:.3f} s, "
             f"CLIP {plan.predicted_clip:.2f}"
         )

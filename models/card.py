@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from sdaas.errors import InvalidInputError
+from sdaas.records import model_key
 
 CARD_SCHEMA_VERSION = 1
 
@@ -223,7 +224,7 @@ class ModelCard(_Strict):
 
     @property
     def key(self) -> str:
-        return f"{self.name}@{self.version}"
+        return model_key(self.name, self.version)
 
     def runs_on(self, accelerator: str) -> bool:
         """Whether the card allows `accelerator` (a device name such as 'cpu-...' or 'cuda:0 ...').

@@ -21,6 +21,7 @@ import yaml
 
 from models.card import CardError, ModelCard, Problem, load_card, validate_card
 from sdaas.errors import NotFoundError
+from sdaas.records import model_key
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cards (
@@ -132,7 +133,7 @@ class Registry:
                     "DELETE FROM cards WHERE name=? AND version=?", (name, version)
                 ).rowcount
         if n == 0:
-            what = f"{name}@{version}" if version else name
+            what = model_key(name, version) if version else name
             raise NotFoundError(f"no registered model {what}; {self._known_hint()}")
         return n
 
@@ -154,7 +155,7 @@ class Registry:
         if version is not None:
             found = [r for r in found if r.card.version == version]
         if not found:
-            what = f"{name}@{version}" if version else name
+            what = model_key(name, version) if version else name
             raise NotFoundError(f"no registered model {what}; {self._known_hint()}")
         return found[-1].card
 
@@ -181,7 +182,8 @@ class Registry:
         return Problem(
             "version",
             version,
-            f"{name}@{version} is already registered; bump the version to register a change",
+            f"{model_key(name, version)} is already registered; "
+            "bump the version to register a change",
         )
 
     def _duplicate_problems_raw(self, card_path: Path) -> list[Problem]:

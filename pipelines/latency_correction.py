@@ -8,6 +8,7 @@ predictions for the next window, so admission and SJF order use today's speeds."
 from __future__ import annotations
 
 from adapters.result_store import ResultStore
+from sdaas.records import model_key
 
 ALPHA = 0.2  # weight of the newest observation
 MIN_OBS = 3  # fewer observations than this: no correction yet
@@ -23,7 +24,7 @@ def latency_scale(store: ResultStore, *, recent: int = 500) -> dict[tuple[str, s
     for r in store.recent_done(recent):  # oldest first
         if r.predicted_latency_s <= 0 or r.run_s <= 0:
             continue
-        key = (f"{r.model}@{r.model_version}", r.accelerator)
+        key = (model_key(r.model, r.model_version), r.accelerator)
         base = r.predicted_latency_s / (r.latency_correction or 1.0)
         ratio = min(max(r.run_s / base, BOUNDS[0]), BOUNDS[1])
         ewma[key] = ratio if key not in ewma else (1 - ALPHA) * ewma[key] + ALPHA * ratio

@@ -17,6 +17,7 @@ from models.registry import Registry
 from pipelines.prompts import DEFAULT_PROMPT_SET, Prompt
 from profiles.steps import QUICK_STEPS
 from sdaas.errors import InvalidInputError
+from sdaas.records import model_key
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class ProfileCell:
     @property
     def shard(self) -> str:
         """Which output file the cell's row lands in: one per (model, accelerator)."""
-        return f"{self.model}@{self.model_version}|{self.accelerator}"
+        return f"{model_key(self.model, self.model_version)}|{self.accelerator}"
 
 
 def select_cards(registry: Registry, names: tuple[str, ...]) -> list[ModelCard]:

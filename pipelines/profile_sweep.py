@@ -34,7 +34,7 @@ from sdaas import __version__
 from sdaas.config import Settings
 from sdaas.errors import InvalidInputError, SdaasError
 from sdaas.privacy import load_salt
-from sdaas.records import PROFILE_ARROW_SCHEMA, ProfileRecord
+from sdaas.records import PROFILE_ARROW_SCHEMA, ProfileRecord, model_key
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,8 @@ def build_sweep(
     written_rows = (
         rows
         | "All rows" >> beam.Flatten()
-        | "Key by shard" >> beam.Map(lambda r: (f"{r.model}@{r.model_version}|{r.accelerator}", r))
+        | "Key by shard"
+        >> beam.Map(lambda r: (f"{model_key(r.model, r.model_version)}|{r.accelerator}", r))
         | "Group shards" >> beam.GroupByKey()
         | "Write Parquet" >> beam.ParDo(WriteParquetShard(str(out_dir)))
         | "Count rows" >> beam.Map(lambda path_n: ("rows", path_n[1]))

@@ -41,7 +41,7 @@ from predictor.planner import Planner
 from sdaas.errors import SdaasError
 from sdaas.job_request import JobRefused, JobRequest, parse_job
 from sdaas.privacy import prompt_tokens
-from sdaas.records import JobResult
+from sdaas.records import JobResult, model_key
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ class PlanWindow(beam.DoFn):
             job_id=j.job_id,
         )
         run_s = plan.predicted_latency_s  # the job's own; the backlog only gated it
-        factor = scale.get((f"{plan.model}@{plan.model_version}", plan.accelerator), 1.0)
+        factor = scale.get((model_key(plan.model, plan.model_version), plan.accelerator), 1.0)
         reason = plan.reason
         if plan.feasible and assigned.get(plan.accelerator, 0.0) > self.spec.max_backlog_s:
             reason = (
@@ -243,7 +243,7 @@ class PlanWindow(beam.DoFn):
                 p.source,
                 p.arrival_ts,
                 p.arrival_ts + j.latency_slo_s,
-                f"{plan.model}@{plan.model_version}",
+                model_key(plan.model, plan.model_version),
                 plan.accelerator,
                 plan.steps,
                 plan.predicted_latency_s,

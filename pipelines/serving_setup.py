@@ -59,9 +59,7 @@ def build_spec(
             f"{exc}. Serving needs trained predictors: run `make demo` once, or "
             "`sdaas profile` then `sdaas train`"
         ) from None
-    cards = {
-        f"{r.card.name}@{r.card.version}": r.card for r in Registry(settings.registry_path).list()
-    }
+    cards = {r.card.key: r.card for r in Registry(settings.registry_path).list()}
     clip = default_clip(settings)
     return ServingSpec(
         planner=planner,

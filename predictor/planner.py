@@ -21,7 +21,7 @@ from models.card import ModelCard
 from predictor.features import add_derived_columns
 from sdaas.errors import InvalidInputError
 from sdaas.limits import MAX_PROMPT_TOKENS, latency_slo_problem
-from sdaas.records import Plan
+from sdaas.records import Plan, model_key
 
 # CLIP depends a little on prompt length; curves are precomputed for these token counts
 # and a job uses the nearest.
@@ -223,7 +223,7 @@ class Planner:
         lat = t.latency[rows, first]
         if latency_scale:
             lat = lat * np.array(
-                [latency_scale.get((f"{o.name}@{o.version}", acc), 1.0) for o, acc in t.labels]
+                [latency_scale.get((model_key(o.name, o.version), acc), 1.0) for o, acc in t.labels]
             )
         own = lat  # the job's own predicted run time: what the plan reports
         wait = np.zeros(len(t.labels))

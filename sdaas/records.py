@@ -11,6 +11,13 @@ import pyarrow as pa
 
 PROFILE_SCHEMA_VERSION = 1
 
+
+def model_key(name: str, version: str) -> str:
+    """The one spelling of a model version's identity, `name@version`: registry
+    messages, serving's model table, latency corrections and profile shards all use it."""
+    return f"{name}@{version}"
+
+
 # measured: timed here; published: a figure from a cited source; derived: computed from
 # published figures by a stated rule; assumed: a curve we made up and say so.
 ProfileSource = Literal["measured", "published", "derived", "assumed"]
