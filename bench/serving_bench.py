@@ -77,7 +77,7 @@ def main() -> None:
             key = model_key(r.model, r.model_version)
             card = spec.cards[key]
             w, h = card.resolution_pairs[0]
-            backend = models.backend(key, spec.devices[r.accelerator])
+            backend = models.backend(key, spec.device(r.device).device)
             backend.generate(GenerationRequest((PROMPT,), (0,), r.steps, w, h, card.guidance_scale))
         raw_wall = time.perf_counter() - raw_t0
     extra = [r.jct_s - r.run_s for r in done]

@@ -433,8 +433,9 @@ def cmd_serve(args, settings: Settings) -> int:
             allow_new_store=args.new_store,
         )
         driver.install_signal_handlers()
+        on = ", ".join(f"{d.id} ({d.name})" for d in spec.devices)
         print(
-            f"serving {len(spec.cards)} models on {', '.join(spec.devices)} with policy "
+            f"serving {len(spec.cards)} models on {on} with policy "
             f"{spec.policy}, {spec.window_s:g} s windows; jobs topic {topics.jobs} on {bootstrap}"
         )
         reports = driver.run(max_windows=args.max_windows, idle_exit_s=args.idle_exit)

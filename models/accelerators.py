@@ -17,10 +17,16 @@ from sdaas.errors import InvalidInputError
 
 @dataclass(frozen=True)
 class Accelerator:
-    """A device to run on (`device`, as torch names it) and its profile name."""
+    """A device to run on (`device`, as torch names it) and its profile name. Identical
+    devices share a `name` (and so a profile) but each is its own place to run: `id`."""
 
     device: str
     name: str
+    instance: str = ""  # a unique id where `device` is not one (two CPU workers, tests)
+
+    @property
+    def id(self) -> str:
+        return self.instance or self.device
 
 
 def _cpu_model() -> str:

@@ -35,6 +35,7 @@ from apache_beam.transforms.window import FixedWindows, TimestampedValue
 
 from adapters.kafka_io import RawRecord
 from adapters.result_store import ResultStore
+from models.accelerators import Accelerator
 from models.card import ModelCard
 from pipelines.latency_correction import latency_scale
 from predictor.planner import Planner
@@ -51,8 +52,8 @@ class ServingSpec:
     """Everything the transform needs; picklable (the planner holds only its curves)."""
 
     planner: Planner
-    cards: dict[str, ModelCard]  # "name@version" -> card
-    devices: dict[str, str]  # accelerator (profile name) -> torch device
+    cards: dict[str, ModelCard]  # model_key -> card
+    devices: tuple[Accelerator, ...]  # device instances; identical ones share a profile name
     store_path: str
     clip_path: str | None = None
     policy: str = "sjf"
@@ -60,6 +61,14 @@ class ServingSpec:
     max_backlog_s: float = 30.0  # admission: most predicted work per accelerator per window
     source_topic: str = "sdaas.jobs"
     correct_latency: bool = True  # scale predictions by observed run time (EWMA)
+
+    @property
+    def accelerators(self) -> list[str]:
+        """The profile names of the devices (each once): what the planner costs."""
+        return list(dict.fromkeys(d.name for d in self.devices))
+
+    def device(self, instance: str) -> Accelerator:
+        return next(d for d in self.devices if d.id == instance)
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,8 @@ class PlannedJob:
     predicted_clip: float
     window: str
     latency_correction: float = 1.0
+    device: str = ""  # the device instance it runs on (`Accelerator.id`)
+    order: int = -1  # its place in the policy's order over the window (admission order)
 
 
 def source_of(topic: str, r: RawRecord) -> str:
@@ -148,10 +159,13 @@ class ParseJobs(beam.DoFn):
 
 
 class PlanWindow(beam.DoFn):
-    """One window's jobs in arrival order: skip (tenant, job_id)s already answered, plan
-    each with the accelerators' backlog so far, reject what cannot meet its SLO (or would
-    overflow an accelerator's bounded backlog) with the reason, key the rest by
-    accelerator. A job whose planning raises becomes a dead letter; the rest go on."""
+    """One window's jobs: skip (tenant, job_id)s already answered; plan each on its own
+    and reject what no order could save; then admit in the order the policy will run
+    them (its `serving_key`), charging each job the predicted work of the jobs ahead of
+    it on its device, so a short job is not refused for long jobs it would run before.
+    Placement is on a device instance: the least-loaded device of the accelerator the
+    planner picks. Too much predicted work on a device (`max_backlog_s`) is rejected
+    with the reason. A job whose planning raises becomes a dead letter; the rest go on."""
 
     REJECTED = "rejected"
     DEAD = "dead_letters"
@@ -161,16 +175,19 @@ class PlanWindow(beam.DoFn):
         self.clock = clock
 
     def setup(self):
+        from scheduler.policy import make_policy
+
         self.store = ResultStore(self.spec.store_path)
+        self.policy = make_policy(self.spec.policy)
 
     def process(self, keyed, window=beam.DoFn.WindowParam):
         _, jobs = keyed
         jobs = sorted(jobs, key=lambda p: (p.arrival_ts, p.source))
         known = self.store.known((p.job.tenant, p.job.job_id) for p in jobs)
-        scale = latency_scale(self.store) if self.spec.correct_latency else {}
+        self.scale = latency_scale(self.store) if self.spec.correct_latency else {}
+        self.wname = _window_name(window)
         seen: set[tuple[str, str]] = set()
-        assigned: dict[str, float] = {}
-        wname = _window_name(window)
+        alone: list[PlannedJob] = []
         for p in jobs:
             j = p.job
             key = (j.tenant, j.job_id)
@@ -179,79 +196,113 @@ class PlanWindow(beam.DoFn):
                 log.info("duplicate job %s/%s from %s skipped", j.tenant, j.job_id, p.source)
                 continue
             seen.add(key)
-            try:
-                out = self._plan(p, assigned, scale, wname)
-            except Exception as exc:  # noqa: BLE001 - one job must never fail the window
-                why = str(exc) if isinstance(exc, SdaasError) else type(exc).__name__
-                letter = dead_letter(p.source, f"plan: {why}"[:500], None, j.job_id, j.tenant)
-                self.store.put_dead_letters([letter])
-                log.info("dead letter %s: %s", p.source, letter["reason"])
-                yield beam.pvalue.TaggedOutput(self.DEAD, letter)
-                continue
-            yield out
+            out = self._isolated(p, lambda p=p: self._plan_alone(p))
+            if isinstance(out, PlannedJob):
+                alone.append(out)
+            else:
+                yield out
+        load = {d.id: 0.0 for d in self.spec.devices}
+        for order, pj in enumerate(sorted(alone, key=self.policy.serving_key)):
+            yield self._isolated(pj, lambda pj=pj, order=order: self._admit(pj, load, order))
 
-    def _plan(self, p: ParsedJob, assigned: dict[str, float], scale, wname: str):
+    def _isolated(self, p, decide):
+        """`decide()` for one job; an exception makes that job a dead letter."""
+        try:
+            return decide()
+        except Exception as exc:  # noqa: BLE001 - one job must never fail the window
+            j = p.job
+            why = str(exc) if isinstance(exc, SdaasError) else type(exc).__name__
+            letter = dead_letter(p.source, f"plan: {why}"[:500], None, j.job_id, j.tenant)
+            self.store.put_dead_letters([letter])
+            log.info("dead letter %s: %s", p.source, letter["reason"])
+            return beam.pvalue.TaggedOutput(self.DEAD, letter)
+
+    def _plan(self, p: ParsedJob | PlannedJob, backlog: dict[str, float]):
         j = p.job
-        waited = max(0.0, self.clock() - p.arrival_ts)
-        backlog = {a: waited + assigned.get(a, 0.0) for a in self.spec.devices}
-        plan = self.spec.planner.plan(
+        return self.spec.planner.plan(
             j.style,
             j.latency_slo_s,
             j.min_clip,
             resolution=j.resolution,
             prompt_tokens=prompt_tokens(j.prompt),
             backlog_s=backlog,
-            latency_scale=scale,
+            latency_scale=self.scale,
             job_id=j.job_id,
         )
-        run_s = plan.predicted_latency_s  # the job's own; the backlog only gated it
-        factor = scale.get((model_key(plan.model, plan.model_version), plan.accelerator), 1.0)
-        reason = plan.reason
-        if plan.feasible and assigned.get(plan.accelerator, 0.0) > self.spec.max_backlog_s:
+
+    def _plan_alone(self, p: ParsedJob):
+        """The job's plan with only its own waiting time ahead of it: its place in the
+        policy's order, or a rejection that no order could avoid."""
+        waited = max(0.0, self.clock() - p.arrival_ts)
+        plan = self._plan(p, {a: waited for a in self.spec.accelerators})
+        if not plan.feasible:
+            return self._reject(p, plan, plan.reason)
+        return self._planned(p, plan, "")
+
+    def _admit(self, pj: PlannedJob, load: dict[str, float], order: int):
+        """Admit in the policy's order: the backlog of each accelerator is that of its
+        least-loaded device so far in this window."""
+        waited = max(0.0, self.clock() - pj.arrival_ts)
+        best = {
+            a: min((d.id for d in self.spec.devices if d.name == a), key=load.__getitem__)
+            for a in self.spec.accelerators
+        }
+        plan = self._plan(pj, {a: waited + load[d] for a, d in best.items()})
+        if not plan.feasible:
+            return self._reject(pj, plan, plan.reason)
+        device = best[plan.accelerator]
+        if load[device] > self.spec.max_backlog_s:
             reason = (
-                f"overloaded: {plan.accelerator} already has "
-                f"{assigned[plan.accelerator]:.1f} s of predicted work in this window "
-                f"(bound {self.spec.max_backlog_s:g} s); resubmit later"
+                f"overloaded: {device} ({plan.accelerator}) already has {load[device]:.1f} s "
+                f"of predicted work in this window (bound {self.spec.max_backlog_s:g} s); "
+                "resubmit later"
             )
-        if not plan.feasible or reason:
-            now = self.clock()
-            result = JobResult(
-                j.job_id,
-                j.tenant,
-                "rejected",
-                plan.model,
-                plan.model_version,
-                plan.accelerator,
-                plan.steps,
-                plan.predicted_latency_s,
-                plan.predicted_clip,
-                j.latency_slo_s,
-                j.min_clip,
-                jct_s=now - p.arrival_ts,
-                error=reason,
-                policy=self.spec.policy,
-                window=wname,
-                latency_correction=factor,
-            )
-            self.store.put([result], [p.source])
-            return beam.pvalue.TaggedOutput(self.REJECTED, result)
-        assigned[plan.accelerator] = assigned.get(plan.accelerator, 0.0) + run_s
-        return (
+            return self._reject(pj, plan, reason)
+        load[device] += plan.predicted_latency_s  # the job's own; the backlog only gated it
+        return device, replace(self._planned(pj, plan, device), order=order)
+
+    def _factor(self, plan) -> float:
+        return self.scale.get((model_key(plan.model, plan.model_version), plan.accelerator), 1.0)
+
+    def _planned(self, p, plan, device: str) -> PlannedJob:
+        j = p.job
+        return PlannedJob(
+            j,
+            p.source,
+            p.arrival_ts,
+            p.arrival_ts + j.latency_slo_s,
+            model_key(plan.model, plan.model_version),
             plan.accelerator,
-            PlannedJob(
-                j,
-                p.source,
-                p.arrival_ts,
-                p.arrival_ts + j.latency_slo_s,
-                model_key(plan.model, plan.model_version),
-                plan.accelerator,
-                plan.steps,
-                plan.predicted_latency_s,
-                plan.predicted_clip,
-                wname,
-                factor,
-            ),
+            plan.steps,
+            plan.predicted_latency_s,
+            plan.predicted_clip,
+            self.wname,
+            self._factor(plan),
+            device=device,
         )
+
+    def _reject(self, p, plan, reason: str):
+        j = p.job
+        result = JobResult(
+            j.job_id,
+            j.tenant,
+            "rejected",
+            plan.model,
+            plan.model_version,
+            plan.accelerator,
+            plan.steps,
+            plan.predicted_latency_s,
+            plan.predicted_clip,
+            j.latency_slo_s,
+            j.min_clip,
+            jct_s=self.clock() - p.arrival_ts,
+            error=reason,
+            policy=self.spec.policy,
+            window=self.wname,
+            latency_correction=self._factor(plan),
+        )
+        self.store.put([result], [p.source])
+        return beam.pvalue.TaggedOutput(self.REJECTED, result)
 
 
 def _window_name(window) -> str:
@@ -293,10 +344,10 @@ class ServingModels:
             log.info("loaded %s on %s", model_key, device)
         return self.backends[key]
 
-    def preload(self, devices: dict[str, str]) -> None:
+    def preload(self, devices: tuple[Accelerator, ...]) -> None:
         """Every registered model on every serving device, and the scorer: the first
         jobs must not pay model loads (cold starts are for the simulator to study)."""
-        for device in set(devices.values()):
+        for device in dict.fromkeys(d.device for d in devices):
             for key in self.cards:
                 self.backend(key, device)
             self.scorer(device)
@@ -338,7 +389,7 @@ class ServingModelHandler(ModelHandler[PlannedJob, JobResult, ServingModels]):
 
         j = p.job
         card = self.spec.cards[p.model_key]
-        device = self.spec.devices[p.accelerator]
+        device = self.spec.device(p.device).device
         w, h = j.resolution or card.resolution_pairs[0]
         base = JobResult(
             j.job_id,
@@ -355,6 +406,7 @@ class ServingModelHandler(ModelHandler[PlannedJob, JobResult, ServingModels]):
             policy=self.spec.policy,
             window=p.window,
             latency_correction=p.latency_correction,
+            device=p.device,
         )
         start = self.clock()
         try:
@@ -394,24 +446,21 @@ class ServingModelHandler(ModelHandler[PlannedJob, JobResult, ServingModels]):
 
 
 class RunOnAccelerator(beam.DoFn):
-    """One accelerator's jobs of one window, in the policy's order, one at a time.
-    Each result is stored the moment it exists, so it is published without waiting for
-    the rest of the window."""
+    """One device's jobs of one window, in the order they were admitted (the policy's
+    order, in which their waits were charged), one at a time. Each result is stored the
+    moment it exists, so it is published without waiting for the rest of the window."""
 
     def __init__(self, spec: ServingSpec, clock=time.time):
         self.spec = spec
         self.handler = ServingModelHandler(spec, clock)
 
     def setup(self):
-        from scheduler.policy import make_policy
-
         self.models = self.handler.load_model()
-        self.policy = make_policy(self.spec.policy)
         self.store = ResultStore(self.spec.store_path)
 
     def process(self, keyed):
         _, jobs = keyed
-        ordered = sorted(jobs, key=self.policy.serving_key)
+        ordered = sorted(jobs, key=lambda p: (p.order, p.source))
         for i, p in enumerate(ordered):
             (result,) = self.handler.run_inference([p], self.models)
             result = replace(result, run_order=i)

@@ -51,9 +51,11 @@ def build_spec(
     from scheduler.policy import make_policy
 
     make_policy(policy)  # an unknown policy fails here, naming the known ones
-    devices = {a.name: a.device for a in local_accelerators()}
+    devices = local_accelerators()  # every instance: 8 identical GPUs are 8 places to run
     try:
-        planner = load_planner(settings, headroom=headroom, accelerators=list(devices))
+        planner = load_planner(
+            settings, headroom=headroom, accelerators=list(dict.fromkeys(d.name for d in devices))
+        )
     except PredictorStoreError as exc:
         raise SdaasError(
             f"{exc}. Serving needs trained predictors: run `make demo` once, or "
@@ -64,9 +66,7 @@ def build_spec(
     return ServingSpec(
         planner=planner,
         cards=cards,
-        devices={
-            a: d for a, d in devices.items() if any(a in o.accelerators for o in planner.options)
-        },
+        devices=tuple(d for d in devices if any(d.name in o.accelerators for o in planner.options)),
         store_path=str(result_store_path(settings)),
         clip_path=str(clip) if (clip / "config.json").is_file() else None,
         policy=policy,

@@ -111,7 +111,7 @@ class Plan:
     reason: str = ""
 
 
-JOB_SCHEMA_VERSION = 1
+JOB_SCHEMA_VERSION = 2  # 2: `device`, the instance a job ran on
 
 
 @dataclass(frozen=True)
@@ -147,6 +147,7 @@ class JobResult:
     window: str = ""  # the window the job was scheduled in
     run_order: int = -1  # position in its accelerator's run order within the window
     latency_correction: float = 1.0  # observed/predicted factor applied to the prediction
+    device: str = ""  # the device instance (e.g. cuda:3) within `accelerator`
     schema_version: int = JOB_SCHEMA_VERSION
 
     def to_row(self) -> dict:

@@ -298,7 +298,7 @@ def test_observed_run_times_correct_the_next_windows_predictions(
 
     spec = build_spec(serving_settings, window_s=5.0)
     spec = replace(spec, store_path=str(tmp_path / "r.db"))
-    (acc,) = spec.devices
+    (acc,) = spec.accelerators
     seeded = ResultStore(tmp_path / "r.db")
     seeded.put(  # history: every model ran 3x slower than predicted
         JobResult(
