@@ -438,6 +438,13 @@ def cmd_serve(args, settings: Settings) -> int:
             f"serving {len(spec.cards)} models on {on} with policy "
             f"{spec.policy}, {spec.window_s:g} s windows; jobs topic {topics.jobs} on {bootstrap}"
         )
+        from scheduler.policy import policy_class
+
+        if policy_class(spec.policy).batching:
+            print(
+                f"note: {spec.policy} batches and preempts in the simulator; serving runs one "
+                "job at a time per device until the step-level engine (batch size capped at 1)"
+            )
         reports = driver.run(max_windows=args.max_windows, idle_exit_s=args.idle_exit)
         driver.close()
         n = sum(r.records for r in reports)
@@ -773,8 +780,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Without --bootstrap-servers it uses the embedded broker (started if none runs).",
     )
     kafka_args(sv)
-    sv.add_argument("--policy", default="sjf", help="run order within a window (default sjf; "
-                    "fcfs, edf, ... see `sdaas bench --help`)")  # fmt: skip
+    sv.add_argument("--policy", default="slack-sjf", help="the scheduling policy: admission, "
+                    "placement, order and drops, as in `sdaas bench` (default slack-sjf, ours; "
+                    "also sjf, fcfs, edf, clockwork, infaas, orca, fastserve, srpt-oracle)")  # fmt: skip
     sv.add_argument("--window-s", type=float, default=2.0, help="window length (default 2 s)")
     sv.add_argument("--max-backlog-s", type=float, default=30.0,
                     help="admission: most predicted work per accelerator per window")  # fmt: skip

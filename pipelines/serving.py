@@ -1,11 +1,12 @@
 """The serving pipeline: one composite Beam transform from jobs-topic records to results.
 
     records ─► ParseJobs ─┬─► dead letters (reason; stored, then published)
-                          └─► jobs ─► window ─► PlanWindow (planner + backlog, admission,
-                              dedupe by job_id) ─┬─► rejected results (stored at once)
-                                                 └─► key by accelerator ─► GroupByKey ─►
-                              RunOnAccelerator (policy order, diffusers via a ModelHandler)
-                              ─► results (stored as each job finishes)
+                          └─► jobs ─► window ─► ServeWindow: dedupe by (tenant, job_id),
+                              the planner's option per accelerator, then the scheduling
+                              core (`scheduler/live.py`, the simulator's loop and policies:
+                              admit/reject, place on a device, order, drop) running each
+                              job through diffusers (a ModelHandler) when it starts
+                              ─► results (stored as each job finishes or is refused)
 
 The same transform runs in a streaming pipeline (Flink / Dataflow with ReadFromKafka or
 Pub/Sub; tested here with TestStream) and, as the local default, once per micro-batch on
@@ -30,8 +31,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
-from apache_beam.transforms.window import FixedWindows, TimestampedValue
+from apache_beam.transforms.window import FixedWindows, GlobalWindows, TimestampedValue
 
 from adapters.kafka_io import RawRecord
 from adapters.result_store import ResultStore
@@ -39,6 +41,12 @@ from models.accelerators import Accelerator
 from models.card import ModelCard
 from pipelines.latency_correction import latency_scale
 from predictor.planner import Planner
+from scheduler.cluster import Cluster
+from scheduler.live import LIVE_CONFIG, LiveEngine, live_catalog
+from scheduler.options import ClassOptions
+from scheduler.policy import make_policy
+from scheduler.simulator import DROPPED
+from scheduler.workload import SloClass, Workload
 from sdaas.errors import SdaasError
 from sdaas.job_request import JobRefused, JobRequest, parse_job
 from sdaas.privacy import prompt_tokens
@@ -92,7 +100,6 @@ class PlannedJob:
     window: str
     latency_correction: float = 1.0
     device: str = ""  # the device instance it runs on (`Accelerator.id`)
-    order: int = -1  # its place in the policy's order over the window (admission order)
 
 
 def source_of(topic: str, r: RawRecord) -> str:
@@ -158,36 +165,49 @@ class ParseJobs(beam.DoFn):
         yield beam.pvalue.TaggedOutput(self.DEAD, letter)
 
 
-class PlanWindow(beam.DoFn):
-    """One window's jobs: skip (tenant, job_id)s already answered; plan each on its own
-    and reject what no order could save; then admit in the order the policy will run
-    them (its `serving_key`), charging each job the predicted work of the jobs ahead of
-    it on its device, so a short job is not refused for long jobs it would run before.
-    Placement is on a device instance: the least-loaded device of the accelerator the
-    planner picks. Too much predicted work on a device (`max_backlog_s`) is rejected
-    with the reason. A job whose planning raises becomes a dead letter; the rest go on."""
+class ServeWindow(beam.DoFn):
+    """One window's jobs through the scheduling core: skip (tenant, job_id)s already
+    answered; give each job the planner's option per accelerator (each job is its own
+    SLO class); then the policy admits or rejects, places on a device instance, orders,
+    drops, in `scheduler/live.LiveEngine`, the simulator's own loop, which runs each job
+    on its device when the policy starts it. Each result is stored the moment it exists.
+    A job whose planning raises becomes a dead letter; the rest go on."""
 
-    REJECTED = "rejected"
     DEAD = "dead_letters"
 
     def __init__(self, spec: ServingSpec, clock=time.time):
         self.spec = spec
         self.clock = clock
+        self.handler = ServingModelHandler(spec, clock)
 
     def setup(self):
-        from scheduler.policy import make_policy
-
         self.store = ResultStore(self.spec.store_path)
-        self.policy = make_policy(self.spec.policy)
+        self.models = self.handler.load_model()
+        self.kinds = self.spec.accelerators
+        # instances in the engine's order: kind by kind, devices in spec order
+        self.instances = [d for k in self.kinds for d in self.spec.devices if d.name == k]
+        self.cluster = Cluster(
+            tuple((k, sum(d.name == k for d in self.spec.devices)) for k in self.kinds)
+        )
+        options = self.spec.planner.options
+        self.model_keys = [model_key(o.name, o.version) for o in options]
+        runs_on = {
+            (m, k)
+            for m, o in enumerate(options)
+            for k, a in enumerate(self.kinds)
+            if a in o.accelerators
+        }
+        steps = max(o.steps_max for o in options)
+        self.catalog = live_catalog(self.model_keys, self.kinds, runs_on, steps)
+        self.config = replace(LIVE_CONFIG, max_backlog_s=self.spec.max_backlog_s)
 
     def process(self, keyed, window=beam.DoFn.WindowParam):
         _, jobs = keyed
         jobs = sorted(jobs, key=lambda p: (p.arrival_ts, p.source))
         known = self.store.known((p.job.tenant, p.job.job_id) for p in jobs)
-        self.scale = latency_scale(self.store) if self.spec.correct_latency else {}
-        self.wname = _window_name(window)
+        scale = latency_scale(self.store) if self.spec.correct_latency else {}
         seen: set[tuple[str, str]] = set()
-        alone: list[PlannedJob] = []
+        fresh: list[tuple[ParsedJob, list]] = []
         for p in jobs:
             j = p.job
             key = (j.tenant, j.job_id)
@@ -196,113 +216,168 @@ class PlanWindow(beam.DoFn):
                 log.info("duplicate job %s/%s from %s skipped", j.tenant, j.job_id, p.source)
                 continue
             seen.add(key)
-            out = self._isolated(p, lambda p=p: self._plan_alone(p))
-            if isinstance(out, PlannedJob):
-                alone.append(out)
-            else:
-                yield out
-        load = {d.id: 0.0 for d in self.spec.devices}
-        for order, pj in enumerate(sorted(alone, key=self.policy.serving_key)):
-            yield self._isolated(pj, lambda pj=pj, order=order: self._admit(pj, load, order))
+            try:
+                fresh.append((p, self._options(p, scale)))
+            except Exception as exc:  # noqa: BLE001 - one job must never fail the window
+                yield self._dead(p, exc)
+        if fresh:
+            yield from self._schedule_isolated(fresh, scale, _window_name(window))
 
-    def _isolated(self, p, decide):
-        """`decide()` for one job; an exception makes that job a dead letter."""
+    def _schedule_isolated(self, fresh, scale, wname: str):
+        """A fault in the scheduler itself must not fail the window either: the jobs it
+        had not answered yet fail, with the reason, and the window is committed."""
+        answered: set[int] = set()
         try:
-            return decide()
-        except Exception as exc:  # noqa: BLE001 - one job must never fail the window
-            j = p.job
-            why = str(exc) if isinstance(exc, SdaasError) else type(exc).__name__
-            letter = dead_letter(p.source, f"plan: {why}"[:500], None, j.job_id, j.tenant)
-            self.store.put_dead_letters([letter])
-            log.info("dead letter %s: %s", p.source, letter["reason"])
-            return beam.pvalue.TaggedOutput(self.DEAD, letter)
+            for j, result in self._schedule(fresh, scale, wname):
+                answered.add(j)
+                yield result
+        except Exception as exc:  # noqa: BLE001 - a scheduler bug fails jobs, not serving
+            log.exception("scheduler error in window %s", wname)
+            for j, (p, _) in enumerate(fresh):
+                if j not in answered and not self.store.known([(p.job.tenant, p.job.job_id)]):
+                    result = JobResult(
+                        p.job.job_id, p.job.tenant, "failed", policy=self.spec.policy,
+                        window=wname, error=f"internal: scheduler error ({type(exc).__name__})",
+                        latency_slo_s=p.job.latency_slo_s, min_clip=p.job.min_clip,
+                    )  # fmt: skip
+                    self.store.put([result], [p.source])
+                    yield result
 
-    def _plan(self, p: ParsedJob | PlannedJob, backlog: dict[str, float]):
+    def _options(self, p: ParsedJob, scale) -> list:
+        """Per accelerator kind: (model index, steps, predicted s, predicted CLIP) or None."""
         j = p.job
-        return self.spec.planner.plan(
+        per = self.spec.planner.per_accelerator(
             j.style,
-            j.latency_slo_s,
             j.min_clip,
             resolution=j.resolution,
             prompt_tokens=prompt_tokens(j.prompt),
-            backlog_s=backlog,
-            latency_scale=self.scale,
-            job_id=j.job_id,
+            latency_scale=scale,
         )
+        out = []
+        for a in self.kinds:
+            if a in per:
+                o, steps, pred, clip = per[a]
+                out.append((self.model_keys.index(model_key(o.name, o.version)), steps, pred, clip))
+            else:
+                out.append(None)  # no model on this kind reaches the job's min CLIP
+        return out
 
-    def _plan_alone(self, p: ParsedJob):
-        """The job's plan with only its own waiting time ahead of it: its place in the
-        policy's order, or a rejection that no order could avoid."""
-        waited = max(0.0, self.clock() - p.arrival_ts)
-        plan = self._plan(p, {a: waited for a in self.spec.accelerators})
-        if not plan.feasible:
-            return self._reject(p, plan, plan.reason)
-        return self._planned(p, plan, "")
+    def _dead(self, p: ParsedJob, exc: Exception):
+        j = p.job
+        why = str(exc) if isinstance(exc, SdaasError) else type(exc).__name__
+        letter = dead_letter(p.source, f"plan: {why}"[:500], None, j.job_id, j.tenant)
+        self.store.put_dead_letters([letter])
+        log.info("dead letter %s: %s", p.source, letter["reason"])
+        return beam.pvalue.TaggedOutput(self.DEAD, letter)
 
-    def _admit(self, pj: PlannedJob, load: dict[str, float], order: int):
-        """Admit in the policy's order: the backlog of each accelerator is that of its
-        least-loaded device so far in this window."""
-        waited = max(0.0, self.clock() - pj.arrival_ts)
-        best = {
-            a: min((d.id for d in self.spec.devices if d.name == a), key=load.__getitem__)
-            for a in self.spec.accelerators
-        }
-        plan = self._plan(pj, {a: waited + load[d] for a, d in best.items()})
-        if not plan.feasible:
-            return self._reject(pj, plan, plan.reason)
-        device = best[plan.accelerator]
-        if load[device] > self.spec.max_backlog_s:
-            reason = (
-                f"overloaded: {device} ({plan.accelerator}) already has {load[device]:.1f} s "
-                f"of predicted work in this window (bound {self.spec.max_backlog_s:g} s); "
+    def _schedule(self, fresh, scale, wname: str):
+        t0 = self.clock()
+        arrivals = [max(p.arrival_ts, t0) for p, _ in fresh]  # the core sees them now
+        classes = tuple(
+            SloClass(p.job.style, p.arrival_ts + p.job.latency_slo_s - a, p.job.min_clip)
+            for (p, _), a in zip(fresh, arrivals, strict=True)
+        )  # each job its own class: the budget left of its SLO when the core sees it
+        n = len(fresh)
+        w = Workload("serving", np.asarray(arrivals), np.arange(n), classes, np.ones(n),
+                     np.zeros(n))  # fmt: skip
+        planned = [[o[:3] if o else None for o in opts] for _, opts in fresh]
+        done: dict[int, JobResult] = {}
+        runs = dict.fromkeys(range(len(self.instances)), 0)
+
+        def run_job(j: int, i: int, _start: float) -> float:
+            p, opts = fresh[j]
+            k = engine.inst_kind[i]
+            pj = PlannedJob(
+                p.job,
+                p.source,
+                p.arrival_ts,
+                p.arrival_ts + p.job.latency_slo_s,
+                self.model_keys[engine.model[j]],
+                self.kinds[k],
+                engine.steps[j],
+                engine.pred[j],
+                opts[k][3],
+                wname,
+                scale.get((self.model_keys[engine.model[j]], self.kinds[k]), 1.0),
+                device=self.instances[i].id,
+            )
+            (result,) = self.handler.run_inference([pj], self.models)
+            result = replace(result, run_order=runs[i])
+            runs[i] += 1
+            self.store.put([result], [p.source])
+            done[j] = result
+            return result.run_s
+
+        policy = make_policy(self.spec.policy)
+        engine = LiveEngine(self.catalog, self.cluster, policy, run_job, self.config)
+        engine.run(w, ClassOptions(planned, planned))
+        overloaded = set(engine.overloaded)
+        for j, (p, opts) in enumerate(fresh):
+            if j in done:
+                yield j, done[j]
+                continue
+            result = self._refused(engine, j, p, opts, j in overloaded, scale, wname)
+            self.store.put([result], [p.source])
+            yield j, result
+
+    def _refused(self, engine, j, p: ParsedJob, opts, overloaded, scale, wname) -> JobResult:
+        """A job the policy rejected at admission or dropped at dispatch, with why."""
+        job, k = p.job, engine.kind[j]
+        pol = self.spec.policy
+        if all(o is None for o in opts):
+            why = self._plan_reason(job, scale)
+        elif overloaded:
+            why = (
+                f"overloaded: more than {self.spec.max_backlog_s:g} s of predicted work "
+                f"queued per device on {self.kinds[k]} (bound {self.spec.max_backlog_s:g} s); "
                 "resubmit later"
             )
-            return self._reject(pj, plan, reason)
-        load[device] += plan.predicted_latency_s  # the job's own; the backlog only gated it
-        return device, replace(self._planned(pj, plan, device), order=order)
-
-    def _factor(self, plan) -> float:
-        return self.scale.get((model_key(plan.model, plan.model_version), plan.accelerator), 1.0)
-
-    def _planned(self, p, plan, device: str) -> PlannedJob:
-        j = p.job
-        return PlannedJob(
-            j,
-            p.source,
-            p.arrival_ts,
-            p.arrival_ts + j.latency_slo_s,
-            model_key(plan.model, plan.model_version),
-            plan.accelerator,
-            plan.steps,
-            plan.predicted_latency_s,
-            plan.predicted_clip,
-            self.wname,
-            self._factor(plan),
-            device=device,
-        )
-
-    def _reject(self, p, plan, reason: str):
-        j = p.job
-        result = JobResult(
-            j.job_id,
-            j.tenant,
+        elif engine.status[j] == DROPPED:
+            why = (
+                f"dropped by {pol} after {engine.finish[j] - p.arrival_ts:.2f} s in the queue: "
+                f"with {engine.pred[j]:.2f} s to run it could no longer meet its "
+                f"{job.latency_slo_s:g} s SLO"
+            )
+        else:
+            fastest = min(o[2] for o in opts if o)
+            left = engine.latency_slo_s[j]
+            why = (
+                f"rejected by {pol} at admission: {left:.2f} s of its {job.latency_slo_s:g} s "
+                f"SLO left (queued {job.latency_slo_s - left:.2f} s) but the fastest option "
+                f"needs {fastest:.2f} s to run, before any queue"
+            )
+        model, version = ("", "")
+        if k >= 0:
+            key = self.model_keys[engine.model[j]]
+            model, version = key.rsplit("@", 1)
+        return JobResult(
+            job.job_id,
+            job.tenant,
             "rejected",
-            plan.model,
-            plan.model_version,
-            plan.accelerator,
-            plan.steps,
-            plan.predicted_latency_s,
-            plan.predicted_clip,
-            j.latency_slo_s,
-            j.min_clip,
+            model,
+            version,
+            self.kinds[k] if k >= 0 else "",
+            engine.steps[j],
+            engine.pred[j],
+            opts[k][3] if k >= 0 and opts[k] else 0.0,
+            job.latency_slo_s,
+            job.min_clip,
             jct_s=self.clock() - p.arrival_ts,
-            error=reason,
-            policy=self.spec.policy,
-            window=self.wname,
-            latency_correction=self._factor(plan),
+            error=why,
+            policy=pol,
+            window=wname,
         )
-        self.store.put([result], [p.source])
-        return beam.pvalue.TaggedOutput(self.REJECTED, result)
+
+    def _plan_reason(self, job: JobRequest, scale) -> str:
+        plan = self.spec.planner.plan(
+            job.style,
+            job.latency_slo_s,
+            job.min_clip,
+            resolution=job.resolution,
+            prompt_tokens=prompt_tokens(job.prompt),
+            latency_scale=scale,
+        )
+        return plan.reason or "no accelerator can serve it"
 
 
 def _window_name(window) -> str:
@@ -445,29 +520,6 @@ class ServingModelHandler(ModelHandler[PlannedJob, JobResult, ServingModels]):
         )
 
 
-class RunOnAccelerator(beam.DoFn):
-    """One device's jobs of one window, in the order they were admitted (the policy's
-    order, in which their waits were charged), one at a time. Each result is stored the
-    moment it exists, so it is published without waiting for the rest of the window."""
-
-    def __init__(self, spec: ServingSpec, clock=time.time):
-        self.spec = spec
-        self.handler = ServingModelHandler(spec, clock)
-
-    def setup(self):
-        self.models = self.handler.load_model()
-        self.store = ResultStore(self.spec.store_path)
-
-    def process(self, keyed):
-        _, jobs = keyed
-        ordered = sorted(jobs, key=lambda p: (p.order, p.source))
-        for i, p in enumerate(ordered):
-            (result,) = self.handler.run_inference([p], self.models)
-            result = replace(result, run_order=i)
-            self.store.put([result], [p.source])
-            yield result
-
-
 class ServeJobs(beam.PTransform):
     """RawRecords in; a dict of PCollections out: `results` (done, failed and rejected)
     and `dead_letters`. Event time: the server-side arrival (see `arrival_time`)."""
@@ -481,21 +533,16 @@ class ServeJobs(beam.PTransform):
         parsed = records | "Parse" >> beam.ParDo(ParseJobs(self.spec, self.clock)).with_outputs(
             ParseJobs.DEAD, main="jobs"
         )
-        planned = (
+        served = (
             parsed.jobs
             | "Window" >> beam.WindowInto(FixedWindows(self.spec.window_s))
             | "OneKeyPerWindow" >> beam.Map(lambda p: ("window", p))
             | "GatherWindow" >> beam.GroupByKey()
-            | "Plan"
-            >> beam.ParDo(PlanWindow(self.spec, self.clock)).with_outputs(
-                PlanWindow.REJECTED, PlanWindow.DEAD, main="planned"
+            | "Serve"
+            >> beam.ParDo(ServeWindow(self.spec, self.clock)).with_outputs(
+                ServeWindow.DEAD, main="results"
             )
         )
-        done = (
-            planned.planned
-            | "ByAccelerator" >> beam.GroupByKey()
-            | "Run" >> beam.ParDo(RunOnAccelerator(self.spec, self.clock))
-        )
-        results = (done, planned[PlanWindow.REJECTED]) | "Results" >> beam.Flatten()
-        dead = (parsed[ParseJobs.DEAD], planned[PlanWindow.DEAD]) | "Dead" >> beam.Flatten()
-        return {"results": results, "dead_letters": dead}
+        late = served[ServeWindow.DEAD] | "DeadGlobal" >> beam.WindowInto(GlobalWindows())
+        dead = (parsed[ParseJobs.DEAD], late) | "Dead" >> beam.Flatten()
+        return {"results": served.results, "dead_letters": dead}

@@ -39,7 +39,7 @@ def result_store_path(settings: Settings):
 def build_spec(
     settings: Settings,
     *,
-    policy: str = "sjf",
+    policy: str = "slack-sjf",
     window_s: float = 2.0,
     max_backlog_s: float = 30.0,
     headroom: float = 0.1,

@@ -2,10 +2,11 @@
 
 For every registered (model, accelerator, resolution) the predictors' curves over the
 model's step range are computed once, when the planner is built; planning a job is then
-array look-ups. Per candidate curve the cheapest step count meeting `min_clip` is the
-first one on the (monotone) CLIP curve at or above it; its predicted latency plus the
-accelerator's backlog must fit the latency SLO. Among feasible candidates the shortest
-predicted job wins (ties: the larger CLIP margin), which is what SJF needs.
+array look-ups. The rule is `scheduler/planning_rule.py` (the simulator's too): per
+candidate curve the cheapest step count meeting `min_clip` is the first one on the
+(monotone) CLIP curve at or above it; its predicted latency plus the accelerator's
+backlog must fit the latency SLO. Among feasible candidates the shortest predicted job
+wins (ties: the larger CLIP margin).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pandas as pd
 
 from models.card import ModelCard
 from predictor.features import add_derived_columns
+from scheduler.planning_rule import fewest_steps, shortest
 from sdaas.errors import InvalidInputError
 from sdaas.limits import MAX_PROMPT_TOKENS, latency_slo_problem
 from sdaas.records import Plan, model_key
@@ -69,7 +71,7 @@ class _StyleTable:
 
 
 class Planner:
-    """headroom: plan against `latency_slo * (1 - headroom)`, leaving room for the
+    """headroom: plan against `latency_slo_s * (1 - headroom)`, leaving room for the
     run-to-run noise of real latencies around the prediction (0.1 = 10 %)."""
 
     def __init__(
@@ -212,19 +214,10 @@ class Planner:
         ratio, applied to that candidate's predicted latency (serving's online correction
         of the drift between profiling and serving); missing pairs are 1."""
         res = self._validate(style, latency_slo_s, min_clip, resolution, prompt_tokens)
-        t = self._tables[(style, res)]
-        tokens = DEFAULT_TOKENS if prompt_tokens is None else prompt_tokens
-        bucket = int(np.abs(np.asarray(TOKEN_BUCKETS) - tokens).argmin())
-        clip = t.clip[bucket]
-        ok = clip >= min_clip
-        has = ok.any(axis=1)
-        first = ok.argmax(axis=1)
+        t, clip, has, first, lat = self._candidates(
+            style, res, min_clip, prompt_tokens, latency_scale
+        )
         rows = np.arange(len(t.labels))
-        lat = t.latency[rows, first]
-        if latency_scale:
-            lat = lat * np.array(
-                [latency_scale.get((model_key(o.name, o.version), acc), 1.0) for o, acc in t.labels]
-            )
         own = lat  # the job's own predicted run time: what the plan reports
         wait = np.zeros(len(t.labels))
         for acc, b in (backlog_s or {}).items():
@@ -236,8 +229,7 @@ class Planner:
         budget = latency_slo_s * (1.0 - self.headroom)
         feasible = has & (lat <= budget)
         if feasible.any():
-            cand = np.flatnonzero(feasible)
-            best = cand[np.lexsort((-margin[cand], lat[cand]))[0]]
+            best = shortest(lat, margin, np.flatnonzero(feasible))
             return self._plan(
                 job_id, t, best, first[best], own[best], clip[best, first[best]], True, ""
             )
@@ -270,6 +262,50 @@ class Planner:
         return self._plan(
             job_id, t, best, first[best], own[best], clip[best, first[best]], False, reason
         )
+
+    def _candidates(self, style, res, min_clip, prompt_tokens, latency_scale):
+        """Every (model, accelerator) curve for the style: CLIP at the job's prompt
+        length, whether and where it first reaches `min_clip` (the planning rule), and
+        the predicted run time there, corrected by `latency_scale`."""
+        t = self._tables[(style, res)]
+        tokens = DEFAULT_TOKENS if prompt_tokens is None else prompt_tokens
+        bucket = int(np.abs(np.asarray(TOKEN_BUCKETS) - tokens).argmin())
+        clip = t.clip[bucket]
+        has, first = fewest_steps(clip, min_clip)
+        lat = t.latency[np.arange(len(t.labels)), first]
+        if latency_scale:
+            lat = lat * np.array(
+                [latency_scale.get((model_key(o.name, o.version), acc), 1.0) for o, acc in t.labels]
+            )
+        return t, clip, has, first, lat
+
+    def per_accelerator(
+        self,
+        style: str,
+        min_clip: float,
+        *,
+        resolution: tuple[int, int] | None = None,
+        prompt_tokens: int | None = None,
+        latency_scale: Mapping[tuple[str, str], float] | None = None,
+    ) -> dict[str, tuple[ModelOption, int, float, float]]:
+        """Per accelerator, what the planning rule picks there: (model, steps, predicted
+        run seconds, predicted CLIP). Accelerators with no model reaching `min_clip` are
+        left out. What a scheduling policy places a job with (`scheduler/live.py`)."""
+        res = self._validate(style, 1.0, min_clip, resolution, prompt_tokens)
+        t, clip, has, first, lat = self._candidates(
+            style, res, min_clip, prompt_tokens, latency_scale
+        )
+        rows = np.arange(len(t.labels))
+        margin = clip[rows, first] - min_clip
+        out = {}
+        for acc, idx in t.accel_index.items():
+            idx = np.asarray(idx)
+            ok = idx[has[idx]]
+            if len(ok):
+                b = shortest(lat, margin, ok)
+                o = t.labels[b][0]
+                out[acc] = (o, int(t.steps[first[b]]), float(lat[b]), float(clip[b, first[b]]))
+        return out
 
     @staticmethod
     def _plan(job_id, t, row, col, latency, clip, feasible, reason) -> Plan:

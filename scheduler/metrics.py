@@ -37,7 +37,7 @@ def summarize(r: SimResult) -> dict:
     n = len(r.status)
     done = r.status == DONE
     jct = r.jct[done]
-    lat_ok = done & (r.jct <= r.latency_slo + 1e-9)
+    lat_ok = done & (r.jct <= r.latency_slo_s + 1e-9)
     clip_ok = done & (r.clip >= r.min_clip)
     both = lat_ok & clip_ok
     span = float(r.arrival[-1] - r.arrival[0]) or 1.0

@@ -1,9 +1,9 @@
 """Per SLO class and accelerator kind: the option (model, steps, predicted seconds) the
 planner would pick, computed once per run so placing a job is a table look-up.
 
-The rule is the planner's (`predictor/planner.py`): among models serving the style on
-that kind, the fewest steps whose CLIP curve reaches `min_clip + margin`, then the
-shortest predicted time (ties: the larger CLIP margin)."""
+The rule is `scheduler/planning_rule.py`, the one the trained planner uses too: among
+models serving the style on that kind, the fewest steps whose CLIP curve reaches
+`min_clip + margin`, then the shortest predicted time (ties: the larger CLIP margin)."""
 
 from __future__ import annotations
 
@@ -12,26 +12,28 @@ from dataclasses import dataclass
 import numpy as np
 
 from scheduler.catalog import Catalog
+from scheduler.planning_rule import fewest_steps, shortest
 from scheduler.workload import SloClass
 
 Option = tuple[int, int, float]  # (model index, steps, predicted batch-1 seconds)
 
 
 def best_option(catalog: Catalog, style: str, min_clip: float, kind: int) -> Option | None:
-    best: tuple[float, float, Option] | None = None
-    for m, name in enumerate(catalog.models):
-        if style not in catalog.styles[name] or not catalog.can_run(m, kind):
-            continue
-        ok = np.flatnonzero(catalog.clip[m] >= min_clip)
-        lat = catalog.latency[(m, kind)]
-        ok = ok[np.isfinite(lat[ok])]
-        if not len(ok):
-            continue
-        i = int(ok[0])
-        key = (float(lat[i]), -float(catalog.clip[m][i]))
-        if best is None or key < best[:2]:
-            best = (*key, (m, int(catalog.steps[i]), float(lat[i])))
-    return None if best is None else best[2]
+    rows = [
+        m
+        for m, name in enumerate(catalog.models)
+        if style in catalog.styles[name] and catalog.can_run(m, kind)
+    ]
+    if not rows:
+        return None
+    lat = np.vstack([catalog.latency[(m, kind)] for m in rows])
+    clip = np.where(np.isfinite(lat), np.vstack([catalog.clip[m] for m in rows]), -np.inf)
+    has, first = fewest_steps(clip, min_clip)
+    if not has.any():
+        return None
+    idx = np.arange(len(rows))
+    b = shortest(lat[idx, first], clip[idx, first] - min_clip, np.flatnonzero(has))
+    return rows[b], int(catalog.steps[first[b]]), float(lat[b, first[b]])
 
 
 @dataclass

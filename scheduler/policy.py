@@ -11,8 +11,8 @@ loads, batching mechanics, preemption at step boundaries):
 * `on_busy_arrival(j, kind, t)`: preemptive / batching policies may interrupt a running
   segment (it then ends at its next denoising-step boundary).
 
-Serving uses the same objects: `serving_key(job)` orders one window's jobs on one
-accelerator (SJF: predicted run time; EDF: deadline; default: arrival).
+Serving runs the same objects in the same loop (`scheduler/live.py`): a policy is
+written once and decides in `sdaas serve` as in `sdaas bench`.
 
 Policies register under a `PolicyKey`; `make_policy` turns a key or string into one.
 """
@@ -74,11 +74,6 @@ class Policy(ABC):
         """Called when job j is queued on a kind with no idle accelerator. Default:
         nothing (non-preemptive policies wait for a segment to end)."""
         return None
-
-    def serving_key(self, job) -> tuple:
-        """Run order of a window's jobs on one accelerator in the serving pipeline
-        (`job`: a `pipelines.serving.PlannedJob`). Default: arrival order (FCFS)."""
-        return (job.arrival_ts, job.source)
 
     def segment_work(self, j: int) -> float:
         """Most batch-1 work seconds job j may run before the policy decides again."""

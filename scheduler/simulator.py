@@ -11,6 +11,12 @@ profiles' batch sizes. Switching an instance to a model that is not resident cos
 model's load time (LRU over the kind's `max_resident`).
 
 Every arrived job ends in exactly one terminal state: done, rejected or dropped.
+
+The same loop serves real jobs: `scheduler/live.py` subclasses it and replaces only how
+long a segment takes (it runs the jobs and measures), so every policy decides in serving
+exactly as here. What serving cannot do yet (preempt a running job, batch) is switched
+off through `SimConfig` and the catalog, visibly, and the simulator can be run the same
+way to compare (`tests/scheduler/test_conformance.py`).
 """
 
 from __future__ import annotations
@@ -40,6 +46,16 @@ class SimConfig:
     clip_margin: float = 0.5
     clip_noise: float = 0.5
     cold_start: bool = True
+    # False: a started segment runs to its end (no interrupts, no quanta): what serving
+    # can do until the step-level engine
+    preempt: bool = True
+    # admission bound for every policy: reject a job placed on a kind whose queued
+    # predicted work per instance already exceeds this
+    max_backlog_s: float = math.inf
+    # queue every job that arrives at the same instant before dispatching any (serving
+    # sees a window's jobs at once); off by default so trace replays keep their results
+    gather_ties: bool = False
+    log: bool = False  # keep the decision log (admit, reject, run, drop), for comparing
 
 
 @dataclass
@@ -50,7 +66,7 @@ class SimResult:
     workload: str
     cluster: str
     arrival: np.ndarray
-    latency_slo: np.ndarray
+    latency_slo_s: np.ndarray
     min_clip: np.ndarray
     status: np.ndarray
     start: np.ndarray
@@ -88,6 +104,8 @@ class Simulator:
         self.kind_names = cluster.kinds
         self.ck = [catalog.kind_index(k) for k in self.kind_names]  # cluster -> catalog kind
         self.n_inst = [n for _, n in cluster.counts]
+        self.log: list[tuple] | None = None
+        self.overloaded: list[int] = []
 
     # ---------------------------------------------------------------- placement helpers
     def place_earliest_finish(self, j: int, options=None) -> int | None:
@@ -120,6 +138,8 @@ class Simulator:
         self.assign(j, k, option)
 
     def drop(self, j: int, t: float) -> None:
+        if self.log is not None:
+            self.log.append(("drop", j, round(t, 9)))
         self.status[j] = DROPPED
         self.finish[j] = t
         self.backlog[self.kind[j]] -= self.pred[j]
@@ -131,18 +151,22 @@ class Simulator:
         return min(self.remaining[j] for j in self.seg_jobs[i]) - done
 
     # ---------------------------------------------------------------------- the run
-    def run(self, w: Workload) -> SimResult:
+    def run(self, w: Workload, options: ClassOptions | None = None) -> SimResult:
+        """options: per SLO class and kind, what a job of that class would run (default:
+        from the catalog, the planner's rule); serving passes the trained planner's."""
         cat, cfg, pol = self.catalog, self.config, self.policy
         margin = cfg.clip_margin if pol.clip_margin_override is None else pol.clip_margin_override
-        self.options = ClassOptions.build(cat, w.classes, self.ck, margin)
+        self.options = options or ClassOptions.build(cat, w.classes, self.ck, margin)
+        self.log = [] if cfg.log else None
         self._check_servable(w)
         n = w.n
         self.workload = w
         self.arrival = w.arrival.tolist()
         self.cls = w.cls.tolist()
         self.factor = w.true_factor.tolist()
-        self.slo = [c.latency_slo_s for c in w.classes]
-        self.deadline = [a + self.slo[c] for a, c in zip(self.arrival, self.cls, strict=True)]
+        self.latency_slo_s = [c.latency_slo_s for c in w.classes]  # per SLO class
+        slo = self.latency_slo_s
+        self.deadline_ts = [a + slo[c] for a, c in zip(self.arrival, self.cls, strict=True)]
         self.status = [PENDING] * n
         self.start = [-1.0] * n
         self.finish = [math.nan] * n
@@ -180,19 +204,34 @@ class Simulator:
         place = pol.place
         on_busy = pol.on_busy_arrival
         heappop = heapq.heappop
+        bound, n_inst, gather, log = cfg.max_backlog_s, self.n_inst, cfg.gather_ties, self.log
         ai, count = 0, 0
         while ai < n or events:
             if ai < n and (not events or arrival[ai] <= events[0][0]):
                 j, t = ai, arrival[ai]
                 ai += 1
                 k = place(j, t)
+                if k is not None and self.backlog[k] > bound * n_inst[k]:
+                    self.overloaded.append(j)
+                    k = None
                 if k is None:
                     self.status[j] = REJECTED
                     self.finish[j] = t
+                    if log is not None:
+                        log.append(("reject", j, round(t, 9)))
+                    if gather and not (ai < n and arrival[ai] == t):
+                        self._dispatch_idle(t)
                     continue
+                if log is not None:
+                    log.append(("admit", j, k, round(t, 9)))
                 self.backlog[k] += self.pred[j]
                 queues[k].push(j)
-                if idle[k]:
+                if gather:
+                    if not idle[k]:
+                        on_busy(j, k, t)
+                    if not (ai < n and arrival[ai] == t):  # else: queue the others first
+                        self._dispatch_idle(t)
+                elif idle[k]:
                     self._dispatch(idle[k].pop(), t, [])
                 else:
                     on_busy(j, k, t)
@@ -203,6 +242,12 @@ class Simulator:
                 self._segment_end(i, t)
             count += 1
         return self._result(w, count)
+
+    def _dispatch_idle(self, t: float) -> None:
+        """Every idle instance whose kind has queued jobs starts one (gather_ties)."""
+        for k, idle in enumerate(self.idle):
+            while idle and len(self.queues[k]):
+                self._dispatch(idle.pop(), t, [])
 
     def _check_servable(self, w: Workload) -> None:
         for c, cls in enumerate(w.classes):
@@ -236,27 +281,35 @@ class Simulator:
         factor = cat.batch_factor[(m, self.ck[k])][len(batch)] if len(batch) > 1 else 1.0
         rem = self.remaining
         start = self.start
-        seg_work = self.policy.segment_work
+        seg_work = self.policy.segment_work if self.config.preempt else None
         work = math.inf
         for j in batch:
             if start[j] < 0:
                 start[j] = t
             w = rem[j]
-            q = seg_work(j)
-            if q < w:
-                w = q
+            if seg_work is not None:
+                q = seg_work(j)
+                if q < w:
+                    w = q
             if w < work:
                 work = w
+        if self.log is not None:
+            self.log.append(("run", tuple(batch), i, round(t, 9)))
         ws = t + load
-        end = ws + work * factor
         self.seg_jobs[i] = batch
         self.seg_start[i] = t
         self.seg_work_start[i] = ws
         self.seg_speed[i] = 1.0 / factor
+        end = self._segment_end_time(i, batch, ws, work, factor)
         self.seg_end[i] = end
         self.seg_version[i] += 1
         self._seq += 1
         heapq.heappush(self._events, (end, self._seq, i, self.seg_version[i]))
+
+    def _segment_end_time(self, i: int, batch: list[int], ws: float, work: float, factor):
+        """When a segment that starts its work at `ws` ends: here, from the true work;
+        the live engine runs the jobs instead and returns when they really ended."""
+        return ws + work * factor
 
     def _segment_end(self, i: int, t: float) -> None:
         ws = self.seg_work_start[i]
@@ -279,7 +332,7 @@ class Simulator:
     def interrupt(self, i: int, t: float) -> None:
         """End instance i's segment at its next denoising-step boundary after t."""
         batch = self.seg_jobs[i]
-        if batch is None:
+        if batch is None or not self.config.preempt:
             return
         ws = self.seg_work_start[i]
         if t <= ws:
@@ -316,7 +369,7 @@ class Simulator:
             workload=w.name,
             cluster=str(self.cluster),
             arrival=w.arrival,
-            latency_slo=slo,
+            latency_slo_s=slo,
             min_clip=minc,
             status=status,
             start=np.asarray(self.start),

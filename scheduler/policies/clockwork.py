@@ -17,21 +17,17 @@ class Clockwork(Policy):
 
     def place(self, j: int, t: float) -> int | None:
         k = self.sim.place_earliest_finish(j)
-        if k is not None and t + self.sim.pred[j] > self.sim.deadline[j]:
+        if k is not None and t + self.sim.pred[j] > self.sim.deadline_ts[j]:
             return None  # rejected at admission: cannot make it even if started now
         return k
 
-    def serving_key(self, job) -> tuple:
-        """Serving: earliest deadline first."""
-        return (job.deadline_ts, job.source)
-
     def make_queue(self, kind: int) -> HeapQueue:
-        return HeapQueue(self.sim.deadline.__getitem__)
+        return HeapQueue(self.sim.deadline_ts.__getitem__)
 
     def next_batch(self, queue, inst: int, t: float, carry: list[int]) -> list[int]:
         sim = self.sim
         while (j := queue.pop()) is not None:
-            if t + sim.pred[j] <= sim.deadline[j]:
+            if t + sim.pred[j] <= sim.deadline_ts[j]:
                 return [j]
             sim.drop(j, t)
         return []

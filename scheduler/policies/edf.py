@@ -11,9 +11,5 @@ class Edf(Policy):
     key = PolicyKey.EDF
     stands_for = "earliest deadline first"
 
-    def serving_key(self, job) -> tuple:
-        """Serving: earliest deadline first."""
-        return (job.deadline_ts, job.source)
-
     def make_queue(self, kind: int) -> HeapQueue:
-        return HeapQueue(self.sim.deadline.__getitem__)
+        return HeapQueue(self.sim.deadline_ts.__getitem__)

@@ -22,7 +22,7 @@ class Infaas(Policy):
     def place(self, j: int, t: float) -> int | None:
         sim = self.sim
         opts = sim.options.planned[sim.cls[j]]
-        slo = sim.slo[sim.cls[j]]
+        slo = sim.latency_slo_s[sim.cls[j]]
         cheap = (math.inf, -1)
         fast = (math.inf, -1)
         for k, o in enumerate(opts):

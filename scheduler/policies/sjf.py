@@ -12,9 +12,5 @@ class Sjf(Policy):
     key = PolicyKey.SJF
     stands_for = "SDaaS paper: SJF on predicted job time"
 
-    def serving_key(self, job) -> tuple:
-        """Serving: shortest predicted job first."""
-        return (job.predicted_s, job.arrival_ts, job.source)
-
     def make_queue(self, kind: int) -> HeapQueue:
         return HeapQueue(self.sim.pred.__getitem__)

@@ -71,7 +71,7 @@ class _Adapter:
 
     def push(self, j: int) -> None:
         s = self.sim
-        self.q.push(j, s.pred[j], s.deadline[j] - s.pred[j], s.model[j])
+        self.q.push(j, s.pred[j], s.deadline_ts[j] - s.pred[j], s.model[j])
 
     def __len__(self) -> int:
         return len(self.q)
@@ -92,7 +92,7 @@ class SlackSjf(Policy):
 
     def place(self, j: int, t: float) -> int | None:
         sim = self.sim
-        slo = sim.slo[sim.cls[j]]
+        slo = sim.latency_slo_s[sim.cls[j]]
         k = sim.place_earliest_finish(j)
         if k is None or sim.finish_pred[j] <= slo:
             return k
@@ -109,10 +109,6 @@ class SlackSjf(Policy):
         sim.assign(j, fastest[1], options[sim.cls[j]][fastest[1]])
         return fastest[1]
 
-    def serving_key(self, job) -> tuple:
-        """Serving: SJF order."""
-        return (job.predicted_s, job.arrival_ts, job.source)
-
     def make_queue(self, kind: int) -> _Adapter:
         return _Adapter(self.sim, SlackQueue())
 
@@ -127,16 +123,16 @@ class SlackSjf(Policy):
                 return []
             r = q._head(q.by_slack)
             # the most urgent job, if running the shortest first would make it miss
-            j = r if r != h and t + sim.pred[h] + sim.pred[r] > sim.deadline[r] else h
+            j = r if r != h and t + sim.pred[h] + sim.pred[r] > sim.deadline_ts[r] else h
             q.take(j)
             if self.downshift and len(q) >= self.long_queue * sim.n_inst[kind]:
                 relaxed = sim.options.relaxed[sim.cls[j]][kind]
                 if relaxed is not None and relaxed[2] < sim.pred[j]:
                     sim.reassign(j, relaxed)
-            if t + sim.pred[j] <= sim.deadline[j]:
+            if t + sim.pred[j] <= sim.deadline_ts[j]:
                 return self._fill(q, [j], kind, t)
             relaxed = sim.options.relaxed[sim.cls[j]][kind]
-            if self.downshift and relaxed is not None and t + relaxed[2] <= sim.deadline[j]:
+            if self.downshift and relaxed is not None and t + relaxed[2] <= sim.deadline_ts[j]:
                 sim.reassign(j, relaxed)
                 return self._fill(q, [j], kind, t)
             sim.drop(j, t)
@@ -151,7 +147,7 @@ class SlackSjf(Policy):
         factor = sim.catalog.batch_factor[(m, sim.ck[kind])]
         need = len(batch) + math.ceil(len(q) / sim.n_inst[kind])
         limit = min(sim.catalog.batch_limit(m, sim.ck[kind]), need)
-        due = min(sim.deadline[j] for j in batch)
+        due = min(sim.deadline_ts[j] for j in batch)
         longest = max(sim.pred[j] for j in batch)
         heap = q.by_model.get(m)
         while heap and len(batch) < limit:
@@ -159,11 +155,11 @@ class SlackSjf(Policy):
             if x is None:
                 break
             size = max(longest, sim.pred[x])
-            if t + size * factor[len(batch) + 1] > min(due, sim.deadline[x]):
+            if t + size * factor[len(batch) + 1] > min(due, sim.deadline_ts[x]):
                 break
             q.take(x)
             batch.append(x)
-            due, longest = min(due, sim.deadline[x]), size
+            due, longest = min(due, sim.deadline_ts[x]), size
         return batch
 
     def on_busy_arrival(self, j: int, kind: int, t: float) -> None:

@@ -27,10 +27,6 @@ class SrptOracle(Policy):
     pays_load = False
     clip_margin_override = 0.0
 
-    def serving_key(self, job) -> tuple:
-        """Serving: online there is no oracle: SJF."""
-        return (job.predicted_s, job.arrival_ts, job.source)
-
     def make_queue(self, kind: int) -> PerModelQueue:
         return PerModelQueue(self.sim.remaining.__getitem__, self.sim.model)
 

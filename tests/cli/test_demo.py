@@ -38,7 +38,7 @@ def test_demo_runs_every_model_and_never_prints_the_prompt(settings):
     assert (settings.outputs_dir / "scheduler-demo" / "jct_vs_load.png").is_file()
     serving = text.split("8/8 serving")[1]
     table = {line.split()[0]: line.split() for line in serving.splitlines() if line.strip()}
-    for policy in ("sjf", "fcfs"):  # records, done, rejected, dead letters, duplicates
+    for policy in ("slack-sjf", "sjf", "fcfs"):  # records, done, rejected, dead, duplicates
         n, done, rejected, dead, dup = (int(x) for x in table[policy][1:6])
         assert (n, done + rejected, dead, dup) == (30, 24, 5, 1)
     assert "dead letter" in serving and "not JSON" in serving
