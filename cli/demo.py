@@ -244,7 +244,7 @@ def run_demo(
     if sweep is not None:
         from cli.serving_demo import serving_demo
 
-        out(f"== {total}/{total} serving: Kafka -> Beam (window, plan, policy, diffusers) -> results")
+        out(f"== {total}/{total} serving: Kafka -> Beam (window, plan, policy, run) -> results")
         serving_demo(settings, out)
     note = (
         f"the toy-world models were trained on this CPU: see {SHIPPED_TOYWORLD}/evidence.json"

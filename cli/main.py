@@ -782,7 +782,8 @@ def build_parser() -> argparse.ArgumentParser:
     kafka_args(sv)
     sv.add_argument("--policy", default="slack-sjf", help="the scheduling policy: admission, "
                     "placement, order and drops, as in `sdaas bench` (default slack-sjf, ours; "
-                    "also sjf, fcfs, edf, clockwork, infaas, orca, fastserve, srpt-oracle)")  # fmt: skip
+                    "also sjf, fcfs, edf, clockwork, infaas, orca, fastserve, srpt-oracle)",
+                    )  # fmt: skip
     sv.add_argument("--window-s", type=float, default=2.0, help="window length (default 2 s)")
     sv.add_argument("--max-backlog-s", type=float, default=30.0,
                     help="admission: most predicted work per accelerator per window")  # fmt: skip
