@@ -69,8 +69,8 @@ def test_two_devices_with_the_same_name_both_receive_work(serving_settings, tmp_
 @pytest.mark.parametrize("policy", known_policies())
 def test_every_policy_serves_and_decides_through_the_core(serving_settings, tmp_path, policy):
     spec = replace(_spec(serving_settings, tmp_path / "results.db"), policy=policy)
-    jobs = [_job(min_clip=c, latency_slo_s=s)
-            for c, s in ((0.0, 60.0), (30.0, 60.0), (0.0, 0.02), (20.0, 60.0))]  # fmt: skip
+    asks = ((0.0, 60.0), (30.0, 60.0), (0.0, 0.02), (20.0, 60.0), (99.0, 60.0))
+    jobs = [_job(min_clip=c, latency_slo_s=s) for c, s in asks]
     recs = _records([json.dumps(j).encode() for j in jobs], time.time())
     assert set(_serve_records(spec, recs).values()) == {"result"}
     got = [ResultStore(spec.store_path).get("alice", j["job_id"]) for j in jobs]
@@ -80,4 +80,6 @@ def test_every_policy_serves_and_decides_through_the_core(serving_settings, tmp_
         assert impossible.status == "rejected" and f"by {policy}" in impossible.error
     else:  # the others never refuse: it runs and misses its SLO
         assert impossible.status == "done" and not impossible.latency_slo_met
-    assert all(r.status == "done" for i, r in enumerate(got) if i != 2)
+    unreachable = got[4]  # min CLIP 99: no model gets there, under any policy
+    assert unreachable.status == "rejected" and "unreachable" in unreachable.error
+    assert all(r.status == "done" for i, r in enumerate(got) if i not in (2, 4))
