@@ -130,6 +130,13 @@ class Publisher:
             log.warning("publishing deferred (%s): results stay stored until Kafka is back", exc)
 
 
+def _close_quietly(reader: JobsReader) -> None:
+    try:
+        reader.close()
+    except Exception:  # noqa: BLE001 - the old client's broker is gone
+        pass
+
+
 @dataclass
 class ServingDriver:
     spec: ServingSpec
@@ -215,11 +222,10 @@ class ServingDriver:
     def _reconnect(self, bootstrap: str) -> None:
         kafka_io.ensure_topics(bootstrap, [self.topics.jobs, self.topics.dead_letters])
         reader = JobsReader(bootstrap, self.topics.jobs)
-        try:
-            self.reader.close()
-        except Exception:  # noqa: BLE001 - the old client's broker is gone
-            pass
-        self.reader, self.bootstrap = reader, bootstrap
+        old, self.reader, self.bootstrap = self.reader, reader, bootstrap
+        # closing a consumer whose broker went away can block for its session timeout:
+        # never on the serving loop
+        threading.Thread(target=_close_quietly, args=(old,), daemon=True).start()
         self.publisher = Publisher(self.store, bootstrap, self.topics)
         self.publisher.flush()
 

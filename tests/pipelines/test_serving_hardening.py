@@ -290,13 +290,18 @@ def test_serve_survives_the_broker_going_away_while_idle_and_loses_no_job(servin
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     second = None
+
+    def serve_output() -> str:
+        proc.kill()
+        return proc.communicate(timeout=30)[0]
+
     try:
-        assert wait_for(jobs[0])
+        assert wait_for(jobs[0]), serve_output()
         first.stop()  # the broker dies while serve is idle
         time.sleep(5)  # serve notices within its 2 s health check and backs off
         second = EmbeddedBroker(port).start()  # back on the same port (empty: memory storage)
         submit(second.bootstrap)
-        assert wait_for(jobs[1]), "the job sent after the restart was never served"
+        assert wait_for(jobs[1]), "job after the restart never served:\n" + serve_output()
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
     finally:
