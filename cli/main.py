@@ -786,9 +786,11 @@ def build_parser() -> argparse.ArgumentParser:
                     )  # fmt: skip
     sv.add_argument("--window-s", type=float, default=2.0, help="window length (default 2 s)")
     sv.add_argument("--max-backlog-s", type=float, default=30.0,
-                    help="admission: most predicted work per accelerator per window")  # fmt: skip
+                    help="admission for every policy: most queued predicted work per "
+                    "device, in seconds (default 30)")  # fmt: skip
     sv.add_argument("--headroom", type=float, default=0.1,
-                    help="plan against SLO x (1 - headroom) (default 0.1)")  # fmt: skip
+                    help="policies see deadlines at SLO x (1 - headroom), room for run-time "
+                    "noise (default 0.1)")  # fmt: skip
     sv.add_argument("--max-windows", type=int, help="stop after N windows")
     sv.add_argument("--idle-exit", type=float, help="stop after S seconds without jobs (or "
                     "with the broker unreachable)")  # fmt: skip

@@ -66,7 +66,7 @@ class ServingSpec:
     clip_path: str | None = None
     policy: str = "sjf"
     window_s: float = 2.0
-    max_backlog_s: float = 30.0  # admission: most predicted work per accelerator per window
+    max_backlog_s: float = 30.0  # admission, every policy: most queued predicted s per device
     source_topic: str = "sdaas.jobs"
     correct_latency: bool = True  # scale predictions by observed run time (EWMA)
 
@@ -273,8 +273,9 @@ class ServeWindow(beam.DoFn):
     def _schedule(self, fresh, scale, wname: str):
         t0 = self.clock()
         arrivals = [max(p.arrival_ts, t0) for p, _ in fresh]  # the core sees them now
+        room = 1.0 - self.spec.planner.headroom  # plan against SLO x (1 - headroom)
         classes = tuple(
-            SloClass(p.job.style, p.arrival_ts + p.job.latency_slo_s - a, p.job.min_clip)
+            SloClass(p.job.style, p.arrival_ts + p.job.latency_slo_s * room - a, p.job.min_clip)
             for (p, _), a in zip(fresh, arrivals, strict=True)
         )  # each job its own class: the budget left of its SLO when the core sees it
         n = len(fresh)
@@ -328,9 +329,8 @@ class ServeWindow(beam.DoFn):
             why = self._plan_reason(job, scale)
         elif overloaded:
             why = (
-                f"overloaded: more than {self.spec.max_backlog_s:g} s of predicted work "
-                f"queued per device on {self.kinds[k]} (bound {self.spec.max_backlog_s:g} s); "
-                "resubmit later"
+                f"overloaded: {self.kinds[k]} already has more predicted work queued per "
+                f"device than allowed (bound {self.spec.max_backlog_s:g} s); resubmit later"
             )
         elif engine.status[j] == DROPPED:
             why = (
@@ -340,11 +340,13 @@ class ServeWindow(beam.DoFn):
             )
         else:
             fastest = min(o[2] for o in opts if o)
-            left = engine.latency_slo_s[j]
+            queued = engine.arrival[j] - p.arrival_ts
+            room = self.spec.planner.headroom
             why = (
-                f"rejected by {pol} at admission: {left:.2f} s of its {job.latency_slo_s:g} s "
-                f"SLO left (queued {job.latency_slo_s - left:.2f} s) but the fastest option "
-                f"needs {fastest:.2f} s to run, before any queue"
+                f"rejected by {pol} at admission: queued {queued:.2f} s, "
+                f"{engine.latency_slo_s[j]:.2f} s of its {job.latency_slo_s:g} s SLO left"
+                f"{f' with {room:.0%} headroom' if room else ''}; the fastest option needs "
+                f"{fastest:.2f} s to run, before any queue"
             )
         model, version = ("", "")
         if k >= 0:
