@@ -94,10 +94,24 @@ def consumer(bootstrap: str, group: str = GROUP):
     )
 
 
-class JobsReader:
-    """Reads the jobs topic from the group's committed offsets; `commit()` moves them."""
+def topic_id(admin_client, topic: str) -> str | None:
+    """The topic's id (KIP-516): a topic deleted and created again, as on a memory broker
+    that restarted, gets a new one. None where the cluster does not tell."""
+    from confluent_kafka import TopicCollection
 
-    def __init__(self, bootstrap: str, topic: str, group: str = GROUP):
+    try:
+        (fut,) = admin_client.describe_topics(TopicCollection([topic])).values()
+        tid = fut.result(5).topic_id
+    except Exception:  # noqa: BLE001 - an old cluster, or one that is away: no check
+        return None
+    return str(tid) if tid is not None else None
+
+
+class JobsReader:
+    """Reads the jobs topic from the group's committed offsets (or, `from_start`, from
+    the beginning: the topic is new); `commit()` moves them."""
+
+    def __init__(self, bootstrap: str, topic: str, group: str = GROUP, from_start=False):
         from confluent_kafka import TopicPartition
 
         self.c = consumer(bootstrap, group)
@@ -106,7 +120,7 @@ class JobsReader:
             raise SdaasError(f"topic {topic} not found on {bootstrap}")
         parts = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
         committed = self.c.committed(parts, timeout=10)
-        self.next = {tp.partition: max(tp.offset, 0) for tp in committed}
+        self.next = {tp.partition: 0 if from_start else max(tp.offset, 0) for tp in committed}
         self.has_committed = any(tp.offset > 0 for tp in committed)
         self.topic = topic
         self.c.assign([TopicPartition(topic, p, o) for p, o in self.next.items()])

@@ -161,6 +161,8 @@ class ServingDriver:
         existed = path.exists()
         kafka_io.ensure_topics(self.bootstrap, [self.topics.jobs, self.topics.dead_letters])
         self.reader = JobsReader(self.bootstrap, self.topics.jobs)
+        self.admin = kafka_io.admin(self.bootstrap)
+        self.topic_id = kafka_io.topic_id(self.admin, self.topics.jobs)
         if not existed and not self.allow_new_store:
             self._refuse_vanished_store(path)
         self.store = ResultStore(path)
@@ -219,9 +221,21 @@ class ServingDriver:
                 time.sleep(0.1)
             delay = min(delay * 2, self.max_backoff_s)
 
-    def _reconnect(self, bootstrap: str) -> None:
+    def _topic_recreated(self) -> bool:
+        """The broker answers, but the jobs topic is not the one we read: it restarted
+        (a memory broker loses its topics) between two health checks, or while a window
+        ran. Its committed offsets then mean nothing: read the new topic from the start
+        (jobs already answered are skipped by their record identity)."""
+        now = kafka_io.topic_id(self.admin, self.topics.jobs) if self.topic_id else None
+        return now is not None and now != self.topic_id
+
+    def _reconnect(self, bootstrap: str, *, from_start: bool = False) -> None:
         kafka_io.ensure_topics(bootstrap, [self.topics.jobs, self.topics.dead_letters])
-        reader = JobsReader(bootstrap, self.topics.jobs)
+        admin = kafka_io.admin(bootstrap)
+        tid = kafka_io.topic_id(admin, self.topics.jobs)
+        from_start = from_start or (tid is not None and tid != self.topic_id)
+        reader = JobsReader(bootstrap, self.topics.jobs, from_start=from_start)
+        self.admin, self.topic_id = admin, tid
         old, self.reader, self.bootstrap = self.reader, reader, bootstrap
         # closing a consumer whose broker went away can block for its session timeout:
         # never on the serving loop
@@ -254,6 +268,12 @@ class ServingDriver:
                     self._broker_lost(idle_exit_s)
                     idle_since = checked = time.monotonic()
                     continue
+                if self._topic_recreated():
+                    self.progress(
+                        f"the jobs topic {self.topics.jobs} on {self.bootstrap} is new (the "
+                        "broker restarted?): reading it from the start"
+                    )
+                    self._reconnect(self.bootstrap, from_start=True)
             records = self.reader.read(self.spec.window_s, self.max_records, self.idle_s)
             if not records:
                 if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
