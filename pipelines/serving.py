@@ -64,7 +64,7 @@ class ServingSpec:
     devices: tuple[Accelerator, ...]  # device instances; identical ones share a profile name
     store_path: str
     clip_path: str | None = None
-    policy: str = "sjf"
+    policy: str = "slack-sjf"  # the serving default: ours
     window_s: float = 2.0
     max_backlog_s: float = 30.0  # admission, every policy: most queued predicted s per device
     source_topic: str = "sdaas.jobs"
