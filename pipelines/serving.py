@@ -50,7 +50,7 @@ from scheduler.workload import SloClass, Workload
 from sdaas.errors import SdaasError
 from sdaas.job_request import JobRefused, JobRequest, parse_job
 from sdaas.privacy import prompt_tokens
-from sdaas.records import JobResult, model_key
+from sdaas.records import Job, JobResult, model_key
 
 log = logging.getLogger(__name__)
 
@@ -77,29 +77,6 @@ class ServingSpec:
 
     def device(self, instance: str) -> Accelerator:
         return next(d for d in self.devices if d.id == instance)
-
-
-@dataclass(frozen=True)
-class ParsedJob:
-    job: JobRequest
-    source: str  # topic/partition/offset
-    arrival_ts: float  # server-side: broker timestamp, at most the receive time
-
-
-@dataclass(frozen=True)
-class PlannedJob:
-    job: JobRequest
-    source: str
-    arrival_ts: float
-    deadline_ts: float
-    model_key: str  # name@version
-    accelerator: str
-    steps: int
-    predicted_s: float
-    predicted_clip: float
-    window: str
-    latency_correction: float = 1.0
-    device: str = ""  # the device instance it runs on (`Accelerator.id`)
 
 
 def source_of(topic: str, r: RawRecord) -> str:
@@ -158,7 +135,7 @@ class ParseJobs(beam.DoFn):
         except Exception as exc:  # noqa: BLE001 - one record must never fail the window
             letter = dead_letter(source, f"message: unreadable ({type(exc).__name__})", r)
         else:
-            yield TimestampedValue(ParsedJob(job, source, arrival), window_ts)
+            yield TimestampedValue(Job(job, source, arrival), window_ts)
             return
         self.store.put_dead_letters([letter])
         log.info("dead letter %s: %s", source, letter["reason"])
@@ -204,12 +181,12 @@ class ServeWindow(beam.DoFn):
     def process(self, keyed, window=beam.DoFn.WindowParam):
         _, jobs = keyed
         jobs = sorted(jobs, key=lambda p: (p.arrival_ts, p.source))
-        known = self.store.known((p.job.tenant, p.job.job_id) for p in jobs)
+        known = self.store.known((p.request.tenant, p.request.job_id) for p in jobs)
         scale = latency_scale(self.store) if self.spec.correct_latency else {}
         seen: set[tuple[str, str]] = set()
-        fresh: list[tuple[ParsedJob, list]] = []
+        fresh: list[tuple[Job, list]] = []
         for p in jobs:
-            j = p.job
+            j = p.request
             key = (j.tenant, j.job_id)
             if key in known or key in seen:
                 self.store.record([(p.source, j.tenant, j.job_id, "duplicate")])
@@ -234,18 +211,17 @@ class ServeWindow(beam.DoFn):
         except Exception as exc:  # noqa: BLE001 - a scheduler bug fails jobs, not serving
             log.exception("scheduler error in window %s", wname)
             for j, (p, _) in enumerate(fresh):
-                if j not in answered and not self.store.known([(p.job.tenant, p.job.job_id)]):
-                    result = JobResult(
-                        p.job.job_id, p.job.tenant, "failed", policy=self.spec.policy,
-                        window=wname, error=f"internal: scheduler error ({type(exc).__name__})",
-                        latency_slo_s=p.job.latency_slo_s, min_clip=p.job.min_clip,
-                    )  # fmt: skip
+                if j not in answered and not self.store.known(
+                    [(p.request.tenant, p.request.job_id)]
+                ):
+                    why = f"internal: scheduler error ({type(exc).__name__})"
+                    result = replace(p, window=wname).result("failed", self.spec.policy, error=why)
                     self.store.put([result], [p.source])
                     yield result
 
-    def _options(self, p: ParsedJob, scale) -> list:
+    def _options(self, p: Job, scale) -> list:
         """Per accelerator kind: (model index, steps, predicted s, predicted CLIP) or None."""
-        j = p.job
+        j = p.request
         per = self.spec.planner.per_accelerator(
             j.style,
             j.min_clip,
@@ -262,8 +238,8 @@ class ServeWindow(beam.DoFn):
                 out.append(None)  # no model on this kind reaches the job's min CLIP
         return out
 
-    def _dead(self, p: ParsedJob, exc: Exception):
-        j = p.job
+    def _dead(self, p: Job, exc: Exception):
+        j = p.request
         why = str(exc) if isinstance(exc, SdaasError) else type(exc).__name__
         letter = dead_letter(p.source, f"plan: {why}"[:500], None, j.job_id, j.tenant)
         self.store.put_dead_letters([letter])
@@ -275,7 +251,11 @@ class ServeWindow(beam.DoFn):
         arrivals = [max(p.arrival_ts, t0) for p, _ in fresh]  # the core sees them now
         room = 1.0 - self.spec.planner.headroom  # plan against SLO x (1 - headroom)
         classes = tuple(
-            SloClass(p.job.style, p.arrival_ts + p.job.latency_slo_s * room - a, p.job.min_clip)
+            SloClass(
+                p.request.style,
+                p.arrival_ts + p.request.latency_slo_s * room - a,
+                p.request.min_clip,
+            )
             for (p, _), a in zip(fresh, arrivals, strict=True)
         )  # each job its own class: the budget left of its SLO when the core sees it
         n = len(fresh)
@@ -288,19 +268,17 @@ class ServeWindow(beam.DoFn):
         def run_job(j: int, i: int, _start: float) -> float:
             p, opts = fresh[j]
             k = engine.inst_kind[i]
-            pj = PlannedJob(
-                p.job,
-                p.source,
-                p.arrival_ts,
-                p.arrival_ts + p.job.latency_slo_s,
-                self.model_keys[engine.model[j]],
-                self.kinds[k],
-                engine.steps[j],
-                engine.pred[j],
-                opts[k][3],
-                wname,
-                scale.get((self.model_keys[engine.model[j]], self.kinds[k]), 1.0),
+            key = self.model_keys[engine.model[j]]
+            pj = replace(
+                p,
+                model_key=key,
+                accelerator=self.kinds[k],
                 device=self.instances[i].id,
+                steps=engine.steps[j],
+                predicted_s=engine.pred[j],
+                predicted_clip=opts[k][3],
+                latency_correction=scale.get((key, self.kinds[k]), 1.0),
+                window=wname,
             )
             (result,) = self.handler.run_inference([pj], self.models)
             result = replace(result, run_order=runs[i])
@@ -321,9 +299,9 @@ class ServeWindow(beam.DoFn):
             self.store.put([result], [p.source])
             yield j, result
 
-    def _refused(self, engine, j, p: ParsedJob, opts, overloaded, scale, wname) -> JobResult:
+    def _refused(self, engine, j, p: Job, opts, overloaded, scale, wname) -> JobResult:
         """A job the policy rejected at admission or dropped at dispatch, with why."""
-        job, k = p.job, engine.kind[j]
+        job, k = p.request, engine.kind[j]
         pol = self.spec.policy
         if all(o is None for o in opts):
             why = self._plan_reason(job, scale)
@@ -348,27 +326,18 @@ class ServeWindow(beam.DoFn):
                 f"{f' with {room:.0%} headroom' if room else ''}; the fastest option needs "
                 f"{fastest:.2f} s to run, before any queue"
             )
-        model, version = ("", "")
+        planned = p
         if k >= 0:
-            key = self.model_keys[engine.model[j]]
-            model, version = key.rsplit("@", 1)
-        return JobResult(
-            job.job_id,
-            job.tenant,
-            "rejected",
-            model,
-            version,
-            self.kinds[k] if k >= 0 else "",
-            engine.steps[j],
-            engine.pred[j],
-            opts[k][3] if k >= 0 and opts[k] else 0.0,
-            job.latency_slo_s,
-            job.min_clip,
-            jct_s=self.clock() - p.arrival_ts,
-            error=why,
-            policy=pol,
-            window=wname,
-        )
+            planned = replace(
+                p,
+                model_key=self.model_keys[engine.model[j]],
+                accelerator=self.kinds[k],
+                steps=engine.steps[j],
+                predicted_s=engine.pred[j],
+                predicted_clip=opts[k][3] if opts[k] else 0.0,
+            )
+        planned = replace(planned, window=wname)
+        return planned.result("rejected", pol, jct_s=self.clock() - p.arrival_ts, error=why)
 
     def _plan_reason(self, job: JobRequest, scale) -> str:
         plan = self.spec.planner.plan(
@@ -439,7 +408,7 @@ class ServingModels:
         return self.scorers[device]
 
 
-class ServingModelHandler(ModelHandler[PlannedJob, JobResult, ServingModels]):
+class ServingModelHandler(ModelHandler[Job, JobResult, ServingModels]):
     """Beam's ModelHandler for serving: `load_model` returns the process's model set
     (loaded once, reused across bundles, windows and micro-batch pipelines);
     `run_inference` runs jobs one at a time, in the order given."""
@@ -457,34 +426,18 @@ class ServingModelHandler(ModelHandler[PlannedJob, JobResult, ServingModels]):
         return _PROCESS_MODELS[key]
 
     def run_inference(
-        self, batch: Iterable[PlannedJob], model: ServingModels, inference_args=None
+        self, batch: Iterable[Job], model: ServingModels, inference_args=None
     ) -> Iterable[JobResult]:
         return [self._run(p, model) for p in batch]
 
-    def _run(self, p: PlannedJob, models: ServingModels) -> JobResult:
+    def _run(self, p: Job, models: ServingModels) -> JobResult:
         from models.backend import GenerationRequest
 
-        j = p.job
+        j = p.request
         card = self.spec.cards[p.model_key]
         device = self.spec.device(p.device).device
         w, h = j.resolution or card.resolution_pairs[0]
-        base = JobResult(
-            j.job_id,
-            j.tenant,
-            "done",
-            card.name,
-            card.version,
-            p.accelerator,
-            p.steps,
-            p.predicted_s,
-            p.predicted_clip,
-            j.latency_slo_s,
-            j.min_clip,
-            policy=self.spec.policy,
-            window=p.window,
-            latency_correction=p.latency_correction,
-            device=p.device,
-        )
+        base = p.result("done", self.spec.policy)
         start = self.clock()
         try:
             backend = models.backend(p.model_key, device)

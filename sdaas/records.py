@@ -9,6 +9,8 @@ from typing import Literal
 
 import pyarrow as pa
 
+from sdaas.job_request import JobRequest
+
 PROFILE_SCHEMA_VERSION = 1
 
 
@@ -56,40 +58,6 @@ class ProfileRecord:
 
     def to_row(self) -> dict:
         return asdict(self)
-
-
-PROFILE_ARROW_SCHEMA = pa.schema(
-    [
-        pa.field("model", pa.string(), nullable=False),
-        pa.field("model_version", pa.string(), nullable=False),
-        pa.field("accelerator", pa.string(), nullable=False),
-        pa.field("steps", pa.int32(), nullable=False),
-        pa.field("height", pa.int32(), nullable=False),
-        pa.field("width", pa.int32(), nullable=False),
-        pa.field("batch_size", pa.int32(), nullable=False),
-        pa.field("guidance_scale", pa.float32(), nullable=False),
-        pa.field("prompt_id", pa.string(), nullable=False),
-        pa.field("prompt_tokens", pa.int32(), nullable=False),
-        pa.field("seed", pa.int64(), nullable=False),
-        pa.field("latency_s", pa.float64(), nullable=False),
-        pa.field("per_step_s", pa.float64(), nullable=False),
-        pa.field("clip_score", pa.float64(), nullable=True),
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("host", pa.string(), nullable=False),
-        pa.field("ts", pa.float64(), nullable=False),
-        pa.field("sdaas_version", pa.string(), nullable=False),
-        pa.field("citation", pa.string(), nullable=False),
-    ],
-    metadata={"sdaas.profile_schema_version": str(PROFILE_SCHEMA_VERSION)},
-)
-
-assert [f.name for f in fields(ProfileRecord)] == PROFILE_ARROW_SCHEMA.names
-
-
-def profile_table(records: list[ProfileRecord]) -> pa.Table:
-    """Records as an Arrow table with the declared schema (types enforced, not inferred)."""
-    cols = {name: [getattr(r, name) for r in records] for name in PROFILE_ARROW_SCHEMA.names}
-    return pa.Table.from_pydict(cols, schema=PROFILE_ARROW_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -152,3 +120,85 @@ class JobResult:
 
     def to_row(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job from request to outcome: the one record serving carries. The request;
+    where it came from and when it arrived (server-side); then what the scheduling core
+    decided for it (model, accelerator and device, steps, predictions). The simulator
+    holds the same fields as arrays, index = job. A tenant gets `result()`, a
+    `JobResult`, which never holds the prompt."""
+
+    request: JobRequest
+    source: str  # topic/partition/offset@broker-ms: the record's identity
+    arrival_ts: float  # server-side: broker timestamp, at most the receive time
+    model_key: str = ""  # model_key(name, version)
+    accelerator: str = ""  # profile name
+    device: str = ""  # the device instance (`Accelerator.id`)
+    steps: int = 0
+    predicted_s: float = 0.0
+    predicted_clip: float = 0.0
+    latency_correction: float = 1.0
+    window: str = ""
+
+    @property
+    def deadline_ts(self) -> float:
+        return self.arrival_ts + self.request.latency_slo_s
+
+    def result(self, status: str, policy: str, **outcome) -> JobResult:
+        """What the tenant is told: the plan fields of this record plus `outcome`."""
+        r = self.request
+        model, _, version = self.model_key.rpartition("@") if self.model_key else ("", "", "")
+        return JobResult(
+            r.job_id,
+            r.tenant,
+            status,
+            model,
+            version,
+            self.accelerator,
+            self.steps,
+            self.predicted_s,
+            self.predicted_clip,
+            r.latency_slo_s,
+            r.min_clip,
+            policy=policy,
+            window=self.window,
+            latency_correction=self.latency_correction,
+            device=self.device,
+            **outcome,
+        )
+
+
+PROFILE_ARROW_SCHEMA = pa.schema(
+    [
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("model_version", pa.string(), nullable=False),
+        pa.field("accelerator", pa.string(), nullable=False),
+        pa.field("steps", pa.int32(), nullable=False),
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("width", pa.int32(), nullable=False),
+        pa.field("batch_size", pa.int32(), nullable=False),
+        pa.field("guidance_scale", pa.float32(), nullable=False),
+        pa.field("prompt_id", pa.string(), nullable=False),
+        pa.field("prompt_tokens", pa.int32(), nullable=False),
+        pa.field("seed", pa.int64(), nullable=False),
+        pa.field("latency_s", pa.float64(), nullable=False),
+        pa.field("per_step_s", pa.float64(), nullable=False),
+        pa.field("clip_score", pa.float64(), nullable=True),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("host", pa.string(), nullable=False),
+        pa.field("ts", pa.float64(), nullable=False),
+        pa.field("sdaas_version", pa.string(), nullable=False),
+        pa.field("citation", pa.string(), nullable=False),
+    ],
+    metadata={"sdaas.profile_schema_version": str(PROFILE_SCHEMA_VERSION)},
+)
+
+assert [f.name for f in fields(ProfileRecord)] == PROFILE_ARROW_SCHEMA.names
+
+
+def profile_table(records: list[ProfileRecord]) -> pa.Table:
+    """Records as an Arrow table with the declared schema (types enforced, not inferred)."""
+    cols = {name: [getattr(r, name) for r in records] for name in PROFILE_ARROW_SCHEMA.names}
+    return pa.Table.from_pydict(cols, schema=PROFILE_ARROW_SCHEMA)
