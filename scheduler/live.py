@@ -25,9 +25,15 @@ from scheduler.policy import Policy
 from scheduler.simulator import SimConfig, Simulator
 
 # serving: exact options (no CLIP margin: the planner's curves are the trained ones),
-# no preemption, no cold starts, a window's jobs seen at once
+# no preemption, no cold starts, a window's jobs seen at once, and every device its own
+# queue (identical devices share a profile, not a queue)
 LIVE_CONFIG = SimConfig(
-    clip_margin=0.0, clip_noise=0.0, cold_start=False, preempt=False, gather_ties=True
+    clip_margin=0.0,
+    clip_noise=0.0,
+    cold_start=False,
+    preempt=False,
+    gather_ties=True,
+    queue_per_device=True,
 )
 
 RunJob = Callable[[int, int, float], float]  # (job, instance, start) -> measured seconds

@@ -55,6 +55,10 @@ class SimConfig:
     # queue every job that arrives at the same instant before dispatching any (serving
     # sees a window's jobs at once); off by default so trace replays keep their results
     gather_ties: bool = False
+    # True: every instance has its own queue; an admitted job joins the queue of the
+    # instance of its kind with the least queued predicted work (the admission bound is
+    # then per instance). False: the instances of a kind share one queue (M/M/c)
+    queue_per_device: bool = False
     log: bool = False  # keep the decision log (admit, reject, run, drop), for comparing
 
 
@@ -105,6 +109,7 @@ class Simulator:
         self.ck = [catalog.kind_index(k) for k in self.kind_names]  # cluster -> catalog kind
         self.n_inst = [n for _, n in cluster.counts]
         self.log: list[tuple] | None = None
+        self.dev_queues: list | None = None  # per instance, with queue_per_device
         self.overloaded: list[int] = []
 
     # ---------------------------------------------------------------- placement helpers
@@ -135,6 +140,8 @@ class Simulator:
         """Change a queued (not yet started) job's model/steps on its kind."""
         k = self.kind[j]
         self.backlog[k] += option[2] - self.pred[j]
+        if self.dev_queues is not None:
+            self.dev_backlog[self.dev_of[j]] += option[2] - self.pred[j]
         self.assign(j, k, option)
 
     def drop(self, j: int, t: float) -> None:
@@ -143,6 +150,8 @@ class Simulator:
         self.status[j] = DROPPED
         self.finish[j] = t
         self.backlog[self.kind[j]] -= self.pred[j]
+        if self.dev_queues is not None:
+            self.dev_backlog[self.dev_of[j]] -= self.pred[j]
 
     def remaining_at(self, i: int, t: float) -> float:
         """Smallest true remaining work among instance i's running jobs at time t."""
@@ -196,6 +205,10 @@ class Simulator:
         self._seq = 0
         pol.bind(self)
         self.queues = [pol.make_queue(k) for k in range(K)]
+        per_device = cfg.queue_per_device
+        self.dev_queues = [pol.make_queue(k) for k in inst_kind] if per_device else None
+        self.dev_backlog = [0.0] * n_total
+        self.dev_of = [-1] * n
 
         events = self._events
         arrival = self.arrival
@@ -211,7 +224,9 @@ class Simulator:
                 j, t = ai, arrival[ai]
                 ai += 1
                 k = place(j, t)
-                if k is not None and self.backlog[k] > bound * n_inst[k]:
+                if per_device and k is not None:
+                    k = self._to_device(j, k, bound)
+                elif k is not None and self.backlog[k] > bound * n_inst[k]:
                     self.overloaded.append(j)
                     k = None
                 if k is None:
@@ -225,6 +240,10 @@ class Simulator:
                 if log is not None:
                     log.append(("admit", j, k, round(t, 9)))
                 self.backlog[k] += self.pred[j]
+                if per_device:
+                    self._queue_on_device(j, k, t, gather and ai < n and arrival[ai] == t)
+                    count += 1
+                    continue
                 queues[k].push(j)
                 if gather:
                     if not idle[k]:
@@ -243,11 +262,39 @@ class Simulator:
             count += 1
         return self._result(w, count)
 
+    def _to_device(self, j: int, k: int, bound: float) -> int | None:
+        """queue_per_device: the instance of kind k with the least queued work takes j;
+        None (overloaded) when even that one has more than `bound` seconds queued."""
+        i = min(self.instances_of[k], key=self.dev_backlog.__getitem__)
+        if self.dev_backlog[i] > bound:
+            self.overloaded.append(j)
+            return None
+        self.dev_of[j] = i
+        return k
+
+    def _queue_on_device(self, j: int, k: int, t: float, more_now: bool) -> None:
+        i = self.dev_of[j]
+        self.dev_queues[i].push(j)
+        self.dev_backlog[i] += self.pred[j]
+        idle = self.idle[k]
+        if i not in idle:
+            self.policy.on_busy_arrival(j, k, t)
+        elif not self.config.gather_ties:
+            idle.remove(i)
+            self._dispatch(i, t, [])
+        if self.config.gather_ties and not more_now:
+            self._dispatch_idle(t)
+
     def _dispatch_idle(self, t: float) -> None:
-        """Every idle instance whose kind has queued jobs starts one (gather_ties)."""
+        """Every idle instance with queued jobs starts one (gather_ties)."""
         for k, idle in enumerate(self.idle):
-            while idle and len(self.queues[k]):
-                self._dispatch(idle.pop(), t, [])
+            if self.dev_queues is None:
+                while idle and len(self.queues[k]):
+                    self._dispatch(idle.pop(), t, [])
+                continue
+            for i in [i for i in idle if len(self.dev_queues[i])]:
+                idle.remove(i)
+                self._dispatch(i, t, [])
 
     def _check_servable(self, w: Workload) -> None:
         for c, cls in enumerate(w.classes):
@@ -259,7 +306,8 @@ class Simulator:
 
     def _dispatch(self, i: int, t: float, carry: list[int]) -> None:
         k = self.inst_kind[i]
-        batch = self.policy.next_batch(self.queues[k], i, t, carry)
+        queue = self.queues[k] if self.dev_queues is None else self.dev_queues[i]
+        batch = self.policy.next_batch(queue, i, t, carry)
         if not batch:
             self.seg_jobs[i] = None
             self.idle[k].append(i)
@@ -323,6 +371,8 @@ class Simulator:
                 self.status[j] = DONE
                 self.finish[j] = t
                 self.backlog[self.kind[j]] -= self.pred[j]
+                if self.dev_queues is not None:
+                    self.dev_backlog[self.dev_of[j]] -= self.pred[j]
             else:
                 rem[j] = r
                 carry.append(j)

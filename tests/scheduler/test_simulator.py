@@ -79,3 +79,27 @@ def test_same_workload_same_result(catalog, overloaded):
     a = simulate(catalog, CLUSTER, make_policy("slack-sjf"), overloaded)
     b = simulate(catalog, CLUSTER, make_policy("slack-sjf"), overloaded)
     assert np.array_equal(a.finish, b.finish, equal_nan=True)
+
+
+def test_queue_per_device_joins_the_least_loaded_device_and_stays_there():
+    """Serving's mode: identical devices share a profile, not a queue. A job joins the
+    device with the least queued predicted work and waits there, even when the other
+    frees first because a job ran longer than predicted; one shared queue would move it."""
+    import numpy as np
+
+    from scheduler.cluster import Cluster
+    from scheduler.policy import make_policy
+    from scheduler.simulator import SimConfig, Simulator
+    from scheduler.workload import SloClass, Workload
+    from tests.scheduler.conftest import toy_catalog
+
+    five, one = SloClass("any", 1e6, 50.0), SloClass("any", 1e6, 10.0)
+    w = Workload("hand", np.array([0.0, 0.0, 0.1]), np.array([0, 0, 1]), (five, one),
+                 np.array([2.0, 1.0, 1.0]), np.zeros(3))  # A: 5 s predicted, 10 s true  # fmt: skip
+    finish = {}
+    for per_device in (True, False):
+        cfg = SimConfig(clip_margin=0.0, clip_noise=0.0, queue_per_device=per_device, log=True)
+        sim = Simulator(toy_catalog(), Cluster.parse("2xX"), make_policy("fcfs"), cfg)
+        finish[per_device] = list(sim.run(w).finish)
+    assert finish[True] == pytest.approx([10.0, 5.0, 11.0])  # C queued behind A on device 0
+    assert finish[False] == pytest.approx([10.0, 5.0, 6.0])  # the shared queue gives C to 1
