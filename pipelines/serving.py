@@ -53,6 +53,7 @@ from sdaas.privacy import prompt_tokens
 from sdaas.records import Job, JobResult, model_key
 
 log = logging.getLogger(__name__)
+DEAD = "dead_letters"  # the tagged output of refused records, from parsing and planning
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,13 @@ def dead_letter(source: str, reason: str, r: RawRecord | None = None, job_id="",
     }
 
 
+def emit_dead_letter(store: ResultStore, letter: dict):
+    """Store a dead letter (and its ledger row), log it, and tag it for the output."""
+    store.put_dead_letters([letter])
+    log.info("dead letter %s: %s", letter["source"], letter["reason"])
+    return beam.pvalue.TaggedOutput(DEAD, letter)
+
+
 def arrival_time(r: RawRecord, now: float) -> tuple[float, float]:
     """(arrival, window timestamp) of a record, both server-side. Arrival is the broker
     timestamp, but never later than when the record was received (a producer may set a
@@ -112,8 +120,6 @@ def arrival_time(r: RawRecord, now: float) -> tuple[float, float]:
 
 class ParseJobs(beam.DoFn):
     """Valid requests out; each bad one to the dead-letter output with its reason."""
-
-    DEAD = "dead_letters"
 
     def __init__(self, spec: ServingSpec, clock=time.time):
         self.spec = spec
@@ -137,9 +143,7 @@ class ParseJobs(beam.DoFn):
         else:
             yield TimestampedValue(Job(job, source, arrival), window_ts)
             return
-        self.store.put_dead_letters([letter])
-        log.info("dead letter %s: %s", source, letter["reason"])
-        yield beam.pvalue.TaggedOutput(self.DEAD, letter)
+        yield emit_dead_letter(self.store, letter)
 
 
 class ServeWindow(beam.DoFn):
@@ -149,8 +153,6 @@ class ServeWindow(beam.DoFn):
     drops, in `scheduler/live.LiveEngine`, the simulator's own loop, which runs each job
     on its device when the policy starts it. Each result is stored the moment it exists.
     A job whose planning raises becomes a dead letter; the rest go on."""
-
-    DEAD = "dead_letters"
 
     def __init__(self, spec: ServingSpec, clock=time.time):
         self.spec = spec
@@ -242,9 +244,7 @@ class ServeWindow(beam.DoFn):
         j = p.request
         why = str(exc) if isinstance(exc, SdaasError) else type(exc).__name__
         letter = dead_letter(p.source, f"plan: {why}"[:500], None, j.job_id, j.tenant)
-        self.store.put_dead_letters([letter])
-        log.info("dead letter %s: %s", p.source, letter["reason"])
-        return beam.pvalue.TaggedOutput(self.DEAD, letter)
+        return emit_dead_letter(self.store, letter)
 
     def _schedule(self, fresh, scale, wname: str):
         t0 = self.clock()
@@ -267,19 +267,7 @@ class ServeWindow(beam.DoFn):
 
         def run_job(j: int, i: int, _start: float) -> float:
             p, opts = fresh[j]
-            k = engine.inst_kind[i]
-            key = self.model_keys[engine.model[j]]
-            pj = replace(
-                p,
-                model_key=key,
-                accelerator=self.kinds[k],
-                device=self.instances[i].id,
-                steps=engine.steps[j],
-                predicted_s=engine.pred[j],
-                predicted_clip=opts[k][3],
-                latency_correction=scale.get((key, self.kinds[k]), 1.0),
-                window=wname,
-            )
+            pj = self._planned(engine, j, p, opts, scale, wname, self.instances[i].id)
             (result,) = self.handler.run_inference([pj], self.models)
             result = replace(result, run_order=runs[i])
             runs[i] += 1
@@ -326,18 +314,27 @@ class ServeWindow(beam.DoFn):
                 f"{f' with {room:.0%} headroom' if room else ''}; the fastest option needs "
                 f"{fastest:.2f} s to run, before any queue"
             )
-        planned = p
-        if k >= 0:
-            planned = replace(
-                p,
-                model_key=self.model_keys[engine.model[j]],
-                accelerator=self.kinds[k],
-                steps=engine.steps[j],
-                predicted_s=engine.pred[j],
-                predicted_clip=opts[k][3] if opts[k] else 0.0,
-            )
-        planned = replace(planned, window=wname)
+        planned = self._planned(engine, j, p, opts, scale, wname)
         return planned.result("rejected", pol, jct_s=self.clock() - p.arrival_ts, error=why)
+
+    def _planned(self, engine, j: int, p: Job, opts, scale, wname: str, device="") -> Job:
+        """The job record with what the core decided for it: model, kind, steps and
+        predictions (none where the policy never placed it)."""
+        k = engine.kind[j]
+        if k < 0:
+            return replace(p, window=wname)
+        key, kind = self.model_keys[engine.model[j]], self.kinds[k]
+        return replace(
+            p,
+            model_key=key,
+            accelerator=kind,
+            device=device,
+            steps=engine.steps[j],
+            predicted_s=engine.pred[j],
+            predicted_clip=opts[k][3] if opts[k] else 0.0,
+            latency_correction=scale.get((key, kind), 1.0),
+            window=wname,
+        )
 
     def _plan_reason(self, job: JobRequest, scale) -> str:
         plan = self.spec.planner.plan(
@@ -486,7 +483,7 @@ class ServeJobs(beam.PTransform):
 
     def expand(self, records):
         parsed = records | "Parse" >> beam.ParDo(ParseJobs(self.spec, self.clock)).with_outputs(
-            ParseJobs.DEAD, main="jobs"
+            DEAD, main="jobs"
         )
         served = (
             parsed.jobs
@@ -494,10 +491,8 @@ class ServeJobs(beam.PTransform):
             | "OneKeyPerWindow" >> beam.Map(lambda p: ("window", p))
             | "GatherWindow" >> beam.GroupByKey()
             | "Serve"
-            >> beam.ParDo(ServeWindow(self.spec, self.clock)).with_outputs(
-                ServeWindow.DEAD, main="results"
-            )
+            >> beam.ParDo(ServeWindow(self.spec, self.clock)).with_outputs(DEAD, main="results")
         )
-        late = served[ServeWindow.DEAD] | "DeadGlobal" >> beam.WindowInto(GlobalWindows())
-        dead = (parsed[ParseJobs.DEAD], late) | "Dead" >> beam.Flatten()
+        late = served[DEAD] | "DeadGlobal" >> beam.WindowInto(GlobalWindows())
+        dead = (parsed[DEAD], late) | "Dead" >> beam.Flatten()
         return {"results": served.results, "dead_letters": dead}

@@ -220,11 +220,12 @@ class Planner:
         rows = np.arange(len(t.labels))
         own = lat  # the job's own predicted run time: what the plan reports
         wait = np.zeros(len(t.labels))
-        for acc, b in (backlog_s or {}).items():
-            idx = t.accel_index.get(acc)
-            if idx:
-                wait[idx] = b
-        lat = lat + wait
+        if backlog_s:
+            for acc, b in backlog_s.items():
+                idx = t.accel_index.get(acc)
+                if idx:
+                    wait[idx] = b
+            lat = lat + wait
         margin = clip[rows, first] - min_clip
         budget = latency_slo_s * (1.0 - self.headroom)
         feasible = has & (lat <= budget)

@@ -229,31 +229,37 @@ class Simulator:
                 elif k is not None and self.backlog[k] > bound * n_inst[k]:
                     self.overloaded.append(j)
                     k = None
+                # gather_ties: more jobs arrive now; queue them all before any starts
+                tie = gather and ai < n and arrival[ai] == t
                 if k is None:
                     self.status[j] = REJECTED
                     self.finish[j] = t
                     if log is not None:
                         log.append(("reject", j, round(t, 9)))
-                    if gather and not (ai < n and arrival[ai] == t):
+                    if gather and not tie:
                         self._dispatch_idle(t)
-                    continue
+                    continue  # a rejection is not counted as an event
                 if log is not None:
                     log.append(("admit", j, k, round(t, 9)))
                 self.backlog[k] += self.pred[j]
                 if per_device:
-                    self._queue_on_device(j, k, t, gather and ai < n and arrival[ai] == t)
-                    count += 1
-                    continue
-                queues[k].push(j)
-                if gather:
-                    if not idle[k]:
-                        on_busy(j, k, t)
-                    if not (ai < n and arrival[ai] == t):  # else: queue the others first
-                        self._dispatch_idle(t)
-                elif idle[k]:
-                    self._dispatch(idle[k].pop(), t, [])
+                    i = self.dev_of[j]
+                    self.dev_queues[i].push(j)
+                    self.dev_backlog[i] += self.pred[j]
+                    free = i in idle[k]
                 else:
+                    queues[k].push(j)
+                    i, free = -1, bool(idle[k])
+                if not free:
                     on_busy(j, k, t)
+                elif not gather:
+                    if i < 0:
+                        i = idle[k].pop()
+                    else:
+                        idle[k].remove(i)
+                    self._dispatch(i, t, [])
+                if gather and not tie:
+                    self._dispatch_idle(t)
             else:
                 t, _, i, ver = heappop(events)
                 if ver != self.seg_version[i]:
@@ -271,19 +277,6 @@ class Simulator:
             return None
         self.dev_of[j] = i
         return k
-
-    def _queue_on_device(self, j: int, k: int, t: float, more_now: bool) -> None:
-        i = self.dev_of[j]
-        self.dev_queues[i].push(j)
-        self.dev_backlog[i] += self.pred[j]
-        idle = self.idle[k]
-        if i not in idle:
-            self.policy.on_busy_arrival(j, k, t)
-        elif not self.config.gather_ties:
-            idle.remove(i)
-            self._dispatch(i, t, [])
-        if self.config.gather_ties and not more_now:
-            self._dispatch_idle(t)
 
     def _dispatch_idle(self, t: float) -> None:
         """Every idle instance with queued jobs starts one (gather_ties)."""

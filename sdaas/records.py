@@ -142,10 +142,6 @@ class Job:
     latency_correction: float = 1.0
     window: str = ""
 
-    @property
-    def deadline_ts(self) -> float:
-        return self.arrival_ts + self.request.latency_slo_s
-
     def result(self, status: str, policy: str, **outcome) -> JobResult:
         """What the tenant is told: the plan fields of this record plus `outcome`."""
         r = self.request
