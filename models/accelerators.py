@@ -1,17 +1,13 @@
-"""Which accelerators this host has, and the names profiles record them under.
-
-A profile row is only useful if its accelerator name says what hardware it was:
-`cpu-<cpu model>` here, `cuda-<device name>` (e.g. `cuda-NVIDIA H100 80GB HBM3`) per
-CUDA device. Model cards match these names with their `accelerators` patterns.
-"""
+"""Which accelerators this host has, named as `sdaas/accelerator_names.py` says
+(`cpu-<cpu model>`, `cuda-<device name>` per CUDA device)."""
 
 from __future__ import annotations
 
 import platform
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from sdaas.accelerator_names import accelerator_name, kind_of
 from sdaas.errors import InvalidInputError
 
 
@@ -28,6 +24,10 @@ class Accelerator:
     def id(self) -> str:
         return self.instance or self.device
 
+    @property
+    def kind(self) -> str:
+        return kind_of(self.name)
+
 
 def _cpu_model() -> str:
     try:
@@ -39,12 +39,8 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def _clean(text: str) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"\((R|TM|tm|r)\)", "", text)).strip()
-
-
 def cpu_accelerator() -> Accelerator:
-    return Accelerator("cpu", f"cpu-{_clean(_cpu_model())}")
+    return Accelerator("cpu", accelerator_name("cpu", _cpu_model()))
 
 
 def cuda_accelerators() -> list[Accelerator]:
@@ -53,7 +49,7 @@ def cuda_accelerators() -> list[Accelerator]:
     if not torch.cuda.is_available():
         return []
     return [
-        Accelerator(f"cuda:{i}", f"cuda-{_clean(torch.cuda.get_device_name(i))}")
+        Accelerator(f"cuda:{i}", accelerator_name("cuda", torch.cuda.get_device_name(i)))
         for i in range(torch.cuda.device_count())
     ]
 

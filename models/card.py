@@ -227,9 +227,10 @@ class ModelCard(_Strict):
         return model_key(self.name, self.version)
 
     def runs_on(self, accelerator: str) -> bool:
-        """Whether the card allows `accelerator` (a device name such as 'cpu-...' or 'cuda:0 ...').
+        """Whether the card allows `accelerator`, a name as `sdaas/accelerator_names.py`
+        gives it ('cpu-...', 'cuda-NVIDIA A100-SXM4-80GB') or a torch device ('cuda:1').
 
-        A pattern without wildcards matches as a prefix ('cuda' matches 'cuda:1 NVIDIA A100');
+        A pattern without wildcards matches as a prefix ('cuda' matches every CUDA GPU);
         matching ignores case.
         """
         name = accelerator.lower()

@@ -268,12 +268,18 @@ class ServingDriver:
                     self._broker_lost(idle_exit_s)
                     idle_since = checked = time.monotonic()
                     continue
-                if self._topic_recreated():
-                    self.progress(
-                        f"the jobs topic {self.topics.jobs} on {self.bootstrap} is new (the "
-                        "broker restarted?): reading it from the start"
-                    )
-                    self._reconnect(self.bootstrap, from_start=True)
+                try:
+                    if self._topic_recreated():
+                        self.progress(
+                            f"the jobs topic {self.topics.jobs} on {self.bootstrap} is new "
+                            "(the broker restarted?): reading it from the start"
+                        )
+                        self._reconnect(self.bootstrap, from_start=True)
+                except Exception as exc:  # noqa: BLE001 - it went away while we asked
+                    log.warning("broker at %s stopped answering: %s", self.bootstrap, exc)
+                    self._broker_lost(idle_exit_s)
+                    idle_since = checked = time.monotonic()
+                    continue
             records = self.reader.read(self.spec.window_s, self.max_records, self.idle_s)
             if not records:
                 if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:

@@ -29,6 +29,9 @@ class FeatureSpec:
     # step-independent per-step cost, with k learned per group (see STEP_OFFSET below).
     target_mode: str = "raw"
     step_offsets: dict[str, float] = field(default_factory=dict)
+    # model key -> accelerators it has training rows on: the only places it can be costed
+    # (a card's `cuda` pattern also matches published GPUs the model never ran on).
+    profiled: dict[str, list[str]] = field(default_factory=dict)
 
     def validate(self) -> None:
         problems = []
@@ -53,6 +56,10 @@ class FeatureSpec:
     def with_categories(self, df: pd.DataFrame) -> FeatureSpec:
         cats = {c: sorted(str(v) for v in df[c].unique()) for c in self.categorical}
         offsets = fit_step_offsets(df, self.target) if self.target_mode == "log_per_step" else {}
+        profiled = {}
+        if "accelerator" in self.categorical:
+            pairs = df[["model", "accelerator"]].astype(str).drop_duplicates()
+            profiled = {m: sorted(g["accelerator"]) for m, g in pairs.groupby("model")}
         return FeatureSpec(
             self.target,
             self.features,
@@ -61,6 +68,7 @@ class FeatureSpec:
             cats,
             self.target_mode,
             offsets,
+            profiled,
         )
 
     def offsets_for(self, df: pd.DataFrame) -> np.ndarray:
@@ -104,6 +112,7 @@ class FeatureSpec:
             {k: list(v) for k, v in d["categories"].items()},
             d.get("target_mode", "raw"),
             {k: float(v) for k, v in d.get("step_offsets", {}).items()},
+            {k: list(v) for k, v in d.get("profiled", {}).items()},
         )
 
 

@@ -329,6 +329,15 @@ def accelerators_known_to(latency_predictor) -> list[str]:
     return list(latency_predictor.spec.categories.get("accelerator", []))
 
 
+def costable(card: ModelCard, known: list[str], spec) -> list[str]:
+    """The accelerators of `known` a card's model has latency training rows on (all of
+    them for a predictor trained before `spec.profiled` was kept); its patterns decide
+    among them in `ModelOption.from_card`."""
+    if not spec.profiled:
+        return list(known)
+    return [a for a in known if a in spec.profiled.get(card.key, ())]
+
+
 def load_planner(
     settings, *, headroom: float = 0.0, accelerators: list[str] | None = None
 ) -> Planner:
@@ -353,12 +362,12 @@ def load_planner(
                 f"{accelerators}: run `sdaas profile` and `sdaas train` on this host"
             )
         known = usable
-    accelerators = known
-    options = [ModelOption.from_card(c, accelerators) for c in cards]
+    options = [ModelOption.from_card(c, costable(c, known, latency.spec)) for c in cards]
     options = [o for o in options if o.accelerators]
     if not options:
         raise InvalidInputError(
             "no registered model can be costed: the latency predictor knows accelerators "
-            f"{accelerators}, none of which the cards allow; profile them and retrain"
+            f"{known}, none of which a card allows and its model was profiled on; "
+            "profile them and retrain"
         )
     return Planner(options, latency, clip, headroom=headroom)

@@ -24,13 +24,14 @@ import csv
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from profiles.steps import FULL_STEPS
 from sdaas import __version__
+from sdaas.accelerator_names import accelerator_name
 from sdaas.records import ProfileRecord, profile_table
 
 REFERENCE_DIR = Path(__file__).resolve().parents[1] / "data" / "reference"
@@ -187,7 +188,7 @@ def load_anchors(ref_dir: Path = REFERENCE_DIR) -> list[Anchor]:
                 anchors.append(
                     _anchor(
                         model,
-                        "NVIDIA A100 (DiffServe)",
+                        "NVIDIA A100 (DiffServe)",  # ONNX Runtime: its own profile
                         steps,
                         int(r["batchsize"]),
                         side,
@@ -197,7 +198,8 @@ def load_anchors(ref_dir: Path = REFERENCE_DIR) -> list[Anchor]:
                         note,
                     )
                 )
-    return anchors
+    # One naming scheme with measured profiles: the source's device name, as CUDA.
+    return [replace(a, accelerator=accelerator_name("cuda", a.accelerator)) for a in anchors]
 
 
 def assumed_curves(ref_dir: Path = REFERENCE_DIR) -> dict[str, dict]:

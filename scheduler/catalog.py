@@ -22,18 +22,20 @@ import numpy as np
 import pandas as pd
 
 from profiles.reference import REFERENCE_DIR, assumed_clip, assumed_curves
+from sdaas.accelerator_names import kind_of
 from sdaas.errors import InvalidInputError
 
-# Short accelerator-kind names used in cluster specs -> the reference profile label they
-# take latencies from. A100 uses DiffServe's A100 rows: the only A100 with every model
-# and batch sizes.
-KIND_LABELS: dict[str, str] = {
-    "A100": "NVIDIA A100 (DiffServe)",
-    "H100": "NVIDIA H100",
-    "V100": "NVIDIA V100",
-    "A10": "NVIDIA A10",
-    "T4": "NVIDIA T4",
-}
+# The reference profile each accelerator kind of a cluster spec takes its latencies from,
+# keyed by `kind_of` (A100 <- DiffServe's A100 rows: the only A100 with every model and
+# batch sizes).
+CLUSTER_PROFILES = (
+    "cuda-NVIDIA A100 (DiffServe)",
+    "cuda-NVIDIA H100",
+    "cuda-NVIDIA V100",
+    "cuda-NVIDIA A10",
+    "cuda-NVIDIA T4",
+)
+KIND_LABELS: dict[str, str] = {kind_of(label): label for label in CLUSTER_PROFILES}
 
 # ASSUMED: on-demand cloud list prices, USD per GPU-hour (order of magnitude, 2024).
 PRICE_PER_HOUR: dict[str, float] = {"A100": 3.0, "H100": 5.0, "V100": 2.5, "A10": 1.0, "T4": 0.5}

@@ -156,10 +156,11 @@ def test_load_card_bad_yaml_and_non_mapping(tmp_path):
     ("patterns", "accelerator", "ok"),
     [
         (["cpu"], "cpu-AMD EPYC 7B13", True),
-        (["cpu"], "cuda:0 NVIDIA A100", False),
-        (["cuda"], "cuda:1 NVIDIA H100 80GB", True),
-        (["*a100*"], "cuda:0 NVIDIA A100-SXM4-80GB", True),
-        (["*a100*"], "cuda:0 NVIDIA T4", False),
+        (["cpu"], "cuda-NVIDIA A100", False),
+        (["cuda"], "cuda-NVIDIA H100 80GB HBM3", True),
+        (["cuda"], "cuda:1", True),
+        (["*a100*"], "cuda-NVIDIA A100-SXM4-80GB", True),
+        (["*a100*"], "cuda-NVIDIA T4", False),
         (["*"], "anything", True),
     ],
 )

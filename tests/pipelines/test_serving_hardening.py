@@ -350,3 +350,27 @@ def test_a_broker_restart_between_health_checks_loses_no_job(serving_settings, t
         broker.stop()
     assert store.get("alice", second.job_id).status == "done", lines
     assert any("is new (the broker restarted?)" in x or "is back after" in x for x in lines)
+
+
+def test_a_broker_that_fails_while_asked_for_its_topic_id_is_waited_for(monkeypatch):
+    """The health check's port answers, then the broker dies while asked which topic it
+    holds: serve waits for it (`_broker_lost`) instead of exiting with the error."""
+    import pipelines.serving_driver as sd
+
+    driver = object.__new__(sd.ServingDriver)
+    driver.bootstrap, driver.health_every_s, driver.stopping = "127.0.0.1:1", -1.0, False
+    driver.reports, driver.progress = [], lambda line: None
+    lost = []
+
+    def topic_gone():
+        raise ConnectionError("broker went away mid-request")
+
+    def broker_lost(give_up_s):
+        lost.append(give_up_s)
+        driver.stopping = True
+
+    monkeypatch.setattr(sd, "reachable", lambda b: True)
+    monkeypatch.setattr(driver, "_topic_recreated", topic_gone)
+    monkeypatch.setattr(driver, "_broker_lost", broker_lost)
+    assert driver.run(idle_exit_s=7.0) == []
+    assert lost == [7.0]

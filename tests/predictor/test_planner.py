@@ -10,7 +10,7 @@ import pytest
 from predictor.planner import ModelOption, Planner
 from sdaas.errors import InvalidInputError
 
-A100, H100, T4 = "NVIDIA A100", "NVIDIA H100", "NVIDIA T4"
+A100, H100, T4 = "cuda-NVIDIA A100", "cuda-NVIDIA H100", "cuda-NVIDIA T4"
 R512 = ((512, 512),)
 
 
@@ -19,7 +19,7 @@ def planner(latency_model, clip_model):
     options = [
         ModelOption("sd-1.5", "reference", ("photo", "anime"), 1, 50, R512, 7.5, (A100, H100, T4)),
         ModelOption(
-            "sd-turbo", "reference", ("photo",), 1, 4, R512, 7.5, ("NVIDIA A100 (DiffServe)",)
+            "sd-turbo", "reference", ("photo",), 1, 4, R512, 7.5, ("cuda-NVIDIA A100 (DiffServe)",)
         ),
         ModelOption(
             "sdxl",
@@ -29,7 +29,7 @@ def planner(latency_model, clip_model):
             50,
             ((1024, 1024),),
             7.5,
-            ("NVIDIA A100-SXM4-80GB",),
+            ("cuda-NVIDIA A100-SXM4-80GB",),
         ),
     ]
     return Planner(options, latency_model, clip_model)

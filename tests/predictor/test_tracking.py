@@ -86,7 +86,7 @@ def test_plan_command_exit_codes(trained_home, model_dir, tmp_path, capsys, monk
         version="reference",
         styles=["photo"],
         resolutions=["512x512"],
-        accelerators=["NVIDIA H100"],
+        accelerators=["cuda-NVIDIA H100"],
     )
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(card))
     Registry(s.registry_path, model_roots=(model_dir.parent.resolve(),)).register_file(
@@ -94,7 +94,7 @@ def test_plan_command_exit_codes(trained_home, model_dir, tmp_path, capsys, monk
     )
     home = ["--home", str(s.home)]
     assert main([*home, "plan", "--style", "photo", "--latency-slo", "5", "--min-clip", "25"]) == 0
-    assert "feasible: sd-1.5@reference on NVIDIA H100" in capsys.readouterr().out
+    assert "feasible: sd-1.5@reference on cuda-NVIDIA H100" in capsys.readouterr().out
     assert (
         main([*home, "plan", "--style", "photo", "--latency-slo", "0.01", "--min-clip", "25"]) == 4
     )
@@ -124,3 +124,25 @@ def test_plan_without_a_store_exits_1_and_says_what_to_do(settings, model_dir, t
         == 1
     )
     assert "sdaas train" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_model_is_costed_only_where_it_was_profiled(trained_home, model_dir):
+    """A card's `cuda` matches every published GPU; the planner offers only those its
+    model has training rows on (sd-1.4 alone ran on the RTX A6000)."""
+    from models.card import validate_card
+    from predictor.planner import ModelOption, accelerators_known_to, costable
+
+    s, _, _ = trained_home
+    latency = load_predictor(s, LATENCY_MODEL)
+    known = accelerators_known_to(latency)
+    assert "cuda-NVIDIA RTX A6000" in known
+    card = validate_card(
+        make_card(model_dir, name="sd-1.5", version="reference", accelerators=["cuda"])
+    )
+    option = ModelOption.from_card(card, costable(card, known, latency.spec))
+    assert set(option.accelerators) == set(latency.spec.profiled["sd-1.5@reference"])
+    assert "cuda-NVIDIA RTX A6000" not in option.accelerators
+    assert "cuda-NVIDIA H100" in option.accelerators
+    unprofiled = validate_card(make_card(model_dir, name="never-profiled", accelerators=["*"]))
+    assert costable(unprofiled, known, latency.spec) == []

@@ -45,11 +45,11 @@ def test_every_row_is_cited_and_sourced(df):
 
 
 def test_published_rows_equal_the_sources(df):
-    t4 = df.filter((pl.col("accelerator") == "NVIDIA T4") & (pl.col("source") == "published"))
+    t4 = df.filter((pl.col("accelerator") == "cuda-NVIDIA T4") & (pl.col("source") == "published"))
     assert t4["latency_s"].to_list() == [7.8]
     lam = df.filter(
         (pl.col("model") == "sd-1.4")
-        & (pl.col("accelerator") == "NVIDIA A10")
+        & (pl.col("accelerator") == "cuda-NVIDIA A10")
         & (pl.col("batch_size") == 1)
         & (pl.col("source") == "published")
     )
@@ -59,12 +59,14 @@ def test_published_rows_equal_the_sources(df):
 def test_derivation_rule_reproduces_the_anchor_and_is_linear(df):
     k = fixed_step_units(512, 1)
     assert k == pytest.approx((0.016566849 + 0.139717995) / 0.072862969, rel=1e-6)
-    h100 = df.filter((pl.col("accelerator") == "NVIDIA H100") & (pl.col("source") != "assumed"))
+    h100 = df.filter(
+        (pl.col("accelerator") == "cuda-NVIDIA H100") & (pl.col("source") != "assumed")
+    )
     per_step = 1.44 / (50 + k)
     for steps, lat in zip(h100["steps"], h100["latency_s"], strict=True):
         assert lat == pytest.approx(per_step * (steps + k), rel=1e-9)
     fits = {(f.model, f.accelerator, f.batch_size): f for f in summarize(h100)}
-    fit = fits[("sd-1.5", "NVIDIA H100", 1)]
+    fit = fits[("sd-1.5", "cuda-NVIDIA H100", 1)]
     assert fit.r2 == pytest.approx(1.0) and fit.per_step_s == pytest.approx(per_step)
 
 
@@ -80,7 +82,7 @@ def test_assumed_curves_pass_their_anchors():
 def test_latency_rises_with_steps_and_batch(df):
     sd15 = df.filter(
         (pl.col("model") == "sd-1.5")
-        & (pl.col("accelerator") == "NVIDIA A100 (DiffServe)")
+        & (pl.col("accelerator") == "cuda-NVIDIA A100 (DiffServe)")
         & (pl.col("source") != "assumed")
     )
     at50 = sd15.filter(pl.col("steps") == 50).sort("batch_size")["latency_s"].to_list()
