@@ -15,10 +15,12 @@ from collections.abc import Iterable
 from dataclasses import asdict, fields
 from pathlib import Path
 
+from predictor.latency_correction import Observation
 from sdaas.errors import NotFoundError, SdaasError
 from sdaas.records import JobResult
 
-SCHEMA_VERSION = 2  # 2: results and ledger keyed by (tenant, job_id), not job_id
+# 2: results and ledger keyed by (tenant, job_id), not job_id; 3: observations
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
     tenant TEXT NOT NULL,
@@ -39,6 +41,15 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     source TEXT PRIMARY KEY,          -- topic/partition/offset of the refused record
     body TEXT NOT NULL,
     published INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS observations (  -- run time vs the uncorrected prediction
+    model_key TEXT NOT NULL,
+    accelerator TEXT NOT NULL,
+    batch_size INTEGER NOT NULL,
+    predicted_s REAL NOT NULL,
+    observed_s REAL NOT NULL,
+    kind TEXT NOT NULL,               -- job | probe
+    ts REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
 );
 """
 
@@ -172,6 +183,26 @@ class ResultStore:
                 (limit,),
             ).fetchall()
         return [_result(r[0]) for r in reversed(rows)]
+
+    # -- observed run times (the latency correction's evidence) ---------------------------
+    def observe(self, observations: Iterable[Observation], kind: str = "job") -> None:
+        rows = [(*o.key, o.predicted_s, o.observed_s, kind) for o in observations]
+        with self._db() as db:
+            db.executemany(
+                "INSERT INTO observations(model_key, accelerator, batch_size, predicted_s, "
+                "observed_s, kind) VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    def observations(self, limit: int = 5000) -> list[Observation]:
+        """The last `limit` observations, oldest first."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT model_key, accelerator, batch_size, predicted_s, observed_s "
+                "FROM observations ORDER BY rowid DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [Observation((m, a, int(b)), p, o) for m, a, b, p, o in reversed(rows)]
 
     def count(self) -> int:
         with self._db() as db:

@@ -39,7 +39,7 @@ from adapters.kafka_io import RawRecord
 from adapters.result_store import ResultStore
 from models.accelerators import Accelerator
 from models.card import ModelCard
-from pipelines.latency_correction import latency_scale
+from predictor.latency_correction import Corrections, Observation
 from predictor.planner import Planner
 from scheduler.cluster import Cluster
 from scheduler.live import LIVE_CONFIG, LiveEngine, live_catalog
@@ -54,6 +54,10 @@ from sdaas.records import Job, JobResult, model_key
 
 log = logging.getLogger(__name__)
 DEAD = "dead_letters"  # the tagged output of refused records, from parsing and planning
+PROBES = 2  # runs that prove a (model, accelerator) profile before jobs are decided on it
+PROBE_PROMPT = "a calibration probe"  # the system's own prompt, never a tenant's
+STALE_PROFILES = beam.metrics.Metrics.gauge("sdaas_serving", "stale_latency_profiles")
+_STALE_SAID: set = set()  # stale keys already logged by this process
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,7 @@ class ServingSpec:
     window_s: float = 2.0
     max_backlog_s: float = 30.0  # admission, every policy: most queued predicted s per device
     source_topic: str = "sdaas.jobs"
-    correct_latency: bool = True  # scale predictions by observed run time (EWMA)
+    correct_latency: bool = True  # probe unproven profiles, scale by observed run time
 
     @property
     def accelerators(self) -> list[str]:
@@ -177,14 +181,79 @@ class ServeWindow(beam.DoFn):
             if a in o.accelerators
         }
         steps = max(o.steps_max for o in options)
+        self.runs_on = sorted(runs_on)
         self.catalog = live_catalog(self.model_keys, self.kinds, runs_on, steps)
         self.config = replace(LIVE_CONFIG, max_backlog_s=self.spec.max_backlog_s)
+        if self.spec.correct_latency:
+            self._probe_unproven()
+
+    def _probe_unproven(self) -> None:
+        """A (model, accelerator) whose profile serving has no evidence for yet is
+        measured before any job is decided on it: `PROBES` runs of a fixed prompt at the
+        fewest and most steps it was profiled at. Without this, a profile that is too
+        slow gets every job rejected, and rejected jobs never produce the observations
+        that would correct it. Each key is probed once for the life of the store."""
+        corr = Corrections.from_observations(self.store.observations())
+        for m, k in self.runs_on:
+            key, kind = self.model_keys[m], self.kinds[k]
+            have = corr.by_key.get((key, kind, 1))
+            missing = PROBES - (have.n if have else 0)
+            if missing > 0:
+                steps = self.spec.planner.probe_steps(self.spec.planner.options[m])[:missing]
+                observed = self._probe(key, kind, steps)
+                self.store.observe(observed, kind="probe")
+                log.info(
+                    "probed %s on %s: %s",
+                    key,
+                    kind,
+                    ", ".join(f"{o.observed_s:.3f} s (predicted {o.predicted_s:.3f} s)"
+                              for o in observed),
+                )  # fmt: skip
+
+    def _probe(self, key: str, kind: str, steps: tuple[int, ...]) -> list[Observation]:
+        from models.backend import GenerationRequest
+
+        card = self.spec.cards[key]
+        device = next(d.device for d in self.instances if d.name == kind)
+        backend = self.models.backend(key, device)
+        w, h = card.resolution_pairs[0]
+
+        def run(n: int) -> float:
+            req = GenerationRequest((PROBE_PROMPT,), (0,), n, w, h, card.guidance_scale,
+                                    card.styles[0])  # fmt: skip
+            start = self.clock()
+            backend.generate(req)
+            return self.clock() - start
+
+        run(steps[0])  # untimed: the first call after a load pays allocation and warm-up
+        planner = self.spec.planner
+        return [
+            Observation((key, kind, 1), planner.predicted_s(key, kind, n, (w, h)), run(n))
+            for n in steps
+        ]
+
+    def _corrections(self) -> Corrections:
+        """The latency corrections for this window; stale profiles are said once each."""
+        if not self.spec.correct_latency:
+            return Corrections({})
+        corr = Corrections.from_observations(self.store.observations())
+        for key, c in corr.stale().items():
+            if key not in _STALE_SAID:
+                _STALE_SAID.add(key)
+                log.warning(
+                    "stale latency profile: %s on %s (batch %d) %s; re-measure it with "
+                    "`sdaas profile --stale`",
+                    *key,
+                    c.describe(),
+                )
+        STALE_PROFILES.set(len(corr.stale()))
+        return corr
 
     def process(self, keyed, window=beam.DoFn.WindowParam):
         _, jobs = keyed
         jobs = sorted(jobs, key=lambda p: (p.arrival_ts, p.source))
         known = self.store.known((p.request.tenant, p.request.job_id) for p in jobs)
-        scale = latency_scale(self.store) if self.spec.correct_latency else {}
+        scale = self._corrections().scale(batch_size=1)  # serving runs batch size 1
         seen: set[tuple[str, str]] = set()
         fresh: list[tuple[Job, list]] = []
         for p in jobs:
@@ -272,6 +341,10 @@ class ServeWindow(beam.DoFn):
             result = replace(result, run_order=runs[i])
             runs[i] += 1
             self.store.put([result], [p.source])
+            if result.status == "done":
+                base = pj.predicted_s / (pj.latency_correction or 1.0)
+                key = (pj.model_key, pj.accelerator, 1)
+                self.store.observe([Observation(key, base, result.run_s)])
             done[j] = result
             return result.run_s
 

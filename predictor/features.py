@@ -32,6 +32,7 @@ class FeatureSpec:
     # model key -> accelerators it has training rows on: the only places it can be costed
     # (a card's `cuda` pattern also matches published GPUs the model never ran on).
     profiled: dict[str, list[str]] = field(default_factory=dict)
+    profiled_steps: dict[str, list[int]] = field(default_factory=dict)  # model key -> steps
 
     def validate(self) -> None:
         problems = []
@@ -60,6 +61,10 @@ class FeatureSpec:
         if "accelerator" in self.categorical:
             pairs = df[["model", "accelerator"]].astype(str).drop_duplicates()
             profiled = {m: sorted(g["accelerator"]) for m, g in pairs.groupby("model")}
+        steps = df[["model", "steps"]].drop_duplicates()
+        profiled_steps = {
+            str(m): sorted(int(x) for x in g["steps"]) for m, g in steps.groupby("model")
+        }
         return FeatureSpec(
             self.target,
             self.features,
@@ -69,6 +74,7 @@ class FeatureSpec:
             self.target_mode,
             offsets,
             profiled,
+            profiled_steps,
         )
 
     def offsets_for(self, df: pd.DataFrame) -> np.ndarray:
@@ -113,6 +119,7 @@ class FeatureSpec:
             d.get("target_mode", "raw"),
             {k: float(v) for k, v in d.get("step_offsets", {}).items()},
             {k: list(v) for k, v in d.get("profiled", {}).items()},
+            {k: [int(x) for x in v] for k, v in d.get("profiled_steps", {}).items()},
         )
 
 

@@ -89,6 +89,9 @@ class Planner:
         self.headroom = headroom
         self.options = options
         self.styles = sorted({s for o in options for s in o.styles})
+        spec = getattr(latency_predictor, "spec", None)
+        # model key -> step counts its latency was measured at (where probes compare best)
+        self.profiled_steps: dict[str, list[int]] = dict(getattr(spec, "profiled_steps", {}))
         self._tables: dict[tuple[str, tuple[int, int]], _StyleTable] = {}
         self._build(latency_predictor, clip_predictor)
 
@@ -162,6 +165,27 @@ class Planner:
 
     def curves(self, style: str, resolution: tuple[int, int]) -> _StyleTable:
         return self._tables[(style, resolution)]
+
+    def probe_steps(self, option: ModelOption) -> tuple[int, int]:
+        """The fewest and most steps `option` was profiled at within its range (its
+        range's ends when unknown): where a measured run best tests the profile, with no
+        extrapolation in the prediction it is compared with."""
+        key = model_key(option.name, option.version)
+        inside = [
+            s for s in self.profiled_steps.get(key, []) if option.steps_min <= s <= option.steps_max
+        ]
+        return (min(inside), max(inside)) if inside else (option.steps_min, option.steps_max)
+
+    def predicted_s(self, key: str, accelerator: str, steps: int, resolution) -> float:
+        """The predictor's own (uncorrected) run time of model `key` on `accelerator` at
+        `steps` and `resolution`: what an observed run time is compared with."""
+        for (_, res), t in self._tables.items():
+            if res != tuple(resolution):
+                continue
+            for i, (o, acc) in enumerate(t.labels):
+                if acc == accelerator and model_key(o.name, o.version) == key:
+                    return float(t.latency[i, steps - 1])
+        raise InvalidInputError(f"no curve for {key} on {accelerator} at {resolution}")
 
     # -- planning -------------------------------------------------------------------------
     def _validate(
