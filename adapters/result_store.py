@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS observations (  -- run time vs the uncorrected predic
     predicted_s REAL NOT NULL,
     observed_s REAL NOT NULL,
     kind TEXT NOT NULL,               -- job | probe
+    predictor TEXT NOT NULL,          -- the latency predictor version that predicted it
     ts REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
 );
 """
@@ -185,22 +186,26 @@ class ResultStore:
         return [_result(r[0]) for r in reversed(rows)]
 
     # -- observed run times (the latency correction's evidence) ---------------------------
-    def observe(self, observations: Iterable[Observation], kind: str = "job") -> None:
-        rows = [(*o.key, o.predicted_s, o.observed_s, kind) for o in observations]
+    def observe(
+        self, observations: Iterable[Observation], kind: str = "job", predictor: str = ""
+    ) -> None:
+        """`predictor`: the version of the latency predictor whose predictions these are;
+        a retrained predictor starts from no evidence."""
+        rows = [(*o.key, o.predicted_s, o.observed_s, kind, predictor) for o in observations]
         with self._db() as db:
             db.executemany(
                 "INSERT INTO observations(model_key, accelerator, batch_size, predicted_s, "
-                "observed_s, kind) VALUES (?, ?, ?, ?, ?, ?)",
+                "observed_s, kind, predictor) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
 
-    def observations(self, limit: int = 5000) -> list[Observation]:
-        """The last `limit` observations, oldest first."""
+    def observations(self, predictor: str = "", limit: int = 5000) -> list[Observation]:
+        """The last `limit` observations of `predictor`'s predictions, oldest first."""
         with self._db() as db:
             rows = db.execute(
                 "SELECT model_key, accelerator, batch_size, predicted_s, observed_s "
-                "FROM observations ORDER BY rowid DESC LIMIT ?",
-                (limit,),
+                "FROM observations WHERE predictor = ? ORDER BY rowid DESC LIMIT ?",
+                (predictor, limit),
             ).fetchall()
         return [Observation((m, a, int(b)), p, o) for m, a, b, p, o in reversed(rows)]
 

@@ -93,6 +93,15 @@ def cmd_models_show(args, settings: Settings) -> int:
     for r in reg.versions(args.name):
         when = dt.datetime.fromtimestamp(r.registered_at, dt.UTC).isoformat(timespec="seconds")
         print(f"#   {r.card.version}  registered {when}")
+    from pipelines.serving_setup import observed_corrections
+
+    corr = observed_corrections(settings)
+    mine = sorted((k, c) for k, c in (corr.by_key if corr else {}).items() if k[0] == card.key)
+    if not mine:
+        print("# latency as served: nothing observed yet for the champion predictor")
+    for (_, acc, batch), c in mine:
+        flag = "  STALE: re-measure with `sdaas profile --stale`" if c.stale else ""
+        print(f"# latency as served on {acc}, batch {batch}: {c.describe()}{flag}")
     return 0
 
 
@@ -253,6 +262,10 @@ def cmd_profile(args, settings: Settings) -> int:
         batch_sizes=args.batch_sizes or (1,),
         prompt_set=Path(args.prompt_set) if args.prompt_set else DEFAULT_PROMPT_SET,
     )
+    if args.stale:
+        config = _stale_sweep(settings, config)
+        if config is None:
+            return 0
     report = run_sweep(
         settings,
         config,
@@ -265,6 +278,34 @@ def cmd_profile(args, settings: Settings) -> int:
     text, _ = summary_report(Path(report.out_dir), Path(report.out_dir) / "profile.png")
     print(text)
     return 0
+
+
+def _stale_sweep(settings: Settings, config):
+    """The sweep `config` narrowed to the (model, device, batch size) cells serving
+    reported stale: what `sdaas profile --stale` re-measures. None: nothing to do."""
+    from dataclasses import replace
+
+    from models.accelerators import local_accelerators
+    from pipelines.serving_setup import observed_corrections
+
+    corr = observed_corrections(settings)
+    stale = corr.stale() if corr else {}
+    if not stale:
+        print("no stale latency profile: what serving observed agrees with the champion")
+        return None
+    here = {a.name: a.device for a in local_accelerators()}
+    for (key, acc, batch), c in sorted(stale.items()):
+        where = "re-measuring" if acc in here else "not on this host: profile it there;"
+        print(f"stale: {key} on {acc} (batch {batch}) {c.describe()}: {where}")
+    cells = {(k.rpartition("@")[0], here[a], b) for k, a, b in stale if a in here}
+    if not cells:
+        return None
+    return replace(
+        config,
+        models=tuple(sorted({m for m, _, _ in cells})),
+        devices=tuple(sorted({d for _, d, _ in cells})),
+        batch_sizes=tuple(sorted({b for _, _, b in cells})),
+    )
 
 
 def cmd_train(args, settings: Settings) -> int:
@@ -673,6 +714,12 @@ def build_parser() -> argparse.ArgumentParser:
         const="",
         metavar="RUN",
         help="summarise a run folder or Parquet file (default: latest run)",
+    )
+    pr.add_argument(
+        "--stale",
+        action="store_true",
+        help="re-measure only the models, devices and batch sizes whose latency profile "
+        "serving found stale (observed run times keep disagreeing with it); then retrain",
     )
     pr.add_argument("--plot", help="PNG path for the summary plot (default RUN/profile.png)")
     pr.add_argument(

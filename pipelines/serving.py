@@ -193,7 +193,7 @@ class ServeWindow(beam.DoFn):
         fewest and most steps it was profiled at. Without this, a profile that is too
         slow gets every job rejected, and rejected jobs never produce the observations
         that would correct it. Each key is probed once for the life of the store."""
-        corr = Corrections.from_observations(self.store.observations())
+        corr = self._observed()
         for m, k in self.runs_on:
             key, kind = self.model_keys[m], self.kinds[k]
             have = corr.by_key.get((key, kind, 1))
@@ -201,7 +201,7 @@ class ServeWindow(beam.DoFn):
             if missing > 0:
                 steps = self.spec.planner.probe_steps(self.spec.planner.options[m])[:missing]
                 observed = self._probe(key, kind, steps)
-                self.store.observe(observed, kind="probe")
+                self.store.observe(observed, "probe", self.spec.planner.predictor_version)
                 log.info(
                     "probed %s on %s: %s",
                     key,
@@ -232,11 +232,16 @@ class ServeWindow(beam.DoFn):
             for n in steps
         ]
 
+    def _observed(self) -> Corrections:
+        return Corrections.from_observations(
+            self.store.observations(self.spec.planner.predictor_version)
+        )
+
     def _corrections(self) -> Corrections:
         """The latency corrections for this window; stale profiles are said once each."""
         if not self.spec.correct_latency:
             return Corrections({})
-        corr = Corrections.from_observations(self.store.observations())
+        corr = self._observed()
         for key, c in corr.stale().items():
             if key not in _STALE_SAID:
                 _STALE_SAID.add(key)
@@ -344,7 +349,8 @@ class ServeWindow(beam.DoFn):
             if result.status == "done":
                 base = pj.predicted_s / (pj.latency_correction or 1.0)
                 key = (pj.model_key, pj.accelerator, 1)
-                self.store.observe([Observation(key, base, result.run_s)])
+                version = self.spec.planner.predictor_version
+                self.store.observe([Observation(key, base, result.run_s)], "job", version)
             done[j] = result
             return result.run_s
 

@@ -36,6 +36,23 @@ def result_store_path(settings: Settings):
     return settings.data_dir / "results" / "results.db"
 
 
+def observed_corrections(settings: Settings):
+    """What serving on this home has observed of the champion latency predictor: its
+    corrections per (model, accelerator, batch size), stale ones included. None when
+    nothing has been served here, or there is no champion."""
+    from adapters.result_store import ResultStore, StoreError
+    from predictor.latency_correction import Corrections
+    from predictor.store import PredictorStoreError, load_predictor
+    from predictor.tracking import LATENCY_MODEL
+
+    try:
+        store = ResultStore(result_store_path(settings), create=False)
+        version = load_predictor(settings, LATENCY_MODEL).version
+    except (StoreError, PredictorStoreError):
+        return None
+    return Corrections.from_observations(store.observations(version))
+
+
 def build_spec(
     settings: Settings,
     *,

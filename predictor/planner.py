@@ -89,6 +89,8 @@ class Planner:
         self.headroom = headroom
         self.options = options
         self.styles = sorted({s for o in options for s in o.styles})
+        # which predictions observed run times are compared with (a retrained one: none)
+        self.predictor_version = str(getattr(latency_predictor, "version", ""))
         spec = getattr(latency_predictor, "spec", None)
         # model key -> step counts its latency was measured at (where probes compare best)
         self.profiled_steps: dict[str, list[int]] = dict(getattr(spec, "profiled_steps", {}))

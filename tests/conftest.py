@@ -74,3 +74,7 @@ def run_cli(*args: str):
     import sys
 
     return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True)
+
+
+# one serving-ready home per session, for the serving and CLI tests alike
+from tests.pipelines.serving_home import broker, serving_settings  # noqa: E402, F401

@@ -81,13 +81,15 @@ def test_a_reader_never_creates_an_empty_store(tmp_path):
     assert not (tmp_path / "results.db").exists()
 
 
-def test_observations_round_trip_oldest_first(tmp_path):
+def test_observations_round_trip_oldest_first_per_predictor_version(tmp_path):
     from predictor.latency_correction import Observation
 
     store = ResultStore(tmp_path / "r.db")
     first = Observation(("m@1", "cpu-x", 1), 0.5, 0.05)
     second = Observation(("m@1", "cpu-x", 2), 0.7, 0.07)
-    store.observe([first], kind="probe")
-    store.observe([second])
-    assert store.observations() == [first, second]
-    assert store.observations(limit=1) == [second]
+    store.observe([first], "probe", predictor="3")
+    store.observe([second], "job", predictor="3")
+    store.observe([first], "job", predictor="4")
+    assert store.observations("3") == [first, second]
+    assert store.observations("3", limit=1) == [second]
+    assert store.observations("4") == [first] and store.observations("5") == []

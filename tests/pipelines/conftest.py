@@ -23,5 +23,3 @@ def sweep_settings(tmp_path, tiny_dir, monkeypatch) -> Settings:
 def clip_path(tiny_dir):
     return tiny_dir / "tiny-clip"
 
-
-from tests.pipelines.serving_home import broker, serving_settings  # noqa: E402, F401
