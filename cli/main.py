@@ -221,7 +221,7 @@ def _str_list(text: str) -> tuple[str, ...]:
 
 
 def cmd_profile(args, settings: Settings) -> int:
-    from pipelines.profile_grid import SweepConfig
+    from pipelines.profile_grid import REPEATS, SweepConfig
     from pipelines.prompts import DEFAULT_PROMPT_SET
     from profiles.steps import FULL_STEPS, QUICK_STEPS
     from profiles.summary import latest_run, summary_report
@@ -261,6 +261,7 @@ def cmd_profile(args, settings: Settings) -> int:
         seeds=args.seeds if args.seeds is not None else ((0, 1) if args.full else (0,)),
         batch_sizes=args.batch_sizes or (1,),
         prompt_set=Path(args.prompt_set) if args.prompt_set else DEFAULT_PROMPT_SET,
+        repeats=args.repeats or REPEATS,
     )
     if args.stale:
         config = _stale_sweep(settings, config)
@@ -320,6 +321,7 @@ def cmd_train(args, settings: Settings) -> int:
         promote=args.promote,
         seed=args.seed,
         params={"n_estimators": args.n_estimators} if args.n_estimators else None,
+        accept_noisy=args.accept_noisy,
     )
     print(f"data {r.data}: rows by source {r.sources}, hash {r.data_hash}")
     print("latency: " + ", ".join(f"{k} {v:.3f}" for k, v in r.latency_metrics.items()))
@@ -328,6 +330,10 @@ def cmd_train(args, settings: Settings) -> int:
         print("clip:    " + ", ".join(f"{k} {v:.3f}" for k, v in r.clip_metrics.items()))
         print(f"  {r.clip.name} v{r.clip.version}: {r.clip.reason}")
     print("inspect: make mlflow-ui, then http://127.0.0.1:5000 (experiment sdaas-predictors)")
+    if r.noisy:
+        print(f"noisy profiles: {'; '.join(r.noisy)}", file=sys.stderr)
+        if not args.accept_noisy and args.promote:
+            return 1
     return 0
 
 
@@ -692,6 +698,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--prompts", type=int, help="how many prompts of the prompt set")
     pr.add_argument("--seeds", type=_int_list("--seeds"), help="comma list (default 0)")
     pr.add_argument("--batch-sizes", type=_int_list("--batch-sizes"), help="default 1")
+    pr.add_argument(
+        "--repeats",
+        type=_int_list("--repeats"),
+        help="MIN,MAX timed calls per cell: at least MIN, more until they agree within 5 %% "
+        "or MAX are spent (default 2,5)",
+    )
     pr.add_argument("--models", type=_str_list, help="comma list (default: all registered)")
     pr.add_argument("--devices", type=_str_list, help="cpu, cuda, cuda:N (default: all local)")
     pr.add_argument("--prompt-set", help="TSV with a prompt column (default data/prompts/...)")
@@ -752,6 +764,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="promote",
         action="store_false",
         help="register, but never move the champion alias",
+    )
+    tr.add_argument(
+        "--accept-noisy",
+        action="store_true",
+        help="promote even if measured profiles look noisy (low R², negative intercepts, "
+        "unsettled cells); without it such a run is registered, flagged and exits 1",
     )
     tr.set_defaults(func=cmd_train)
 

@@ -21,6 +21,8 @@ from sdaas.records import model_key
 
 log = logging.getLogger(__name__)
 
+REPEATS = (2, 5)  # timed calls per cell: at least, at most (until they agree)
+
 
 @dataclass(frozen=True)
 class SweepConfig:
@@ -34,6 +36,7 @@ class SweepConfig:
     seeds: tuple[int, ...] = (0,)
     batch_sizes: tuple[int, ...] = (1,)
     prompt_set: Path = field(default=DEFAULT_PROMPT_SET)
+    repeats: tuple[int, int] = REPEATS
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,10 @@ def expand_grid(
     ):
         if not values:
             raise InvalidInputError(f"--{name.replace('_', '-')}: empty: the grid has no cells")
+    if len(config.repeats) != 2 or not 1 <= config.repeats[0] <= config.repeats[1]:
+        raise InvalidInputError(
+            f"--repeats: {config.repeats}: give MIN,MAX with 1 <= MIN <= MAX, e.g. 2,5"
+        )
     if any(b < 1 for b in config.batch_sizes):
         raise InvalidInputError(f"--batch-sizes: {config.batch_sizes}: each must be >= 1")
     if not prompts:

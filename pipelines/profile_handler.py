@@ -6,6 +6,11 @@ row carries the cold start, and each cell (fed as a singleton batch, so every ce
 timed alone) becomes a `ProfileRecord` with its warm latency, mean per-step
 time and CLIP score.
 
+Noise: a cell is timed `REPEATS[0]` times or more, until the calls agree within
+`SPREAD_TARGET` or `REPEATS[1]` calls are spent; the row holds their median, how many
+there were and their spread, with the host's load per core. A busy host so either
+yields settled cells or says it did not.
+
 A cell that raises becomes a `CellFailure` result instead of failing the bundle.
 That is done here, not with `RunInference(...).with_exception_handling()`, because
 the DaskRunner does not route tagged outputs (measured: every element reached the
@@ -16,7 +21,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import socket
+import statistics
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -26,13 +33,49 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from models.backend import GenerationRequest, ModelBackend, load_backend
 from models.card import ModelCard
-from pipelines.profile_grid import ProfileCell
+from pipelines.profile_grid import REPEATS, ProfileCell
+from pipelines.sweep_progress import note_progress
 from profiles.parquet_io import CellFailure
 from sdaas import __version__
 from sdaas.privacy import prompt_tokens
 from sdaas.records import ProfileRecord
 
 log = logging.getLogger(__name__)
+
+SPREAD_TARGET = 0.05  # timed calls of a cell agreeing within +-5 % of their median
+
+
+def relative_spread(values: list[float]) -> float:
+    """How much timed calls of one cell disagree, relative to their median: half the
+    range for two calls, the robust standard deviation (1.4826 MAD) for more, so one
+    call slowed by a burst of background load does not keep a cell unsettled."""
+    if len(values) < 2:
+        return math.nan
+    mid = statistics.median(values)
+    if mid <= 0:
+        return math.inf
+    if len(values) == 2:
+        return (max(values) - min(values)) / (2 * mid)
+    return 1.4826 * statistics.median(abs(v - mid) for v in values) / mid
+
+
+def timed_repeats(run, *, repeats=REPEATS, target=SPREAD_TARGET):
+    """Call `run()` (it returns seconds) until `repeats[0]` calls agree within `target`
+    or `repeats[1]` calls are spent; the calls' seconds, the last call's other output."""
+    times, out = [], None
+    while len(times) < repeats[1]:
+        seconds, out = run()
+        times.append(seconds)
+        if len(times) >= repeats[0] and relative_spread(times) <= target:
+            break
+    return times, out
+
+
+def load_per_core() -> float:
+    try:
+        return os.getloadavg()[0] / (os.cpu_count() or 1)
+    except OSError:
+        return math.nan
 
 
 @dataclass
@@ -52,12 +95,19 @@ class ProfilingModelHandler(ModelHandler[ProfileCell, ProfileRecord | CellFailur
         clip_path: str | None,
         *,
         torch_threads: int | None = None,
+        repeats: tuple[int, int] = REPEATS,
+        timer=None,
+        progress_path: str | None = None,
     ):
         super().__init__(min_batch_size=1, max_batch_size=1)
         self.card = card
         self.device = device
         self.clip_path = clip_path
         self.torch_threads = torch_threads
+        self.repeats = repeats
+        # seconds of one generate() call, from (cell, result); tests inject a noisy one
+        self.timer = timer or (lambda cell, result: result.latency_s)
+        self.progress_path = progress_path  # one line per finished cell, for the driver
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
         # One cell per call: a batch of cells would time them together.
@@ -91,7 +141,7 @@ class ProfilingModelHandler(ModelHandler[ProfileCell, ProfileRecord | CellFailur
     ) -> Iterable[PredictionResult]:
         for cell in batch:
             try:
-                outcome = profile_cell(cell, model)
+                outcome = profile_cell(cell, model, self.repeats, self.timer)
             except Exception as exc:  # noqa: BLE001 - recorded per cell, sweep goes on
                 log.warning(
                     "cell failed: %s steps=%d prompt %s: %s",
@@ -101,6 +151,8 @@ class ProfilingModelHandler(ModelHandler[ProfileCell, ProfileRecord | CellFailur
                     type(exc).__name__,
                 )
                 outcome = cell_failure(cell, exc)
+            if self.progress_path:
+                note_progress(self.progress_path, cell)
             yield PredictionResult(cell, outcome)
 
     def get_metrics_namespace(self) -> str:
@@ -124,14 +176,26 @@ def cell_failure(cell: ProfileCell, exc: BaseException) -> CellFailure:
     )
 
 
-def profile_cell(cell: ProfileCell, model: LoadedModel) -> ProfileRecord:
-    """Run one cell and measure it."""
+def profile_cell(
+    cell: ProfileCell,
+    model: LoadedModel,
+    repeats: tuple[int, int] = REPEATS,
+    timer=lambda cell, result: result.latency_s,
+) -> ProfileRecord:
+    """Run one cell until its timings settle (`timed_repeats`) and measure it."""
     prompts = (cell.prompt.text,) * cell.batch_size
     seeds = tuple(cell.seed + i for i in range(cell.batch_size))
     request = GenerationRequest(
         prompts, seeds, cell.steps, cell.width, cell.height, cell.guidance_scale, cell.style
     )
-    result = model.backend.generate(request)
+    load = load_per_core()
+
+    def run():
+        result = model.backend.generate(request)
+        return timer(cell, result), result
+
+    times, result = timed_repeats(run, repeats=repeats)
+    latency = statistics.median(times)
     clip = math.nan
     if model.scorer is not None:
         scores = model.scorer.score(result.images, list(prompts))
@@ -148,11 +212,14 @@ def profile_cell(cell: ProfileCell, model: LoadedModel) -> ProfileRecord:
         prompt_id=cell.prompt.id,
         prompt_tokens=prompt_tokens(cell.prompt.text),
         seed=cell.seed,
-        latency_s=result.latency_s,
-        per_step_s=result.per_step_s,
+        latency_s=latency,
+        per_step_s=result.per_step_s * latency / result.latency_s,
         clip_score=clip,
         source="measured",
         host=socket.gethostname(),
         ts=time.time(),
         sdaas_version=__version__,
+        repeats=len(times),
+        spread=relative_spread(times),
+        load_avg=(load + load_per_core()) / 2,
     )

@@ -25,10 +25,11 @@ from apache_beam.ml.inference.base import RunInference
 from models.accelerators import resolve_devices
 from models.registry import Registry
 from pipelines.parquet_io import WriteFailures, WriteParquetShard
-from pipelines.profile_grid import ProfileCell, SweepConfig, expand_grid, select_cards
+from pipelines.profile_grid import REPEATS, ProfileCell, SweepConfig, expand_grid, select_cards
 from pipelines.profile_handler import ProfilingModelHandler
 from pipelines.prompts import load_prompts
 from pipelines.runners import DEFAULT_RUNNER, runner_for
+from pipelines.sweep_progress import PROGRESS_FILE, SweepProgress, host_load
 from profiles.parquet_io import CellFailure, read_failures, read_profiles
 from sdaas import __version__
 from sdaas.config import Settings
@@ -81,6 +82,8 @@ def build_sweep(
     clip_path: str | None,
     out_dir: Path,
     torch_threads: int | None = None,
+    repeats: tuple[int, int] = REPEATS,
+    timer=None,
 ) -> None:
     """Add the sweep to pipeline `p`: one RunInference branch per (model, accelerator)."""
     groups: dict[tuple[str, str], list[ProfileCell]] = {}
@@ -90,7 +93,13 @@ def build_sweep(
     for i, ((model, device), group) in enumerate(sorted(groups.items())):
         label = f"{model} on {device}"
         handler = ProfilingModelHandler(
-            cards[model], device, clip_path, torch_threads=torch_threads
+            cards[model],
+            device,
+            clip_path,
+            torch_threads=torch_threads,
+            repeats=repeats,
+            timer=timer,
+            progress_path=str(out_dir / PROGRESS_FILE),
         )
         outcomes = (
             p
@@ -150,8 +159,10 @@ def run_sweep(
     dask_workers: int = 2,
     clip_path: Path | None = None,
     progress=print,
+    timer=None,
 ) -> SweepReport:
-    """Validate, run the sweep on `runner`, verify the files. Returns what happened."""
+    """Validate, run the sweep on `runner`, verify the files. Returns what happened.
+    `timer`: seconds of one generate() call from (cell, result) (tests inject noise)."""
     registry = Registry(settings.registry_path, model_roots=settings.model_roots)
     cards = select_cards(registry, config.models)
     accelerators = resolve_devices(list(config.devices))
@@ -188,11 +199,17 @@ def run_sweep(
         # OMP_NUM_THREADS=1, so without this one worker would use one core of two.
         local_dask = choice.name == "DaskRunner" and choice.workers > 0
         threads = max(1, (os.cpu_count() or 1) // choice.workers) if local_dask else None
-        build_sweep(p, cells, by_name, str(clip), out_dir, threads)
+        build_sweep(p, cells, by_name, str(clip), out_dir, threads, config.repeats, timer)
+        load_before = host_load()
+        (out_dir / PROGRESS_FILE).unlink(missing_ok=True)
+        watcher = SweepProgress(out_dir / PROGRESS_FILE, len(cells), progress)
+        watcher.start()
         result = p.run()
         try:
             result.wait_until_finish()
         finally:
+            watcher.stop()
+            (out_dir / PROGRESS_FILE).unlink(missing_ok=True)
             # The DaskRunner opens a client it never closes; left open, it spends 30 s trying
             # to reconnect to the cluster we are about to stop.
             client = getattr(result, "client", None)
@@ -218,6 +235,7 @@ def run_sweep(
                 "config": {**asdict(config), "prompt_set": str(config.prompt_set)},
                 "accelerators": [a.name for a in accelerators],
                 "clip_path": str(clip),
+                "host_load": {"before": load_before, "after": host_load()},
                 "sdaas_version": __version__,
                 "created": time.time(),
             },

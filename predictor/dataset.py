@@ -42,7 +42,7 @@ def load_training_data(
     if choice in ("measured", "both"):
         where = Path(profiles_dir) if profiles_dir else settings.data_dir / "profiles"
         try:
-            frames.append(read_profiles(where).to_pandas())
+            frames.append(newest_measurements(where))
         except FileNotFoundError:
             if choice == "measured":
                 raise InvalidInputError(
@@ -53,6 +53,24 @@ def load_training_data(
     df = pd.concat(frames, ignore_index=True)
     df = add_derived_columns(df)
     return TrainingData(df, choice, df["source"].value_counts().to_dict(), frame_hash(df))
+
+
+def newest_measurements(where: Path) -> pd.DataFrame:
+    """Measured rows under `where`, each (model, accelerator, batch size) from the newest
+    run folder that measured it: a re-measured profile (`sdaas profile --stale`, or a
+    sweep on a quieter host) replaces the old one instead of averaging with it."""
+    files = [where] if where.is_file() else sorted(where.rglob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no profile Parquet files under {where}")
+    frames = []
+    for f in files:
+        part = read_profiles(f).to_pandas()
+        frames.append(part.assign(_run=str(f.parent)))
+    df = pd.concat(frames, ignore_index=True)
+    group = ["model", "model_version", "accelerator", "batch_size"]
+    run_ts = df.groupby(group + ["_run"])["ts"].transform("max")
+    newest = run_ts == run_ts.groupby([df[c] for c in group]).transform("max")
+    return df[newest].drop(columns="_run").reset_index(drop=True)
 
 
 def frame_hash(df: pd.DataFrame) -> str:

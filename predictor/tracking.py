@@ -162,7 +162,11 @@ def log_and_register(
     data_hash: str,
     sources: dict[str, int],
     promote: bool = True,
+    why_not: str = "",
+    noisy: tuple[str, ...] = (),
 ) -> TrackedModel:
+    """why_not: the reason promotion was withheld, when it was (noisy profiles); noisy:
+    which measured fits were flagged, tagged on the run ("" when none)."""
     mlflow = connect(settings, create=True)
     exp_id = _experiment_id(mlflow, settings)
     metric = headline_metric(trained)
@@ -200,7 +204,7 @@ def log_and_register(
         version = str(info.registered_model_version)
         client = mlflow.MlflowClient()
         if not promote:
-            promoted, reason = False, "promotion disabled (--no-promote)"
+            promoted, reason = False, why_not or "promotion disabled (--no-promote)"
         elif better:
             client.set_registered_model_alias(name, CHAMPION, version)
             promoted = True
@@ -212,7 +216,15 @@ def log_and_register(
         else:
             promoted = False
             reason = f"kept {champ_desc}: new {metric} {value:.4f} > {champ_value:.4f}"
-        mlflow.set_tags({"promotion": reason, "promoted": str(promoted), "data_hash": data_hash})
+        mlflow.set_tags(
+            {
+                "promotion": reason,
+                "promoted": str(promoted),
+                "data_hash": data_hash,
+                "noisy_profiles": "; ".join(noisy)[:5000] or "none",
+            }
+        )
+        mlflow.log_metric("noisy_fits", len(noisy))
         client.set_model_version_tag(name, version, "data_hash", data_hash)
         client.set_model_version_tag(name, version, metric, f"{value:.6g}")
         log.info("%s v%s: %s", name, version, reason)

@@ -9,7 +9,20 @@ from predictor.dataset import load_training_data
 from predictor.features import CLIP_SPEC, LATENCY_SPEC
 from predictor.tracking import CLIP_MODEL, LATENCY_MODEL, TrackedModel, log_and_register
 from predictor.training import train
+from profiles.summary import describe_noise, noisy_fits, summarize
 from sdaas.config import Settings
+
+
+def noisy_training_fits(frame):
+    """The measured latency lines of the training rows that look noisy."""
+    import polars as pl
+
+    measured = frame[frame["source"] == "measured"]
+    if measured.empty:
+        return []
+    cols = ["model", "accelerator", "batch_size", "source", "steps", "latency_s", "clip_score"]
+    cols += [c for c in ("spread",) if c in measured.columns]
+    return noisy_fits(summarize(pl.from_pandas(measured[cols].reset_index(drop=True))))
 
 
 @dataclass(frozen=True)
@@ -21,6 +34,7 @@ class TrainReport:
     clip: TrackedModel | None
     latency_metrics: dict[str, float]
     clip_metrics: dict[str, float]
+    noisy: tuple[str, ...] = ()  # measured fits that say the host was noisy
 
 
 def train_all(
@@ -31,8 +45,19 @@ def train_all(
     params: dict | None = None,
     promote: bool = True,
     seed: int = 0,
+    accept_noisy: bool = False,
 ) -> TrainReport:
+    """accept_noisy: promote a champion even when the measured profiles' fits say the
+    host was noisy (`profiles.summary.noise_reason`); otherwise such a run is logged,
+    flagged in MLflow, and not promoted."""
     td = load_training_data(settings, data, profiles_dir)
+    noisy = noisy_training_fits(td.frame)
+    why_not = ""
+    if noisy and not accept_noisy:
+        why_not = (
+            f"not promoted: trained on noisy profiles ({describe_noise(noisy)}); re-run "
+            "`sdaas profile` on a quiet host, or pass --accept-noisy"
+        )
 
     def track(name: str, trained) -> TrackedModel:
         return log_and_register(
@@ -42,7 +67,9 @@ def train_all(
             data_choice=data,
             data_hash=td.data_hash,
             sources=td.sources,
-            promote=promote,
+            promote=promote and not why_not,
+            why_not=why_not,
+            noisy=tuple(describe_noise([f]) for f in noisy),
         )
 
     lat = train(td.frame, LATENCY_SPEC, params, seed)
@@ -52,4 +79,13 @@ def train_all(
         clip = train(td.frame, CLIP_SPEC, params, seed)
         clip_metrics = clip.metrics
         clip_t = track(CLIP_MODEL, clip)
-    return TrainReport(data, td.data_hash, td.sources, lat_t, clip_t, lat.metrics, clip_metrics)
+    return TrainReport(
+        data,
+        td.data_hash,
+        td.sources,
+        lat_t,
+        clip_t,
+        lat.metrics,
+        clip_metrics,
+        tuple(describe_noise([f]) for f in noisy),
+    )

@@ -32,6 +32,31 @@ class LineFit:
     clip_last: float  # ... and at the most
     steps_min: int
     steps_max: int
+    noisy: str = ""  # why the fit says its cells were measured on a noisy host; "" if not
+
+
+# A measured latency line is flagged noisy when it explains too little (R²), when a
+# negative intercept goes beyond its own residual noise (no call takes less than no
+# time), or when many of its cells never settled within their repeat budget.
+R2_MIN = 0.95
+UNSETTLED_SPREAD = 0.05  # pipelines/profile_handler.SPREAD_TARGET
+UNSETTLED_SHARE = 0.2
+
+
+def noise_reason(steps, latency, spread, r2: float, intercept: float) -> str:
+    why = []
+    if not np.isnan(r2) and r2 < R2_MIN:
+        why.append(f"R² {r2:.2f} < {R2_MIN}")
+    if len(np.unique(steps)) >= 2 and intercept < 0:
+        slope, icpt = np.polyfit(steps.astype(float), latency.astype(float), 1)
+        rms = float(np.sqrt(np.mean((latency - (icpt + slope * steps)) ** 2)))
+        if -intercept > 2 * rms:
+            why.append(f"intercept {intercept:.4f} s < 0")
+    spread = spread[~np.isnan(spread)]
+    unsettled = int(np.sum(spread > UNSETTLED_SPREAD))
+    if len(spread) and unsettled > UNSETTLED_SHARE * len(spread):
+        why.append(f"{unsettled} of {len(spread)} cells unsettled (spread > 5 %)")
+    return "; ".join(why)
 
 
 def fit_line(steps: np.ndarray, latency: np.ndarray) -> tuple[float, float, float]:
@@ -78,6 +103,16 @@ def summarize(df: pl.DataFrame) -> list[LineFit]:
         )
         if by_steps.height == 0:
             by_steps = pl.DataFrame({"steps": [0], "clip_score": [float("nan")]})
+        noisy = ""
+        if key[3] == "measured" and timed.height:
+            spread = (
+                timed["spread"].fill_null(float("nan")).to_numpy()
+                if "spread" in timed.columns
+                else np.array([])
+            )
+            noisy = noise_reason(
+                timed["steps"].to_numpy(), timed["latency_s"].to_numpy(), spread, r2, a
+            )
         fits.append(
             LineFit(
                 model=key[0],
@@ -92,9 +127,19 @@ def summarize(df: pl.DataFrame) -> list[LineFit]:
                 clip_last=float(by_steps["clip_score"][-1]),
                 steps_min=int(steps.min()),
                 steps_max=int(steps.max()),
+                noisy=noisy,
             )
         )
     return fits
+
+
+def noisy_fits(fits: list[LineFit]) -> list[LineFit]:
+    return [f for f in fits if f.noisy]
+
+
+def describe_noise(fits: list[LineFit]) -> str:
+    """One line per noisy fit, for the summary, MLflow and `sdaas train`'s refusal."""
+    return "; ".join(f"{f.model} on {f.accelerator} b{f.batch_size}: {f.noisy}" for f in fits)
 
 
 def format_summary(fits: list[LineFit], failures: list[dict]) -> str:
@@ -127,6 +172,13 @@ def format_summary(fits: list[LineFit], failures: list[dict]) -> str:
             for f in fits
         ],
     )
+    noisy = noisy_fits(fits)
+    if noisy:
+        table += (
+            f"\nNOISY fits: {len(noisy)} of {len(fits)}: {describe_noise(noisy)}. The host was "
+            "busy while profiling: re-run `sdaas profile` on a quiet host (or with more "
+            "--repeats); `sdaas train` promotes a champion on these only with --accept-noisy"
+        )
     if failures:
         by_model: dict[str, int] = {}
         for f in failures:

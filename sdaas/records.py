@@ -4,6 +4,7 @@ reader never has to guess types from data."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
@@ -11,7 +12,7 @@ import pyarrow as pa
 
 from sdaas.job_request import JobRequest
 
-PROFILE_SCHEMA_VERSION = 1
+PROFILE_SCHEMA_VERSION = 2  # 2: repeats, spread, load_avg
 
 
 def model_key(name: str, version: str) -> str:
@@ -34,6 +35,10 @@ class ProfileRecord:
     clip_score: mean CLIP score of the batch's images; NaN where not measured.
     prompt_id: salted hash, never the prompt.
     prompt_tokens: `sdaas.privacy.prompt_tokens` of the prompt (-1 when unknown).
+    repeats, spread: how many timed calls `latency_s` is the median of, and their
+    relative half-range (NaN for one call): a cell still spread after its repeat budget
+    was measured on a noisy host.
+    load_avg: the host's 1-minute load average per core when the cell ran (NaN unknown).
     """
 
     model: str
@@ -55,6 +60,9 @@ class ProfileRecord:
     ts: float
     sdaas_version: str
     citation: str = ""
+    repeats: int = 1
+    spread: float = math.nan
+    load_avg: float = math.nan
 
     def to_row(self) -> dict:
         return asdict(self)
@@ -187,6 +195,9 @@ PROFILE_ARROW_SCHEMA = pa.schema(
         pa.field("ts", pa.float64(), nullable=False),
         pa.field("sdaas_version", pa.string(), nullable=False),
         pa.field("citation", pa.string(), nullable=False),
+        pa.field("repeats", pa.int32(), nullable=True),  # v2; null in v1 files
+        pa.field("spread", pa.float64(), nullable=True),
+        pa.field("load_avg", pa.float64(), nullable=True),
     ],
     metadata={"sdaas.profile_schema_version": str(PROFILE_SCHEMA_VERSION)},
 )

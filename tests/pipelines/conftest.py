@@ -22,4 +22,3 @@ def sweep_settings(tmp_path, tiny_dir, monkeypatch) -> Settings:
 @pytest.fixture
 def clip_path(tiny_dir):
     return tiny_dir / "tiny-clip"
-
