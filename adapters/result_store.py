@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS observations (  -- run time vs the uncorrected predic
     batch_size INTEGER NOT NULL,
     predicted_s REAL NOT NULL,
     observed_s REAL NOT NULL,
+    steps INTEGER NOT NULL,           -- 0: unknown
     kind TEXT NOT NULL,               -- job | probe
     predictor TEXT NOT NULL,          -- the latency predictor version that predicted it
     ts REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
@@ -191,11 +192,13 @@ class ResultStore:
     ) -> None:
         """`predictor`: the version of the latency predictor whose predictions these are;
         a retrained predictor starts from no evidence."""
-        rows = [(*o.key, o.predicted_s, o.observed_s, kind, predictor) for o in observations]
+        rows = [
+            (*o.key, o.predicted_s, o.observed_s, o.steps, kind, predictor) for o in observations
+        ]
         with self._db() as db:
             db.executemany(
                 "INSERT INTO observations(model_key, accelerator, batch_size, predicted_s, "
-                "observed_s, kind, predictor) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "observed_s, steps, kind, predictor) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
 
@@ -203,11 +206,11 @@ class ResultStore:
         """The last `limit` observations of `predictor`'s predictions, oldest first."""
         with self._db() as db:
             rows = db.execute(
-                "SELECT model_key, accelerator, batch_size, predicted_s, observed_s "
+                "SELECT model_key, accelerator, batch_size, predicted_s, observed_s, steps "
                 "FROM observations WHERE predictor = ? ORDER BY rowid DESC LIMIT ?",
                 (predictor, limit),
             ).fetchall()
-        return [Observation((m, a, int(b)), p, o) for m, a, b, p, o in reversed(rows)]
+        return [Observation((m, a, int(b)), p, o, int(n)) for m, a, b, p, o, n in reversed(rows)]
 
     def count(self) -> int:
         with self._db() as db:

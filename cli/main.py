@@ -259,7 +259,7 @@ def cmd_profile(args, settings: Settings) -> int:
         steps=steps,
         prompts=args.prompts if args.prompts is not None else (8 if args.full else 3),
         seeds=args.seeds if args.seeds is not None else ((0, 1) if args.full else (0,)),
-        batch_sizes=args.batch_sizes or (1,),
+        batch_sizes=args.batch_sizes or ((1, 2, 4) if args.full else (1,)),
         prompt_set=Path(args.prompt_set) if args.prompt_set else DEFAULT_PROMPT_SET,
         repeats=args.repeats or REPEATS,
     )
@@ -342,20 +342,22 @@ def cmd_plan(args, settings: Settings) -> int:
 
     from predictor.planner import load_planner
 
-    planner = load_planner(settings)
+    planner = load_planner(settings, batch_sizes=(args.batch_size,))
     plan = planner.plan(
         args.style,
         args.latency_slo,
         args.min_clip,
         resolution=args.resolution,
         prompt_tokens=args.prompt_tokens,
+        batch_size=args.batch_size,
     )
     if args.json:
         print(json.dumps(asdict(plan), indent=2))
     elif plan.feasible:
         print(
             f"feasible: {model_key(plan.model, plan.model_version)} on {plan.accelerator}, "
-            f"{plan.steps} steps: predicted {plan.predicted_latency_s:.3f} s, "
+            f"{plan.steps} steps: predicted {plan.predicted_latency_s:.3f} s"
+            f"{f' for a batch of {args.batch_size}' if args.batch_size > 1 else ''}, "
             f"CLIP {plan.predicted_clip:.2f}"
         )
     else:
@@ -693,11 +695,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     grid = pr.add_mutually_exclusive_group()
     grid.add_argument("--quick", action="store_true", help="small grid (default)")
-    grid.add_argument("--full", action="store_true", help="15 step counts, 8 prompts, 2 seeds")
+    grid.add_argument(
+        "--full", action="store_true", help="15 step counts, 8 prompts, 2 seeds, batch 1,2,4"
+    )
     pr.add_argument("--steps", type=_int_list("--steps"), help="comma list, e.g. 1,2,4,8")
     pr.add_argument("--prompts", type=int, help="how many prompts of the prompt set")
     pr.add_argument("--seeds", type=_int_list("--seeds"), help="comma list (default 0)")
-    pr.add_argument("--batch-sizes", type=_int_list("--batch-sizes"), help="default 1")
+    pr.add_argument("--batch-sizes", type=_int_list("--batch-sizes"),
+                    help="comma list (default 1; 1,2,4 with --full)")  # fmt: skip
     pr.add_argument(
         "--repeats",
         type=_int_list("--repeats"),
@@ -785,6 +790,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--resolution", type=_parse_resolution, help="WxH (default: smallest)")
     pl.add_argument("--prompt-tokens", type=_bounded_int("--prompt-tokens", 0, 77),
                     help="prompt length in tokens, 0..77 (default 12)")  # fmt: skip
+    pl.add_argument("--batch-size", type=_bounded_int("--batch-size", 1, 64), default=1,
+                    help="expected batch occupancy: plan for a batch of this many such "
+                    "jobs, which finish together (default 1)")  # fmt: skip
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=cmd_plan)
 

@@ -39,7 +39,7 @@ from adapters.kafka_io import RawRecord
 from adapters.result_store import ResultStore
 from models.accelerators import Accelerator
 from models.card import ModelCard
-from predictor.latency_correction import Corrections, Observation
+from predictor.latency_correction import Corrections, Observation, factor_at
 from predictor.planner import Planner
 from scheduler.cluster import Cluster
 from scheduler.live import LIVE_CONFIG, LiveEngine, live_catalog
@@ -228,7 +228,7 @@ class ServeWindow(beam.DoFn):
         run(steps[0])  # untimed: the first call after a load pays allocation and warm-up
         planner = self.spec.planner
         return [
-            Observation((key, kind, 1), planner.predicted_s(key, kind, n, (w, h)), run(n))
+            Observation((key, kind, 1), planner.predicted_s(key, kind, n, (w, h)), run(n), n)
             for n in steps
         ]
 
@@ -350,7 +350,8 @@ class ServeWindow(beam.DoFn):
                 base = pj.predicted_s / (pj.latency_correction or 1.0)
                 key = (pj.model_key, pj.accelerator, 1)
                 version = self.spec.planner.predictor_version
-                self.store.observe([Observation(key, base, result.run_s)], "job", version)
+                obs = Observation(key, base, result.run_s, pj.steps)
+                self.store.observe([obs], "job", version)
             done[j] = result
             return result.run_s
 
@@ -411,7 +412,7 @@ class ServeWindow(beam.DoFn):
             steps=engine.steps[j],
             predicted_s=engine.pred[j],
             predicted_clip=opts[k][3] if opts[k] else 0.0,
-            latency_correction=scale.get((key, kind), 1.0),
+            latency_correction=factor_at(scale.get((key, kind)), engine.steps[j]),
             window=wname,
         )
 

@@ -20,6 +20,7 @@ import pandas as pd
 
 from models.card import ModelCard
 from predictor.features import add_derived_columns
+from predictor.latency_correction import factor_at
 from scheduler.planning_rule import fewest_steps, shortest
 from sdaas.errors import InvalidInputError
 from sdaas.limits import MAX_PROMPT_TOKENS, latency_slo_problem
@@ -81,6 +82,7 @@ class Planner:
         clip_predictor,
         *,
         headroom: float = 0.0,
+        batch_sizes: tuple[int, ...] = (1,),
     ):
         if not options:
             raise InvalidInputError("no model registered: register one before planning")
@@ -88,6 +90,11 @@ class Planner:
             raise InvalidInputError(f"headroom: {headroom!r}: must be in [0, 1)")
         self.headroom = headroom
         self.options = options
+        # expected batch occupancies planned for (a batch's members finish together: the
+        # predicted run time of a job in a batch of b is the batch's)
+        self.batch_sizes = tuple(sorted({1, *batch_sizes}))
+        if any(not isinstance(b, int) or b < 1 for b in self.batch_sizes):
+            raise InvalidInputError(f"batch_sizes: {batch_sizes!r}: each an integer >= 1")
         self.styles = sorted({s for o in options for s in o.styles})
         # which predictions observed run times are compared with (a retrained one: none)
         self.predictor_version = str(getattr(latency_predictor, "version", ""))
@@ -95,10 +102,14 @@ class Planner:
         # model key -> step counts its latency was measured at (where probes compare best)
         self.profiled_steps: dict[str, list[int]] = dict(getattr(spec, "profiled_steps", {}))
         self._tables: dict[tuple[str, tuple[int, int]], _StyleTable] = {}
+        # (style, resolution, batch size > 1) -> latency rows in the table's label order
+        self._batch_latency: dict[tuple[str, tuple[int, int], int], np.ndarray] = {}
         self._build(latency_predictor, clip_predictor)
 
     # -- precomputation -------------------------------------------------------------------
-    def _curve_frame(self, o: ModelOption, acc: str, res: tuple[int, int], steps: np.ndarray):
+    def _curve_frame(
+        self, o: ModelOption, acc: str, res: tuple[int, int], steps: np.ndarray, batch: int = 1
+    ):
         """Profile-shaped rows for one curve; derived features come from the same
         `add_derived_columns` the training rows went through."""
         n = len(steps)
@@ -111,7 +122,7 @@ class Planner:
                     "steps": steps,
                     "height": [res[1]] * n,
                     "width": [res[0]] * n,
-                    "batch_size": [1] * n,
+                    "batch_size": [batch] * n,
                     "guidance_scale": [o.guidance_scale] * n,
                     "prompt_tokens": [DEFAULT_TOKENS] * n,
                 }
@@ -124,6 +135,7 @@ class Planner:
         keys = {(s, r) for o in self.options for s in o.styles for r in o.resolutions}
         for style, res in sorted(keys):
             labels, lat_rows, clip_rows = [], [], []
+            batch_rows: dict[int, list[np.ndarray]] = {b: [] for b in self.batch_sizes[1:]}
             for o in self.options:
                 if style not in o.styles or res not in o.resolutions:
                     continue
@@ -141,11 +153,18 @@ class Planner:
                 for acc in o.accelerators:
                     lat = np.full(len(grid), np.inf)
                     lat[lo:hi] = latency_predictor.predict(self._curve_frame(o, acc, res, steps))
+                    for b, rows in batch_rows.items():
+                        lat_b = np.full(len(grid), np.inf)
+                        frame = self._curve_frame(o, acc, res, steps, b)
+                        lat_b[lo:hi] = latency_predictor.predict(frame)
+                        rows.append(lat_b)
                     labels.append((o, acc))
                     lat_rows.append(lat)
                     clip_rows.append(clip_by_bucket)
             if not labels:
                 continue
+            for b, rows in batch_rows.items():
+                self._batch_latency[(style, res, b)] = np.vstack(rows)
             accel_index: dict[str, list[int]] = {}
             for i, (_, acc) in enumerate(labels):
                 accel_index.setdefault(acc, []).append(i)
@@ -178,22 +197,33 @@ class Planner:
         ]
         return (min(inside), max(inside)) if inside else (option.steps_min, option.steps_max)
 
-    def predicted_s(self, key: str, accelerator: str, steps: int, resolution) -> float:
+    def predicted_s(
+        self, key: str, accelerator: str, steps: int, resolution, batch_size: int = 1
+    ) -> float:
         """The predictor's own (uncorrected) run time of model `key` on `accelerator` at
         `steps` and `resolution`: what an observed run time is compared with."""
-        for (_, res), t in self._tables.items():
+        for (style, res), t in self._tables.items():
             if res != tuple(resolution):
                 continue
             for i, (o, acc) in enumerate(t.labels):
                 if acc == accelerator and model_key(o.name, o.version) == key:
-                    return float(t.latency[i, steps - 1])
+                    return float(self._latency(style, res, batch_size)[i, steps - 1])
         raise InvalidInputError(f"no curve for {key} on {accelerator} at {resolution}")
 
     # -- planning -------------------------------------------------------------------------
+    def _latency(self, style: str, res: tuple[int, int], batch_size: int) -> np.ndarray:
+        if batch_size == 1:
+            return self._tables[(style, res)].latency
+        return self._batch_latency[(style, res, batch_size)]
+
     def _validate(
-        self, style, latency_slo_s, min_clip, resolution, prompt_tokens
+        self, style, latency_slo_s, min_clip, resolution, prompt_tokens, batch_size=1
     ) -> tuple[int, int]:
         problems = []
+        if batch_size not in self.batch_sizes:
+            problems.append(
+                f"batch_size: {batch_size!r}: planned for " + ", ".join(map(str, self.batch_sizes))
+            )
         if not isinstance(latency_slo_s, int | float) or not math.isfinite(latency_slo_s):
             problems.append(f"latency_slo_s: {latency_slo_s!r}: must be a finite number")
         elif why := latency_slo_problem(latency_slo_s):
@@ -231,17 +261,22 @@ class Planner:
         backlog_s: Mapping[str, float] | None = None,
         latency_scale: Mapping[tuple[str, str], float] | None = None,
         job_id: str = "",
+        batch_size: int = 1,
     ) -> Plan:
         """The plan's `predicted_latency_s` is the job's own run time; `backlog_s` (seconds
         of wait per accelerator) counts toward the SLO and the choice, and the reason of an
         infeasible plan quotes wait + run.
 
         latency_scale: (`name@version`, accelerator) -> observed/predicted run-time
-        ratio, applied to that candidate's predicted latency (serving's online correction
-        of the drift between profiling and serving); missing pairs are 1."""
-        res = self._validate(style, latency_slo_s, min_clip, resolution, prompt_tokens)
+        ratio (a number, or a `Correction` read at the candidate's step count), applied
+        to that candidate's predicted latency (serving's online correction of the drift
+        between profiling and serving); missing pairs are 1.
+
+        batch_size: the expected batch occupancy (one of `batch_sizes`): predictions are
+        of a batch of that many such jobs, which finish together."""
+        res = self._validate(style, latency_slo_s, min_clip, resolution, prompt_tokens, batch_size)
         t, clip, has, first, lat = self._candidates(
-            style, res, min_clip, prompt_tokens, latency_scale
+            style, res, min_clip, prompt_tokens, latency_scale, batch_size
         )
         rows = np.arange(len(t.labels))
         own = lat  # the job's own predicted run time: what the plan reports
@@ -272,7 +307,7 @@ class Planner:
                 t,
                 best_row,
                 best_col,
-                t.latency[best_row, best_col],
+                self._latency(style, res, batch_size)[best_row, best_col],
                 clip[best_row, best_col],
                 False,
                 reason,
@@ -290,7 +325,7 @@ class Planner:
             job_id, t, best, first[best], own[best], clip[best, first[best]], False, reason
         )
 
-    def _candidates(self, style, res, min_clip, prompt_tokens, latency_scale):
+    def _candidates(self, style, res, min_clip, prompt_tokens, latency_scale, batch_size=1):
         """Every (model, accelerator) curve for the style: CLIP at the job's prompt
         length, whether and where it first reaches `min_clip` (the planning rule), and
         the predicted run time there, corrected by `latency_scale`."""
@@ -299,10 +334,14 @@ class Planner:
         bucket = int(np.abs(np.asarray(TOKEN_BUCKETS) - tokens).argmin())
         clip = t.clip[bucket]
         has, first = fewest_steps(clip, min_clip)
-        lat = t.latency[np.arange(len(t.labels)), first]
+        lat = self._latency(style, res, batch_size)[np.arange(len(t.labels)), first]
         if latency_scale:
+            chosen = t.steps[first]
             lat = lat * np.array(
-                [latency_scale.get((model_key(o.name, o.version), acc), 1.0) for o, acc in t.labels]
+                [
+                    factor_at(latency_scale.get((model_key(o.name, o.version), acc)), n)
+                    for (o, acc), n in zip(t.labels, chosen, strict=True)
+                ]
             )
         return t, clip, has, first, lat
 
@@ -314,13 +353,14 @@ class Planner:
         resolution: tuple[int, int] | None = None,
         prompt_tokens: int | None = None,
         latency_scale: Mapping[tuple[str, str], float] | None = None,
+        batch_size: int = 1,
     ) -> dict[str, tuple[ModelOption, int, float, float]]:
         """Per accelerator, what the planning rule picks there: (model, steps, predicted
         run seconds, predicted CLIP). Accelerators with no model reaching `min_clip` are
         left out. What a scheduling policy places a job with (`scheduler/live.py`)."""
-        res = self._validate(style, 1.0, min_clip, resolution, prompt_tokens)
+        res = self._validate(style, 1.0, min_clip, resolution, prompt_tokens, batch_size)
         t, clip, has, first, lat = self._candidates(
-            style, res, min_clip, prompt_tokens, latency_scale
+            style, res, min_clip, prompt_tokens, latency_scale, batch_size
         )
         rows = np.arange(len(t.labels))
         margin = clip[rows, first] - min_clip
@@ -365,7 +405,11 @@ def costable(card: ModelCard, known: list[str], spec) -> list[str]:
 
 
 def load_planner(
-    settings, *, headroom: float = 0.0, accelerators: list[str] | None = None
+    settings,
+    *,
+    headroom: float = 0.0,
+    accelerators: list[str] | None = None,
+    batch_sizes: tuple[int, ...] = (1,),
 ) -> Planner:
     """The planner for this home: champion predictors + the registered models, over the
     accelerators the latency predictor knows (only those in `accelerators` when given:
@@ -396,4 +440,4 @@ def load_planner(
             f"{known}, none of which a card allows and its model was profiled on; "
             "profile them and retrain"
         )
-    return Planner(options, latency, clip, headroom=headroom)
+    return Planner(options, latency, clip, headroom=headroom, batch_sizes=batch_sizes)

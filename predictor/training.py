@@ -75,7 +75,11 @@ def evaluate(spec: FeatureSpec, y: np.ndarray, pred: np.ndarray, test: pd.DataFr
         if published.any():  # reference data: the rows that are not derived by a rule
             out["published_mape_pct"] = mape(y[published], pred[published])
         return out
-    return {"mae": mae(y, pred), "rmse": float(np.sqrt(np.mean((pred - y) ** 2)))}
+    out = {"mae": mae(y, pred), "rmse": float(np.sqrt(np.mean((pred - y) ** 2)))}
+    err = pd.Series(np.abs(pred - y), index=test.index)
+    for model, e in err.groupby(test["model"]):  # MLflow keys may not hold '@'
+        out[f"mae/{str(model).replace('@', '_v')}"] = float(e.mean())
+    return out
 
 
 def train(df: pd.DataFrame, spec: FeatureSpec, params: dict | None = None, seed: int = 0):

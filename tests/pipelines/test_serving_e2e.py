@@ -294,28 +294,16 @@ def test_observed_run_times_correct_the_next_windows_predictions(
 ):
     from dataclasses import replace
 
-    from sdaas.records import JobResult
+    from predictor.latency_correction import Observation
 
     spec = build_spec(serving_settings, window_s=5.0)
     spec = replace(spec, store_path=str(tmp_path / "r.db"))
     (acc,) = spec.accelerators
     seeded = ResultStore(tmp_path / "r.db")
-    seeded.put(  # history: every model ran 3x slower than predicted
-        JobResult(
-            f"old-{k}-{i}",
-            "x",
-            "done",
-            k.split("@")[0],
-            k.split("@")[1],
-            acc,
-            2,
-            0.1,
-            0.0,
-            run_s=0.3,
-        )  # fmt: skip
-        for k in spec.cards
-        for i in range(5)
-    )
+    history = [  # every model ran 3x slower than predicted (enough runs: no probe)
+        Observation((k, acc, 1), 0.1, 0.3, 2) for k in spec.cards for _ in range(5)
+    ]
+    seeded.observe(history, "job", spec.planner.predictor_version)
     base = spec.planner.plan("flat", 300.0, 0.0).predicted_latency_s
     topics = Topics(f"t{uuid.uuid4().hex[:6]}")
     client = JobClient(broker.bootstrap, topics)

@@ -11,6 +11,7 @@ from predictor.latency_correction import (
     WINDOW,
     Corrections,
     Observation,
+    factor_at,
 )
 
 KEY = ("toy-s@1", "cpu-x", 1)
@@ -64,5 +65,22 @@ def test_broken_measurements_are_ignored_and_scale_is_per_batch_size():
     obs += [Observation(KEY, 1.0, 1e9), *_obs([3.0], key=other)]
     corr = Corrections.from_observations(obs)
     assert corr.by_key[KEY].n == 1
-    assert corr.scale(1) == {("toy-s@1", "cpu-x"): pytest.approx(2.0)}
-    assert corr.scale(4) == {("toy-s@1", "cpu-x"): pytest.approx(3.0)}
+    assert {k: c.factor for k, c in corr.scale(1).items()} == {
+        ("toy-s@1", "cpu-x"): pytest.approx(2.0)
+    }
+    assert {k: c.factor for k, c in corr.scale(4).items()} == {
+        ("toy-s@1", "cpu-x"): pytest.approx(3.0)
+    }
+
+
+def test_a_trend_over_steps_is_followed_and_held_flat_outside_the_observed_range():
+    """A profile right at 1 step but 2x slow at 8 (its per-step part is wrong)."""
+    obs = [Observation(KEY, 0.1, 0.1, 1), Observation(KEY, 0.1, 0.2, 8)] * 3
+    c = Corrections.from_observations(obs).by_key[KEY]
+    assert c.at(1) == pytest.approx(1.0) and c.at(8) == pytest.approx(2.0)
+    assert 1.0 < c.at(4) < 2.0
+    assert c.at(50) == pytest.approx(2.0)  # no extrapolation
+    same = Corrections.from_observations(_obs([3.0] * 4)).by_key[KEY]  # steps unknown
+    assert same.at(1) == same.at(25) == pytest.approx(3.0)
+    assert factor_at(None, 5) == 1.0 and factor_at(1.5, 5) == 1.5
+    assert factor_at(c, 8) == pytest.approx(2.0)

@@ -151,3 +151,25 @@ def test_latency_scale_corrects_one_candidate(planner):
         (f"{o.name}@{o.version}", a): 2.0 for o, a in planner.curves("anime", (512, 512)).labels
     })  # fmt: skip
     assert not tight.feasible  # every candidate twice as slow: the SLO no longer fits
+
+
+def test_batch_occupancy_is_planned_for_and_monotone(latency_model, clip_model):
+    """A batch of b such jobs finishes together: its predicted run time rises with b,
+    and the planner refuses a batch size it has no curves for."""
+    opts = [
+        ModelOption(
+            "sd-1.5", "reference", ("photo",), 1, 50, R512, 7.5, ("cuda-NVIDIA A100 (DiffServe)",)
+        )  # fmt: skip
+    ]
+    planner = Planner(opts, latency_model, clip_model, batch_sizes=(2, 4))
+    assert planner.batch_sizes == (1, 2, 4)
+    times = [
+        planner.plan("photo", 3600.0, 25.0, batch_size=b).predicted_latency_s for b in (1, 2, 4)
+    ]
+    assert times[0] < times[1] < times[2], times
+    steps = planner.plan("photo", 3600.0, 25.0).steps
+    assert planner.plan("photo", 3600.0, 25.0, batch_size=4).steps == steps  # CLIP: per image
+    per = planner.per_accelerator("photo", 25.0, batch_size=4)
+    assert per["cuda-NVIDIA A100 (DiffServe)"][2] == pytest.approx(times[2])
+    with pytest.raises(InvalidInputError, match="batch_size: 3: planned for 1, 2, 4"):
+        planner.plan("photo", 10.0, 25.0, batch_size=3)
