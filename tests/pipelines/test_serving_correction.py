@@ -71,7 +71,7 @@ def _relative_errors(results) -> list[float]:
 def test_profiles_ten_times_too_slow_are_corrected_and_jobs_admitted(serving_settings, tmp_path):
     spec = _wrong_spec(serving_settings, tmp_path / "r.db", 10.0)
     slow = spec.planner.plan("flat", 3600.0, CLIP).predicted_latency_s  # 10x the truth
-    slo = slow * 0.6  # 6x the true run time: met by 3 in a row, refused by the wrong profile
+    slo = slow * 0.9  # 9x the true run time: met by 6 in a row, refused by the wrong profile
     assert not spec.planner.plan("flat", slo, CLIP).feasible
     # the first window loads the models and probes every unproven profile, before it
     # decides: its job is already planned with the correction
@@ -81,9 +81,11 @@ def test_profiles_ten_times_too_slow_are_corrected_and_jobs_admitted(serving_set
     assert set(runs) == {(k, a, 1) for k in spec.cards for a in spec.accelerators}
     assert all(n <= PROBES + 1 for n in runs.values())
     assert warm.status == "done" and warm.latency_correction < 0.2
-    got = _serve(spec, [_job(latency_slo_s=slo, min_clip=CLIP) for _ in range(3)], lead_s=LEAD_S)
-    assert [r.status for r in got] == ["done"] * 3, [r.error for r in got]
-    assert max(_per_key_runs(store).values()) <= PROBES + 5
+    got = _serve(spec, [_job(latency_slo_s=slo, min_clip=CLIP) for _ in range(6)], lead_s=LEAD_S)
+    assert [r.status for r in got] == ["done"] * 6, [r.error for r in got]
+    # planned on at most 3 runs of that model (2 probes and the first window's job); the
+    # median over the window, as single runs on a shared 2-core host vary by 10-30 %
+    assert max(_per_key_runs(store).values()) <= PROBES + 1 + 6
     assert np.median(_relative_errors(got)) <= 0.2, _relative_errors(got)
 
 
@@ -95,9 +97,9 @@ def test_profiles_five_times_too_fast_are_corrected_and_hopeless_jobs_refused(
     hopeless = fast * 2  # the wrong prediction says it fits; the true run is 2.5x longer
     assert spec.planner.plan("flat", hopeless, CLIP).feasible
     generous = max(fast * 50, 5.0)
-    jobs = [_job(latency_slo_s=s, min_clip=CLIP) for s in (hopeless, generous) * 2]
+    jobs = [_job(latency_slo_s=s, min_clip=CLIP) for s in (hopeless, generous) * 3]
     got = _serve(spec, jobs, lead_s=LEAD_S + 30.0)  # models load and probes run first
-    assert [r.status for r in got] == ["rejected", "done"] * 2, [r.error for r in got]
+    assert [r.status for r in got] == ["rejected", "done"] * 3, [r.error for r in got]
     assert all("rejected by slack-sjf at admission" in r.error for r in got[::2])
     assert all(r.latency_correction > 3.0 for r in got)
     assert np.median(_relative_errors(got)) <= 0.2, _relative_errors(got)
