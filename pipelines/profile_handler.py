@@ -115,12 +115,12 @@ class ProfilingModelHandler(ModelHandler[ProfileCell, ProfileRecord | CellFailur
 
     def load_model(self) -> LoadedModel:
         start = time.perf_counter()
+        backend = load_backend(self.card, self.device)
         if self.torch_threads:
             # Several worker processes on one host: split the cores instead of oversubscribing.
             import torch
 
             torch.set_num_threads(self.torch_threads)
-        backend = load_backend(self.card, self.device)
         scorer = None
         if self.clip_path:
             from models.clip_score import ClipScorer

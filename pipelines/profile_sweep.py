@@ -23,6 +23,7 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
 from models.accelerators import resolve_devices
+from models.backend import cpu_threads
 from models.registry import Registry
 from pipelines.parquet_io import WriteFailures, WriteParquetShard
 from pipelines.profile_grid import REPEATS, ProfileCell, SweepConfig, expand_grid, select_cards
@@ -55,7 +56,7 @@ class SweepReport:
     rows: int
     failures: int
     wall_s: float
-    model_s: float  # sum of measured generate() latencies
+    model_s: float  # sum of measured generate() latencies (every timed repeat)
 
     @property
     def overhead_ratio(self) -> float:
@@ -198,7 +199,8 @@ def run_sweep(
         # Local Dask workers share this host's cores. Dask starts workers with
         # OMP_NUM_THREADS=1, so without this one worker would use one core of two.
         local_dask = choice.name == "DaskRunner" and choice.workers > 0
-        threads = max(1, (os.cpu_count() or 1) // choice.workers) if local_dask else None
+        share = max(1, (os.cpu_count() or 1) // max(1, choice.workers))
+        threads = min(cpu_threads() or share, share) if local_dask else None
         build_sweep(p, cells, by_name, str(clip), out_dir, threads, config.repeats, timer)
         load_before = host_load()
         (out_dir / PROGRESS_FILE).unlink(missing_ok=True)
@@ -220,7 +222,10 @@ def run_sweep(
     failures = read_failures(out_dir)
     try:
         table = read_profiles(out_dir)
-        rows, model_s = table.num_rows, float(sum(table.column("latency_s").to_pylist()))
+        # every timed call: a row's median latency times its repeats
+        lat, reps = table.column("latency_s").to_pylist(), table.column("repeats").to_pylist()
+        rows = table.num_rows
+        model_s = float(sum(x * (r or 1) for x, r in zip(lat, reps, strict=True)))
         if table.schema.remove_metadata() != PROFILE_ARROW_SCHEMA.remove_metadata():
             raise SweepIncompleteError(f"{out_dir}: Parquet schema differs from the declared one")
     except FileNotFoundError:

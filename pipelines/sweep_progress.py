@@ -4,8 +4,8 @@ an ETA.
 Beam runners report nothing while a batch pipeline runs, and workers may be other
 processes (Dask) or threads (FnApiRunner). So each worker appends one line per finished
 cell to `RUN/.progress` (a short O_APPEND write: lines from several processes do not
-interleave), and the driver reads the file every `every_s` and reports: a bar redrawn in
-place on a terminal, plain lines (at most one per `every_s`) in logs and CI.
+interleave), and the driver reads the file and reports: a bar redrawn in place every 2 s
+on a terminal, plain lines at most every 15 s in logs and CI, and a last line at the end.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 PROGRESS_FILE = ".progress"
+PLAIN_EVERY_S = 15.0
 
 
 def note_progress(path: str, cell) -> None:
@@ -65,8 +66,10 @@ class SweepProgress:
     """Reads the progress file in a thread while the pipeline runs."""
 
     def __init__(self, path: Path, total: int, out=print, every_s: float = 2.0, tty=None):
-        self.path, self.total, self.out, self.every_s = Path(path), total, out, every_s
+        self.path, self.total, self.out = Path(path), total, out
         self.tty = (out is print and sys.stdout.isatty()) if tty is None else tty
+        # a bar is redrawn every 2 s; plain lines (logs, CI) come at most every 15 s
+        self.every_s = every_s if self.tty else max(every_s, PLAIN_EVERY_S)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._said = 0

@@ -124,7 +124,12 @@ def test_progress_lines_count_cells_name_the_last_and_give_an_eta(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("runner", ["FnApiRunner", "DaskRunner"])
-def test_a_sweep_reports_progress_on_every_runner(sweep_settings, clip_path, tmp_path, runner):
+def test_a_sweep_reports_progress_on_every_runner(
+    sweep_settings, clip_path, tmp_path, runner, monkeypatch
+):
+    import pipelines.sweep_progress as sp
+
+    monkeypatch.setattr(sp, "PLAIN_EVERY_S", 1.0)  # a line a second: this sweep is short
     lines: list[str] = []
     cfg = SweepConfig(models=("tiny-sketch-s",), steps=(1, 2, 3, 4), prompts=2, repeats=(1, 1))
 
