@@ -141,6 +141,19 @@ def clip_on_held_out_prompts(frame) -> dict:
     }
 
 
+def noise_verdict(real: dict) -> str:
+    """Whether this run's own sweep was noisy: its accuracy numbers are then bounded by
+    the host, not only by the predictor (compare runs on a quiet host)."""
+    n = len(real["noisy_fits"])
+    load = real["host_load"]["after"]["load_per_core"]
+    if n:
+        return (
+            f"NOISY: {n} measured fits flagged ({'; '.join(real['noisy_fits'])}); load "
+            f"{load:.2f}/core after: the accuracy numbers are bounded by this host's noise"
+        )
+    return f"quiet: no measured fit flagged; load {load:.2f}/core after"
+
+
 def real_runs(n_jobs: int, headroom: float) -> dict:
     """Toy-world models (real diffusers pipelines trained here, real CLIP scorer) on this
     host: a batch-aware sweep, predictors trained on it, then runs that were never part
@@ -261,6 +274,8 @@ def real_runs(n_jobs: int, headroom: float) -> dict:
         k: {"target": t, "got": got[k], "met": got[k] <= t if way == "max" else got[k] >= t}
         for k, (t, way) in TARGETS.items()
     }
+    out["noise"] = noise_verdict(out)
+    print(out["noise"])
     for k, v in out["targets"].items():
         print(f"{k}: {v['got']:.3f} (target {v['target']}) {'ok' if v['met'] else 'MISSED'}")
     return out

@@ -46,7 +46,7 @@ UNSETTLED_SHARE = 0.2
 def noise_reason(steps, latency, spread, r2: float, intercept: float) -> str:
     why = []
     if not np.isnan(r2) and r2 < R2_MIN:
-        why.append(f"R² {r2:.2f} < {R2_MIN}")
+        why.append(f"R² {r2:.3f} < {R2_MIN}")
     if len(np.unique(steps)) >= 2 and intercept < 0:
         slope, icpt = np.polyfit(steps.astype(float), latency.astype(float), 1)
         rms = float(np.sqrt(np.mean((latency - (icpt + slope * steps)) ** 2)))

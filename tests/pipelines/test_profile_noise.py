@@ -52,7 +52,7 @@ def test_noise_reasons_name_low_r2_negative_intercepts_and_unsettled_cells():
     steps = np.array([1, 2, 4, 8] * 2, dtype=float)
     clean = 0.1 + 0.05 * steps
     assert noise_reason(steps, clean, np.zeros(8), 1.0, 0.1) == ""
-    assert "R² 0.51" in noise_reason(steps, clean, np.zeros(8), 0.51, 0.1)
+    assert "R² 0.510 < 0.95" in noise_reason(steps, clean, np.zeros(8), 0.51, 0.1)
     line = -0.3 + 0.05 * steps
     assert "intercept -0.3000 s < 0" in noise_reason(steps, line, np.zeros(8), 1.0, -0.3)
     spread = np.array([0.2] * 4 + [0.0] * 4)
