@@ -58,6 +58,7 @@ PROBES = 2  # runs that prove a (model, accelerator) profile before jobs are dec
 PROBE_PROMPT = "a calibration probe"  # the system's own prompt, never a tenant's
 STALE_PROFILES = beam.metrics.Metrics.gauge("sdaas_serving", "stale_latency_profiles")
 _STALE_SAID: set = set()  # stale keys already logged by this process
+_PROBE_FAILED: set = set()  # (model, accelerator) whose probe raised: not retried here
 
 
 @dataclass(frozen=True)
@@ -198,9 +199,15 @@ class ServeWindow(beam.DoFn):
             key, kind = self.model_keys[m], self.kinds[k]
             have = corr.by_key.get((key, kind, 1))
             missing = PROBES - (have.n if have else 0)
-            if missing > 0:
+            if missing > 0 and (key, kind) not in _PROBE_FAILED:
                 steps = self.spec.planner.probe_steps(self.spec.planner.options[m])[:missing]
-                observed = self._probe(key, kind, steps)
+                try:
+                    observed = self._probe(key, kind, steps)
+                except Exception as exc:  # noqa: BLE001 - a failing model fails its jobs, not serving
+                    _PROBE_FAILED.add((key, kind))
+                    log.warning("probing %s on %s failed (%s): its profile stays unproven",
+                                key, kind, type(exc).__name__)  # fmt: skip
+                    continue
                 self.store.observe(observed, "probe", self.spec.planner.predictor_version)
                 log.info(
                     "probed %s on %s: %s",

@@ -110,3 +110,17 @@ def test_profiles_five_times_too_fast_are_corrected_and_hopeless_jobs_refused(
     assert all("rejected by slack-sjf at admission" in r.error for r in first[:1] + got[::2])
     assert all(r.latency_correction > 3.0 for r in first + got)
     assert np.median(_relative_errors(got)) <= 0.2, _relative_errors(got)
+
+
+def test_a_probe_that_raises_does_not_stop_serving(serving_settings, tmp_path, monkeypatch):
+    import pipelines.serving as serving
+
+    def broken(self, key, kind, steps):
+        raise RuntimeError("model weights unreadable")
+
+    monkeypatch.setattr(serving.ServeWindow, "_probe", broken)
+    monkeypatch.setattr(serving, "_PROBE_FAILED", set())
+    spec = replace(_spec(serving_settings, tmp_path / "r.db"), correct_latency=True)
+    (r,) = _serve(spec, [_job(latency_slo_s=3600.0)])
+    assert r.status == "done" and r.latency_correction == 1.0  # unproven, uncorrected
+    assert len(serving._PROBE_FAILED) == len(spec.cards)
