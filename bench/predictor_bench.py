@@ -99,18 +99,6 @@ TARGETS = {
 }
 
 
-def _home_with_toyworld():
-    from models.registry import Registry
-    from sdaas.config import SHIPPED_TOYWORLD, Settings
-
-    s = Settings(home=Path(tempfile.mkdtemp(prefix="sdaas-pbench-")))
-    s.models_dir.mkdir(parents=True, exist_ok=True)
-    reg = Registry(s.registry_path, model_roots=s.model_roots)
-    for card in sorted((SHIPPED_TOYWORLD / "cards").glob("*.yaml")):
-        reg.register_file(card, exist_ok=True)
-    return s, reg
-
-
 def clip_on_held_out_prompts(frame) -> dict:
     """The CLIP predictor scored on measured toy-world CLIP: leave one prompt out (train
     on the others' batch-1 rows, predict its), MAE per model and per (model, steps)."""
@@ -162,15 +150,16 @@ def real_runs(n_jobs: int, headroom: float) -> dict:
 
     from models.backend import GenerationRequest, load_backend
     from models.clip_score import ClipScorer
+    from pipelines.host_load import host_load
     from pipelines.profile_grid import SweepConfig
     from pipelines.profile_sweep import default_clip, run_sweep
     from pipelines.prompts import DEFAULT_PROMPT_SET, load_prompts
-    from pipelines.sweep_progress import host_load
+    from pipelines.serving_setup import toyworld_home
     from predictor.planner import load_planner
     from predictor.train_cli import train_all
     from sdaas.privacy import load_salt, prompt_tokens
 
-    s, reg = _home_with_toyworld()
+    s, reg = toyworld_home(tempfile.mkdtemp(prefix="sdaas-pbench-"))
     load_before = host_load()
     sweep = run_sweep(s, SweepConfig(**BENCH_SWEEP), progress=print)
     t0 = time.perf_counter()

@@ -7,7 +7,7 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdaas.accelerator_names import accelerator_name, kind_of
+from sdaas.accelerator_names import accelerator_name
 from sdaas.errors import InvalidInputError
 
 
@@ -23,10 +23,6 @@ class Accelerator:
     @property
     def id(self) -> str:
         return self.instance or self.device
-
-    @property
-    def kind(self) -> str:
-        return kind_of(self.name)
 
 
 def _cpu_model() -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import socket
 import statistics
 import time
@@ -33,16 +32,16 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from models.backend import GenerationRequest, ModelBackend, load_backend
 from models.card import ModelCard
+from pipelines.host_load import load_per_core
 from pipelines.profile_grid import REPEATS, ProfileCell
 from pipelines.sweep_progress import note_progress
 from profiles.parquet_io import CellFailure
+from profiles.summary import SPREAD_TARGET
 from sdaas import __version__
 from sdaas.privacy import prompt_tokens
 from sdaas.records import ProfileRecord
 
 log = logging.getLogger(__name__)
-
-SPREAD_TARGET = 0.05  # timed calls of a cell agreeing within +-5 % of their median
 
 
 def relative_spread(values: list[float]) -> float:
@@ -69,13 +68,6 @@ def timed_repeats(run, *, repeats=REPEATS, target=SPREAD_TARGET):
         if len(times) >= repeats[0] and relative_spread(times) <= target:
             break
     return times, out
-
-
-def load_per_core() -> float:
-    try:
-        return os.getloadavg()[0] / (os.cpu_count() or 1)
-    except OSError:
-        return math.nan
 
 
 @dataclass

@@ -25,12 +25,13 @@ from apache_beam.ml.inference.base import RunInference
 from models.accelerators import resolve_devices
 from models.backend import cpu_threads
 from models.registry import Registry
+from pipelines.host_load import host_load
 from pipelines.parquet_io import WriteFailures, WriteParquetShard
 from pipelines.profile_grid import REPEATS, ProfileCell, SweepConfig, expand_grid, select_cards
 from pipelines.profile_handler import ProfilingModelHandler
 from pipelines.prompts import load_prompts
 from pipelines.runners import DEFAULT_RUNNER, runner_for
-from pipelines.sweep_progress import PROGRESS_FILE, SweepProgress, host_load
+from pipelines.sweep_progress import PROGRESS_FILE, SweepProgress
 from profiles.parquet_io import CellFailure, read_failures, read_profiles
 from sdaas import __version__
 from sdaas.config import Settings

@@ -85,6 +85,11 @@ class ServingSpec:
         return next(d for d in self.devices if d.id == instance)
 
 
+def observed_corrections_in(store: ResultStore, predictor_version: str) -> Corrections:
+    """The latency corrections the runs stored in `store` give for that predictor."""
+    return Corrections.from_observations(store.observations(predictor_version))
+
+
 def source_of(topic: str, r: RawRecord) -> str:
     """A record's identity: topic/partition/offset, plus its broker timestamp, because an
     embedded (memory) broker that restarts hands out the same offsets again."""
@@ -240,16 +245,15 @@ class ServeWindow(beam.DoFn):
         ]
 
     def _observed(self) -> Corrections:
-        return Corrections.from_observations(
-            self.store.observations(self.spec.planner.predictor_version)
-        )
+        return observed_corrections_in(self.store, self.spec.planner.predictor_version)
 
     def _corrections(self) -> Corrections:
         """The latency corrections for this window; stale profiles are said once each."""
         if not self.spec.correct_latency:
             return Corrections({})
         corr = self._observed()
-        for key, c in corr.stale().items():
+        stale = corr.stale()
+        for key, c in stale.items():
             if key not in _STALE_SAID:
                 _STALE_SAID.add(key)
                 log.warning(
@@ -258,7 +262,7 @@ class ServeWindow(beam.DoFn):
                     *key,
                     c.describe(),
                 )
-        STALE_PROFILES.set(len(corr.stale()))
+        STALE_PROFILES.set(len(stale))
         return corr
 
     def process(self, keyed, window=beam.DoFn.WindowParam):

@@ -5,21 +5,17 @@ from __future__ import annotations
 
 from models.accelerators import local_accelerators
 from pipelines.profile_sweep import default_clip
-from pipelines.serving import ServingSpec
+from pipelines.serving import ServingSpec, observed_corrections_in
 from sdaas.config import Settings
 from sdaas.errors import SdaasError
 
 
-def prepare_toy_home(home) -> Settings:
-    """A serving-ready home: the shipped toy-world models registered, a small real
-    profiling sweep on this host and predictors trained on it (about 30-40 s). Used by
-    the serving tests and benchmark; `make demo` does the same with a larger sweep."""
+def toyworld_home(home):
+    """(Settings, Registry) of a home at `home` with the shipped toy-world models
+    registered, nothing profiled yet."""
     from pathlib import Path
 
     from models.registry import Registry
-    from pipelines.profile_grid import SweepConfig
-    from pipelines.profile_sweep import run_sweep
-    from predictor.train_cli import train_all
     from sdaas.config import SHIPPED_TOYWORLD
 
     s = Settings(home=Path(home))
@@ -27,6 +23,18 @@ def prepare_toy_home(home) -> Settings:
     reg = Registry(s.registry_path, model_roots=s.model_roots)
     for card in sorted((SHIPPED_TOYWORLD / "cards").glob("*.yaml")):
         reg.register_file(card, exist_ok=True)
+    return s, reg
+
+
+def prepare_toy_home(home) -> Settings:
+    """A serving-ready home: the shipped toy-world models registered, a small real
+    profiling sweep on this host and predictors trained on it (about 30-40 s). Used by
+    the serving tests and benchmark; `make demo` does the same with a larger sweep."""
+    from pipelines.profile_grid import SweepConfig
+    from pipelines.profile_sweep import run_sweep
+    from predictor.train_cli import train_all
+
+    s, _ = toyworld_home(home)
     run_sweep(s, SweepConfig(steps=(1, 2, 4, 8), prompts=1, seeds=(0,)), progress=lambda *_: None)
     train_all(s, data="measured", accept_noisy=True)  # tests must not need a quiet host
     return s
@@ -41,7 +49,6 @@ def observed_corrections(settings: Settings):
     corrections per (model, accelerator, batch size), stale ones included. None when
     nothing has been served here, or there is no champion."""
     from adapters.result_store import ResultStore, StoreError
-    from predictor.latency_correction import Corrections
     from predictor.store import PredictorStoreError, load_predictor
     from predictor.tracking import LATENCY_MODEL
 
@@ -50,7 +57,7 @@ def observed_corrections(settings: Settings):
         version = load_predictor(settings, LATENCY_MODEL).version
     except (StoreError, PredictorStoreError):
         return None
-    return Corrections.from_observations(store.observations(version))
+    return observed_corrections_in(store, version)
 
 
 def build_spec(

@@ -11,7 +11,6 @@ on a terminal, plain lines at most every 15 s in logs and CI, and a last line at
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import threading
@@ -38,23 +37,6 @@ def note_progress(path: str, cell) -> None:
         os.write(fd, (line + "\n").encode())
     finally:
         os.close(fd)
-
-
-def host_load() -> dict:
-    """What else the host was doing: load average per core and CPU steal share since boot
-    (a VM whose host is oversubscribed steals time from it). NaN where unknown."""
-    try:
-        load = os.getloadavg()[0] / (os.cpu_count() or 1)
-    except OSError:
-        load = math.nan
-    steal = math.nan
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-        ticks = [int(x) for x in fields]
-        steal = ticks[7] / sum(ticks) if len(ticks) > 7 and sum(ticks) else math.nan
-    except (OSError, ValueError, IndexError):
-        pass
-    return {"load_per_core": load, "steal_share": steal}
 
 
 def _eta(seconds: float) -> str:

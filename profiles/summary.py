@@ -39,7 +39,7 @@ class LineFit:
 # negative intercept goes beyond its own residual noise (no call takes less than no
 # time), or when many of its cells never settled within their repeat budget.
 R2_MIN = 0.95
-UNSETTLED_SPREAD = 0.05  # pipelines/profile_handler.SPREAD_TARGET
+SPREAD_TARGET = 0.05  # a cell's timed calls agree within +-5 % (the sweep repeats until)
 UNSETTLED_SHARE = 0.2
 
 
@@ -53,7 +53,7 @@ def noise_reason(steps, latency, spread, r2: float, intercept: float) -> str:
         if -intercept > 2 * rms:
             why.append(f"intercept {intercept:.4f} s < 0")
     spread = spread[~np.isnan(spread)]
-    unsettled = int(np.sum(spread > UNSETTLED_SPREAD))
+    unsettled = int(np.sum(spread > SPREAD_TARGET))
     if len(spread) and unsettled > UNSETTLED_SHARE * len(spread):
         why.append(f"{unsettled} of {len(spread)} cells unsettled (spread > 5 %)")
     return "; ".join(why)
