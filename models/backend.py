@@ -104,6 +104,12 @@ class ModelBackend(ABC):
     ) -> GenerationResult:
         """Generate one image per prompt. The same request gives bit-identical images."""
 
+    def stepper(self):
+        """A `models.step_batch.StepBatcher` when this model can be run one denoising
+        step at a time together with other jobs (step-level batching), else None: the
+        device engine then runs its jobs whole, one per call."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook, default no-op
         """Release device memory. Optional."""
 

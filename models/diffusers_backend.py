@@ -136,6 +136,13 @@ class DiffusersBackend(ModelBackend):
             device=self.device,
         )
 
+    def stepper(self):
+        from models.step_batch import StepBatcher, supports
+
+        if not supports(self._pipe):
+            return None
+        return StepBatcher(self._pipe_for_call, self.device)
+
     def close(self) -> None:
         self._pipe = None
         if self.device.startswith("cuda"):

@@ -1,40 +1,229 @@
-"""The served system's scheduler: the simulator's event loop on real jobs.
+"""The served system's scheduler: the simulator's core in wall-clock time.
 
-`LiveEngine` is the `Simulator` with one thing replaced: how long a segment takes. The
-simulator computes it from the true work; here `run_job` runs the job on its device and
-returns the seconds it really took. Placement, admission, queue order, drops and the
-admission bound are the policy's and the loop's, the same code the simulator runs, so
-`sdaas serve --policy P` decides as `sdaas bench` does.
+`LiveCore` is the `Simulator` with time and segments made real. Placement, admission,
+queue order, batching, preemption at step boundaries and drops are the policy's and the
+simulator's code, unchanged, so `sdaas serve --policy P` decides as `sdaas bench` does.
+What differs is who says when a segment ends: the simulator computes it from the work;
+here each device instance (a `DeviceSlot`, the device engine in `engine/`) runs the
+segment's jobs a denoising step at a time and reports back with `segment_end`. Jobs
+arrive with `submit` at any time (no window barrier: a window's jobs join the queues and
+batches of jobs already running), and `cancel` ends a queued job at once and a running
+one at its next step boundary.
 
-What serving cannot do yet is switched off where the simulator would look, visibly:
-`live_catalog` allows batch size 1 only and no load times (models are preloaded), and
-`LIVE_CONFIG` turns preemption off (a running job is not cut at a step boundary) until
-the step-level engine. Devices of one window run one after another in this process;
-each device keeps its own timeline (a segment ends at its start plus its measured time).
+Thread-safe: every entry point takes one lock; devices call back from their threads.
+Progress is counted in steps (`steps_left`); the remaining seconds the policies read are
+the prediction scaled by the steps left.
 """
 
 from __future__ import annotations
 
+import math
+import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
 from scheduler.catalog import Catalog
 from scheduler.cluster import Cluster
+from scheduler.options import ClassOptions, Option
 from scheduler.policy import Policy
-from scheduler.simulator import SimConfig, Simulator
+from scheduler.simulator import DONE, DROPPED, PENDING, REJECTED, SimConfig, Simulator
+from scheduler.workload import Workload
 
-# serving: exact options (no CLIP margin: the planner's curves are the trained ones),
-# no preemption, no cold starts, a window's jobs seen at once, and every device its own
-# queue (identical devices share a profile, not a queue)
+CANCELLED = 4  # a job the caller cancelled: the simulator has no such state
+FAILED = 5  # the device could not run it (the model raised)
+
+# serving: exact options (no CLIP margin: the planner's curves are the trained ones), no
+# cold starts (models are preloaded), a window's jobs seen at once, every device its own
+# queue (identical devices share a profile, not a queue), preemption at step boundaries
 LIVE_CONFIG = SimConfig(
     clip_margin=0.0,
     clip_noise=0.0,
     cold_start=False,
-    preempt=False,
+    preempt=True,
     gather_ties=True,
     queue_per_device=True,
 )
+
+
+@dataclass(frozen=True)
+class SegmentJob:
+    """A job as a device runs it: the core's index, the catalog model, the steps it is
+    served at (the policy may have down-shifted it) and the caller's payload."""
+
+    index: int
+    model: int
+    steps: int
+    payload: Any
+
+
+class DeviceSlot(Protocol):
+    def start_segment(self, jobs: list[SegmentJob], steps: int) -> None:
+        """Run `jobs` together for `steps` denoising steps (fewer when interrupted),
+        then call `LiveCore.segment_end` with the steps run. Must not block: it is
+        called with the core's lock held."""
+
+    def interrupt(self) -> None:
+        """End the running segment at its next step boundary."""
+
+
+@dataclass(frozen=True)
+class LiveJob:
+    """What the core needs of an arriving job: its class, its options per kind (the
+    planner's `planned` and down-shifted `relaxed`), and the caller's payload."""
+
+    style: str
+    deadline_ts: float  # the latency SLO as a point in the core's clock
+    min_clip: float
+    planned: list[Option | None]
+    relaxed: list[Option | None]
+    payload: Any = None
+
+
+@dataclass(frozen=True)
+class SegmentOutcome:
+    """What a segment's end settled: jobs done and jobs cancelled while running."""
+
+    done: list[int]
+    cancelled: list[int]
+
+
+Settled = Callable[[int, int, float], None]  # (job, status, t): rejected/dropped/cancelled
+
+
+class LiveCore(Simulator):
+    def __init__(
+        self,
+        catalog: Catalog,
+        cluster: Cluster,
+        policy: Policy,
+        config: SimConfig = LIVE_CONFIG,
+        clock: Callable[[], float] = time.time,
+        on_settled: Settled | None = None,
+    ):
+        super().__init__(catalog, cluster, policy, config)
+        self.clock = clock
+        self.lock = threading.RLock()
+        self.on_settled = on_settled or (lambda j, status, t: None)
+        self.devices: list[DeviceSlot] = []
+        self.payload: list[Any] = []
+        self.steps_left: list[int] = []
+        self.seg_steps: list[int] = []
+        self.cancelled: set[int] = set()
+        empty = Workload("serving", np.zeros(0), np.zeros(0, int), (), np.ones(0), np.zeros(0))
+        self.begin(empty, ClassOptions([], []))
+        self.seg_steps = [0] * len(self.inst_kind)
+
+    def attach(self, devices: list[DeviceSlot]) -> None:
+        """One device per instance, in the cluster's order (`inst_kind`)."""
+        if len(devices) != len(self.inst_kind):
+            raise ValueError(f"{len(devices)} devices for {len(self.inst_kind)} instances")
+        self.devices = list(devices)
+
+    def _check_servable(self, w) -> None:
+        """A job no accelerator can serve (its min CLIP out of reach) is not an error
+        here: every policy's placement finds no option for it, and it is rejected."""
+
+    # -------------------------------------------------------------------- the entry points
+    def submit(self, jobs: list[LiveJob]) -> list[int]:
+        """Jobs arriving now: placed, admitted or rejected (status REJECTED at return),
+        queued, started on an idle device. Returns their indices."""
+        with self.lock:
+            t = self.clock()
+            first, cls = len(self.arrival), []
+            for job in jobs:
+                cls.append(len(self.latency_slo_s))
+                self.latency_slo_s.append(job.deadline_ts - t)
+                self.options.planned.append(job.planned)
+                self.options.relaxed.append(job.relaxed)
+                self.payload.append(job.payload)
+                self.steps_left.append(-1)
+            n = len(jobs)
+            self.add_jobs([t] * n, cls, [1.0] * n)
+            tie = self.config.gather_ties
+            for x in range(n):
+                if not self.arrive(first + x, t, tie=tie and x < n - 1):
+                    self.on_settled(first + x, REJECTED, t)
+            return list(range(first, first + n))
+
+    def segment_end(self, i: int, steps_run: int, failed=()) -> SegmentOutcome:
+        """Device i ran its segment's jobs `steps_run` steps: settle the finished, the
+        failed and the cancelled ones, and start its next segment (the policy's next
+        batch)."""
+        with self.lock:
+            t = self.clock()
+            carry, done, cancelled = [], [], []
+            for j in self.seg_jobs[i] or ():
+                self.steps_left[j] -= steps_run
+                if j in failed:
+                    self._settle(j, FAILED, t)
+                elif j in self.cancelled:
+                    self._settle(j, CANCELLED, t)
+                    cancelled.append(j)
+                    self.on_settled(j, CANCELLED, t)
+                elif self.steps_left[j] <= 0:
+                    self._settle(j, DONE, t)
+                    done.append(j)
+                else:
+                    self.remaining[j] = self.pred[j] * self.steps_left[j] / self.steps[j]
+                    carry.append(j)
+            self.busy[i] += t - self.seg_start[i]
+            self._dispatch(i, t, carry)
+            return SegmentOutcome(done, cancelled)
+
+    def cancel(self, j: int) -> bool:
+        """Cancel job j: a queued job at once, a running one at its next step boundary.
+        False when it has already ended."""
+        with self.lock:
+            if not (0 <= j < len(self.status)) or self.status[j] != PENDING:
+                return False
+            running = [i for i, b in enumerate(self.seg_jobs) if b and j in b]
+            if running:
+                self.cancelled.add(j)
+                self.devices[running[0]].interrupt()
+            else:  # still in its queue: the dispatch skips it
+                t = self.clock()
+                self._settle(j, CANCELLED, t)
+                self.on_settled(j, CANCELLED, t)
+            return True
+
+    # ----------------------------------------------------------- the simulator's hooks
+    def drop(self, j: int, t: float) -> None:
+        super().drop(j, t)
+        self.on_settled(j, DROPPED, t)
+
+    def interrupt(self, i: int, t: float) -> None:
+        if self.seg_jobs[i] and self.config.preempt:
+            self.devices[i].interrupt()
+
+    def _segment_end_time(self, i, batch, ws, work, factor):
+        """Hand the segment to device i: until its first job finishes, or the policy's
+        quantum (in whole steps) is used. Its end comes back through `segment_end`."""
+        batch[:] = [j for j in batch if self.status[j] == PENDING]  # cancelled in queue
+        n = min((self._left(j) for j in batch), default=0)
+        if self.config.preempt:
+            for j in batch:
+                q = self.policy.segment_work(j)
+                if q < math.inf:
+                    n = min(n, max(1, math.ceil(q / (self.pred[j] / self.steps[j]) - 1e-9)))
+        self.seg_steps[i] = n
+        jobs = [SegmentJob(j, self.model[j], self.steps[j], self.payload[j]) for j in batch]
+        self.devices[i].start_segment(jobs, n)
+        return math.inf
+
+    def _left(self, j: int) -> int:
+        if self.steps_left[j] < 0:  # first start: the steps it is served at are final
+            self.steps_left[j] = self.steps[j]
+        return self.steps_left[j]
+
+    def in_flight(self) -> int:
+        """Jobs admitted and not yet settled."""
+        with self.lock:
+            return sum(1 for s in self.status if s == PENDING)
+
 
 RunJob = Callable[[int, int, float], float]  # (job, instance, start) -> measured seconds
 

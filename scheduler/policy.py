@@ -54,6 +54,10 @@ class Policy(ABC):
     def bind(self, sim: Simulator) -> None:
         self.sim = sim
 
+    def jobs_added(self, n: int) -> None:  # noqa: B027 - optional hook
+        """The run now has n jobs (the live core adds them as they arrive): grow any
+        per-job state the policy keeps."""
+
     def place(self, j: int, t: float) -> int | None:
         """Default placement: the kind with the earliest predicted finish (backlog per
         instance + the job's predicted time there). Never rejects."""

@@ -147,8 +147,14 @@ class Simulator:
     def drop(self, j: int, t: float) -> None:
         if self.log is not None:
             self.log.append(("drop", j, round(t, 9)))
-        self.status[j] = DROPPED
+        self._settle(j, DROPPED, t)
+
+    def _settle(self, j: int, status: int, t: float) -> None:
+        """Job j leaves the system at t (done, dropped, cancelled): its work leaves the
+        backlog of its kind and device."""
+        self.status[j] = status
         self.finish[j] = t
+        self.remaining[j] = 0.0
         self.backlog[self.kind[j]] -= self.pred[j]
         if self.dev_queues is not None:
             self.dev_backlog[self.dev_of[j]] -= self.pred[j]
@@ -163,29 +169,40 @@ class Simulator:
     def run(self, w: Workload, options: ClassOptions | None = None) -> SimResult:
         """options: per SLO class and kind, what a job of that class would run (default:
         from the catalog, the planner's rule); serving passes the trained planner's."""
+        self.begin(w, options)
+        n, arrival, events = w.n, self.arrival, self._events
+        heappop = heapq.heappop
+        gather = self.config.gather_ties
+        ai, count = 0, 0
+        while ai < n or events:
+            if ai < n and (not events or arrival[ai] <= events[0][0]):
+                j, t = ai, arrival[ai]
+                ai += 1
+                # gather_ties: more jobs arrive now; queue them all before any starts
+                if self.arrive(j, t, tie=gather and ai < n and arrival[ai] == t):
+                    count += 1  # a rejection is not counted as an event
+            else:
+                t, _, i, ver = heappop(events)
+                if ver != self.seg_version[i]:
+                    continue
+                self._segment_end(i, t)
+                count += 1
+        return self._result(w, count)
+
+    def begin(self, w: Workload, options: ClassOptions | None = None) -> None:
+        """Set up a run over workload `w` (the live core starts with no jobs and adds
+        them with `add_jobs` as they arrive)."""
         cat, cfg, pol = self.catalog, self.config, self.policy
         margin = cfg.clip_margin if pol.clip_margin_override is None else pol.clip_margin_override
         self.options = options or ClassOptions.build(cat, w.classes, self.ck, margin)
         self.log = [] if cfg.log else None
         self._check_servable(w)
-        n = w.n
         self.workload = w
-        self.arrival = w.arrival.tolist()
-        self.cls = w.cls.tolist()
-        self.factor = w.true_factor.tolist()
         self.latency_slo_s = [c.latency_slo_s for c in w.classes]  # per SLO class
-        slo = self.latency_slo_s
-        self.deadline_ts = [a + slo[c] for a, c in zip(self.arrival, self.cls, strict=True)]
-        self.status = [PENDING] * n
-        self.start = [-1.0] * n
-        self.finish = [math.nan] * n
-        self.kind = [-1] * n
-        self.model = [-1] * n
-        self.steps = [0] * n
-        self.pred = [0.0] * n
-        self.finish_pred = [0.0] * n
-        self.work = [0.0] * n
-        self.remaining = [0.0] * n
+        for name in ("arrival", "cls", "factor", "deadline_ts", "status", "start", "finish",
+                     "kind", "model", "steps", "pred", "finish_pred", "work", "remaining",
+                     "dev_of"):  # fmt: skip
+            setattr(self, name, [])
         K = len(self.kind_names)
         self.backlog = [0.0] * K
         inst_kind = [k for k in range(K) for _ in range(self.n_inst[k])]
@@ -208,65 +225,71 @@ class Simulator:
         per_device = cfg.queue_per_device
         self.dev_queues = [pol.make_queue(k) for k in inst_kind] if per_device else None
         self.dev_backlog = [0.0] * n_total
-        self.dev_of = [-1] * n
+        self.add_jobs(w.arrival.tolist(), w.cls.tolist(), w.true_factor.tolist())
 
-        events = self._events
-        arrival = self.arrival
-        idle = self.idle
-        queues = self.queues
-        place = pol.place
-        on_busy = pol.on_busy_arrival
-        heappop = heapq.heappop
-        bound, n_inst, gather, log = cfg.max_backlog_s, self.n_inst, cfg.gather_ties, self.log
-        ai, count = 0, 0
-        while ai < n or events:
-            if ai < n and (not events or arrival[ai] <= events[0][0]):
-                j, t = ai, arrival[ai]
-                ai += 1
-                k = place(j, t)
-                if per_device and k is not None:
-                    k = self._to_device(j, k, bound)
-                elif k is not None and self.backlog[k] > bound * n_inst[k]:
-                    self.overloaded.append(j)
-                    k = None
-                # gather_ties: more jobs arrive now; queue them all before any starts
-                tie = gather and ai < n and arrival[ai] == t
-                if k is None:
-                    self.status[j] = REJECTED
-                    self.finish[j] = t
-                    if log is not None:
-                        log.append(("reject", j, round(t, 9)))
-                    if gather and not tie:
-                        self._dispatch_idle(t)
-                    continue  # a rejection is not counted as an event
-                if log is not None:
-                    log.append(("admit", j, k, round(t, 9)))
-                self.backlog[k] += self.pred[j]
-                if per_device:
-                    i = self.dev_of[j]
-                    self.dev_queues[i].push(j)
-                    self.dev_backlog[i] += self.pred[j]
-                    free = i in idle[k]
-                else:
-                    queues[k].push(j)
-                    i, free = -1, bool(idle[k])
-                if not free:
-                    on_busy(j, k, t)
-                elif not gather:
-                    if i < 0:
-                        i = idle[k].pop()
-                    else:
-                        idle[k].remove(i)
-                    self._dispatch(i, t, [])
-                if gather and not tie:
-                    self._dispatch_idle(t)
+    def add_jobs(self, arrival: list[float], cls: list[int], factor: list[float]) -> None:
+        """Append jobs (per-job lists grow in place: queues and policies hold them)."""
+        n = len(arrival)
+        slo = self.latency_slo_s
+        self.arrival += arrival
+        self.cls += cls
+        self.factor += factor
+        self.deadline_ts += [a + slo[c] for a, c in zip(arrival, cls, strict=True)]
+        self.status += [PENDING] * n
+        self.start += [-1.0] * n
+        self.finish += [math.nan] * n
+        self.kind += [-1] * n
+        self.model += [-1] * n
+        self.steps += [0] * n
+        self.pred += [0.0] * n
+        self.finish_pred += [0.0] * n
+        self.work += [0.0] * n
+        self.remaining += [0.0] * n
+        self.dev_of += [-1] * n
+        self.policy.jobs_added(len(self.arrival))
+
+    def arrive(self, j: int, t: float, tie: bool = False) -> bool:
+        """Job j arrives at t: placed and admitted (queued, maybe started) or rejected.
+        `tie`: more jobs arrive at t, so nothing starts yet (gather_ties). False when
+        rejected."""
+        cfg, idle = self.config, self.idle
+        gather = cfg.gather_ties
+        k = self.policy.place(j, t)
+        if cfg.queue_per_device and k is not None:
+            k = self._to_device(j, k, cfg.max_backlog_s)
+        elif k is not None and self.backlog[k] > cfg.max_backlog_s * self.n_inst[k]:
+            self.overloaded.append(j)
+            k = None
+        if k is None:
+            self.status[j] = REJECTED
+            self.finish[j] = t
+            if self.log is not None:
+                self.log.append(("reject", j, round(t, 9)))
+            if gather and not tie:
+                self._dispatch_idle(t)
+            return False
+        if self.log is not None:
+            self.log.append(("admit", j, k, round(t, 9)))
+        self.backlog[k] += self.pred[j]
+        if cfg.queue_per_device:
+            i = self.dev_of[j]
+            self.dev_queues[i].push(j)
+            self.dev_backlog[i] += self.pred[j]
+            free = i in idle[k]
+        else:
+            self.queues[k].push(j)
+            i, free = -1, bool(idle[k])
+        if not free:
+            self.policy.on_busy_arrival(j, k, t)
+        elif not gather:
+            if i < 0:
+                i = idle[k].pop()
             else:
-                t, _, i, ver = heappop(events)
-                if ver != self.seg_version[i]:
-                    continue
-                self._segment_end(i, t)
-            count += 1
-        return self._result(w, count)
+                idle[k].remove(i)
+            self._dispatch(i, t, [])
+        if gather and not tie:
+            self._dispatch_idle(t)
+        return True
 
     def _to_device(self, j: int, k: int, bound: float) -> int | None:
         """queue_per_device: the instance of kind k with the least queued work takes j;
@@ -341,11 +364,12 @@ class Simulator:
         self.seg_start[i] = t
         self.seg_work_start[i] = ws
         self.seg_speed[i] = 1.0 / factor
+        self.seg_version[i] += 1
         end = self._segment_end_time(i, batch, ws, work, factor)
         self.seg_end[i] = end
-        self.seg_version[i] += 1
-        self._seq += 1
-        heapq.heappush(self._events, (end, self._seq, i, self.seg_version[i]))
+        if end < math.inf:  # the live core learns the end from the device instead
+            self._seq += 1
+            heapq.heappush(self._events, (end, self._seq, i, self.seg_version[i]))
 
     def _segment_end_time(self, i: int, batch: list[int], ws: float, work: float, factor):
         """When a segment that starts its work at `ws` ends: here, from the true work;
@@ -360,12 +384,7 @@ class Simulator:
         for j in self.seg_jobs[i]:
             r = rem[j] - done
             if r <= 1e-9 * (self.work[j] + 1.0):
-                rem[j] = 0.0
-                self.status[j] = DONE
-                self.finish[j] = t
-                self.backlog[self.kind[j]] -= self.pred[j]
-                if self.dev_queues is not None:
-                    self.dev_backlog[self.dev_of[j]] -= self.pred[j]
+                self._settle(j, DONE, t)
             else:
                 rem[j] = r
                 carry.append(j)

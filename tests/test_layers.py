@@ -14,7 +14,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("sdaas",),  # records, errors, config, limits, job-request validation, privacy
     ("profiles",),  # profile data: Parquet I/O, the reference profiles, fitted summaries
     ("scheduler", "models"),  # the scheduling core and simulator; cards, backends, devices
-    ("predictor",),  # features, LightGBM training, MLflow, the planner
+    ("predictor", "engine"),  # features, LightGBM, MLflow, the planner; the device engine
     ("adapters",),  # I/O: Kafka in/out, the embedded broker, the result store, the client
     ("pipelines",),  # Apache Beam pipelines: the profiling sweep, the serving front
     ("cli",),  # the command line and the demos

@@ -47,8 +47,13 @@ class FastServe(Policy):
 
     def bind(self, sim) -> None:
         super().bind(sim)
-        self.level = [0] * sim.workload.n
-        self.fresh = [True] * sim.workload.n
+        self.level: list[int] = []
+        self.fresh: list[bool] = []
+
+    def jobs_added(self, n: int) -> None:
+        grow = n - len(self.level)
+        self.level += [0] * grow
+        self.fresh += [True] * grow
 
     def make_queue(self, kind: int) -> MlfqQueue:
         return MlfqQueue(self.level)

@@ -1,6 +1,8 @@
-"""One scheduling core: for every policy, the simulator and the served system's engine
-make the same decisions (admit/reject, placement, start order, drops) on the same jobs,
-when the served jobs take what the simulator says they take."""
+"""One scheduling core: for every policy, the simulator and the served system's core
+(`LiveCore`, driven by devices) make the same decisions (admit/reject, placement, batches,
+preemptions at step boundaries, drops) on the same jobs, when the served jobs take what
+the simulator says they take. The devices here run on a virtual clock
+(tests/scheduler/virtual_devices.py); the real device engine is tested in tests/engine."""
 
 from __future__ import annotations
 
@@ -8,60 +10,69 @@ import numpy as np
 import pytest
 
 from scheduler.cluster import Cluster
-from scheduler.live import LIVE_CONFIG, LiveEngine
+from scheduler.live import CANCELLED, LIVE_CONFIG, LiveCore, LiveJob
+from scheduler.options import ClassOptions
 from scheduler.policy import known_policies, make_policy
-from scheduler.simulator import Simulator
+from scheduler.simulator import DONE, PENDING, Simulator
 from scheduler.workload import SloClass, Workload
 from tests.scheduler.conftest import toy_catalog
+from tests.scheduler.virtual_devices import VirtualCluster
 
 CONFIG = LIVE_CONFIG.__class__(**{**LIVE_CONFIG.__dict__, "log": True, "max_backlog_s": 12.0})
 TWO_KINDS = Cluster.parse("2xX+1xY")
 
 
 def scenario() -> Workload:
-    """Bursts on two fast and one slow instance: ties, queues, tight deadlines that some
-    policies reject or drop, jobs whose truth is slower than predicted."""
+    """Bursts on two fast and one slow instance: ties, queues, batches, tight deadlines
+    that some policies reject or drop. Truth = prediction (the core cannot know more)."""
     classes = (
         SloClass("any", 100.0, 50.0),  # 5 steps, loose
         SloClass("any", 4.0, 20.0),  # 2 steps, tight
         SloClass("any", 2.5, 30.0),  # 3 steps, tighter than it can make on Y
         SloClass("any", 30.0, 80.0),  # 8 steps
     )
-    arrivals = [0.0, 0.0, 0.0, 0.0, 0.5, 1.0, 1.0, 3.2, 3.2, 3.2, 7.0, 7.5, 9.0, 9.0]
-    cls = [0, 1, 2, 3, 1, 2, 0, 1, 1, 3, 2, 0, 1, 2]
-    factor = [1.0, 1.2, 1.0, 0.8, 1.0, 1.5, 1.0, 1.0, 1.1, 1.0, 1.0, 0.9, 1.0, 1.3]
+    arrivals = [0.0, 0.0, 0.0, 0.0, 0.5, 1.0, 1.0, 3.2, 3.2, 3.2, 7.0, 7.5, 9.0, 9.0, 9.0, 9.0]
+    cls = [0, 1, 2, 3, 1, 2, 0, 1, 1, 3, 2, 0, 1, 2, 1, 1]
     n = len(arrivals)
     return Workload("conformance", np.array(arrivals), np.array(cls), classes,
-                    np.array(factor), np.zeros(n))  # fmt: skip
+                    np.ones(n), np.zeros(n))  # fmt: skip
 
 
-@pytest.mark.parametrize("policy", known_policies())
-def test_simulator_and_serving_engine_make_the_same_decisions(policy):
-    catalog = toy_catalog(slow_kind=True, batch2=float("inf"))  # batch 1, as serving
+def live_jobs(w: Workload, options: ClassOptions) -> list[tuple[float, LiveJob]]:
+    out = []
+    for j, (a, c) in enumerate(zip(w.arrival.tolist(), w.cls.tolist(), strict=True)):
+        cl = w.classes[c]
+        job = LiveJob(cl.style, a + cl.latency_slo_s, cl.min_clip, options.planned[c],
+                      options.relaxed[c], payload=j)  # fmt: skip
+        out.append((a, job))
+    return out
+
+
+def run_both(policy: str, catalog):
     w = scenario()
     sim = Simulator(catalog, TWO_KINDS, make_policy(policy), CONFIG)
     sim_result = sim.run(w)
+    core = LiveCore(catalog, TWO_KINDS, make_policy(policy), CONFIG)
+    cluster = VirtualCluster(core)
+    cluster.run(live_jobs(w, sim.options))
+    return sim, sim_result, core, cluster
 
-    ran: list[tuple[int, int, float]] = []
 
-    def fake_backend(j: int, instance: int, start: float) -> float:
-        """Serving's backend, faked: the job 'runs' and takes its true time."""
-        ran.append((j, instance, start))
-        return live.pred[j] * w.true_factor[j]
-
-    live = LiveEngine(catalog, TWO_KINDS, make_policy(policy), fake_backend, CONFIG)
-    live_result = live.run(w)
-    assert live.log == sim.log
-    assert list(live_result.status) == list(sim_result.status)
-    assert np.allclose(live_result.finish, sim_result.finish, equal_nan=True)
-    started = [(b[0], i, t) for kind, b, i, t in (e for e in sim.log if e[0] == "run")]
-    assert [(j, i) for j, i, _ in ran] == [(j, i) for j, i, _ in started]  # ran = decided
+@pytest.mark.parametrize("policy", known_policies())
+def test_simulator_and_serving_core_make_the_same_decisions(policy):
+    sim, sim_result, core, cluster = run_both(policy, toy_catalog(slow_kind=True, batch2=1.5))
+    assert core.log == sim.log
+    assert core.status == list(sim_result.status)
+    assert np.allclose(core.finish, sim_result.finish, equal_nan=True)
+    for d in cluster.devices:  # what each device ran is what the core decided, in order
+        decided = [e[1] for e in sim.log if e[0] == "run" and e[2] == d.i and e[1]]
+        assert [b for b, _ in d.ran] == decided
 
 
 def test_the_scenario_tells_policies_apart():
     """Conformance over one trivial schedule would prove nothing: the policies' own
-    decision sequences differ on it, and some reject or drop."""
-    catalog = toy_catalog(slow_kind=True, batch2=float("inf"))
+    decision sequences differ on it, some reject or drop, some batch, some preempt."""
+    catalog = toy_catalog(slow_kind=True, batch2=1.5)
     logs = {}
     for policy in known_policies():
         sim = Simulator(catalog, TWO_KINDS, make_policy(policy), CONFIG)
@@ -70,3 +81,31 @@ def test_the_scenario_tells_policies_apart():
     assert len({tuple(v) for v in logs.values()}) >= 5
     refusals = {p for p, log in logs.items() if any(e[0] in ("reject", "drop") for e in log)}
     assert {"clockwork", "slack-sjf"} <= refusals
+    batched = {p for p, log in logs.items() if any(e[0] == "run" and len(e[1]) > 1 for e in log)}
+    assert {"orca", "slack-sjf"} <= batched
+    runs = {p: [j for e in log if e[0] == "run" for j in e[1]] for p, log in logs.items()}
+    resumed = {p for p, r in runs.items() if len(r) > len(set(r))}  # a job ran in 2 segments
+    assert "fastserve" in resumed
+
+
+def test_cancel_a_queued_and_a_running_job():
+    """A queued job is cancelled at once and never runs; a running one stops at its next
+    step boundary and frees its device for the next job."""
+    catalog = toy_catalog()
+    core = LiveCore(catalog, Cluster.parse("1xX"), make_policy("fcfs"), CONFIG)
+    cluster = VirtualCluster(core)
+    c = SloClass("any", 100.0, 50.0)  # 5 steps of 1 s
+    opts = ClassOptions.build(catalog, (c,), [0], 0.0)
+    job = LiveJob("any", 100.0, 50.0, opts.planned[0], opts.relaxed[0])
+    core.submit([job, job, job])  # 0 runs, 1 and 2 wait
+    assert core.cancel(1) and core.status[1] == CANCELLED
+    cluster.now = 2.5
+    assert core.cancel(0)  # running: ends at the step boundary at 3.0
+    assert core.status[0] == PENDING
+    cluster.devices[0].interrupt()
+    cluster.run([])
+    assert core.status == [CANCELLED, CANCELLED, DONE]
+    assert core.finish[0] == 3.0
+    assert core.start[2] == 3.0 and core.finish[2] == 8.0  # the freed device took job 2
+    assert [b for b, _ in cluster.devices[0].ran] == [(0,), (2,)]
+    assert not core.cancel(2)  # already done

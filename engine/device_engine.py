@@ -1,0 +1,195 @@
+"""One device instance's engine: a thread that owns the device and runs what the
+scheduling core (`scheduler/live.py`) gives it, a denoising step at a time.
+
+The core decides (which jobs, together, for how many steps; preempt; drop); the engine
+only executes: jobs of one model share one UNet call per step (`models/step_batch.py`)
+whatever their step counts and progress, a preempted job keeps its state here until it
+runs again, a cancelled one is forgotten, and every step is reported to the caller
+(`on_event`). A model whose backend cannot be stepped runs whole, one job per call.
+
+A failure of the model fails the jobs of that segment (event "failed"), never the
+device: the loop goes on with the next segment.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from scheduler.live import LiveCore, SegmentJob
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """What a device needs to make one job's image (the payload's `request`)."""
+
+    prompt: str  # styled already: what the text encoder sees
+    seed: int
+    width: int
+    height: int
+    guidance: float
+
+
+@dataclass
+class JobRun:
+    """A job's life on a device: when its first step started, its largest batch, how many
+    segments it took, and its step state while it is in flight."""
+
+    started: float
+    state: Any = None
+    max_batch: int = 1
+    segments: int = 0
+    step_s: list[float] = field(default_factory=list)
+
+
+Event = Callable[..., None]  # (kind, SegmentJob, **data): started / step / done / failed
+
+
+class DeviceEngine:
+    """Implements `scheduler.live.DeviceSlot` for one device. `backend_for(model_key)`
+    returns the loaded `ModelBackend`; `request_of(payload)` the job's ImageRequest."""
+
+    def __init__(self, index: int, core: LiveCore, models: list[str],
+                 backend_for: Callable[[str], Any], request_of: Callable[[Any], ImageRequest],
+                 on_event: Event, *, name: str = "", threads: int | None = None,
+                 clock: Callable[[], float] = time.time):  # fmt: skip
+        self.index, self.core, self.models = index, core, models
+        self.backend_for, self.request_of, self.on_event = backend_for, request_of, on_event
+        self.threads, self.clock = threads, clock
+        self.runs: dict[int, JobRun] = {}
+        self._cv = threading.Condition()
+        self._next: tuple[list[SegmentJob], int] | None = None
+        self._cut = False
+        self._stop = False
+        self.busy = False  # a segment is running (tests: two devices busy at once)
+        self.segments = 0
+        self._thread = threading.Thread(
+            target=self._loop, name=f"sdaas-device-{name or index}", daemon=True
+        )
+
+    def start(self) -> DeviceEngine:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        self._thread.join(timeout)
+
+    # -- DeviceSlot ---------------------------------------------------------------------
+    def start_segment(self, jobs: list[SegmentJob], steps: int) -> None:
+        with self._cv:
+            self._next = (jobs, steps)
+            self._cut = False
+            self._cv.notify_all()
+
+    def interrupt(self) -> None:
+        self._cut = True
+
+    # -- the loop -----------------------------------------------------------------------
+    def _loop(self) -> None:
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
+        while True:
+            with self._cv:
+                while self._next is None and not self._stop:
+                    self._cv.wait()
+                if self._stop:
+                    return
+                jobs, steps = self._next
+                self._next = None
+            self.busy = True
+            try:
+                ran, failed = self._segment(jobs, steps)
+            except Exception as exc:  # noqa: BLE001 - a bug here fails jobs, not the device
+                log.exception("device %s: segment failed", self.index)
+                ran, failed = steps, [(j, exc) for j in jobs]
+            self.busy = False
+            self.segments += 1
+            for sj, exc in failed:
+                self.runs.pop(sj.index, None)
+                self.on_event("failed", sj, error=f"{type(exc).__name__}: {str(exc)[:200]}")
+            out = self.core.segment_end(
+                self.index, ran, failed=[sj.index for sj, _ in failed]
+            )
+            for j in out.cancelled:
+                self.runs.pop(j, None)
+
+    def _segment(self, jobs: list[SegmentJob], steps: int):
+        """Run the segment; returns (steps run, [(job, exception)] that failed)."""
+        if not jobs:
+            return 0, []
+        backend = self.backend_for(self.models[jobs[0].model])
+        stepper = backend.stepper()
+        if stepper is None:
+            return self._whole(backend, jobs)
+        failed = []
+        for sj in jobs:
+            run = self.runs.get(sj.index)
+            if run is None:
+                r = self.request_of(sj.payload)
+                run = self.runs[sj.index] = JobRun(self.clock())
+                try:
+                    run.state = stepper.start(r.prompt, r.seed, sj.steps, r.width, r.height,
+                                              r.guidance)  # fmt: skip
+                except Exception as exc:  # noqa: BLE001 - this job's input, not the batch
+                    failed.append((sj, exc))
+                    continue
+                self.on_event("started", sj)
+            run.max_batch = max(run.max_batch, len(jobs))
+            run.segments += 1
+        bad = {f.index for f, _ in failed}
+        live = [sj for sj in jobs if sj.index not in bad]
+        ran = 0
+        while ran < steps and live:
+            t0 = time.perf_counter()
+            stepper.step([self.runs[sj.index].state for sj in live])
+            dt = time.perf_counter() - t0
+            ran += 1
+            for sj in live:
+                run = self.runs[sj.index]
+                run.step_s.append(dt)
+                self.on_event("step", sj, step=run.state.done_calls, of=run.state.calls)
+            if any(self.runs[sj.index].state.finished for sj in live) or self._cut:
+                break
+        done = [sj for sj in live if self.runs[sj.index].state.finished]
+        if done:
+            images = stepper.finish([self.runs[sj.index].state for sj in done])
+            for sj, image in zip(done, images, strict=True):
+                self._done(sj, image)
+        return ran, failed
+
+    def _whole(self, backend, jobs: list[SegmentJob]):
+        """A backend without step-level batching: each job runs from noise to image."""
+        from models.backend import GenerationRequest
+
+        failed = []
+        for sj in jobs:
+            r = self.request_of(sj.payload)
+            run = self.runs[sj.index] = JobRun(self.clock())
+            self.on_event("started", sj)
+            try:
+                res = backend.generate(
+                    GenerationRequest((r.prompt,), (r.seed,), sj.steps, r.width, r.height,
+                                      r.guidance),  # fmt: skip
+                    on_step=lambda i, dt, sj=sj: self.on_event("step", sj, step=i + 1, of=sj.steps),
+                )
+            except Exception as exc:  # noqa: BLE001 - the model failed this job
+                failed.append((sj, exc))
+                continue
+            run.step_s = list(res.step_times_s)
+            self._done(sj, res.images[0])
+        return max(sj.steps for sj in jobs), failed
+
+    def _done(self, sj: SegmentJob, image) -> None:
+        run = self.runs.pop(sj.index)
+        self.on_event("done", sj, image=image, run=run, run_s=self.clock() - run.started)

@@ -1,0 +1,115 @@
+"""The device engine on real diffusers models: batching at step boundaries does not
+change an image, jobs join and leave batches, devices run at once, cancel stops a job at
+its next step, and a failing model fails its jobs but not the device."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.backend import GenerationRequest
+from scheduler.live import CANCELLED, DONE, FAILED
+from tests.engine.conftest import MODELS, job, make_engine
+
+# Batched convolutions may round differently from one-image calls; measured here: 0.
+# Stated tolerance: no pixel differs by more than 2 of 255.
+PIXEL_TOLERANCE = 2
+
+
+def alone(backends, model: int, steps: int, seed: int, prompt="two red circles, flat style"):
+    b = backends[MODELS[model]]
+    res = b.generate(GenerationRequest((prompt,), (seed,), steps, 32, 32, 4.0))
+    return np.asarray(res.images[0]).astype(int)
+
+
+def test_batched_jobs_make_the_images_they_make_alone(toy_backends):
+    core, engines, events = make_engine(toy_backends, "orca")
+    events.expect = 4
+    specs = [(1, 6, 1), (1, 3, 2), (1, 9, 3), (1, 4, 4)]  # one model, different steps
+    prompts = ["two red circles, flat style", "one blue square, outline style",
+               "three green triangles, flat style", "a yellow star, pixelated style"]  # fmt: skip
+    core.submit([job(m, s, seed, p) for (m, s, seed), p in zip(specs, prompts, strict=True)])
+    assert events.wait(core)
+    assert core.status[:4] == [DONE] * 4
+    batches = [e[3]["run"].max_batch for e in events.seen if e[0] == "done"]
+    assert max(batches) >= 3  # they really ran together
+    for j, ((m, s, seed), p) in enumerate(zip(specs, prompts, strict=True)):
+        diff = np.abs(np.asarray(events.images[j]).astype(int) - alone(toy_backends, m, s, seed, p))
+        assert diff.max() <= PIXEL_TOLERANCE, (j, diff.max())
+    steps = [e[3]["step"] for e in events.seen if e[0] == "step" and e[1] == 2]
+    assert steps == list(range(1, 10))  # every step of the 9-step job was reported
+
+
+def test_a_job_joins_a_running_batch_at_a_step_boundary(toy_backends):
+    core, engines, events = make_engine(toy_backends, "orca")
+    events.expect = 2
+    core.submit([job(1, 30, 1)])
+    while not any(e[0] == "step" for e in events.seen):
+        pass
+    core.submit([job(1, 5, 2)])  # orca interrupts the running segment; it re-forms with j
+    assert events.wait(core)
+    firsts = [e[3]["step"] for e in events.seen if e[0] == "step" and e[1] == 0]
+    joined = next(i for i, e in enumerate(events.seen) if e[0] == "started" and e[1] == 1)
+    before = [e for e in events.seen[:joined] if e[0] == "step" and e[1] == 0]
+    assert 1 <= len(before) < 30 and firsts == list(range(1, 31))
+    # the short job left the batch when done, long before the long one
+    done = [e[1] for e in events.seen if e[0] == "done"]
+    assert done == [1, 0]
+    for j, (s, seed) in enumerate([(30, 1), (5, 2)]):
+        diff = np.abs(np.asarray(events.images[j]).astype(int) - alone(toy_backends, 1, s, seed))
+        assert diff.max() <= PIXEL_TOLERANCE
+
+
+def test_two_devices_are_busy_at_once(toy_backends):
+    core, engines, events = make_engine(toy_backends, "sjf", devices=2, threads=1)
+    events.expect = 2
+    core.submit([job(1, 40, 1), job(1, 40, 2)])
+    both = False
+    while not events.finished.is_set():
+        both = both or all(e.busy for e in engines)
+        events.finished.wait(0.005)
+    assert both
+    names = {e[2] for e in events.seen if e[0] == "step"}
+    assert len(names) == 2  # steps came from two device threads
+
+
+def test_cancel_stops_a_running_job_at_its_next_step(toy_backends):
+    core, engines, events = make_engine(toy_backends, "fcfs")
+    events.expect = 1
+    core.submit([job(1, 50, 1), job(1, 5, 2)])
+    while sum(1 for e in events.seen if e[0] == "step") < 3:
+        pass
+    with events.lock:
+        before = sum(1 for e in events.seen if e[0] == "step" and e[1] == 0)
+    assert core.cancel(0)
+    assert events.wait(core)  # job 1 ran on the freed device
+    after = sum(1 for e in events.seen if e[0] == "step" and e[1] == 0)
+    assert after - before <= 1 and after < 50
+    assert core.status[:2] == [CANCELLED, DONE]
+    assert not engines[0].runs  # the cancelled job's state was let go
+
+
+class Broken:
+    """A model whose UNet raises: its jobs fail, the device goes on."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def stepper(self):
+        s = self.real.stepper()
+
+        def step(jobs):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+        s.step = step
+        return s
+
+
+def test_a_failing_model_fails_its_jobs_not_the_device(toy_backends):
+    backends = dict(toy_backends) | {"toy-s": Broken(toy_backends["toy-s"])}
+    core, engines, events = make_engine(backends, "fcfs")
+    events.expect = 2
+    core.submit([job(0, 3, 1), job(1, 3, 2)])
+    assert events.wait(core)
+    assert core.status[:2] == [FAILED, DONE]
+    failed = [e for e in events.seen if e[0] == "failed"]
+    assert failed[0][1] == 0 and "illegal memory access" in failed[0][3]["error"]
