@@ -450,6 +450,23 @@ def cmd_broker(args, settings: Settings) -> int:
     )
 
 
+def _say_batching(spec) -> None:
+    """Whether the policy batches, and with which models (the profiled batch sizes)."""
+    from scheduler.policy import policy_class
+
+    if not policy_class(spec.policy).batching:
+        return
+    sizes = {k: v for k, v in spec.planner.profiled_batches.items() if max(v, default=1) > 1}
+    if sizes:
+        said = ", ".join(f"{k} up to {max(v)}" for k, v in sorted(sizes.items()))
+        print(f"{spec.policy} batches jobs of one model at step boundaries: {said}")
+    else:
+        print(
+            f"note: {spec.policy} batches, but no model was profiled at batch sizes > 1, so "
+            "none is batched; profile with `sdaas profile --batch-sizes 1,2,4` and retrain"
+        )
+
+
 def cmd_serve(args, settings: Settings) -> int:
     from adapters.kafka_broker import EmbeddedBroker, running_broker
     from adapters.kafka_io import Topics
@@ -464,6 +481,8 @@ def cmd_serve(args, settings: Settings) -> int:
         max_backlog_s=args.max_backlog_s,
         headroom=args.headroom,
         topic=topics.jobs,
+        devices=args.devices,
+        threads=args.threads_per_device,
     )
     broker = None
     state = _broker_state(settings)
@@ -487,13 +506,7 @@ def cmd_serve(args, settings: Settings) -> int:
             f"serving {len(spec.cards)} models on {on} with policy "
             f"{spec.policy}, {spec.window_s:g} s windows; jobs topic {topics.jobs} on {bootstrap}"
         )
-        from scheduler.policy import policy_class
-
-        if policy_class(spec.policy).batching:
-            print(
-                f"note: {spec.policy} batches and preempts in the simulator; serving runs one "
-                "job at a time per device until the step-level engine (batch size capped at 1)"
-            )
+        _say_batching(spec)
         reports = driver.run(max_windows=args.max_windows, idle_exit_s=args.idle_exit)
         driver.close()
         n = sum(r.records for r in reports)
@@ -848,8 +861,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="The serving loop: reads the jobs topic in windows, runs each through "
         "the serving Beam pipeline (FnApiRunner), stores results per tenant "
         "(data/results/) and publishes them to PREFIX.results.<tenant>; malformed jobs go "
-        "to PREFIX.dead-letters with the reason. Offsets are committed only after a "
-        "window's results are stored. Ctrl-C finishes the window in flight, then stops. "
+        "to PREFIX.dead-letters with the reason. Each device instance has a device engine "
+        "that batches jobs of one model at denoising-step boundaries; windows do not wait "
+        "for each other. Offsets are committed only after a window's results are stored. "
+        "Ctrl-C finishes the jobs in flight, then stops. "
         "Without --bootstrap-servers it uses the embedded broker (started if none runs).",
     )
     kafka_args(sv)
@@ -864,6 +879,13 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--headroom", type=float, default=0.1,
                     help="policies see deadlines at SLO x (1 - headroom), room for run-time "
                     "noise (default 0.1)")  # fmt: skip
+    sv.add_argument("--devices", type=lambda v: [d for d in v.split(",") if d],
+                    help="device instances to serve on, comma-separated: cpu, cpu:0,cpu:1 (two "
+                    "CPU device engines), cuda, cuda:0,cuda:1 (default: every CUDA device, "
+                    "else the CPU)")  # fmt: skip
+    sv.add_argument("--threads-per-device", type=int, help="torch CPU threads per "
+                    "device engine (default: the cores split over the CPU devices when "
+                    "several)")  # fmt: skip
     sv.add_argument("--max-windows", type=int, help="stop after N windows")
     sv.add_argument("--idle-exit", type=float, help="stop after S seconds without jobs (or "
                     "with the broker unreachable)")  # fmt: skip

@@ -53,14 +53,25 @@ Event = Callable[..., None]  # (kind, SegmentJob, **data): started / step / done
 
 class DeviceEngine:
     """Implements `scheduler.live.DeviceSlot` for one device. `backend_for(model_key)`
-    returns the loaded `ModelBackend`; `request_of(payload)` the job's ImageRequest."""
+    returns the loaded `ModelBackend`; `request_of(segment_job)` the job's ImageRequest.
+    Events carry `device=index`."""
 
-    def __init__(self, index: int, core: LiveCore, models: list[str],
-                 backend_for: Callable[[str], Any], request_of: Callable[[Any], ImageRequest],
-                 on_event: Event, *, name: str = "", threads: int | None = None,
-                 clock: Callable[[], float] = time.time):  # fmt: skip
+    def __init__(
+        self,
+        index: int,
+        core: LiveCore,
+        models: list[str],
+        backend_for: Callable[[str], Any],
+        request_of: Callable[[SegmentJob], ImageRequest],
+        on_event: Event,
+        *,
+        name: str = "",
+        threads: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
         self.index, self.core, self.models = index, core, models
-        self.backend_for, self.request_of, self.on_event = backend_for, request_of, on_event
+        self.backend_for, self.request_of = backend_for, request_of
+        self._on_event = on_event
         self.threads, self.clock = threads, clock
         self.runs: dict[int, JobRun] = {}
         self._cv = threading.Condition()
@@ -82,6 +93,9 @@ class DeviceEngine:
             self._stop = True
             self._cv.notify_all()
         self._thread.join(timeout)
+
+    def on_event(self, kind: str, sj: SegmentJob, **data) -> None:
+        self._on_event(kind, sj, device=self.index, **data)
 
     # -- DeviceSlot ---------------------------------------------------------------------
     def start_segment(self, jobs: list[SegmentJob], steps: int) -> None:
@@ -118,9 +132,7 @@ class DeviceEngine:
             for sj, exc in failed:
                 self.runs.pop(sj.index, None)
                 self.on_event("failed", sj, error=f"{type(exc).__name__}: {str(exc)[:200]}")
-            out = self.core.segment_end(
-                self.index, ran, failed=[sj.index for sj, _ in failed]
-            )
+            out = self.core.segment_end(self.index, ran, failed=[sj.index for sj, _ in failed])
             for j in out.cancelled:
                 self.runs.pop(j, None)
 
@@ -136,7 +148,7 @@ class DeviceEngine:
         for sj in jobs:
             run = self.runs.get(sj.index)
             if run is None:
-                r = self.request_of(sj.payload)
+                r = self.request_of(sj)
                 run = self.runs[sj.index] = JobRun(self.clock())
                 try:
                     run.state = stepper.start(r.prompt, r.seed, sj.steps, r.width, r.height,
@@ -174,13 +186,14 @@ class DeviceEngine:
 
         failed = []
         for sj in jobs:
-            r = self.request_of(sj.payload)
+            r = self.request_of(sj)
             run = self.runs[sj.index] = JobRun(self.clock())
             self.on_event("started", sj)
             try:
                 res = backend.generate(
-                    GenerationRequest((r.prompt,), (r.seed,), sj.steps, r.width, r.height,
-                                      r.guidance),  # fmt: skip
+                    GenerationRequest(
+                        (r.prompt,), (r.seed,), sj.steps, r.width, r.height, r.guidance
+                    ),  # fmt: skip
                     on_step=lambda i, dt, sj=sj: self.on_event("step", sj, step=i + 1, of=sj.steps),
                 )
             except Exception as exc:  # noqa: BLE001 - the model failed this job

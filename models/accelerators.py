@@ -56,7 +56,9 @@ def local_accelerators() -> list[Accelerator]:
 
 
 def resolve_devices(devices: list[str] | None) -> list[Accelerator]:
-    """Accelerators for device names given by the user ('cpu', 'cuda', 'cuda:1'); none = auto."""
+    """Accelerators for device names given by the user ('cpu', 'cpu:1', 'cuda', 'cuda:1');
+    none = auto. `cpu:N` names a CPU device instance: serving runs one device engine per
+    instance (on a CPU-only host, `cpu:0,cpu:1` makes two places to run)."""
     if not devices:
         return local_accelerators()
     cuda = cuda_accelerators()
@@ -64,6 +66,9 @@ def resolve_devices(devices: list[str] | None) -> list[Accelerator]:
     for d in devices:
         if d == "cpu":
             out.append(cpu_accelerator())
+        elif d.startswith("cpu:") and d[4:].isdigit() and len(d) <= 7:
+            # several CPU device engines on one host, each its own place to run
+            out.append(Accelerator("cpu", cpu_accelerator().name, d))
         elif d == "cuda":
             if not cuda:
                 raise InvalidInputError("--devices: 'cuda': no CUDA device on this host")
@@ -75,5 +80,5 @@ def resolve_devices(devices: list[str] | None) -> list[Accelerator]:
                 raise InvalidInputError(f"--devices: {d!r}: no such device (CUDA devices: {known})")
             out.extend(match)
         else:
-            raise InvalidInputError(f"--devices: {d!r}: use cpu, cuda or cuda:N")
+            raise InvalidInputError(f"--devices: {d!r}: use cpu, cpu:N, cuda or cuda:N")
     return list(dict.fromkeys(out))

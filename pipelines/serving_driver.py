@@ -3,10 +3,15 @@
 Why micro-batches: the Python DirectRunner does not stream from a custom unbounded
 source, and Beam's ReadFromKafka needs a Java expansion service that cannot be
 downloaded here. So each window: read the records that arrive within `window_s`, run
-`ServeJobs` over them as a bounded pipeline on FnApiRunner (in this process, so loaded
-models stay loaded), check that every record is accounted for in the ledger, publish
-what the store holds unpublished, and only then commit the offsets. A crash anywhere
-before the commit replays the window; job_id-keyed writes make the replay harmless.
+`ServeJobs` over them as a bounded pipeline on FnApiRunner (in this process, so the
+serving runtime, its loaded models and its device engines stay up across windows).
+That pipeline only parses, plans and hands the jobs over; it does not wait for them
+(no window barrier): the next window is read while they run, and its jobs join the
+queues and batches already running. A window's offsets are committed once every one of
+its records has an outcome in the ledger (result, dead letter or duplicate), windows in
+order; a record with neither an outcome nor a job in flight stops the commit
+(`CountsMismatch`). A crash anywhere before the commit replays the window; job_id-keyed
+writes make the replay harmless. A publisher thread sends stored results as they land.
 
 At-least-once from Kafka, exactly-once results in effect: a job with a stored result
 is never run again (`duplicate` in the ledger). The results topics are at-least-once
@@ -32,7 +37,8 @@ from adapters import kafka_io
 from adapters.kafka_broker import reachable
 from adapters.kafka_io import JobsReader, RawRecord, Topics
 from adapters.result_store import ResultStore, StoreError
-from pipelines.serving import ServeJobs, ServingModelHandler, ServingSpec, source_of
+from pipelines.serving import ServeJobs, ServingSpec, source_of
+from pipelines.serving_runtime import acquire_runtime, release_runtime
 from sdaas.errors import SdaasError
 
 log = logging.getLogger(__name__)
@@ -48,8 +54,8 @@ class WindowReport:
     records: int
     outcomes: dict[str, int]
     statuses: dict[str, int]
-    wall_s: float
-    run_s: float  # model time of the jobs that ran
+    wall_s: float  # from reading the window to its last outcome
+    run_s: float  # model time of the jobs that ran (batched jobs share theirs)
 
     @property
     def overhead_s(self) -> float:
@@ -155,8 +161,11 @@ class ServingDriver:
     max_backoff_s: float = 8.0
 
     def __post_init__(self):
-        # records are named by the topic this driver reads, whatever the spec said
-        self.spec = replace(self.spec, source_topic=self.topics.jobs)
+        # records are named by the topic this driver reads, whatever the spec said; its
+        # windows hand their jobs over and do not wait for them
+        self.spec = replace(self.spec, source_topic=self.topics.jobs, await_results=False)
+        self.pending: list[tuple[list[RawRecord], float]] = []  # read, not yet committed
+        self.windows_read = 0
         path = Path(self.spec.store_path)
         existed = path.exists()
         kafka_io.ensure_topics(self.bootstrap, [self.topics.jobs, self.topics.dead_letters])
@@ -168,7 +177,8 @@ class ServingDriver:
         self.store = ResultStore(path)
         self.publisher = Publisher(self.store, self.bootstrap, self.topics)
         self.publisher.flush()  # what a crashed run stored but never published
-        ServingModelHandler(self.spec).load_model().preload(self.spec.devices)
+        # models loaded, profiles probed, a device engine per device instance started
+        self.runtime = acquire_runtime(self.spec)
 
     def _refuse_vanished_store(self, path: Path) -> None:
         """No store, but images or committed offsets: it was deleted or moved, and an
@@ -240,18 +250,23 @@ class ServingDriver:
         # closing a consumer whose broker went away can block for its session timeout:
         # never on the serving loop
         threading.Thread(target=_close_quietly, args=(old,), daemon=True).start()
+        running = self.publisher._thread is not None and not self.publisher._stop.is_set()
+        if running:
+            self.publisher.stop()
         self.publisher = Publisher(self.store, bootstrap, self.topics)
         self.publisher.flush()
+        if running:
+            self.publisher.start()
 
     def install_signal_handlers(self) -> None:
-        """SIGINT / SIGTERM: finish the window in flight, commit, then stop."""
+        """SIGINT / SIGTERM: finish the jobs in flight, commit, then stop."""
 
         def handler(signum, _frame):
             if self.stopping:
                 raise KeyboardInterrupt
             self.stopping = True
             self.progress(
-                f"{signal.Signals(signum).name}: finishing the current window, then stopping"
+                f"{signal.Signals(signum).name}: finishing the jobs in flight, then stopping"
             )
 
         signal.signal(signal.SIGINT, handler)
@@ -260,53 +275,91 @@ class ServingDriver:
     def run(
         self, *, max_windows: int | None = None, idle_exit_s: float | None = None
     ) -> list[WindowReport]:
+        """Serve until stopped, `max_windows` windows were read, or nothing arrived and
+        nothing was in flight for `idle_exit_s`; then finish what is in flight."""
         idle_since = checked = time.monotonic()
-        while not self.stopping and (max_windows is None or len(self.reports) < max_windows):
-            if time.monotonic() - checked > self.health_every_s:
-                checked = time.monotonic()
-                if not reachable(self.bootstrap):
-                    self._broker_lost(idle_exit_s)
-                    idle_since = checked = time.monotonic()
-                    continue
-                try:
-                    if self._topic_recreated():
-                        self.progress(
-                            f"the jobs topic {self.topics.jobs} on {self.bootstrap} is new "
-                            "(the broker restarted?): reading it from the start"
-                        )
-                        self._reconnect(self.bootstrap, from_start=True)
-                except Exception as exc:  # noqa: BLE001 - it went away while we asked
-                    log.warning("broker at %s stopped answering: %s", self.bootstrap, exc)
-                    self._broker_lost(idle_exit_s)
-                    idle_since = checked = time.monotonic()
-                    continue
-            records = self.reader.read(self.spec.window_s, self.max_records, self.idle_s)
-            if not records:
-                if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
+        self.publisher.start()
+        try:
+            while not self.stopping and (max_windows is None or self.windows_read < max_windows):
+                if time.monotonic() - checked > self.health_every_s:
+                    checked = time.monotonic()
+                    if not reachable(self.bootstrap):
+                        self._broker_lost(idle_exit_s)
+                        idle_since = checked = time.monotonic()
+                        continue
+                    try:
+                        if self._topic_recreated():
+                            self.progress(
+                                f"the jobs topic {self.topics.jobs} on {self.bootstrap} is "
+                                "new (the broker restarted?): reading it from the start"
+                            )
+                            self._reconnect(self.bootstrap, from_start=True)
+                    except Exception as exc:  # noqa: BLE001 - it went away while we asked
+                        log.warning("broker at %s stopped answering: %s", self.bootstrap, exc)
+                        self._broker_lost(idle_exit_s)
+                        idle_since = checked = time.monotonic()
+                        continue
+                records = self.reader.read(self.spec.window_s, self.max_records, self.idle_s)
+                if records:
+                    self.hand_over(records)
+                    idle_since = time.monotonic()
+                if self.commit_ready():
+                    idle_since = time.monotonic()
+                if self.pending or not self.runtime.idle():
+                    idle_since = time.monotonic()
+                elif idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
                     break
-                continue
-            report = self.run_window(records)
-            self.progress(report.line())
-            idle_since = time.monotonic()
+            self.finish()
+        finally:
+            self.publisher.stop()
         return self.reports
 
     def run_window(self, records: list[RawRecord]) -> WindowReport:
+        """One window, start to end: hand it over, wait for its outcomes, commit."""
+        self.hand_over(records)
+        self.finish()
+        return self.reports[-1]
+
+    def hand_over(self, records: list[RawRecord]) -> None:
+        """Run the serving transform over one window's records: parse, plan, hand the
+        jobs to the runtime. Every record must now have an outcome or a job in flight."""
         t0 = time.perf_counter()
-        self.publisher.start()
-        try:
-            options = PipelineOptions(["--runner=FnApiRunner"])
-            with beam.Pipeline(runner=FnApiRunner(), options=options) as p:
-                _ = p | "Records" >> beam.Create(records, reshuffle=False) | ServeJobs(self.spec)
-        finally:
-            self.publisher.stop()
+        self.windows_read += 1
+        options = PipelineOptions(["--runner=FnApiRunner"])
+        with beam.Pipeline(runner=FnApiRunner(), options=options) as p:
+            _ = p | "Records" >> beam.Create(records, reshuffle=False) | ServeJobs(self.spec)
         sources = [source_of(self.topics.jobs, r) for r in records]
         outcomes = self.store.outcomes(sources)
-        missing = [s for s in sources if s not in outcomes]
+        flying = self.runtime.pending_sources()
+        missing = [s for s in sources if s not in outcomes and s not in flying]
         if missing:
             raise CountsMismatch(
                 f"{len(missing)} of {len(records)} records have no outcome (first: "
                 f"{missing[0]}); offsets not committed, the window will be replayed"
             )
+        self.pending.append((records, t0))
+
+    def finish(self, timeout_s: float | None = None) -> None:
+        """Wait for the jobs in flight, then commit every window that is complete."""
+        self.runtime.drain(timeout_s)
+        self.commit_ready()
+
+    def commit_ready(self) -> int:
+        """Commit, in order, the read windows whose records all have outcomes; a report
+        per window. Returns how many were committed."""
+        n = 0
+        while self.pending:
+            records, t0 = self.pending[0]
+            sources = [source_of(self.topics.jobs, r) for r in records]
+            outcomes = self.store.outcomes(sources)
+            if len(outcomes) < len(set(sources)):
+                break
+            self.pending.pop(0)
+            self._commit(records, sources, outcomes, t0)
+            n += 1
+        return n
+
+    def _commit(self, records, sources, outcomes, t0: float) -> None:
         try:
             self.reader.commit(records)
         except Exception as exc:  # noqa: BLE001 - the results are stored; a replay is harmless
@@ -324,10 +377,11 @@ class ServingDriver:
             counts,
             statuses,
             time.perf_counter() - t0,
-            sum(r.run_s for r in results if r.status != "rejected"),
+            sum(r.run_s for r in results if r.status in ("done", "failed")),
         )
         self.reports.append(report)
-        return report
+        self.progress(report.line())
 
     def close(self) -> None:
+        release_runtime(self.spec)
         self.reader.close()

@@ -3,7 +3,6 @@ accelerators, the registered cards, the CLIP scorer and the result store."""
 
 from __future__ import annotations
 
-from models.accelerators import local_accelerators
 from pipelines.profile_sweep import default_clip
 from pipelines.serving import ServingSpec, observed_corrections_in
 from sdaas.config import Settings
@@ -68,17 +67,31 @@ def build_spec(
     max_backlog_s: float = 30.0,
     headroom: float = 0.1,
     topic: str = "sdaas.jobs",
+    devices: list[str] | None = None,
+    threads: int | None = None,
 ) -> ServingSpec:
+    """devices: device names (`models.accelerators.resolve_devices`; default every CUDA
+    device, else the CPU). threads: torch CPU threads per device engine (default: the
+    host's cores split over its CPU devices when there are several, else torch's own)."""
+    import os
+
+    from models.accelerators import resolve_devices
     from models.registry import Registry
     from predictor.planner import load_planner
     from predictor.store import PredictorStoreError
     from scheduler.policy import make_policy
 
     make_policy(policy)  # an unknown policy fails here, naming the known ones
-    devices = local_accelerators()  # every instance: 8 identical GPUs are 8 places to run
+    devices = resolve_devices(devices)  # every instance: 8 identical GPUs are 8 places to run
+    cpus = sum(d.device == "cpu" for d in devices)
+    if threads is None and cpus > 1:
+        threads = max(1, (os.cpu_count() or 1) // cpus)
     try:
         planner = load_planner(
-            settings, headroom=headroom, accelerators=list(dict.fromkeys(d.name for d in devices))
+            settings,
+            headroom=headroom,
+            accelerators=list(dict.fromkeys(d.name for d in devices)),
+            batch_sizes=None,  # every profiled batch size: the batches the engine may form
         )
     except PredictorStoreError as exc:
         raise SdaasError(
@@ -97,4 +110,5 @@ def build_spec(
         window_s=window_s,
         max_backlog_s=max_backlog_s,
         source_topic=topic,
+        threads=threads,
     )

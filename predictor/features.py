@@ -33,6 +33,8 @@ class FeatureSpec:
     # (a card's `cuda` pattern also matches published GPUs the model never ran on).
     profiled: dict[str, list[str]] = field(default_factory=dict)
     profiled_steps: dict[str, list[int]] = field(default_factory=dict)  # model key -> steps
+    # model key -> batch sizes it was profiled at: the batches serving may form with it
+    profiled_batches: dict[str, list[int]] = field(default_factory=dict)
 
     def validate(self) -> None:
         problems = []
@@ -65,6 +67,12 @@ class FeatureSpec:
         profiled_steps = {
             str(m): sorted(int(x) for x in g["steps"]) for m, g in steps.groupby("model")
         }
+        batches = {}
+        if "batch_size" in df.columns:
+            rows = df[["model", "batch_size"]].drop_duplicates()
+            batches = {
+                str(m): sorted(int(x) for x in g["batch_size"]) for m, g in rows.groupby("model")
+            }
         return FeatureSpec(
             self.target,
             self.features,
@@ -75,6 +83,7 @@ class FeatureSpec:
             offsets,
             profiled,
             profiled_steps,
+            batches,
         )
 
     def offsets_for(self, df: pd.DataFrame) -> np.ndarray:
@@ -120,6 +129,7 @@ class FeatureSpec:
             {k: float(v) for k, v in d.get("step_offsets", {}).items()},
             {k: list(v) for k, v in d.get("profiled", {}).items()},
             {k: [int(x) for x in v] for k, v in d.get("profiled_steps", {}).items()},
+            {k: [int(x) for x in v] for k, v in d.get("profiled_batches", {}).items()},
         )
 
 

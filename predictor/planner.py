@@ -101,6 +101,11 @@ class Planner:
         spec = getattr(latency_predictor, "spec", None)
         # model key -> step counts its latency was measured at (where probes compare best)
         self.profiled_steps: dict[str, list[int]] = dict(getattr(spec, "profiled_steps", {}))
+        # model key -> batch sizes its latency was measured at (the batches serving forms)
+        self.profiled_batches: dict[str, list[int]] = {
+            k: [b for b in v if b in self.batch_sizes]
+            for k, v in getattr(spec, "profiled_batches", {}).items()
+        }
         self._tables: dict[tuple[str, tuple[int, int]], _StyleTable] = {}
         # (style, resolution, batch size > 1) -> latency rows in the table's label order
         self._batch_latency: dict[tuple[str, tuple[int, int], int], np.ndarray] = {}
@@ -409,11 +414,12 @@ def load_planner(
     *,
     headroom: float = 0.0,
     accelerators: list[str] | None = None,
-    batch_sizes: tuple[int, ...] = (1,),
+    batch_sizes: tuple[int, ...] | None = (1,),
 ) -> Planner:
     """The planner for this home: champion predictors + the registered models, over the
     accelerators the latency predictor knows (only those in `accelerators` when given:
-    serving plans for the devices it has). Errors here are startup errors."""
+    serving plans for the devices it has), for `batch_sizes` (None: every batch size
+    the latency predictor was trained on). Errors here are startup errors."""
     from models.registry import Registry
     from predictor.store import load_predictor
     from predictor.tracking import CLIP_MODEL, LATENCY_MODEL
@@ -440,4 +446,7 @@ def load_planner(
             f"{known}, none of which a card allows and its model was profiled on; "
             "profile them and retrain"
         )
+    if batch_sizes is None:
+        seen = getattr(latency.spec, "profiled_batches", {}).values()
+        batch_sizes = tuple(sorted({1, *(b for v in seen for b in v)}))
     return Planner(options, latency, clip, headroom=headroom, batch_sizes=batch_sizes)

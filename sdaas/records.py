@@ -87,7 +87,7 @@ class Plan:
     reason: str = ""
 
 
-JOB_SCHEMA_VERSION = 2  # 2: `device`, the instance a job ran on
+JOB_SCHEMA_VERSION = 3  # 2: `device`, the instance a job ran on; 3: `batch_size`
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,8 @@ class JobResult:
     """What a tenant gets back for one job (the results topic and the result store).
 
     status: `done` (ran), `rejected` (admission control or an infeasible plan: `error`
-    says why, right away) or `failed` (the model raised: `error`). Times are seconds:
+    says why, right away; or dropped after waiting, when it could no longer meet its
+    SLO), `failed` (the model raised: `error`) or `cancelled`. Times are seconds:
     `queued_s` from submission to the start of the run, `run_s` the model call,
     `jct_s` submission to result. The prompt is never part of a result.
     """
@@ -124,6 +125,7 @@ class JobResult:
     run_order: int = -1  # position in its accelerator's run order within the window
     latency_correction: float = 1.0  # observed/predicted factor applied to the prediction
     device: str = ""  # the device instance (e.g. cuda:3) within `accelerator`
+    batch_size: int = 1  # the most jobs it shared a denoising step with (itself included)
     schema_version: int = JOB_SCHEMA_VERSION
 
     def to_row(self) -> dict:

@@ -72,8 +72,15 @@ def make_engine(toy_backends, policy="orca", devices=1, threads=None, batch_limi
                     LIVE_CONFIG)  # fmt: skip
     events = Events()
     engines = [
-        DeviceEngine(i, core, MODELS, toy_backends.__getitem__, lambda p: p, events,
-                     threads=threads)  # fmt: skip
+        DeviceEngine(
+            i,
+            core,
+            MODELS,
+            toy_backends.__getitem__,
+            lambda sj: sj.payload,
+            events,
+            threads=threads,
+        )  # fmt: skip
         for i in range(devices)
     ]
     core.attach(engines)

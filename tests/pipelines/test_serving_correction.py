@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from adapters.result_store import ResultStore
-from pipelines.serving import PROBES
+from pipelines.serving_runtime import PROBES
 from predictor.planner import Planner
 from predictor.store import load_predictor
 from predictor.tracking import CLIP_MODEL, LATENCY_MODEL
@@ -123,7 +123,9 @@ def test_profiles_five_times_too_fast_are_corrected_and_hopeless_jobs_refused(
     # the first window: models load and probes run before it is decided, so the hopeless
     # job is already refused
     first = _serve(spec, pair(), lead_s=LEAD_S + 30.0)
-    assert [r.status for r in first] == ["rejected", "done"], [r.error for r in first]
+    assert [r.status for r in first] == ["rejected", "done"], [
+        (r.error, r.latency_correction, r.predicted_latency_s, r.run_s, hopeless) for r in first
+    ]
     got = _serve(spec, pair() + pair() + pair(), lead_s=LEAD_S)
     assert [r.status for r in got] == ["rejected", "done"] * 3, [r.error for r in got]
     assert all("rejected by slack-sjf at admission" in r.error for r in first[:1] + got[::2])
@@ -133,12 +135,12 @@ def test_profiles_five_times_too_fast_are_corrected_and_hopeless_jobs_refused(
 
 
 def test_a_probe_that_raises_does_not_stop_serving(serving_settings, tmp_path, monkeypatch):
-    import pipelines.serving as serving
+    import pipelines.serving_runtime as serving
 
     def broken(self, key, kind, steps):
         raise RuntimeError("model weights unreadable")
 
-    monkeypatch.setattr(serving.ServeWindow, "_probe", broken)
+    monkeypatch.setattr(serving.ServingRuntime, "_probe", broken)
     monkeypatch.setattr(serving, "_PROBE_FAILED", set())
     spec = replace(_spec(serving_settings, tmp_path / "r.db"), correct_latency=True)
     (r,) = _serve(spec, [_job(latency_slo_s=3600.0)])

@@ -254,13 +254,13 @@ def test_sigkill_mid_window_then_restart_loses_nothing_and_duplicates_nothing(
     assert PROMPT not in out
 
 
-def test_sigterm_finishes_the_window_in_flight_then_stops(serving_settings, broker):
+def test_sigterm_finishes_the_jobs_in_flight_then_stops(serving_settings, broker):
     prefix, store, ids, proc = _serve_16_jobs(serving_settings, broker, "term", results=1)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
-    assert "SIGTERM: finishing the current window" in out
-    assert store.known(ids) == ids  # the whole window finished before the exit
+    assert "SIGTERM: finishing the jobs in flight" in out
+    assert store.known(ids) == ids  # every job handed over finished before the exit
     # and it was committed: a new server finds nothing to do
     proc = _serve(serving_settings.home, broker.bootstrap, prefix, "--idle-exit", "1")
     out, _ = proc.communicate(timeout=120)

@@ -15,6 +15,7 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import apache_beam as beam
 import pytest
@@ -360,6 +361,9 @@ def test_a_broker_that_fails_while_asked_for_its_topic_id_is_waited_for(monkeypa
     driver = object.__new__(sd.ServingDriver)
     driver.bootstrap, driver.health_every_s, driver.stopping = "127.0.0.1:1", -1.0, False
     driver.reports, driver.progress = [], lambda line: None
+    driver.pending, driver.windows_read = [], 0
+    driver.publisher = SimpleNamespace(start=lambda: None, stop=lambda: None)
+    driver.runtime = SimpleNamespace(idle=lambda: True, drain=lambda timeout=None: True)
     lost = []
 
     def topic_gone():
