@@ -74,6 +74,7 @@ class DeviceEngine:
         self._on_event = on_event
         self.threads, self.clock = threads, clock
         self.runs: dict[int, JobRun] = {}
+        self._steppers: dict[str, Any] = {}  # model key -> its step batcher (or None)
         self._cv = threading.Condition()
         self._next: tuple[list[SegmentJob], int] | None = None
         self._cut = False
@@ -140,8 +141,11 @@ class DeviceEngine:
         """Run the segment; returns (steps run, [(job, exception)] that failed)."""
         if not jobs:
             return 0, []
-        backend = self.backend_for(self.models[jobs[0].model])
-        stepper = backend.stepper()
+        key = self.models[jobs[0].model]
+        backend = self.backend_for(key)
+        if key not in self._steppers:
+            self._steppers[key] = backend.stepper()
+        stepper = self._steppers[key]
         if stepper is None:
             return self._whole(backend, jobs)
         failed = []

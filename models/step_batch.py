@@ -13,8 +13,9 @@ does it: [uncond, text] per job, `uncond + g * (text - uncond)`.
 Same seed, same image as the job alone: only the batched convolutions may round
 differently (tests/models/test_step_batch.py states and checks the tolerance).
 Supported: StableDiffusionPipeline-like pipelines (SD 1.x/2.x and the tiny and toy-world
-models). `supports(pipe)` says no for others (SDXL's added conditioning, LCM's guidance
-embedding); the device engine then runs them whole, one job per call.
+models) with first-order samplers. `supports(pipe)` says no for others (SDXL's added
+conditioning, LCM's guidance embedding, Heun's two calls per step); the device engine
+then runs them whole, one job per call.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def supports(pipe) -> bool:
         return False
     cfg = pipe.unet.config
     return (
-        getattr(cfg, "time_cond_proj_dim", None) is None
+        getattr(pipe.scheduler, "order", 1) == 1  # one UNet call per step (not Heun)
+        and getattr(cfg, "time_cond_proj_dim", None) is None
         and getattr(cfg, "addition_embed_type", None) is None
         and not hasattr(pipe, "text_encoder_2")
     )

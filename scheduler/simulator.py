@@ -12,11 +12,11 @@ model's load time (LRU over the kind's `max_resident`).
 
 Every arrived job ends in exactly one terminal state: done, rejected or dropped.
 
-The same loop serves real jobs: `scheduler/live.py` subclasses it and replaces only how
-long a segment takes (it runs the jobs and measures), so every policy decides in serving
-exactly as here. What serving cannot do yet (preempt a running job, batch) is switched
-off through `SimConfig` and the catalog, visibly, and the simulator can be run the same
-way to compare (`tests/scheduler/test_conformance.py`).
+The same core serves real jobs: `scheduler/live.py: LiveCore` subclasses it, adds jobs as
+they arrive (`begin`, `add_jobs`, `arrive`) and learns when a segment ends from the
+device that ran it instead of computing it, so every policy decides in serving exactly
+as here (`tests/scheduler/test_conformance.py`: the same decisions for all policies,
+batching and preemption included).
 """
 
 from __future__ import annotations
@@ -46,8 +46,7 @@ class SimConfig:
     clip_margin: float = 0.5
     clip_noise: float = 0.5
     cold_start: bool = True
-    # False: a started segment runs to its end (no interrupts, no quanta): what serving
-    # can do until the step-level engine
+    # False: a started segment runs to its end (no interrupts, no quanta)
     preempt: bool = True
     # admission bound for every policy: reject a job placed on a kind whose queued
     # predicted work per instance already exceeds this

@@ -19,6 +19,17 @@ from sdaas.config import SHIPPED_TOYWORLD
 MODELS = ["toy-s", "toy-m"]
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """A device engine with a thread budget sets torch's threads for the whole process:
+    give later tests back the count they expect (images and timings depend on it)."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def toy_backends():
     return {m: load_backend(load_card(SHIPPED_TOYWORLD / "cards" / f"{m}.yaml"), "cpu")
