@@ -14,7 +14,9 @@ parts: the scheduling core (`scheduler/live.LiveCore`, the simulator's policies)
   serving did before the engine: `RunOnAccelerator` looping over its jobs);
 * engine sjf, 1 device: step engine, no batching (the policy never batches);
 * engine slack-sjf / orca, 1 device: step engine, jobs batched at step boundaries;
-* engine sjf, 2 CPU devices of 1 thread each, vs 1 device of 1 thread.
+* engine sjf, 2 CPU devices of 1 thread each, vs 1 device of 1 thread;
+* each engine arm as a thread of this process and as a device process
+  (engine/device_process.py), the serving default when there are several devices.
 
 Batch factors (what a batch of b costs against one job) are measured first on this host
 and given to the core, as serving gets them from the profiled batch sizes. Reported per
@@ -114,8 +116,9 @@ def catalog(job_s, factors):
                    load_s={0: 0.0}, price_per_hour={0: 1.0}, max_resident={0: 1})  # fmt: skip
 
 
-def run_engine(policy, devices, threads, jobs, job_s, factors, backend, card):
+def run_engine(policy, devices, threads, jobs, job_s, factors, backend, card, process=False):
     from engine.device_engine import DeviceEngine, ImageRequest
+    from engine.device_process import DeviceProcess
     from scheduler.cluster import Cluster
     from scheduler.live import LIVE_CONFIG, LiveCore, LiveJob
     from scheduler.policy import make_policy
@@ -124,25 +127,48 @@ def run_engine(policy, devices, threads, jobs, job_s, factors, backend, card):
                     make_policy(policy), LIVE_CONFIG, clock=time.perf_counter)  # fmt: skip
     w, h = card.resolution_pairs[0]
     done, batch = {}, {}
-    lock, finished = threading.Lock(), threading.Event()
+    lock = threading.Lock()
 
     def event(kind, sj, **data):
         if kind in ("done", "failed"):
             with lock:
                 done[sj.index] = time.perf_counter()
                 batch[sj.index] = data["run"].max_batch if kind == "done" else 1
-                if len(done) == len(jobs):
-                    finished.set()
 
-    engines = [
-        DeviceEngine(
-            i, core, [MODEL], lambda _k: backend, lambda sj: sj.payload, event, threads=threads
-        )  # fmt: skip
-        for i in range(devices)
-    ]
+    if process:
+        engines = [
+            DeviceProcess(
+                i,
+                core,
+                {MODEL: card},
+                [MODEL],
+                lambda sj: sj.payload,
+                event,
+                device="cpu",
+                threads=threads,
+            )  # fmt: skip
+            for i in range(devices)
+        ]
+    else:
+        engines = [
+            DeviceEngine(
+                i, core, [MODEL], lambda _k: backend, lambda sj: sj.payload, event, threads=threads
+            )  # fmt: skip
+            for i in range(devices)
+        ]
     core.attach(engines)
     for e in engines:
         e.start()
+    if process:  # warm: the first call in a fresh process pays allocation
+        w0 = [(0, 10, 0.0)]
+        core.submit([LiveJob("flat", 1e12, 0.0, w0, w0,
+                             payload=ImageRequest(PROMPT, 0, w, h, card.guidance_scale))
+                     for _ in range(devices)])  # fmt: skip
+        while core.in_flight():
+            time.sleep(0.01)
+        done.clear()
+        batch.clear()
+    first = len(core.arrival)
     t0 = time.perf_counter()
     arrived = []
     for k, (a, s, slo) in enumerate(jobs):
@@ -156,13 +182,25 @@ def run_engine(policy, devices, threads, jobs, job_s, factors, backend, card):
     while core.in_flight():
         time.sleep(0.01)
     for e in engines:
-        e.stop(1.0)
-    finish = [core.finish[j] for j in range(len(jobs))]
-    return summarise(jobs, arrived, finish, core.status, batch)
+        e.stop(5.0)
+    finish = core.finish[first:]
+    batch = {j - first: b for j, b in batch.items()}
+    return summarise(jobs, arrived, finish, core.status[first:], batch)
 
 
-def run_one_at_a_time(jobs, job_s, backend, card):
-    """Before the engine: each job's whole pipeline, in arrival order, one device."""
+def run_one_at_a_time(jobs, job_s, backend, card, main_thread=False):
+    """Before the engine: each job's whole pipeline, in arrival order, one device, in a
+    worker thread as the serving DoFn ran it (or in the main thread: its best case)."""
+    if main_thread:
+        return _one_at_a_time(jobs, backend, card)
+    out = {}
+    t = threading.Thread(target=lambda: out.update(_one_at_a_time(jobs, backend, card)))
+    t.start()
+    t.join()
+    return out
+
+
+def _one_at_a_time(jobs, backend, card):
     from models.backend import GenerationRequest
 
     w, h = card.resolution_pairs[0]
@@ -220,32 +258,49 @@ def main() -> None:
     print(f"toy-m job seconds {job_s}; batch factors {factors}; rate {rate:.2f} jobs/s")
     arms = {}
     arms["one-at-a-time"] = repeat(lambda: run_one_at_a_time(jobs, job_s, backend, card))
+    arms["one-at-a-time, main thread"] = repeat(
+        lambda: run_one_at_a_time(jobs, job_s, backend, card, main_thread=True)
+    )
     for policy in ("sjf", "slack-sjf", "orca"):
         arms[f"engine {policy}, 1 device"] = repeat(
             lambda p=policy: run_engine(p, 1, None, jobs, job_s, factors, backend, card)
+        )
+        arms[f"engine {policy}, 1 device process"] = repeat(
+            lambda p=policy: run_engine(p, 1, None, jobs, job_s, factors, backend, card, True)
         )
     # concurrency: 1 thread per device, all jobs at once so arrivals do not cap the rate
     set_threads(1)
     one_job_s, one_factors = measure(backend, card)
     burst = [(0.0, s, 8.0 * one_job_s[s]) for _, s, _ in jobs]
-    arms["engine sjf, 1 device, burst"] = repeat(
-        lambda: run_engine("sjf", 1, 1, burst, one_job_s, one_factors, backend, card)
-    )
-    arms["engine sjf, 2 devices, burst"] = repeat(
-        lambda: run_engine("sjf", 2, 1, burst, one_job_s, one_factors, backend, card)
-    )
+    for n_dev in (1, 2):
+        arms[f"engine sjf, {n_dev} device processes, burst"] = repeat(
+            lambda n_dev=n_dev: run_engine(
+                "sjf", n_dev, 1, burst, one_job_s, one_factors, backend, card, True
+            )  # fmt: skip
+        )
+        arms[f"engine sjf, {n_dev} device threads, burst"] = repeat(
+            lambda n_dev=n_dev: run_engine(
+                "sjf", n_dev, 1, burst, one_job_s, one_factors, backend, card
+            )  # fmt: skip
+        )
     for name, r in arms.items():
         print(f"{name:32s} {r['jobs_per_s']:.2f} jobs/s  SLO {r['slo_attainment_all_arrived']:.0%}"
               f"  p50 {r['jct_p50_s']:.2f} s  batch {r['mean_batch']:.1f}"
               f"{'  NOISY' if r['noisy'] else ''}")  # fmt: skip
     base = arms["one-at-a-time"]["jobs_per_s"]
-    best = max(("slack-sjf", "orca"), key=lambda p: arms[f"engine {p}, 1 device"]["jobs_per_s"])
-    ratios = {
-        "throughput_engine_vs_one_at_a_time": arms[f"engine {best}, 1 device"]["jobs_per_s"] / base,
-        "throughput_batching_policy": best,
-        "concurrency_2_devices_vs_1": arms["engine sjf, 2 devices, burst"]["jobs_per_s"]
-        / arms["engine sjf, 1 device, burst"]["jobs_per_s"],
+    best_case = arms["one-at-a-time, main thread"]["jobs_per_s"]
+    tp = {
+        k: v["jobs_per_s"] for k, v in arms.items() if k.startswith("engine") and "burst" not in k
     }
+    burst_tp = {k: v["jobs_per_s"] for k, v in arms.items() if "burst" in k}
+    ratios = {f"throughput {k} vs one-at-a-time": v / base for k, v in tp.items()}
+    ratios |= {f"throughput {k} vs one-at-a-time in the main thread": v / best_case
+               for k, v in tp.items() if "process" in k}  # fmt: skip
+    for how in ("processes", "threads"):
+        ratios[f"concurrency 2 device {how} vs 1"] = (
+            burst_tp[f"engine sjf, 2 device {how}, burst"]
+            / burst_tp[f"engine sjf, 1 device {how}, burst"]
+        )
     print({k: round(v, 2) if isinstance(v, float) else v for k, v in ratios.items()})
     out = {
         "host": {

@@ -82,7 +82,7 @@ class DeviceEngine:
         self.busy = False  # a segment is running (tests: two devices busy at once)
         self.segments = 0
         self._thread = threading.Thread(
-            target=self._loop, name=f"sdaas-device-{name or index}", daemon=True
+            target=self.run_loop, name=f"sdaas-device-{name or index}", daemon=True
         )
 
     def start(self) -> DeviceEngine:
@@ -90,10 +90,14 @@ class DeviceEngine:
         return self
 
     def stop(self, timeout: float | None = None) -> None:
+        self.request_stop()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def request_stop(self) -> None:
         with self._cv:
             self._stop = True
             self._cv.notify_all()
-        self._thread.join(timeout)
 
     def on_event(self, kind: str, sj: SegmentJob, **data) -> None:
         self._on_event(kind, sj, device=self.index, **data)
@@ -109,7 +113,9 @@ class DeviceEngine:
         self._cut = True
 
     # -- the loop -----------------------------------------------------------------------
-    def _loop(self) -> None:
+    def run_loop(self) -> None:
+        """Run segments until stopped: in this engine's thread (`start`), or in the
+        calling thread (a device process's main thread, engine/device_process.py)."""
         if self.threads:
             import torch
 
@@ -209,4 +215,5 @@ class DeviceEngine:
 
     def _done(self, sj: SegmentJob, image) -> None:
         run = self.runs.pop(sj.index)
+        run.state = None  # the step state of a finished job is not needed
         self.on_event("done", sj, image=image, run=run, run_s=self.clock() - run.started)

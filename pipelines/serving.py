@@ -68,6 +68,9 @@ class ServingSpec:
     source_topic: str = "sdaas.jobs"
     correct_latency: bool = True  # probe unproven profiles, scale by observed run time
     threads: int | None = None  # torch CPU threads per device engine (None: torch's own)
+    # each device engine in a process of its own (engine/device_process.py); None: when
+    # there are several devices (threads of one process share the GIL)
+    device_processes: bool | None = None
     # the transform waits for its window's outcomes and outputs them; the local driver
     # turns this off so windows do not wait for each other
     await_results: bool = True

@@ -93,25 +93,29 @@ class ServingRuntime:
         self._w = _Waiters()
         self.by_key: dict[tuple[str, str], int] = {}  # in flight: (tenant, job_id) -> index
         self._orders: dict[tuple[str, str], int] = {}  # (window, device) -> next run order
-        self.engines = [
-            DeviceEngine(
-                i,
-                self.core,
-                self.model_keys,
-                lambda key, d=d.device: self.models.backend(key, d),
-                self._request_of,
-                self._event,
-                name=d.id,
-                threads=spec.threads,
-                clock=clock,
-            )  # fmt: skip
-            for i, d in enumerate(self.instances)
-        ]
+        processes = spec.device_processes
+        if processes is None:
+            processes = len(self.instances) > 1
+        self.engines = [self._engine(i, d, processes) for i, d in enumerate(self.instances)]
         self.core.attach(self.engines)
         if spec.correct_latency:
             self._probe_unproven()
         for e in self.engines:
             e.start()
+
+    def _engine(self, i: int, d: Accelerator, process: bool):
+        if process:
+            from engine.device_process import DeviceProcess
+
+            return DeviceProcess(
+                i, self.core, self.spec.cards, self.model_keys, self._request_of, self._event,
+                device=d.device, name=d.id, threads=self.spec.threads,
+            )  # fmt: skip
+        return DeviceEngine(
+            i, self.core, self.model_keys, lambda key: self.models.backend(key, d.device),
+            self._request_of, self._event, name=d.id, threads=self.spec.threads,
+            clock=self.clock,
+        )  # fmt: skip
 
     # -- the front's side ---------------------------------------------------------------
     def in_flight(self, keys) -> set[tuple[str, str]]:
