@@ -4,4 +4,5 @@ import sys
 
 from cli.main import main
 
-sys.exit(main())
+if __name__ == "__main__":  # device processes are spawned: they import this module too
+    sys.exit(main())

@@ -77,6 +77,7 @@ class DeviceEngine:
         self._steppers: dict[str, Any] = {}  # model key -> its step batcher (or None)
         self._cv = threading.Condition()
         self._next: tuple[list[SegmentJob], int] | None = None
+        self._probes: list[tuple] = []  # time_job requests, run between segments
         self._cut = False
         self._stop = False
         self.busy = False  # a segment is running (tests: two devices busy at once)
@@ -112,6 +113,36 @@ class DeviceEngine:
     def interrupt(self) -> None:
         self._cut = True
 
+    def time_job(self, model_key: str, request: ImageRequest, steps: int) -> float:
+        """Run one job alone on this device, as jobs run here, and return its seconds:
+        what a profile probe measures (the thread or process jobs run in changes their
+        speed, so a probe must run where they do). Call while no segment runs."""
+        box: dict = {}
+        done = threading.Event()
+        with self._cv:
+            self._probes.append((model_key, request, steps, box, done))
+            self._cv.notify_all()
+        done.wait()
+        if "error" in box:
+            raise box["error"]
+        return box["s"]
+
+    def _time_job(self, model_key: str, r: ImageRequest, steps: int) -> float:
+        from models.backend import GenerationRequest
+
+        backend = self.backend_for(model_key)
+        stepper = backend.stepper()
+        t0 = time.perf_counter()
+        if stepper is None:
+            backend.generate(GenerationRequest((r.prompt,), (r.seed,), steps, r.width, r.height,
+                                               r.guidance))  # fmt: skip
+        else:
+            job = stepper.start(r.prompt, r.seed, steps, r.width, r.height, r.guidance)
+            while not job.finished:
+                stepper.step([job])
+            stepper.finish([job])
+        return time.perf_counter() - t0
+
     # -- the loop -----------------------------------------------------------------------
     def run_loop(self) -> None:
         """Run segments until stopped: in this engine's thread (`start`), or in the
@@ -122,10 +153,22 @@ class DeviceEngine:
             torch.set_num_threads(self.threads)
         while True:
             with self._cv:
-                while self._next is None and not self._stop:
+                while self._next is None and not self._stop and not self._probes:
                     self._cv.wait()
                 if self._stop:
                     return
+                if self._probes:
+                    key, req, n, box, done = self._probes.pop(0)
+                else:
+                    key = None
+            if key is not None:
+                try:
+                    box["s"] = self._time_job(key, req, n)
+                except Exception as exc:  # noqa: BLE001 - the caller gets it
+                    box["error"] = exc
+                done.set()
+                continue
+            with self._cv:
                 jobs, steps = self._next
                 self._next = None
             self.busy = True

@@ -47,6 +47,9 @@ class DeviceProcess:
         self.dead = False
         self.stopping = False
         self._send_lock = threading.Lock()
+        self._probe_lock = threading.Lock()
+        self._probe_box: dict = {}
+        self._probe_done = threading.Event()
         self._reader = threading.Thread(target=self._read, name=f"sdaas-device-{index}-pipe",
                                         daemon=True)  # fmt: skip
 
@@ -54,7 +57,15 @@ class DeviceProcess:
         self.proc.start()
         if not self.conn.poll(READY_TIMEOUT_S):
             raise RuntimeError(f"device process {self.index} did not start")
-        msg = self.conn.recv()
+        try:
+            msg = self.conn.recv()
+        except EOFError:
+            self.proc.join(5)
+            raise RuntimeError(
+                f"device process {self.index} exited before it was ready (exit code "
+                f"{self.proc.exitcode}); a script that starts serving needs the "
+                "`if __name__ == '__main__':` guard (processes are spawned)"
+            ) from None
         if msg[0] != "ready":
             raise RuntimeError(f"device process {self.index} failed to start: {msg[1]}")
         self._reader.start()
@@ -81,6 +92,17 @@ class DeviceProcess:
     def interrupt(self) -> None:
         self._send(("cut",))
 
+    def time_job(self, model_key: str, request, steps: int) -> float:
+        """`DeviceEngine.time_job`, in the device's process."""
+        with self._probe_lock:
+            self._probe_box.clear()
+            self._probe_done.clear()
+            self._send(("probe", model_key, request, steps))
+            self._probe_done.wait()
+            if "error" in self._probe_box:
+                raise RuntimeError(self._probe_box["error"])
+            return self._probe_box["s"]
+
     # -- the pipe -----------------------------------------------------------------------
     def _send(self, msg) -> None:
         if self.dead:
@@ -97,7 +119,10 @@ class DeviceProcess:
                 msg = self.conn.recv()
             except (EOFError, OSError):
                 break
-            if msg[0] == "event":
+            if msg[0] == "probe_result":
+                self._probe_box.update(msg[1])
+                self._probe_done.set()
+            elif msg[0] == "event":
                 _, kind, j, data = msg
                 sj = self.jobs.get(j)
                 if sj is not None:
@@ -109,6 +134,8 @@ class DeviceProcess:
                     self.jobs.pop(j, None)
                 if out.cancelled:
                     self._send(("forget", out.cancelled))
+        self._probe_box.setdefault("error", "device process died")
+        self._probe_done.set()
         if not self.dead and not self.stopping:
             self.dead = True
             log.error("device process %d died: its jobs fail", self.index)
@@ -173,6 +200,13 @@ def worker_main(conn, index: int, cards: dict, models: list[str], device: str,
                 engine.start_segment(msg[1], msg[2])
             elif msg[0] == "cut":
                 engine.interrupt()
+            elif msg[0] == "probe":
+                try:
+                    result = {"s": engine.time_job(msg[1], msg[2], msg[3])}
+                except Exception as exc:  # noqa: BLE001 - said to the parent
+                    result = {"error": f"{type(exc).__name__}: {exc}"}
+                with lock:
+                    conn.send(("probe_result", result))
             elif msg[0] == "forget":
                 for j in msg[1]:
                     engine.runs.pop(j, None)

@@ -329,8 +329,8 @@ class ServingDriver:
         with beam.Pipeline(runner=FnApiRunner(), options=options) as p:
             _ = p | "Records" >> beam.Create(records, reshuffle=False) | ServeJobs(self.spec)
         sources = [source_of(self.topics.jobs, r) for r in records]
+        flying = self.runtime.pending_sources()  # first: a job answered since is stored
         outcomes = self.store.outcomes(sources)
-        flying = self.runtime.pending_sources()
         missing = [s for s in sources if s not in outcomes and s not in flying]
         if missing:
             raise CountsMismatch(

@@ -98,10 +98,10 @@ class ServingRuntime:
             processes = len(self.instances) > 1
         self.engines = [self._engine(i, d, processes) for i, d in enumerate(self.instances)]
         self.core.attach(self.engines)
-        if spec.correct_latency:
-            self._probe_unproven()
         for e in self.engines:
             e.start()
+        if spec.correct_latency:  # on the devices, before any job is decided
+            self._probe_unproven()
 
     def _engine(self, i: int, d: Accelerator, process: bool):
         if process:
@@ -184,6 +184,7 @@ class ServingRuntime:
         with self._w.cv:
             self._w.answered.add(j)
             self.by_key.pop((a.job.request.tenant, a.job.request.job_id), None)
+            self.core.payload[j] = None  # the prompt is not kept past its answer
             self._w.cv.notify_all()
 
     def _request_of(self, sj) -> ImageRequest:
@@ -344,24 +345,22 @@ class ServingRuntime:
                                    for o in observed))  # fmt: skip
 
     def _probe(self, key: str, kind: str, steps: tuple[int, ...]) -> list[Observation]:
-        from models.backend import GenerationRequest
-
+        """Timed runs on the first device of `kind`, through its engine: where and as
+        jobs run (a thread, or a device process)."""
         card = self.spec.cards[key]
-        device = next(d.device for d in self.instances if d.name == kind)
-        backend = self.models.backend(key, device)
+        engine = self.engines[next(i for i, d in enumerate(self.instances) if d.name == kind)]
         w, h = card.resolution_pairs[0]
-
-        def run(n: int) -> float:
-            req = GenerationRequest((PROBE_PROMPT,), (0,), n, w, h, card.guidance_scale,
-                                    card.styles[0])  # fmt: skip
-            start = self.clock()
-            backend.generate(req)
-            return self.clock() - start
-
-        run(steps[0])  # untimed: the first call after a load pays allocation and warm-up
+        req = ImageRequest(card.styled_prompt(PROBE_PROMPT, card.styles[0]), 0, w, h,
+                           card.guidance_scale)  # fmt: skip
+        engine.time_job(key, req, steps[0])  # untimed: the first call pays warm-up
         planner = self.spec.planner
         return [
-            Observation((key, kind, 1), planner.predicted_s(key, kind, n, (w, h)), run(n), n)
+            Observation(
+                (key, kind, 1),
+                planner.predicted_s(key, kind, n, (w, h)),
+                engine.time_job(key, req, n),
+                n,
+            )  # fmt: skip
             for n in steps
         ]
 

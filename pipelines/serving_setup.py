@@ -69,10 +69,12 @@ def build_spec(
     topic: str = "sdaas.jobs",
     devices: list[str] | None = None,
     threads: int | None = None,
+    device_processes: bool | None = None,
 ) -> ServingSpec:
     """devices: device names (`models.accelerators.resolve_devices`; default every CUDA
     device, else the CPU). threads: torch CPU threads per device engine (default: the
-    host's cores split over its CPU devices when there are several, else torch's own)."""
+    host's cores split over its CPU devices when there are several, else torch's own).
+    device_processes: one process per device engine (None: when there are several)."""
     import os
 
     from models.accelerators import resolve_devices
@@ -111,4 +113,5 @@ def build_spec(
         max_backlog_s=max_backlog_s,
         source_topic=topic,
         threads=threads,
+        device_processes=device_processes,
     )

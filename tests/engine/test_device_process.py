@@ -27,9 +27,12 @@ def start(devices: int, policy: str = "sjf"):
         stamped.append((time.monotonic(), kind, sj.index, data.get("device")))
         events(kind, sj, **data)
 
-    procs = [DeviceProcess(i, core, cards, MODELS, lambda sj: sj.payload, on_event,
-                           device="cpu", threads=1)  # fmt: skip
-             for i in range(devices)]
+    procs = [
+        DeviceProcess(
+            i, core, cards, MODELS, lambda sj: sj.payload, on_event, device="cpu", threads=1
+        )  # fmt: skip
+        for i in range(devices)
+    ]
     core.attach(procs)
     for p in procs:
         p.start()
