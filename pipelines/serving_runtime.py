@@ -275,7 +275,7 @@ class ServingRuntime:
             )
         if status == DROPPED:
             return (
-                f"dropped by {pol} after {core.finish[j] - a.job.arrival_ts:.2f} s in the "
+                f"dropped by {pol} after {core.finish[j] - core.arrival[j]:.2f} s in the "
                 f"queue: with {core.pred[j]:.2f} s to run it could no longer meet its "
                 f"{job.latency_slo_s:g} s SLO"
             )
