@@ -35,6 +35,13 @@ class ImageRequest:
     height: int
     guidance: float
 
+    def generation(self, steps: int):
+        """The whole-pipeline request for this image (backends that cannot be stepped)."""
+        from models.backend import GenerationRequest
+
+        return GenerationRequest((self.prompt,), (self.seed,), steps, self.width, self.height,
+                                 self.guidance)  # fmt: skip
+
 
 @dataclass
 class JobRun:
@@ -128,20 +135,23 @@ class DeviceEngine:
         return box["s"]
 
     def _time_job(self, model_key: str, r: ImageRequest, steps: int) -> float:
-        from models.backend import GenerationRequest
-
-        backend = self.backend_for(model_key)
-        stepper = backend.stepper()
+        backend, stepper = self._backend(model_key)
         t0 = time.perf_counter()
         if stepper is None:
-            backend.generate(GenerationRequest((r.prompt,), (r.seed,), steps, r.width, r.height,
-                                               r.guidance))  # fmt: skip
+            backend.generate(r.generation(steps))
         else:
             job = stepper.start(r.prompt, r.seed, steps, r.width, r.height, r.guidance)
             while not job.finished:
                 stepper.step([job])
             stepper.finish([job])
         return time.perf_counter() - t0
+
+    def _backend(self, model_key: str):
+        """(backend, its step batcher or None), the batcher made once per model."""
+        backend = self.backend_for(model_key)
+        if model_key not in self._steppers:
+            self._steppers[model_key] = backend.stepper()
+        return backend, self._steppers[model_key]
 
     # -- the loop -----------------------------------------------------------------------
     def run_loop(self) -> None:
@@ -190,11 +200,7 @@ class DeviceEngine:
         """Run the segment; returns (steps run, [(job, exception)] that failed)."""
         if not jobs:
             return 0, []
-        key = self.models[jobs[0].model]
-        backend = self.backend_for(key)
-        if key not in self._steppers:
-            self._steppers[key] = backend.stepper()
-        stepper = self._steppers[key]
+        backend, stepper = self._backend(self.models[jobs[0].model])
         if stepper is None:
             return self._whole(backend, jobs)
         failed = []
@@ -235,8 +241,6 @@ class DeviceEngine:
 
     def _whole(self, backend, jobs: list[SegmentJob]):
         """A backend without step-level batching: each job runs from noise to image."""
-        from models.backend import GenerationRequest
-
         failed = []
         for sj in jobs:
             r = self.request_of(sj)
@@ -244,9 +248,7 @@ class DeviceEngine:
             self.on_event("started", sj)
             try:
                 res = backend.generate(
-                    GenerationRequest(
-                        (r.prompt,), (r.seed,), sj.steps, r.width, r.height, r.guidance
-                    ),  # fmt: skip
+                    r.generation(sj.steps),
                     on_step=lambda i, dt, sj=sj: self.on_event("step", sj, step=i + 1, of=sj.steps),
                 )
             except Exception as exc:  # noqa: BLE001 - the model failed this job

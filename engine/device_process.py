@@ -170,11 +170,11 @@ def worker_main(conn, index: int, cards: dict, models: list[str], device: str,
     try:
         import torch
 
-        from models.backend import load_backend
+        from models.backend import load_backend, quiet_model_libraries
 
         if threads:
             torch.set_num_threads(threads)
-        _quiet()
+        quiet_model_libraries()
         backends = {k: load_backend(cards[k], device) for k in models}
     except Exception as exc:  # noqa: BLE001 - said to the parent, which refuses to start
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
@@ -217,12 +217,3 @@ def worker_main(conn, index: int, cards: dict, models: list[str], device: str,
     threading.Thread(target=read, daemon=True).start()
     conn.send(("ready",))
     engine.run_loop()
-
-
-def _quiet() -> None:
-    """No library warning may carry a prompt into a log (see pipelines' serving)."""
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.set_verbosity_error()

@@ -152,6 +152,16 @@ def cpu_threads() -> int | None:
         ) from None
 
 
+def quiet_model_libraries() -> None:
+    """diffusers and transformers warn with the truncated part of a long prompt: that
+    is prompt text in a log. Serving (and each device process) keeps them at error level."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.set_verbosity_error()
+
+
 def load_backend(card: ModelCard, device: str = "cpu") -> ModelBackend:
     """Load the model a card describes onto `device` ('cpu', 'cuda', 'cuda:1', ...)."""
     from models.diffusers_backend import DiffusersBackend

@@ -412,20 +412,12 @@ _RUNTIMES: dict[tuple, tuple[ServingRuntime, int]] = {}  # key -> (runtime, user
 _RUNTIMES_LOCK = threading.Lock()
 
 
-def quiet_model_libraries() -> None:
-    """diffusers and transformers warn with the truncated part of a long prompt: that
-    is prompt text in a log. Serving keeps them at error level."""
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.set_verbosity_error()
-
-
 class ServingModels:
     """Backends loaded on first use and kept: one per (model, device), plus the scorer."""
 
     def __init__(self, cards: dict[str, ModelCard], clip_path: str | None):
+        from models.backend import quiet_model_libraries
+
         quiet_model_libraries()
         self.cards = cards
         self.clip_path = clip_path
