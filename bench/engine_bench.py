@@ -226,6 +226,7 @@ def summarise(jobs, arrived, finish, status, batch):
         "jobs_per_s": len(ok) / span,
         "slo_attainment_all_arrived": met / len(jobs),
         "lost_share": 1 - len(ok) / len(jobs),
+        "jct_mean_s": float(np.mean(jct)),
         "jct_p50_s": pct(jct, 50),
         "jct_p95_s": pct(jct, 95),
         "mean_batch": statistics.mean(batch.values()) if batch else 1.0,

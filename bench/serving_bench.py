@@ -7,7 +7,11 @@ broker at once and served in windows of at most 20 records. Reported:
 * pipeline overhead per window: window wall time minus the model time of its jobs;
 * end-to-end JCT minus model run time per job (p50 / p95): queueing + overhead;
 * sustained throughput (jobs / serving wall time) vs the backend's raw throughput on
-  the same (model, steps) jobs run back to back, warm, without Kafka or Beam.
+  the same (model, steps) jobs run back to back, warm, without Kafka or Beam;
+* light load, no window barrier: jobs submitted one at a time, LIGHT_GAP_S apart, to a
+  server with windows of LIGHT_WINDOW_S: p50 of (JCT - run time) against the target of
+  one window + 0.2 s (a job waits for its window to close, never for another window's
+  jobs to finish).
 
 Writes bench/results/serving_bench.json. Usage: python bench/serving_bench.py
 """
@@ -31,6 +35,56 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 RESULTS = Path(__file__).resolve().parent / "results"
 N_JOBS = 60
 PROMPT = "two small red circles on the left"
+
+
+LIGHT_JOBS, LIGHT_GAP_S, LIGHT_WINDOW_S = 20, 1.0, 2.0
+
+
+def light_load(settings) -> dict:
+    """Jobs one at a time at light load through the real broker and `ServingDriver`:
+    what a job waits beyond its own run time when the device is free."""
+    import threading
+
+    from adapters.job_client import JobClient
+    from adapters.kafka_broker import EmbeddedBroker
+    from adapters.kafka_io import Topics
+    from pipelines.serving_driver import ServingDriver
+    from pipelines.serving_setup import build_spec
+
+    spec = build_spec(settings, window_s=LIGHT_WINDOW_S, max_backlog_s=1e9)
+    style = spec.planner.styles[0]
+    with EmbeddedBroker() as broker:
+        topics = Topics("light")
+        driver = ServingDriver(spec, broker.bootstrap, topics, max_records=20,
+                               progress=lambda *_: None)  # fmt: skip
+        client = JobClient(broker.bootstrap, topics)
+
+        def submit() -> None:
+            for i in range(LIGHT_JOBS):
+                client.submit(tenant="light", prompt=PROMPT, style=style, latency_slo_s=60.0,
+                              min_clip=0.0, seed=i, job_id=f"light-{i:02d}")  # fmt: skip
+                client.flush()
+                time.sleep(LIGHT_GAP_S)
+
+        feeder = threading.Thread(target=submit)
+        feeder.start()
+        driver.run(idle_exit_s=LIGHT_GAP_S + 4.0)
+        feeder.join()
+        driver.close()
+    done = [r for r in driver.store.all() if r.tenant == "light" and r.status == "done"]
+    extra = [r.jct_s - r.run_s for r in done]
+    target = LIGHT_WINDOW_S + 0.2
+    return {
+        "jobs": LIGHT_JOBS,
+        "done": len(done),
+        "gap_s": LIGHT_GAP_S,
+        "window_s": LIGHT_WINDOW_S,
+        "run_s_p50": round(pct([r.run_s for r in done], 50), 3),
+        "jct_minus_run_p50_s": round(pct(extra, 50), 3),
+        "jct_minus_run_p95_s": round(pct(extra, 95), 3),
+        "target_p50_s": target,
+        "met": len(done) == LIGHT_JOBS and pct(extra, 50) <= target,
+    }
 
 
 def pct(xs, q):
@@ -80,6 +134,8 @@ def main() -> None:
             backend = models.backend(key, spec.device(r.device).device)
             backend.generate(GenerationRequest((PROMPT,), (0,), r.steps, w, h, card.guidance_scale))
         raw_wall = time.perf_counter() - raw_t0
+        light = light_load(settings)
+        print(f"light load: {light}")
     extra = [r.jct_s - r.run_s for r in done]
     out = {
         "jobs": N_JOBS,
@@ -96,6 +152,8 @@ def main() -> None:
         "sustained_jobs_per_s_incl_reads": round(len(done) / elapsed, 2),
         "raw_backend_jobs_per_s": round(len(done) / raw_wall, 2),
         "throughput_ratio": round((len(done) / serve_wall) / (len(done) / raw_wall), 3),
+        "light_load": light,
+        "load_avg_after": os.getloadavg(),
         "host": platform.node(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from models.registry import Registry
 from models.tiny import make_tiny
 from pipelines.profile_grid import SweepConfig
 from pipelines.profile_sweep import run_sweep
+from pipelines.prompts import TOYWORLD_PROMPT_SET
 from profiles.summary import summary_report
 from sdaas.config import SHIPPED_TOYWORLD, Settings
 from sdaas.privacy import load_salt, prompt_id
@@ -29,7 +30,9 @@ from sdaas.table import format_table, registry_table
 
 log = logging.getLogger(__name__)
 
-DEMO_SWEEP = SweepConfig()  # the quick grid
+# the quick grid, on captions of the toy world: the prompts its models can draw, so their
+# CLIP (and the margin plans promise below it) means something
+DEMO_SWEEP = SweepConfig(prompt_set=TOYWORLD_PROMPT_SET)
 SAMPLE_PROMPT = "two small red circles on the left"
 
 

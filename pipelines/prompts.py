@@ -9,9 +9,11 @@ from pathlib import Path
 from sdaas.errors import InvalidInputError
 from sdaas.privacy import prompt_id
 
-DEFAULT_PROMPT_SET = (
-    Path(__file__).resolve().parents[1] / "data" / "prompts" / "profile_prompts.tsv"
-)
+PROMPT_DIR = Path(__file__).resolve().parents[1] / "data" / "prompts"
+DEFAULT_PROMPT_SET = PROMPT_DIR / "profile_prompts.tsv"
+# Captions of the toy world (`models.toyworld.world.prompt_set`): what users of the
+# toy-world models send, so their CLIP is measured on prompts they can draw.
+TOYWORLD_PROMPT_SET = PROMPT_DIR / "toyworld_prompts.tsv"
 
 
 @dataclass(frozen=True)

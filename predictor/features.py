@@ -10,7 +10,7 @@ before training ever starts.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,13 @@ class FeatureSpec:
     profiled_steps: dict[str, list[int]] = field(default_factory=dict)  # model key -> steps
     # model key -> batch sizes it was profiled at: the batches serving may form with it
     profiled_batches: dict[str, list[int]] = field(default_factory=dict)
+    # model key -> how far below its prediction the CLIP of a prompt it never saw falls,
+    # at quantile CLIP_COVERAGE (prompt-grouped cross-validation, `training.clip_margins`):
+    # the planner promises prediction - margin, a CLIP a user can bet a job on.
+    lower_margin: dict[str, float] = field(default_factory=dict)
+
+    def with_margins(self, margins: dict[str, float]) -> FeatureSpec:
+        return replace(self, lower_margin=dict(margins))
 
     def validate(self) -> None:
         problems = []
@@ -130,6 +137,7 @@ class FeatureSpec:
             {k: list(v) for k, v in d.get("profiled", {}).items()},
             {k: [int(x) for x in v] for k, v in d.get("profiled_steps", {}).items()},
             {k: [int(x) for x in v] for k, v in d.get("profiled_batches", {}).items()},
+            {k: float(v) for k, v in d.get("lower_margin", {}).items()},
         )
 
 

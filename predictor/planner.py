@@ -6,7 +6,10 @@ array look-ups. The rule is `scheduler/planning_rule.py` (the simulator's too): 
 candidate curve the cheapest step count meeting `min_clip` is the first one on the
 (monotone) CLIP curve at or above it; its predicted latency plus the accelerator's
 backlog must fit the latency SLO. Among feasible candidates the shortest predicted job
-wins (ties: the larger CLIP margin).
+wins (ties: the larger CLIP margin). The CLIP curves are what a plan can promise: the
+CLIP predictor's curve less its per-model margin for prompts it never saw
+(`training.clip_margins`: 95 % of unseen prompts reach it), so a plan's `predicted_clip`
+is a bound a job can be held to, not a mean that half of the jobs miss.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import pandas as pd
 from models.card import ModelCard
 from predictor.features import add_derived_columns
 from predictor.latency_correction import factor_at
+from predictor.training import CLIP_COVERAGE
 from scheduler.planning_rule import fewest_steps, shortest
 from sdaas.errors import InvalidInputError
 from sdaas.limits import MAX_PROMPT_TOKENS, latency_slo_problem
@@ -109,6 +113,8 @@ class Planner:
         self._tables: dict[tuple[str, tuple[int, int]], _StyleTable] = {}
         # (style, resolution, batch size > 1) -> latency rows in the table's label order
         self._batch_latency: dict[tuple[str, tuple[int, int], int], np.ndarray] = {}
+        # model key -> how far below the CLIP prediction its plans promise
+        self.clip_margins: dict[str, float] = {}
         self._build(latency_predictor, clip_predictor)
 
     # -- precomputation -------------------------------------------------------------------
@@ -146,6 +152,10 @@ class Planner:
                     continue
                 steps = grid[(grid >= o.steps_min) & (grid <= o.steps_max)]
                 lo, hi = o.steps_min - 1, o.steps_max
+                # the CLIP a plan promises: the prediction less the model's margin for
+                # prompts the predictor never saw (none for published curves)
+                margin = promise_margin(clip_predictor, model_key(o.name, o.version))
+                self.clip_margins[model_key(o.name, o.version)] = margin
                 clip_by_bucket = []
                 for tokens in TOKEN_BUCKETS:
                     frame = self._curve_frame(
@@ -153,7 +163,7 @@ class Planner:
                     )
                     frame["prompt_tokens"] = tokens
                     c = np.full(len(grid), -np.inf)
-                    c[lo:hi] = clip_predictor.predict(frame)
+                    c[lo:hi] = clip_predictor.predict(frame) - margin
                     clip_by_bucket.append(c)
                 for acc in o.accelerators:
                     lat = np.full(len(grid), np.inf)
@@ -303,9 +313,16 @@ class Planner:
         if not has.any():
             best_row, best_col = np.unravel_index(np.argmax(clip), clip.shape)
             o, acc = t.labels[best_row]
+            margin = self.clip_margins.get(model_key(o.name, o.version), 0.0)
+            promised = (
+                f" (promised for {CLIP_COVERAGE:.0%} of prompts: mean less {margin:.1f})"
+                if margin
+                else ""
+            )
             reason = (
                 f"min CLIP {min_clip:g} unreachable for style {style}: best "
                 f"{clip[best_row, best_col]:.1f} at {t.steps[best_col]} steps on {o.name}"
+                f"{promised}"
             )
             return self._plan(
                 job_id,
@@ -393,6 +410,13 @@ class Planner:
             bool(feasible),
             reason,
         )
+
+
+def promise_margin(clip_predictor, key: str) -> float:
+    """How far below its CLIP prediction for model `key` a plan promises (0 for a
+    predictor without margins: published curves, or one trained before they existed)."""
+    spec = getattr(clip_predictor, "spec", None)
+    return float(getattr(spec, "lower_margin", {}).get(key, 0.0))
 
 
 def accelerators_known_to(latency_predictor) -> list[str]:

@@ -211,3 +211,21 @@ def make_dataset(
         scenes.append(scene)
         style_of.append(style)
     return np.stack(images), captions, scenes, style_of
+
+
+def prompt_set(n: int = 48, seed: int = 11) -> list[tuple[str, str]]:
+    """(category, caption) of `n` distinct captions of the world, alternately from
+    held-out and training (shape, colour) pairs: what users of the toy-world models
+    send, so profiling measures CLIP on prompts those models can draw
+    (`data/prompts/toyworld_prompts.tsv` is this list)."""
+    rng = np.random.default_rng(seed)
+    train, held = split_combos()
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    while len(out) < n:
+        category, combos = ("held-out pair", held) if len(out) % 2 else ("training pair", train)
+        text = sample_scene(rng, combos).caption()
+        if text not in seen:
+            seen.add(text)
+            out.append((category, text))
+    return out

@@ -11,6 +11,7 @@ from models.toyworld.world import (
     STYLES,
     Scene,
     make_dataset,
+    prompt_set,
     render,
     split_combos,
 )
@@ -104,3 +105,21 @@ def test_held_out_pairs_never_appear_in_training():
 def test_unknown_style_is_named():
     with pytest.raises(ValueError, match="style 'cubist'"):
         render(Scene("star", "red", "small", "left", "one"), "cubist")
+
+
+def test_shipped_toyworld_prompt_set_is_generated_by_the_world():
+    """data/prompts/toyworld_prompts.tsv is `prompt_set()`: distinct captions, half of
+    them of held-out (shape, colour) pairs."""
+    import csv
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "data" / "prompts" / "toyworld_prompts.tsv"
+    with path.open() as f:
+        rows = [(r["category"], r["prompt"]) for r in csv.DictReader(f, delimiter="\t")]
+    assert rows == prompt_set()
+    assert len({t for _, t in rows}) == len(rows) == 48
+    _, held = split_combos()
+    held_captions = [t for c, t in rows if c == "held-out pair"]
+    assert len(held_captions) == 24
+    for text in held_captions:
+        assert any(colour in text and shape in text for shape, colour in held), text
