@@ -4,9 +4,10 @@ A scratch home gets the toy models, a small real sweep and trained predictors; t
 feasible jobs (one tenant, loose SLO, min CLIP 0/30/40) are submitted to the embedded
 broker at once and served in windows of at most 20 records. Reported:
 
-* pipeline overhead per window: window wall time minus the model time of its jobs;
+* per window: wall time from reading it to its last outcome, minus its jobs' model time
+  (windows overlap: the next is read while this one's jobs run);
 * end-to-end JCT minus model run time per job (p50 / p95): queueing + overhead;
-* sustained throughput (jobs / serving wall time) vs the backend's raw throughput on
+* sustained throughput (jobs / serving elapsed time) vs the backend's raw throughput on
   the same (model, steps) jobs run back to back, warm, without Kafka or Beam;
 * light load, no window barrier: jobs submitted one at a time, LIGHT_GAP_S apart, to a
   server with windows of LIGHT_WINDOW_S: p50 of (JCT - run time) against the target of
@@ -119,7 +120,6 @@ def main() -> None:
             client.flush()
             start = time.perf_counter()
             reports = driver.run(idle_exit_s=1.0)
-            serve_wall = sum(r.wall_s for r in reports)
             elapsed = time.perf_counter() - start
             driver.close()
         results = [r for r in driver.store.all() if r.tenant == "bench"]
@@ -146,12 +146,12 @@ def main() -> None:
         "jct_minus_run_p50_s": round(pct(extra, 50), 3),
         "jct_minus_run_p95_s": round(pct(extra, 95), 3),
         "model_time_s": round(sum(r.run_s for r in done), 3),
-        "serving_wall_s": round(serve_wall, 3),
+        # windows overlap (no barrier): throughput over the whole serving run, reads
+        # and the idle exit's last second included
         "serving_elapsed_s": round(elapsed, 3),
-        "sustained_jobs_per_s": round(len(done) / serve_wall, 2),
-        "sustained_jobs_per_s_incl_reads": round(len(done) / elapsed, 2),
+        "sustained_jobs_per_s": round(len(done) / elapsed, 2),
         "raw_backend_jobs_per_s": round(len(done) / raw_wall, 2),
-        "throughput_ratio": round((len(done) / serve_wall) / (len(done) / raw_wall), 3),
+        "throughput_ratio": round(raw_wall / elapsed, 3),
         "light_load": light,
         "load_avg_after": os.getloadavg(),
         "host": platform.node(),

@@ -484,6 +484,7 @@ def cmd_serve(args, settings: Settings) -> int:
         devices=args.devices,
         threads=args.threads_per_device,
         device_processes=not args.in_process,
+        max_resident=args.max_resident,
     )
     broker = None
     state = _broker_state(settings)
@@ -891,6 +892,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "threads of this process instead of one process per device (measured "
                     "here: threads are 1.2-1.4x one device, processes 1.7x; on CPU a torch "
                     "call with 2 threads is ~3x slower off the main thread)")  # fmt: skip
+    sv.add_argument("--max-resident", type=int, help="models loaded at once per device "
+                    "(LRU; a device switching to a model that is not loaded pays its measured "
+                    "load time, and the scheduler counts it; default: every model, "
+                    "preloaded)")  # fmt: skip
     sv.add_argument("--max-windows", type=int, help="stop after N windows")
     sv.add_argument("--idle-exit", type=float, help="stop after S seconds without jobs (or "
                     "with the broker unreachable)")  # fmt: skip

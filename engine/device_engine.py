@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,13 +76,20 @@ class DeviceEngine:
         name: str = "",
         threads: int | None = None,
         clock: Callable[[], float] = time.time,
+        max_resident: int | None = None,
+        release: Callable[[str], None] | None = None,
     ):
         self.index, self.core, self.models = index, core, models
         self.backend_for, self.request_of = backend_for, request_of
         self._on_event = on_event
         self.threads, self.clock = threads, clock
         self.runs: dict[int, JobRun] = {}
-        self._steppers: dict[str, Any] = {}  # model key -> its step batcher (or None)
+        # model key -> (backend, its step batcher or None), least recently used first: at
+        # most `max_resident` (None: no bound), the core's residency rule (LRU over the
+        # kind's `max_resident`, loads charged), so what it predicts is what runs here
+        self.max_resident, self.release = max_resident, release or (lambda key: None)
+        self._resident: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
+        self.loads: list[tuple[str, float]] = []  # (model key, seconds) per load here
         self._cv = threading.Condition()
         self._next: tuple[list[SegmentJob], int] | None = None
         self._probes: list[tuple] = []  # time_job requests, run between segments
@@ -147,11 +155,26 @@ class DeviceEngine:
         return time.perf_counter() - t0
 
     def _backend(self, model_key: str):
-        """(backend, its step batcher or None), the batcher made once per model."""
+        """(backend, its step batcher or None), made once per residency: a model that is
+        not resident is loaded (timed), evicting the least recently used one beyond
+        `max_resident` (the core evicts the same one: same rule, same segments)."""
+        if model_key in self._resident:
+            self._resident.move_to_end(model_key)
+            return self._resident[model_key]
+        t0 = time.perf_counter()
         backend = self.backend_for(model_key)
-        if model_key not in self._steppers:
-            self._steppers[model_key] = backend.stepper()
-        return backend, self._steppers[model_key]
+        self._resident[model_key] = (backend, backend.stepper())
+        self.loads.append((model_key, time.perf_counter() - t0))
+        while self.max_resident and len(self._resident) > self.max_resident:
+            old, _ = self._resident.popitem(last=False)
+            self.release(old)
+            log.info("device %s: %s evicted for %s", self.index, old, model_key)
+        return self._resident[model_key]
+
+    @property
+    def resident(self) -> list[str]:
+        """Model keys resident here, least recently used first."""
+        return list(self._resident)
 
     # -- the loop -----------------------------------------------------------------------
     def run_loop(self) -> None:

@@ -32,13 +32,21 @@ class DeviceProcess:
 
     def __init__(self, index: int, core: LiveCore, cards: dict, models: list[str],
                  request_of, on_event, *, device: str, name: str = "",
-                 threads: int | None = None):  # fmt: skip
+                 threads: int | None = None, max_resident: int | None = None):  # fmt: skip
         self.index, self.core, self.request_of, self.on_event = index, core, request_of, on_event
         ctx = mp.get_context("spawn")  # never fork a process with torch's threads running
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(
             target=worker_main,
-            args=(child, index, {k: cards[k] for k in models}, models, device, threads),
+            args=(
+                child,
+                index,
+                {k: cards[k] for k in models},
+                models,
+                device,
+                threads,
+                max_resident,
+            ),
             name=f"sdaas-device-{name or index}",
             daemon=True,
         )
@@ -164,8 +172,9 @@ class _PipeCore:
 
 
 def worker_main(conn, index: int, cards: dict, models: list[str], device: str,
-                threads: int | None) -> None:  # fmt: skip
-    """A device process: load the models, then run the engine loop in this main thread."""
+                threads: int | None, max_resident: int | None = None) -> None:  # fmt: skip
+    """A device process: load the models (with a residency bound: none, each is loaded
+    when a segment needs it), then run the engine loop in this main thread."""
     lock = threading.Lock()
     try:
         import torch
@@ -175,7 +184,7 @@ def worker_main(conn, index: int, cards: dict, models: list[str], device: str,
         if threads:
             torch.set_num_threads(threads)
         quiet_model_libraries()
-        backends = {k: load_backend(cards[k], device) for k in models}
+        backends = {} if max_resident else {k: load_backend(cards[k], device) for k in models}
     except Exception as exc:  # noqa: BLE001 - said to the parent, which refuses to start
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
@@ -187,8 +196,14 @@ def worker_main(conn, index: int, cards: dict, models: list[str], device: str,
         with lock:
             conn.send(("event", kind, sj.index, data))
 
-    engine = DeviceEngine(index, _PipeCore(conn, lock), models, backends.__getitem__,
-                          lambda sj: sj.payload, send_event)  # fmt: skip
+    def backend_for(key: str):
+        if key not in backends:
+            backends[key] = load_backend(cards[key], device)
+        return backends[key]
+
+    engine = DeviceEngine(index, _PipeCore(conn, lock), models, backend_for,
+                          lambda sj: sj.payload, send_event, max_resident=max_resident,
+                          release=lambda key: backends.pop(key, None))  # fmt: skip
 
     def read() -> None:
         while True:

@@ -71,6 +71,9 @@ class ServingSpec:
     # each device engine in a process of its own (engine/device_process.py); None: when
     # there are several devices (threads of one process share the GIL)
     device_processes: bool | None = None
+    # models resident at once per device (LRU, load time measured and charged by the
+    # core, as the simulator does); None: every model, preloaded
+    max_resident: int | None = None
     # the transform waits for its window's outcomes and outputs them; the local driver
     # turns this off so windows do not wait for each other
     await_results: bool = True

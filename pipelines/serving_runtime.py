@@ -73,7 +73,7 @@ class ServingRuntime:
         self._observed = lambda: observed_corrections_in(self.store, spec.planner.predictor_version)
         self.store = ResultStore(spec.store_path)
         self.models = process_models(spec.cards, spec.clip_path)
-        self.models.preload(spec.devices)
+        self.models.preload(spec.devices, keep=spec.max_resident is None)
         self.kinds = spec.accelerators
         # instances in the core's order: kind by kind, devices in spec order
         self.instances = [d for k in self.kinds for d in spec.devices if d.name == k]
@@ -86,8 +86,12 @@ class ServingRuntime:
             for k, a in enumerate(self.kinds)
             if a in o.accelerators
         )
-        self.catalog = live_catalog(spec.planner, self.model_keys, self.kinds, self.runs_on)
-        config = replace(LIVE_CONFIG, max_backlog_s=spec.max_backlog_s)
+        self.catalog = live_catalog(spec.planner, self.model_keys, self.kinds, self.runs_on,
+                                    self.models.load_s, spec.max_resident)  # fmt: skip
+        # a residency bound: switching a device to a model that is not resident costs
+        # its load, in the core's predictions as on the device
+        config = replace(LIVE_CONFIG, max_backlog_s=spec.max_backlog_s,
+                         cold_start=spec.max_resident is not None)  # fmt: skip
         self.core = LiveCore(self.catalog, cluster, make_policy(spec.policy), config,
                              clock, self._settled)  # fmt: skip
         self._w = _Waiters()
@@ -110,11 +114,13 @@ class ServingRuntime:
             return DeviceProcess(
                 i, self.core, self.spec.cards, self.model_keys, self._request_of, self._event,
                 device=d.device, name=d.id, threads=self.spec.threads,
+                max_resident=self.spec.max_resident,
             )  # fmt: skip
         return DeviceEngine(
             i, self.core, self.model_keys, lambda key: self.models.backend(key, d.device),
             self._request_of, self._event, name=d.id, threads=self.spec.threads,
-            clock=self.clock,
+            clock=self.clock, max_resident=self.spec.max_resident,
+            release=lambda key: self.models.release(key, d.device),
         )  # fmt: skip
 
     # -- the front's side ---------------------------------------------------------------
@@ -365,14 +371,22 @@ class ServingRuntime:
         ]
 
 
-def live_catalog(planner, models: list[str], kinds: list[str], runs_on) -> Catalog:
+def live_catalog(
+    planner,
+    models: list[str],
+    kinds: list[str],
+    runs_on,
+    load_s: dict[str, float] | None = None,
+    max_resident: int | None = None,
+) -> Catalog:
     """What the core needs of the served models beyond the planner's options: which
     model may run on which kind, and what a batch costs there. A batch of b costs
     factor(b) x one job, from the latency predictor at the model's most profiled steps,
     for the batch sizes it was profiled at (interpolated between them, none beyond):
-    a model profiled at batch 1 only is never batched. No load time (models are
-    preloaded), price 1 per kind (INFaaS's cost rule then picks the fastest), every
-    model resident."""
+    a model profiled at batch 1 only is never batched. Load times as measured here
+    (`load_s`, model key -> s), charged only under a residency bound (`max_resident`
+    per device; None: every model resident); price 1 per kind (INFaaS's cost rule then
+    picks the fastest)."""
     steps = max(o.steps_max for o in planner.options)
     grid = np.arange(1, steps + 1)
     factors = {}
@@ -399,9 +413,9 @@ def live_catalog(planner, models: list[str], kinds: list[str], runs_on) -> Catal
         latency={mk: np.zeros(steps) for mk in runs_on},
         batch_factor=factors,
         clip={m: np.zeros(steps) for m in range(len(models))},
-        load_s={m: 0.0 for m in range(len(models))},
+        load_s={m: (load_s or {}).get(key, 0.0) for m, key in enumerate(models)},
         price_per_hour={k: 1.0 for k in range(len(kinds))},
-        max_resident={k: max(1, len(models)) for k in range(len(kinds))},
+        max_resident={k: max_resident or max(1, len(models)) for k in range(len(kinds))},
     )
 
 
@@ -413,7 +427,9 @@ _RUNTIMES_LOCK = threading.Lock()
 
 
 class ServingModels:
-    """Backends loaded on first use and kept: one per (model, device), plus the scorer."""
+    """Backends loaded on first use and kept until released: one per (model, device),
+    plus the scorer. `load_s`: seconds of each model's first load (the core charges it
+    when a residency bound makes a device load a model)."""
 
     def __init__(self, cards: dict[str, ModelCard], clip_path: str | None):
         from models.backend import quiet_model_libraries
@@ -423,6 +439,7 @@ class ServingModels:
         self.clip_path = clip_path
         self.backends: dict[tuple[str, str], Any] = {}
         self.scorers: dict[str, Any] = {}
+        self.load_s: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def backend(self, model_key: str, device: str):
@@ -431,16 +448,25 @@ class ServingModels:
             if key not in self.backends:
                 from models.backend import load_backend
 
+                t0 = time.perf_counter()
                 self.backends[key] = load_backend(self.cards[model_key], device)
+                self.load_s.setdefault(model_key, time.perf_counter() - t0)
                 log.info("loaded %s on %s", model_key, device)
             return self.backends[key]
 
-    def preload(self, devices: tuple[Accelerator, ...]) -> None:
-        """Every registered model on every serving device, and the scorer: the first
-        jobs must not pay model loads (cold starts are for the simulator to study)."""
+    def release(self, model_key: str, device: str) -> None:
+        with self._lock:
+            self.backends.pop((model_key, device), None)
+
+    def preload(self, devices: tuple[Accelerator, ...], keep: bool = True) -> None:
+        """Every registered model on every serving device (timed), and the scorer: the
+        first jobs must not pay model loads. keep=False (a residency bound): each is
+        loaded once for its load time, then released; devices load them as needed."""
         for device in dict.fromkeys(d.device for d in devices):
             for key in self.cards:
                 self.backend(key, device)
+                if not keep:
+                    self.release(key, device)
             self.scorer(device)
 
     def scorer(self, device: str):
@@ -463,7 +489,8 @@ def process_models(cards: dict[str, ModelCard], clip_path: str | None) -> Servin
 
 def _runtime_key(spec) -> tuple:
     return (spec.store_path, spec.policy, spec.devices, spec.max_backlog_s,
-            spec.planner.predictor_version, spec.correct_latency, spec.threads)  # fmt: skip
+            spec.planner.predictor_version, spec.correct_latency, spec.threads,
+            spec.max_resident)  # fmt: skip
 
 
 def acquire_runtime(spec, clock=time.time) -> ServingRuntime:

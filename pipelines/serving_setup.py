@@ -6,7 +6,7 @@ from __future__ import annotations
 from pipelines.profile_sweep import default_clip
 from pipelines.serving import ServingSpec, observed_corrections_in
 from sdaas.config import Settings
-from sdaas.errors import SdaasError
+from sdaas.errors import InvalidInputError, SdaasError
 
 
 def toyworld_home(home):
@@ -70,11 +70,13 @@ def build_spec(
     devices: list[str] | None = None,
     threads: int | None = None,
     device_processes: bool | None = None,
+    max_resident: int | None = None,
 ) -> ServingSpec:
     """devices: device names (`models.accelerators.resolve_devices`; default every CUDA
     device, else the CPU). threads: torch CPU threads per device engine (default: the
     host's cores split over its CPU devices when there are several, else torch's own).
-    device_processes: one process per device engine (None: when there are several)."""
+    device_processes: one process per device engine (None: when there are several).
+    max_resident: models resident at once per device (None: all, preloaded)."""
     import os
 
     from models.accelerators import resolve_devices
@@ -84,6 +86,8 @@ def build_spec(
     from scheduler.policy import make_policy
 
     make_policy(policy)  # an unknown policy fails here, naming the known ones
+    if max_resident is not None and (not isinstance(max_resident, int) or max_resident < 1):
+        raise InvalidInputError(f"--max-resident: {max_resident!r}: must be an integer >= 1")
     devices = resolve_devices(devices)  # every instance: 8 identical GPUs are 8 places to run
     cpus = sum(d.device == "cpu" for d in devices)
     if threads is None and cpus > 1:
@@ -114,4 +118,5 @@ def build_spec(
         source_topic=topic,
         threads=threads,
         device_processes=device_processes,
+        max_resident=max_resident,
     )

@@ -113,3 +113,36 @@ def test_a_failing_model_fails_its_jobs_not_the_device(toy_backends):
     assert core.status[:2] == [FAILED, DONE]
     failed = [e for e in events.seen if e[0] == "failed"]
     assert failed[0][1] == 0 and "illegal memory access" in failed[0][3]["error"]
+
+
+def test_a_residency_bound_loads_and_evicts_as_the_core_counts(toy_backends):
+    """With one model resident per device, switching models loads the new one and
+    releases the old, in the order the core's residency rule (the simulator's LRU, load
+    time charged) says, and images do not change."""
+    from dataclasses import replace
+
+    from engine.device_engine import DeviceEngine
+    from scheduler.cluster import Cluster
+    from scheduler.live import LIVE_CONFIG, LiveCore
+    from scheduler.policy import make_policy
+    from tests.engine.conftest import Events, catalog
+
+    cat = replace(catalog(), load_s={0: 0.05, 1: 0.05}, max_resident={0: 1})
+    core = LiveCore(cat, Cluster.parse("1xcpu"), make_policy("fcfs"),
+                    replace(LIVE_CONFIG, cold_start=True, log=True))  # fmt: skip
+    events, released = Events(), []
+    engine = DeviceEngine(0, core, MODELS, toy_backends.__getitem__, lambda sj: sj.payload,
+                          events, max_resident=1, release=released.append)  # fmt: skip
+    core.attach([engine])
+    engine.start()
+    events.expect = 4
+    core.submit([job(0, 3, 1), job(1, 3, 2), job(1, 2, 3), job(0, 4, 4)])
+    assert events.wait(core)
+    engine.stop(5.0)
+    assert core.status[:4] == [DONE] * 4
+    assert [k for k, _ in engine.loads] == ["toy-s", "toy-m", "toy-s"]  # toy-m once: 2 jobs
+    assert released == ["toy-s", "toy-m"]
+    assert engine.resident == [MODELS[m] for m in core.resident[0]] == ["toy-s"]
+    for j, (m, s, seed) in enumerate([(0, 3, 1), (1, 3, 2), (1, 2, 3), (0, 4, 4)]):
+        diff = np.abs(np.asarray(events.images[j]).astype(int) - alone(toy_backends, m, s, seed))
+        assert diff.max() <= PIXEL_TOLERANCE

@@ -109,3 +109,24 @@ def test_cancel_a_queued_and_a_running_job():
     assert core.start[2] == 3.0 and core.finish[2] == 8.0  # the freed device took job 2
     assert [b for b, _ in cluster.devices[0].ran] == [(0,), (2,)]
     assert not core.cancel(2)  # already done
+
+
+@pytest.mark.parametrize("policy", ["sjf", "orca", "slack-sjf"])
+def test_a_served_core_replays_in_the_simulator(policy):
+    """`scheduler.replay` rebuilds the simulator's input from what a live core recorded:
+    when the served jobs took what their options predict, the replay finishes every job
+    when the core did, with the same outcome."""
+    from scheduler.replay import replay
+
+    catalog = toy_catalog(slow_kind=True, batch2=1.5)
+    w = scenario()
+    options = ClassOptions.build(catalog, w.classes, [0, 1], CONFIG.clip_margin)
+    core = LiveCore(catalog, TWO_KINDS, make_policy(policy), CONFIG)
+    VirtualCluster(core).run(live_jobs(w, options))
+    result, t0 = replay(core)
+    assert t0 == 0.0
+    assert list(result.status) == core.status
+    assert np.allclose(result.finish, core.finish, equal_nan=True)
+    assert (np.asarray(core.status) == DONE).sum() >= 8  # most of the jobs ran
+    late, t0 = replay(core, first=4)  # the first 4 left out: times from job 4's arrival
+    assert t0 == w.arrival[4] and len(late.status) == len(core.status) - 4

@@ -1,0 +1,39 @@
+"""A served core's jobs replayed in the simulator: how far `sdaas bench` is from serving.
+
+The live core (`scheduler/live.py`) keeps what it was given: each job's arrival in its
+clock, its options per kind (model, steps, predicted seconds: the planner's, with the
+online correction) and its deadline. Given exactly that, the simulator says what would
+have happened had every job taken what its option predicts, under a fresh instance of
+the same policy, on the same catalog (batch costs), cluster and config. The gap between
+the two is the simulator's error on this host (`bench/sim_to_real_bench.py`): the
+decisions are the same code, so what differs is run time, overhead and timing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scheduler.live import LiveCore
+from scheduler.options import ClassOptions
+from scheduler.policy import make_policy
+from scheduler.simulator import SimResult, Simulator
+from scheduler.workload import SloClass, Workload
+
+
+def replay(core: LiveCore, first: int = 0) -> tuple[SimResult, float]:
+    """Simulate the core's jobs from index `first` on (earlier ones, warm-ups say, left
+    out). Returns the result, in seconds from the first replayed arrival, and that
+    arrival's time in the core's clock (subtract it from the core's own times)."""
+    with core.lock:
+        arrival = np.asarray(core.arrival[first:], dtype=float)
+        cls = list(core.cls[first:])
+        slo = [core.latency_slo_s[c] for c in cls]
+        planned = [core.options.planned[c] for c in cls]
+        relaxed = [core.options.relaxed[c] for c in cls]
+    n = len(arrival)
+    t0 = float(arrival[0]) if n else 0.0
+    # one class per job: each served job has its own deadline and options
+    classes = tuple(SloClass("served", s, 0.0) for s in slo)
+    w = Workload("replay", arrival - t0, np.arange(n), classes, np.ones(n), np.zeros(n))
+    sim = Simulator(core.catalog, core.cluster, make_policy(core.policy.key), core.config)
+    return sim.run(w, ClassOptions(planned, relaxed)), t0
