@@ -10,7 +10,8 @@ as far as it agrees with real runs (Vidur reports < 9 % error). Here:
 2. Per policy (`sjf`; `orca`, which batches denoising steps) and load (0.5, 0.8, 1.0 of
    the workload's capacity: one job at a time, FCFS, as `sdaas bench` defines load),
    the same jobs (toy-world captions, min CLIP spread so plans use many step counts,
-   latency SLO 2-8x the job's predicted run time, Poisson arrivals) are submitted
+   latency SLO 1 s for the front end + 1-6x the job's predicted run time, Poisson
+   arrivals) are submitted
    through the real broker at their arrival times and served by `ServingDriver` (Beam
    windows, the serving runtime, one device engine in a process of its own, as
    `sdaas serve` runs it).
@@ -47,6 +48,7 @@ POLICIES = ("sjf", "orca")
 TARGETS = {"mean_jct_err": 0.10, "p95_jct_err": 0.15, "slo_points": 0.03}
 SWEEP = dict(steps=(1, 2, 4, 8, 16, 25), prompts=1, seeds=(0,), batch_sizes=(1, 2, 4))
 WINDOW_S = 0.5
+FRONT_S = 1.0  # SLO allowance for the front end (Kafka, the window, Beam): ~0.7 s here
 
 
 def prepare_home(home: Path):
@@ -76,8 +78,8 @@ def workload(planner, prompts: list[str], n: int, seed: int) -> tuple[list[dict]
         if not plan.feasible:
             continue
         run.append(plan.predicted_latency_s)
-        jobs.append(dict(prompt=prompt, style=style, min_clip=min_clip,
-                         latency_slo_s=float(rng.uniform(2.0, 8.0) * plan.predicted_latency_s),
+        slo = FRONT_S + float(rng.uniform(1.0, 6.0)) * plan.predicted_latency_s
+        jobs.append(dict(prompt=prompt, style=style, min_clip=min_clip, latency_slo_s=slo,
                          seed=len(jobs), steps=plan.steps))  # fmt: skip
     return jobs, float(np.mean(run))
 
@@ -135,6 +137,7 @@ def stats(status, arrival, finish, deadline) -> dict:
 
 def compare(core, results) -> dict:
     from scheduler.replay import replay
+    from scheduler.simulator import DONE
 
     sim, t0 = replay(core)
     served = stats(core.status, core.arrival, core.finish, core.deadline_ts)
@@ -147,6 +150,17 @@ def compare(core, results) -> dict:
         ),
     }
     done = [r for r in results if r.status == "done"]
+    ok = np.asarray(core.status) == DONE
+    # how long the served jobs' segments took against what their options predicted
+    # (first segment start to finish, over the predicted seconds): > 1 is a device
+    # slower than its profile (on this 2-core host: the front end shares its cores)
+    took = (np.asarray(core.finish) - np.asarray(core.start))[ok] / np.asarray(core.pred)[ok]
+    diagnostics = {
+        "served_busy_s": float(np.sum(core.busy)),
+        "simulated_busy_s": float(np.sum(sim.busy_s)),
+        "served_run_over_predicted_p50": float(np.median(took)),
+        "simulated_lost_share": simulated["lost_share"],
+    }
     e2e = {
         "results": len(results),
         "done": len(done),
@@ -156,7 +170,8 @@ def compare(core, results) -> dict:
         "front_end_mean_s": float(np.mean([r.jct_s for r in done])) - served["jct_mean_s"],
     }
     return {"served_core": served, "simulated": simulated, "errors": err,
-            "met": {k: err[k] <= t for k, t in TARGETS.items()}, "end_to_end": e2e}  # fmt: skip
+            "met": {k: err[k] <= t for k, t in TARGETS.items()}, "end_to_end": e2e,
+            "diagnostics": diagnostics}  # fmt: skip
 
 
 def main() -> None:
@@ -197,7 +212,8 @@ def main() -> None:
                         f"{s['jct_p95_s']:.3f} / {m['jct_p95_s']:.3f} ({e['p95_jct_err']:.0%})"
                         f", by deadline {s['deadline_met_all_arrived']:.0%} / "
                         f"{m['deadline_met_all_arrived']:.0%}; front end "
-                        f"{arm['end_to_end']['front_end_mean_s']:.2f} s"
+                        f"{arm['end_to_end']['front_end_mean_s']:.2f} s; served run/predicted "
+                        f"{arm['diagnostics']['served_run_over_predicted_p50']:.2f}"
                     )
     out = {
         "benchmark": "sim_to_real",
@@ -213,7 +229,7 @@ def main() -> None:
             "jobs_per_arm": len(jobs),
             "steps_planned": steps,
             "window_s": WINDOW_S,
-            "slo": "2-8x the job's predicted run time",
+            "slo": f"{FRONT_S} s + 1-6x the job's predicted run time",
             "loads": LOADS,
             "capacity_jobs_per_s": capacity,
             "sweep": SWEEP,

@@ -19,6 +19,7 @@ its jobs all have outcomes, and a replay after a crash runs only what has none.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -95,6 +96,12 @@ class ServingRuntime:
         self.core = LiveCore(self.catalog, cluster, make_policy(spec.policy), config,
                              clock, self._settled)  # fmt: skip
         self._w = _Waiters()
+        # finished images are saved, CLIP-scored and stored here, off the devices' path:
+        # a device's next segment must not wait for the last one's sinks
+        self._sinks: queue.Queue = queue.Queue()
+        self._sink_thread = threading.Thread(target=self._sink_loop, name="sdaas-sinks",
+                                             daemon=True)  # fmt: skip
+        self._sink_thread.start()
         self.by_key: dict[tuple[str, str], int] = {}  # in flight: (tenant, job_id) -> index
         self._orders: dict[tuple[str, str], int] = {}  # (window, device) -> next run order
         processes = spec.device_processes
@@ -182,6 +189,15 @@ class ServingRuntime:
     def close(self) -> None:
         for e in self.engines:
             e.stop(timeout=5.0)
+        self._sinks.put(None)  # after what is queued: every finished job is stored
+        self._sink_thread.join(timeout=60.0)
+
+    def _sink_loop(self) -> None:
+        while (item := self._sinks.get()) is not None:
+            try:
+                self._store_done(*item)
+            except Exception:  # noqa: BLE001 - one job's sink, not the others'
+                log.exception("serving: storing the result of job %d failed", item[0].index)
 
     # -- the sinks ----------------------------------------------------------------------
     def _answer(self, j: int, result: JobResult) -> None:
@@ -221,10 +237,13 @@ class ServingRuntime:
             log.exception("serving: handling %s of job %d failed", kind, sj.index)
 
     def _done(self, sj, a: Admitted, device: int, image, run, run_s: float) -> None:
+        """A job's image exists: its JCT ends now; the sink thread stores it."""
+        self._sinks.put((sj, a, device, image, run, run_s, self.clock()))
+
+    def _store_done(self, sj, a: Admitted, device: int, image, run, run_s, end) -> None:
         j = sj.index
         p = self._planned(j, self.instances[device].id)
         r = p.request
-        end = self.clock()
         path = self.store.image_path(r.tenant, r.job_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         image.save(path)
