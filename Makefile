@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(PY) bench/scheduler_bench.py
 	$(PY) bench/serving_bench.py
 	$(PY) bench/engine_bench.py
+	$(PY) bench/sim_to_real_bench.py
 
 mlflow-ui: $(STAMP)
 	mkdir -p mlruns/artifacts

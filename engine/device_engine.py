@@ -128,30 +128,34 @@ class DeviceEngine:
     def interrupt(self) -> None:
         self._cut = True
 
-    def time_job(self, model_key: str, request: ImageRequest, steps: int) -> float:
-        """Run one job alone on this device, as jobs run here, and return its seconds:
-        what a profile probe measures (the thread or process jobs run in changes their
-        speed, so a probe must run where they do). Call while no segment runs."""
+    def time_job(self, model_key: str, request: ImageRequest, steps: int, batch: int = 1) -> float:
+        """Run one job alone on this device (or `batch` copies of it stepped together),
+        as jobs run here, and return its seconds: what a profile probe measures (the
+        thread or process jobs run in changes their speed, so a probe must run where
+        they do). Call while no segment runs."""
         box: dict = {}
         done = threading.Event()
         with self._cv:
-            self._probes.append((model_key, request, steps, box, done))
+            self._probes.append((model_key, request, steps, batch, box, done))
             self._cv.notify_all()
         done.wait()
         if "error" in box:
             raise box["error"]
         return box["s"]
 
-    def _time_job(self, model_key: str, r: ImageRequest, steps: int) -> float:
+    def _time_job(self, model_key: str, r: ImageRequest, steps: int, batch: int = 1) -> float:
         backend, stepper = self._backend(model_key)
         t0 = time.perf_counter()
         if stepper is None:
+            if batch > 1:
+                raise ValueError(f"{model_key} runs whole, one job per call: no batch")
             backend.generate(r.generation(steps))
         else:
-            job = stepper.start(r.prompt, r.seed, steps, r.width, r.height, r.guidance)
-            while not job.finished:
-                stepper.step([job])
-            stepper.finish([job])
+            jobs = [stepper.start(r.prompt, r.seed + i, steps, r.width, r.height, r.guidance)
+                    for i in range(batch)]  # fmt: skip
+            while not jobs[0].finished:
+                stepper.step(jobs)
+            stepper.finish(jobs)
         return time.perf_counter() - t0
 
     def _backend(self, model_key: str):
@@ -191,12 +195,12 @@ class DeviceEngine:
                 if self._stop:
                     return
                 if self._probes:
-                    key, req, n, box, done = self._probes.pop(0)
+                    key, req, n, b, box, done = self._probes.pop(0)
                 else:
                     key = None
             if key is not None:
                 try:
-                    box["s"] = self._time_job(key, req, n)
+                    box["s"] = self._time_job(key, req, n, b)
                 except Exception as exc:  # noqa: BLE001 - the caller gets it
                     box["error"] = exc
                 done.set()

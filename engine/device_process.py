@@ -100,12 +100,12 @@ class DeviceProcess:
     def interrupt(self) -> None:
         self._send(("cut",))
 
-    def time_job(self, model_key: str, request, steps: int) -> float:
+    def time_job(self, model_key: str, request, steps: int, batch: int = 1) -> float:
         """`DeviceEngine.time_job`, in the device's process."""
         with self._probe_lock:
             self._probe_box.clear()
             self._probe_done.clear()
-            self._send(("probe", model_key, request, steps))
+            self._send(("probe", model_key, request, steps, batch))
             self._probe_done.wait()
             if "error" in self._probe_box:
                 raise RuntimeError(self._probe_box["error"])
@@ -217,7 +217,7 @@ def worker_main(conn, index: int, cards: dict, models: list[str], device: str,
                 engine.interrupt()
             elif msg[0] == "probe":
                 try:
-                    result = {"s": engine.time_job(msg[1], msg[2], msg[3])}
+                    result = {"s": engine.time_job(msg[1], msg[2], msg[3], msg[4])}
                 except Exception as exc:  # noqa: BLE001 - said to the parent
                     result = {"error": f"{type(exc).__name__}: {exc}"}
                 with lock:

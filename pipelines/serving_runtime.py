@@ -42,6 +42,7 @@ from sdaas.records import Job, JobResult, model_key
 log = logging.getLogger(__name__)
 PROBES = 2  # runs that prove a (model, accelerator) profile before jobs are decided on it
 PROBE_PROMPT = "a calibration probe"  # the system's own prompt, never a tenant's
+BATCH_PROBE_STEPS = 8  # step count batch costs are measured at (capped by the profile's)
 _PROBE_FAILED: set = set()  # (model, accelerator) whose probe raised: not retried here
 
 
@@ -113,6 +114,7 @@ class ServingRuntime:
             e.start()
         if spec.correct_latency:  # on the devices, before any job is decided
             self._probe_unproven()
+            self._measure_batches()
 
     def _engine(self, i: int, d: Accelerator, process: bool):
         if process:
@@ -369,14 +371,49 @@ class ServingRuntime:
                          ", ".join(f"{o.observed_s:.3f} s (predicted {o.predicted_s:.3f} s)"
                                    for o in observed))  # fmt: skip
 
-    def _probe(self, key: str, kind: str, steps: tuple[int, ...]) -> list[Observation]:
-        """Timed runs on the first device of `kind`, through its engine: where and as
-        jobs run (a thread, or a device process)."""
+    def _probe_where(self, key: str, kind: str):
+        """(the first device engine of `kind`, the probe's request for model `key`)."""
         card = self.spec.cards[key]
         engine = self.engines[next(i for i, d in enumerate(self.instances) if d.name == kind)]
         w, h = card.resolution_pairs[0]
         req = ImageRequest(card.styled_prompt(PROBE_PROMPT, card.styles[0]), 0, w, h,
                            card.guidance_scale)  # fmt: skip
+        return engine, req
+
+    def _measure_batches(self) -> None:
+        """What a batch of b costs against one job, measured on a device engine of each
+        kind (b probe jobs stepped together vs one, at the batch sizes the model was
+        profiled at) instead of read off the latency predictor, whose batches are
+        whole-pipeline calls of the sweep: the step engine's batches cost more than
+        those (the sim-to-real bench measured 2.3-2.9x the busy time the predictor's
+        factors gave), and the core's batching and the simulator's replay rest on it."""
+        planner = self.spec.planner
+        for m, k in self.runs_on:
+            key, kind = self.model_keys[m], self.kinds[k]
+            sizes = [b for b in planner.profiled_batches.get(key, []) if b > 1]
+            if not sizes or (key, kind) in _PROBE_FAILED:
+                continue
+            steps = min(BATCH_PROBE_STEPS, planner.probe_steps(planner.options[m])[1])
+            engine, req = self._probe_where(key, kind)
+            try:
+                one = min(engine.time_job(key, req, steps) for _ in range(2))
+                cost = [min(engine.time_job(key, req, steps, b) for _ in range(2)) / one
+                        for b in sizes]  # fmt: skip
+            except Exception as exc:  # noqa: BLE001 - the predictor's factors stay
+                log.warning("measuring batches of %s on %s failed (%s)", key, kind,
+                            type(exc).__name__)  # fmt: skip
+                continue
+            f = self.catalog.batch_factor[(m, k)]
+            f[1 : max(sizes) + 1] = np.interp(np.arange(1, max(sizes) + 1), [1, *sizes],
+                                              [1.0, *cost])  # fmt: skip
+            said = ", ".join(f"{b}: {c:.2f}x" for b, c in zip(sizes, cost, strict=True))
+            log.info("batch cost of %s on %s at %d steps: %s", key, kind, steps, said)
+
+    def _probe(self, key: str, kind: str, steps: tuple[int, ...]) -> list[Observation]:
+        """Timed runs on the first device of `kind`, through its engine: where and as
+        jobs run (a thread, or a device process)."""
+        engine, req = self._probe_where(key, kind)
+        w, h = req.width, req.height
         engine.time_job(key, req, steps[0])  # untimed: the first call pays warm-up
         planner = self.spec.planner
         return [

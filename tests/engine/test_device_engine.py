@@ -146,3 +146,48 @@ def test_a_residency_bound_loads_and_evicts_as_the_core_counts(toy_backends):
     for j, (m, s, seed) in enumerate([(0, 3, 1), (1, 3, 2), (1, 2, 3), (0, 4, 4)]):
         diff = np.abs(np.asarray(events.images[j]).astype(int) - alone(toy_backends, m, s, seed))
         assert diff.max() <= PIXEL_TOLERANCE
+
+
+def test_time_job_steps_a_batch_together(toy_backends):
+    """A probe of b jobs (what serving measures batch costs with) starts b jobs on the
+    model's step batcher and steps them together to the end."""
+    from engine.device_engine import DeviceEngine, ImageRequest
+    from tests.engine.conftest import Events, catalog
+
+    calls = {"start": 0, "step": []}
+
+    class Counting:
+        def __init__(self, backend):
+            self.backend = backend
+
+        def stepper(self):
+            inner = self.backend.stepper()
+
+            class Stepper:
+                def start(self, *a, **k):
+                    calls["start"] += 1
+                    return inner.start(*a, **k)
+
+                def step(self, jobs):
+                    calls["step"].append(len(jobs))
+                    return inner.step(jobs)
+
+                def finish(self, jobs):
+                    return inner.finish(jobs)
+
+            return Stepper()
+
+    from scheduler.cluster import Cluster
+    from scheduler.live import LIVE_CONFIG, LiveCore
+    from scheduler.policy import make_policy
+
+    core = LiveCore(catalog(), Cluster.parse("1xcpu"), make_policy("fcfs"), LIVE_CONFIG)
+    e = DeviceEngine(0, core, MODELS, lambda k: Counting(toy_backends[k]), lambda sj: sj.payload,
+                     Events())  # fmt: skip
+    core.attach([e])
+    e.start()
+    req = ImageRequest("two red circles, flat style", 0, 32, 32, 4.0)
+    assert e.time_job("toy-m", req, 6, batch=4) > 0
+    e.stop(5.0)
+    assert calls["start"] == 4
+    assert calls["step"] and set(calls["step"]) == {4}  # every step: the 4 together
