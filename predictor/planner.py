@@ -315,7 +315,7 @@ class Planner:
             o, acc = t.labels[best_row]
             margin = self.clip_margins.get(model_key(o.name, o.version), 0.0)
             promised = (
-                f" (promised for {CLIP_COVERAGE:.0%} of prompts: mean less {margin:.1f})"
+                f" (promised for {CLIP_COVERAGE * 100:.0f} % of prompts: mean less {margin:.1f})"
                 if margin
                 else ""
             )

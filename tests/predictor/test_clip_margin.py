@@ -105,3 +105,7 @@ def test_planner_promises_the_lower_bound(trained, latency_model):
     assert not plan.feasible or plan.steps > 4
     if plan.feasible:
         assert plan.predicted_clip >= target
+    # above every promise: refused, and the reason says the promise is a bound
+    refused = planner.plan("photo", 3600.0, float(mean.max()) - 1.0)
+    assert not refused.feasible
+    assert "promised for 95 % of prompts: mean less" in refused.reason

@@ -130,3 +130,5 @@ def test_a_served_core_replays_in_the_simulator(policy):
     assert (np.asarray(core.status) == DONE).sum() >= 8  # most of the jobs ran
     late, t0 = replay(core, first=4)  # the first 4 left out: times from job 4's arrival
     assert t0 == w.arrival[4] and len(late.status) == len(core.status) - 4
+    slow, _ = replay(core, speed=2.0)  # every job twice its prediction: more busy time
+    assert slow.busy_s.sum() > result.busy_s.sum()
