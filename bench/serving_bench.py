@@ -52,7 +52,7 @@ def light_load(settings) -> dict:
     from pipelines.serving_driver import ServingDriver
     from pipelines.serving_setup import build_spec
 
-    spec = build_spec(settings, window_s=LIGHT_WINDOW_S, max_backlog_s=1e9)
+    spec = build_spec(settings, window_s=LIGHT_WINDOW_S, max_backlog_s=1e9, device_processes=True)
     style = spec.planner.styles[0]
     with EmbeddedBroker() as broker:
         topics = Topics("light")
@@ -106,7 +106,7 @@ def main() -> None:
         t0 = time.perf_counter()
         settings = prepare_toy_home(Path(tmp))
         print(f"home ready in {time.perf_counter() - t0:.0f} s (toy models, sweep, predictors)")
-        spec = build_spec(settings, window_s=5.0, max_backlog_s=1e9)
+        spec = build_spec(settings, window_s=5.0, max_backlog_s=1e9, device_processes=True)
         styles = spec.planner.styles
         with EmbeddedBroker() as broker:
             topics = Topics("bench")
