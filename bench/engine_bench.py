@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import threading
 import time
@@ -43,6 +42,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 import numpy as np  # noqa: E402
+from bench_host import host_info  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = "toy-m"
@@ -304,12 +304,7 @@ def main() -> None:
         )
     print({k: round(v, 2) if isinstance(v, float) else v for k, v in ratios.items()})
     out = {
-        "host": {
-            "machine": platform.machine(),
-            "cpus": os.cpu_count(),
-            "load_avg_before": load0,
-            "load_avg_after": os.getloadavg(),
-        },  # fmt: skip
+        "host": host_info(load0),
         "hardware": f"CPU (this host, {default} cores); throughput arms torch threads "
         f"{default}, concurrency arms 1 per device",
         "workload": {

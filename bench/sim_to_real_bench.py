@@ -32,13 +32,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+from bench_host import host_info
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -291,12 +291,7 @@ def main() -> None:
     out = {
         "benchmark": "sim_to_real",
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "host": {
-            "machine": platform.machine(),
-            "cpus": os.cpu_count(),
-            "load_avg_before": load0,
-            "load_avg_after": os.getloadavg(),
-        },  # fmt: skip
+        "host": host_info(load0),
         "hardware": "CPU (this host): one device engine, torch's default threads",
         "workload": {
             "jobs_per_arm": len(jobs),

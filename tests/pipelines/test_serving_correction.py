@@ -97,9 +97,10 @@ def test_profiles_ten_times_too_slow_are_corrected_and_jobs_admitted(serving_set
     runs = _per_key_runs(store)
     assert set(runs) == {(k, a, 1) for k in spec.cards for a in spec.accelerators}
     assert all(n <= PROBES + 1 for n in runs.values())
-    # corrected by the probes: about 0.1 (how fast the device engine runs against the
-    # sweep varies on a shared host; uncorrected would be 1.0)
-    assert warm.status == "done" and warm.latency_correction < 0.35
+    # corrected by the probes: about 0.1-0.3 (how fast an in-process device engine runs
+    # against the sweep varies on a shared host: 0.44 seen once in a full suite run);
+    # uncorrected would be 1.0
+    assert warm.status == "done" and warm.latency_correction < 0.6
     got = _serve(spec, [_job(latency_slo_s=slo, min_clip=CLIP) for _ in range(6)], lead_s=LEAD_S)
     # every job admitted; on a loaded host the last ones may still be dropped at dispatch,
     # by the measured time they waited (a decision on the clock, not on the profile: the
