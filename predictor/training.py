@@ -146,9 +146,9 @@ def train(df: pd.DataFrame, spec: FeatureSpec, params: dict | None = None, seed:
     y = test_df[spec.target].astype(float).to_numpy()
     metrics = evaluate(spec, y, pred, test_df)
     if spec.target == "clip_score":
-        margins, covered = clip_margins(data, spec, params)
+        margins, unseen = clip_margins(data, spec, params)
         spec = spec.with_margins(margins)
-        metrics.update(covered)
+        metrics.update(unseen)
     return TrainedModel(
         spec,
         model,
