@@ -22,7 +22,9 @@ DEMO_PROMPTS = (
 
 
 def workload(styles: list[str]) -> list[dict]:
-    """24 jobs from 3 tenants: tight (1.5 s) and loose (20 s) SLOs, min CLIP 0-45."""
+    """24 jobs from 3 tenants: tight (1.5 s) and loose (20 s) SLOs, min CLIP 0-20: what
+    the toy-world models can promise for 95 % of captions (their CLIP varies by 30-60
+    points with the caption, so higher minimums are refused with their best offer)."""
     jobs = []
     for i in range(24):
         jobs.append(
@@ -32,7 +34,7 @@ def workload(styles: list[str]) -> list[dict]:
                 prompt=DEMO_PROMPTS[i % len(DEMO_PROMPTS)],
                 style=styles[i % len(styles)],
                 latency_slo_s=(1.5, 20.0)[(i // 3) % 2],
-                min_clip=(0.0, 45.0, 30.0, 40.0)[i % 4],
+                min_clip=(0.0, 20.0, 10.0, 15.0)[i % 4],
                 seed=i,
             )
         )
