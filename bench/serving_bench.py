@@ -44,35 +44,20 @@ LIGHT_JOBS, LIGHT_GAP_S, LIGHT_WINDOW_S = 20, 1.0, 2.0
 def light_load(settings) -> dict:
     """Jobs one at a time at light load through the real broker and `ServingDriver`:
     what a job waits beyond its own run time when the device is free."""
-    import threading
+    from bench_serving import feed_and_serve
 
-    from adapters.job_client import JobClient
     from adapters.kafka_broker import EmbeddedBroker
-    from adapters.kafka_io import Topics
-    from pipelines.serving_driver import ServingDriver
     from pipelines.serving_setup import build_spec
 
     spec = build_spec(settings, window_s=LIGHT_WINDOW_S, max_backlog_s=1e9, device_processes=True)
     style = spec.planner.styles[0]
+    jobs = [dict(prompt=PROMPT, style=style, latency_slo_s=60.0, min_clip=0.0, seed=i,
+                 job_id=f"light-{i:02d}") for i in range(LIGHT_JOBS)]  # fmt: skip
     with EmbeddedBroker() as broker:
-        topics = Topics("light")
-        driver = ServingDriver(spec, broker.bootstrap, topics, max_records=20,
-                               progress=lambda *_: None)  # fmt: skip
-        client = JobClient(broker.bootstrap, topics)
-
-        def submit() -> None:
-            for i in range(LIGHT_JOBS):
-                client.submit(tenant="light", prompt=PROMPT, style=style, latency_slo_s=60.0,
-                              min_clip=0.0, seed=i, job_id=f"light-{i:02d}")  # fmt: skip
-                client.flush()
-                time.sleep(LIGHT_GAP_S)
-
-        feeder = threading.Thread(target=submit)
-        feeder.start()
-        driver.run(idle_exit_s=LIGHT_GAP_S + 4.0)
-        feeder.join()
-        driver.close()
-    done = [r for r in driver.store.all() if r.tenant == "light" and r.status == "done"]
+        _, results = feed_and_serve(spec, broker.bootstrap, "light", "light", jobs,
+                                    [i * LIGHT_GAP_S for i in range(LIGHT_JOBS)],
+                                    max_records=20, idle_exit_s=LIGHT_GAP_S + 4.0)  # fmt: skip
+    done = [r for r in results if r.status == "done"]
     extra = [r.jct_s - r.run_s for r in done]
     target = LIGHT_WINDOW_S + 0.2
     return {

@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -114,35 +113,18 @@ def workload(planner, prompts: list[str], n: int, seed: int, scale=None):
 def serve(settings, bootstrap: str, policy: str, jobs: list[dict], arrivals, tag: str):
     """Submit `jobs` at `arrivals` (s from now) through the broker; serve them; return the
     served core and this arm's results."""
-    from adapters.job_client import JobClient
-    from adapters.kafka_io import Topics
-    from pipelines.serving_driver import ServingDriver
+    from bench_serving import feed_and_serve
+
     from pipelines.serving_setup import build_spec
 
     spec = build_spec(settings, policy=policy, window_s=WINDOW_S, max_backlog_s=1e9,
                       device_processes=True)  # fmt: skip
-    topics = Topics(f"s2r-{tag}")
-    driver = ServingDriver(spec, bootstrap, topics, max_records=500, progress=lambda *_: None)
-    client = JobClient(bootstrap, topics)
-
-    def feed() -> None:
-        t0 = time.perf_counter()
-        for i, (job, a) in enumerate(zip(jobs, arrivals, strict=True)):
-            while (left := a - (time.perf_counter() - t0)) > 0:
-                time.sleep(min(left, 0.005))
-            r = {k: v for k, v in job.items() if k != "steps"}
-            client.submit(tenant=tag, job_id=f"{tag}-{i:03d}", **r)
-            client.flush()
-
-    feeder = threading.Thread(target=feed)
-    feeder.start()
+    submits = [{**{k: v for k, v in job.items() if k != "steps"}, "job_id": f"{tag}-{i:03d}"}
+               for i, job in enumerate(jobs)]  # fmt: skip
     gap = float(np.max(np.diff(arrivals))) if len(arrivals) > 1 else 0.0
-    driver.run(idle_exit_s=gap + 2.0)
-    feeder.join()
-    core = driver.runtime.core
-    driver.close()
-    results = [r for r in driver.store.all() if r.tenant == tag]
-    return core, results
+    driver, results = feed_and_serve(spec, bootstrap, f"s2r-{tag}", tag, submits, arrivals,
+                                     max_records=500, idle_exit_s=gap + 2.0)  # fmt: skip
+    return driver.runtime.core, results
 
 
 def stats(status, arrival, finish, deadline) -> dict:
