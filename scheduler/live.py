@@ -111,6 +111,10 @@ class LiveCore(Simulator):
         self.devices: list[DeviceSlot] = []
         self.payload: list[Any] = []
         self.steps_left: list[int] = []
+        # per job: device seconds its segments took (a batch's time shared by the jobs'
+        # predicted shares) and the steps they ran, for `measured_speed`
+        self.took_s: list[float] = []
+        self.steps_run: list[int] = []
         self.seg_steps: list[int] = []
         self.cancelled: set[int] = set()
         empty = Workload("serving", np.zeros(0), np.zeros(0, int), (), np.ones(0), np.zeros(0))
@@ -141,6 +145,8 @@ class LiveCore(Simulator):
                 self.options.relaxed.append(job.relaxed)
                 self.payload.append(job.payload)
                 self.steps_left.append(-1)
+                self.took_s.append(0.0)
+                self.steps_run.append(0)
             n = len(jobs)
             self.add_jobs([t] * n, cls, [1.0] * n)
             tie = self.config.gather_ties
@@ -156,6 +162,7 @@ class LiveCore(Simulator):
         with self.lock:
             t = self.clock()
             carry, done, cancelled = [], [], []
+            self._account(i, t, steps_run)
             for j in self.seg_jobs[i] or ():
                 self.steps_left[j] -= steps_run
                 if j in failed:
@@ -173,6 +180,31 @@ class LiveCore(Simulator):
             self.busy[i] += t - self.seg_start[i]
             self._dispatch(i, t, carry)
             return SegmentOutcome(done, cancelled)
+
+    def _account(self, i: int, t: float, steps_run: int) -> None:
+        """Share device i's segment time among its jobs, each by its predicted time for
+        the steps run (the batch's predicted time is the catalog's factor times that)."""
+        jobs = self.seg_jobs[i] or ()
+        if not jobs or steps_run <= 0:
+            return
+        share = [self.pred[j] * steps_run / self.steps[j] for j in jobs]
+        took = max(0.0, t - self.seg_work_start[i]) * self.seg_speed[i]  # at batch 1
+        ratio = took / (sum(share) / len(share))
+        for j, s in zip(jobs, share, strict=True):
+            self.took_s[j] += s * ratio
+            self.steps_run[j] += steps_run
+
+    def measured_speed(self) -> np.ndarray:
+        """Per job: what its steps took on the device over what its option predicted
+        (1 for a job that never ran). A replay at these speeds (`scheduler/replay.py`)
+        gives the simulator each job's real work, so what still differs is the model of
+        queues, batches and dispatch, not the latency predictor's error."""
+        with self.lock:
+            out = np.ones(len(self.took_s))
+            for j, (took, n) in enumerate(zip(self.took_s, self.steps_run, strict=True)):
+                if n > 0:
+                    out[j] = took / (self.pred[j] * n / self.steps[j])
+            return out
 
     def cancel(self, j: int) -> bool:
         """Cancel job j: a queued job at once, a running one at its next step boundary.

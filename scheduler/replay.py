@@ -20,13 +20,16 @@ from scheduler.simulator import SimResult, Simulator
 from scheduler.workload import SloClass, Workload
 
 
-def replay(core: LiveCore, first: int = 0, speed: float = 1.0) -> tuple[SimResult, float]:
+def replay(
+    core: LiveCore, first: int = 0, speed: float | np.ndarray = 1.0
+) -> tuple[SimResult, float]:
     """Simulate the core's jobs from index `first` on (earlier ones, warm-ups say, left
     out). Returns the result, in seconds from the first replayed arrival, and that
     arrival's time in the core's clock (subtract it from the core's own times).
-    speed: every job's true work is its prediction times this (1: the profile's word;
-    a measured ratio of served to predicted busy time: the host's speed during the run,
-    so that what is left is the simulator's model of queues, batches and overheads)."""
+    speed: every job's true work is its prediction times this (1: the profile's word);
+    per job, indexed like the core's jobs: `core.measured_speed()`, what each job's
+    steps really took, so that what is left is the simulator's model of queues, batches
+    and overheads."""
     with core.lock:
         arrival = np.asarray(core.arrival[first:], dtype=float)
         cls = list(core.cls[first:])
@@ -34,9 +37,10 @@ def replay(core: LiveCore, first: int = 0, speed: float = 1.0) -> tuple[SimResul
         planned = [core.options.planned[c] for c in cls]
         relaxed = [core.options.relaxed[c] for c in cls]
     n = len(arrival)
+    factor = np.broadcast_to(np.asarray(speed, dtype=float), (len(core.arrival),))[first:]
     t0 = float(arrival[0]) if n else 0.0
     # one class per job: each served job has its own deadline and options
     classes = tuple(SloClass("served", s, 0.0) for s in slo)
-    w = Workload("replay", arrival - t0, np.arange(n), classes, np.full(n, speed), np.zeros(n))
+    w = Workload("replay", arrival - t0, np.arange(n), classes, np.array(factor), np.zeros(n))
     sim = Simulator(core.catalog, core.cluster, make_policy(core.policy.key), core.config)
     return sim.run(w, ClassOptions(planned, relaxed)), t0

@@ -132,3 +132,28 @@ def test_a_served_core_replays_in_the_simulator(policy):
     assert t0 == w.arrival[4] and len(late.status) == len(core.status) - 4
     slow, _ = replay(core, speed=2.0)  # every job twice its prediction: more busy time
     assert slow.busy_s.sum() > result.busy_s.sum()
+
+
+@pytest.mark.parametrize("policy", ["sjf", "orca"])
+def test_a_replay_at_measured_speeds_finishes_jobs_when_the_core_did(policy):
+    """Served jobs that take longer than predicted (sjf: 1-2x, each job its own; orca's
+    batches: all 1.5x): the core measures each job's speed, and a replay at those speeds
+    finishes every job when the core did, where the profile's word finishes them early."""
+    from scheduler.replay import replay
+
+    catalog = toy_catalog(slow_kind=True, batch2=1.5)
+    w = scenario()
+    options = ClassOptions.build(catalog, w.classes, [0, 1], CONFIG.clip_margin)
+    truth = np.linspace(1.0, 2.0, w.n) if policy == "sjf" else np.full(w.n, 1.5)
+    core = LiveCore(catalog, TWO_KINDS, make_policy(policy), CONFIG)
+    VirtualCluster(core, speed=dict(enumerate(truth))).run(live_jobs(w, options))
+    ran = np.asarray(core.steps_run) > 0
+    assert ran.sum() >= 8
+    assert np.allclose(core.measured_speed()[ran], truth[ran])
+    assert np.all(core.measured_speed()[~ran] == 1.0)
+    measured, _ = replay(core, speed=core.measured_speed())
+    assert list(measured.status) == core.status
+    assert np.allclose(measured.finish, core.finish, equal_nan=True)
+    word, _ = replay(core)
+    done = (np.asarray(core.status) == DONE) & (word.status == DONE)
+    assert np.mean(word.finish[done] < np.asarray(core.finish)[done] - 1e-6) > 0.5

@@ -1,5 +1,6 @@
 """Devices on a virtual clock for the live core: a segment of n steps at batch size b
-takes n * (seconds per step) * factor(b), as the simulator computes it, and an interrupt
+takes n * (seconds per step) * factor(b), as the simulator computes it (times the first
+job's `speed`, its real run over its prediction: 1 unless a test says), and an interrupt
 ends it at its next step boundary. Lets a test run `LiveCore` (the served system's
 core) as the simulator runs, event by event, with no threads and no sleeping."""
 
@@ -29,7 +30,7 @@ class VirtualDevice:
             m = jobs[0].model
             factor = core.catalog.batch_factor[(m, kind)][len(jobs)] if len(jobs) > 1 else 1.0
             j = jobs[0].index
-            self.step_s = core.pred[j] / core.steps[j] * factor
+            self.step_s = core.pred[j] / core.steps[j] * factor * self.h.speed.get(j, 1.0)
             self.ran.append((tuple(x.index for x in jobs), steps))
         self.h.push(self.start + steps * self.step_s, self, self.version, steps)
 
@@ -48,8 +49,9 @@ class VirtualCluster:
     """Runs a list of (arrival time, LiveJob) through a LiveCore; same-time arrivals are
     one submit (a window). Returns the core after every job has settled."""
 
-    def __init__(self, core: LiveCore):
+    def __init__(self, core: LiveCore, speed: dict[int, float] | None = None):
         self.core = core
+        self.speed = speed or {}  # job index -> its real run time over its prediction
         self.now = 0.0
         self.events: list = []
         self.seq = 0
