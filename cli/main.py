@@ -392,13 +392,16 @@ def cmd_bench(args, settings: Settings) -> int:
         slo_mix=args.slo_mix,
         trace=str(args.trace),
         cold_start=not args.no_cold_start,
+        plan_load=args.plan_load,
+        plan_targets=args.plan_targets,
     )
     out = Path(args.out) if args.out else settings.outputs_dir / "scheduler-bench"
     n_runs = len(cfg.workloads) * cfg.seeds * len(cfg.loads) * len(cfg.policies)
     print(f"simulating {n_runs} runs of {cfg.jobs} jobs on {cfg.cluster} ...", file=sys.stderr)
     run_comparison(cfg, out, progress=print_progress)
     print((out / "summary.md").read_text())
-    print(f"results: {out}/ (runs.parquet, summary.parquet, summary.md, *.png)")
+    print(f"results: {out}/ (runs.parquet, summary.parquet, gpus_needed.parquet, summary.md, "
+          "*.png)")  # fmt: skip
     return 0
 
 
@@ -819,8 +822,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Discrete-event simulation of the scheduling policies on a cluster "
         "of reference GPUs (published profiles, data/reference/), over offered load as a "
         "share of the cluster's measured FCFS capacity, for Poisson, bursty (Gamma) and "
-        "trace-replay arrivals. Writes runs.parquet, summary.parquet, summary.md and "
-        "plots to --out and prints the summary.",
+        "trace-replay arrivals, ranked by goodput (both SLOs met over all arrived jobs) "
+        "with the lost share beside every mean JCT; and the smallest cluster at which "
+        "each policy meets both SLOs for 90/95/99 % of the jobs (GPUs needed). Writes "
+        "runs.parquet, summary.parquet, gpus_needed.parquet, summary.md and plots to "
+        "--out and prints the summary.",
     )
     b.add_argument("--cluster", default="8xA100+8xT4", help="e.g. 8xA100+8xT4 (kinds: "
                    "A100, H100, V100, A10, T4)")  # fmt: skip
@@ -839,6 +845,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inter-arrival CV of the bursty workload (default 5)")  # fmt: skip
     b.add_argument("--slo-mix", default="mixed", help="mixed, tight or loose (default mixed)")
     b.add_argument("--no-cold-start", action="store_true", help="model loads cost nothing")
+    b.add_argument("--plan-load", type=float, default=1.0,
+                   help="GPUs needed: plan for the jobs arriving at this load of --cluster's "
+                        "capacity (default 1.0; 0: skip)")  # fmt: skip
+    b.add_argument("--plan-targets", type=_csv(float), default=(0.90, 0.95, 0.99),
+                   help="GPUs needed for these shares of jobs meeting both SLOs "
+                        "(default 0.9,0.95,0.99)")  # fmt: skip
     b.add_argument("--out", help="output folder (default data/outputs/scheduler-bench)")
     b.set_defaults(func=cmd_bench)
 

@@ -4,10 +4,19 @@ Load is relative to the cluster's capacity, measured, not guessed: capacity is t
 throughput of FCFS without batching when every job of the mix is waiting at time zero
 (`estimate_capacity`). Policies that batch can therefore serve more than load 1.0.
 
-Common random numbers: per (workload, seed) one set of jobs is drawn at unit rate; each
-load rescales its arrival times, so policies and loads differ only in what they vary.
+Common random numbers: per (workload, seed) one set of jobs is drawn at unit rate
+(realised, not only on average: `workload.at_exact_rate`); each load rescales its
+arrival times, so policies and loads differ only in what they vary, and the load a run
+offers is the nominal one.
+
+Policies are ranked honestly (scheduler/metrics.py): goodput over all arrived jobs
+first; mean JCT only beside the lost share, and against the oracle only at equal
+completion. Capacity planning (scheduler/capacity_planning.py) adds the cluster each
+policy needs for 90/95/99 % attainment on the seed-0 jobs at `plan_load`.
+
 Results: `runs.parquet` (one row per run), `summary.parquet` (mean and 95 % CI over
-seeds, aggregated with polars), `summary.md`, `jct_vs_load.png`, `slo_vs_load.png`.
+seeds, aggregated with polars), `gpus_needed.parquet`, `summary.md`, `jct_vs_load.png`,
+`slo_vs_load.png`, `gpus_needed.png`.
 """
 
 from __future__ import annotations
@@ -22,8 +31,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from scheduler.capacity_planning import TARGETS, gpus_needed, unit_mix
 from scheduler.catalog import Catalog, load_catalog
 from scheduler.cluster import Cluster
+from scheduler.comparison_report import markdown_summary, plot, plot_needed
 from scheduler.metrics import aggregate, summarize
 from scheduler.policy import known_policies, make_policy
 from scheduler.simulator import SimConfig, Simulator
@@ -33,6 +44,7 @@ from scheduler.workload import (
     make_workload,
     poisson_arrivals,
     read_trace,
+    realised_rate,
     slo_mix,
     trace_arrivals,
 )
@@ -54,8 +66,12 @@ class ComparisonConfig:
     burst_cv: float = 5.0
     slo_mix: str = "mixed"
     trace: str = str(DEFAULT_TRACE)
-    clip_margin: float = 0.5
+    clip_margin: float = SimConfig.clip_margin
     cold_start: bool = True
+    # capacity planning: the clusters each policy needs at this load of the configured
+    # cluster's capacity (0: skip)
+    plan_load: float = 1.0
+    plan_targets: tuple[float, ...] = TARGETS
 
     def check(self) -> None:
         problems = []
@@ -64,6 +80,11 @@ class ComparisonConfig:
                 problems.append(f"load: {x!r}: must be a finite number > 0 (share of capacity)")
         if self.jobs < 10:
             problems.append(f"jobs: {self.jobs}: must be >= 10")
+        if not (math.isfinite(self.plan_load) and self.plan_load >= 0):
+            problems.append(f"plan_load: {self.plan_load!r}: must be >= 0 (0: no planning)")
+        for x in self.plan_targets:
+            if not 0 < x <= 1:
+                problems.append(f"plan target: {x!r}: must be a share in (0, 1]")
         if self.seeds < 1:
             problems.append(f"seeds: {self.seeds}: must be >= 1")
         for w in self.workloads:
@@ -74,13 +95,20 @@ class ComparisonConfig:
 
 
 def estimate_capacity(
-    catalog: Catalog, cluster: Cluster, classes, *, jobs: int | None = None, seed: int = 0
+    catalog: Catalog,
+    cluster: Cluster,
+    classes,
+    *,
+    jobs: int | None = None,
+    seed: int = 0,
+    clip_margin: float = SimConfig.clip_margin,
 ) -> float:
-    """Jobs/s the cluster sustains under FCFS without batching, every job queued at t=0."""
+    """Jobs/s the cluster sustains under FCFS without batching, every job queued at t=0
+    (planned with the run's CLIP margin: a larger margin plans more steps)."""
     n = jobs or max(500, 100 * cluster.size)
     rng = np.random.default_rng(seed)
     w = make_workload("saturated", np.zeros(n), classes, rng, service="exact")
-    r = Simulator(catalog, cluster, make_policy("fcfs"), SimConfig(clip_margin=0.5)).run(w)
+    r = Simulator(catalog, cluster, make_policy("fcfs"), SimConfig(clip_margin=clip_margin)).run(w)
     return n / float(np.max(r.finish))
 
 
@@ -109,7 +137,7 @@ def run_comparison(cfg: ComparisonConfig, out: Path | None = None, progress=None
     for p in cfg.policies:
         make_policy(p)  # unknown names fail before any work
     classes = slo_mix(cfg.slo_mix, catalog.all_styles)
-    capacity = estimate_capacity(catalog, cluster, classes)
+    capacity = estimate_capacity(catalog, cluster, classes, clip_margin=cfg.clip_margin)
     sim_cfg = SimConfig(clip_margin=cfg.clip_margin, cold_start=cfg.cold_start)
     rows = []
     total = len(cfg.workloads) * cfg.seeds * len(cfg.loads) * len(cfg.policies)
@@ -132,6 +160,7 @@ def run_comparison(cfg: ComparisonConfig, out: Path | None = None, progress=None
                             "load": float(load),
                             "seed": seed,
                             "rate_per_s": load * capacity,
+                            "realised_load": realised_rate(w.arrival) / capacity,
                             "interarrival_cv": cv,
                             "sim_jobs_per_s": w.n / wall,
                             **summarize(r),
@@ -142,121 +171,42 @@ def run_comparison(cfg: ComparisonConfig, out: Path | None = None, progress=None
                         progress(done, total, time.perf_counter() - t0)
     runs = pl.DataFrame(rows)
     summary = aggregate(runs, ["workload", "load", "policy"])
+    needs = []
+    if cfg.plan_load > 0:
+        for kind in cfg.workloads:
+            w = at_load(unit_workload(cfg, kind, classes, 0), cfg.plan_load * capacity)
+            for n in gpus_needed(catalog, cluster, cfg.policies, w, sim_cfg, cfg.plan_targets):
+                needs.append({"workload": kind, **asdict(n)})
+            if progress:
+                progress(done, total, time.perf_counter() - t0)
+    schema = {"workload": pl.String, "policy": pl.String, "target": pl.Float64,
+              "units": pl.Int64, "gpus": pl.Int64, "gpu_hours": pl.Float64,
+              "best": pl.Float64}  # fmt: skip
+    needed = pl.DataFrame(needs, schema=schema)
     meta = {
         "config": asdict(cfg),
         "capacity_jobs_per_s": capacity,
         "cluster": str(cluster),
+        "unit_mix": str(unit_mix(cluster)),
         "wall_s": time.perf_counter() - t0,
     }
     if out is not None:
-        write_outputs(runs, summary, meta, Path(out))
-    return {"runs": runs, "summary": summary, "meta": meta}
+        write_outputs(runs, summary, needed, meta, Path(out))
+    return {"runs": runs, "summary": summary, "gpus_needed": needed, "meta": meta}
 
 
-def write_outputs(runs: pl.DataFrame, summary: pl.DataFrame, meta: dict, out: Path) -> None:
+def write_outputs(
+    runs: pl.DataFrame, summary: pl.DataFrame, needed: pl.DataFrame, meta: dict, out: Path
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
     runs.write_parquet(out / "runs.parquet")
     summary.write_parquet(out / "summary.parquet")
+    needed.write_parquet(out / "gpus_needed.parquet")
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    (out / "summary.md").write_text(markdown_summary(summary, meta))
+    (out / "summary.md").write_text(markdown_summary(summary, needed, meta))
     plot(summary, out)
-
-
-def _cell(row: dict, metric: str, fmt: str) -> str:
-    v, ci = row[metric], row.get(f"{metric}_ci")
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    s = format(v, fmt)
-    if ci is not None and not math.isnan(ci) and row["seeds"] > 1:
-        s += " ± " + format(ci, fmt)
-    return s
-
-
-def markdown_summary(summary: pl.DataFrame, meta: dict) -> str:
-    cfg = meta["config"]
-    lines = [
-        f"# Scheduler comparison: {meta['cluster']}",
-        "",
-        "Capacity (FCFS, no batching, all jobs queued): "
-        f"**{meta['capacity_jobs_per_s']:.1f} jobs/s**. "
-        f"{cfg['jobs']} jobs per run, {cfg['seeds']} seeds (± = 95 % CI over seeds), "
-        f"SLO mix `{cfg['slo_mix']}`, prediction error σ={cfg['pred_error']}, "
-        f"bursty CV {cfg['burst_cv']}, trace `{Path(cfg['trace']).name}`.",
-        "JCT over completed jobs; SLO shares over all arrived jobs "
-        "(rejected/dropped count as missed).",
-        "",
-    ]
-    for kind in summary["workload"].unique(maintain_order=True).to_list():
-        part = summary.filter(pl.col("workload") == kind)
-        loads = sorted(part["load"].unique().to_list())
-        for title, metric, fmt in (
-            ("mean JCT (s)", "mean_jct_s", ".2f"),
-            ("both SLOs met (share)", "both_slo_met", ".3f"),
-            ("p99 JCT of the longest decile (s)", "p99_jct_longest_decile_s", ".1f"),
-        ):
-            lines += [f"## {kind}: {title}", ""]
-            lines.append("| policy | " + " | ".join(f"load {x:g}" for x in loads) + " |")
-            lines.append("|---|" + "---|" * len(loads))
-            for p in part["policy"].unique(maintain_order=True).to_list():
-                cells = []
-                for x in loads:
-                    row = part.filter((pl.col("policy") == p) & (pl.col("load") == x)).row(
-                        0, named=True
-                    )
-                    cells.append(_cell(row, metric, fmt))
-                lines.append(f"| {p} | " + " | ".join(cells) + " |")
-            lines.append("")
-        hi = max(loads)
-        part_hi = part.filter(pl.col("load") == hi).sort("policy")
-        lines += [f"## {kind}: rejected / dropped / utilization at load {hi:g}", ""]
-        lines += ["| policy | rejected | dropped | utilization |", "|---|---|---|---|"]
-        for row in part_hi.iter_rows(named=True):
-            lines.append(
-                f"| {row['policy']} | {row['rejected']:.0f} | {row['dropped']:.0f} | "
-                f"{row['utilization']:.2f} |"
-            )
-        lines.append("")
-    return "\n".join(lines)
-
-
-def plot(summary: pl.DataFrame, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    kinds = summary["workload"].unique(maintain_order=True).to_list()
-    policies = summary["policy"].unique(maintain_order=True).to_list()
-    for metric, ylabel, fname, log in (
-        ("mean_jct_s", "mean JCT (s)", "jct_vs_load.png", True),
-        ("both_slo_met", "share of jobs meeting both SLOs", "slo_vs_load.png", False),
-    ):
-        fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4), squeeze=False)
-        for ax, kind in zip(axes[0], kinds, strict=True):
-            for p in policies:
-                part = summary.filter((pl.col("workload") == kind) & (pl.col("policy") == p))
-                part = part.sort("load")
-                style = "--" if p == "srpt-oracle" else "-"
-                ax.errorbar(
-                    part["load"].to_list(),
-                    part[metric].to_list(),
-                    yerr=part[f"{metric}_ci"].fill_nan(0).fill_null(0).to_list(),
-                    label=p,
-                    linestyle=style,
-                    marker="o",
-                    markersize=3,
-                    capsize=2,
-                )
-            ax.set_title(kind)
-            ax.set_xlabel("offered load (share of FCFS capacity)")
-            ax.set_ylabel(ylabel)
-            if log:
-                ax.set_yscale("log")
-            ax.grid(alpha=0.3)
-        axes[0][-1].legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / fname, dpi=110)
-        plt.close(fig)
+    if needed.height:
+        plot_needed(needed, meta, out)
 
 
 def print_progress(done: int, total: int, elapsed: float) -> None:

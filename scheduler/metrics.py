@@ -1,7 +1,13 @@
 """Metrics of one simulated run, and their aggregation over seeds with confidence
-intervals. JCT statistics are over completed jobs; SLO shares are over ALL arrived jobs
-(a rejected or dropped job met no SLO), so dropping cannot make a policy look better
-on SLOs met."""
+intervals.
+
+A metric must not reward losing work. The primary one is goodput: the share of ALL
+arrived jobs that met both SLOs (a rejected or dropped job met none). JCT statistics are
+over completed jobs, so every table that shows them shows the lost share (rejected at
+arrival + dropped after waiting) beside them, and `mean_jct_penalized_s` counts each
+lost job at its wait plus LOST_PENALTY_SLOS times its latency SLO (the user must ask
+again). A rejection at arrival costs the user nothing but the answer; a drop after
+waiting wastes the wait (`dropped_wait_s`)."""
 
 from __future__ import annotations
 
@@ -16,8 +22,12 @@ from scheduler.simulator import DONE, DROPPED, REJECTED, SimResult
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
         9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}  # fmt: skip
 
+# a lost job counts in `mean_jct_penalized_s` as its wait + this many latency SLOs
+LOST_PENALTY_SLOS = 2.0
+
 METRICS = (
     "mean_jct_s",
+    "mean_jct_penalized_s",
     "p50_jct_s",
     "p95_jct_s",
     "p99_jct_s",
@@ -28,6 +38,10 @@ METRICS = (
     "goodput_per_s",
     "rejected",
     "dropped",
+    "lost_share",
+    "rejected_share",
+    "dropped_share",
+    "dropped_wait_s",
     "utilization",
 )
 
@@ -37,6 +51,10 @@ def summarize(r: SimResult) -> dict:
     n = len(r.status)
     done = r.status == DONE
     jct = r.jct[done]
+    rejected, dropped = r.status == REJECTED, r.status == DROPPED
+    lost = ~done
+    waited = np.where(lost, np.nan_to_num(r.finish - r.arrival), 0.0)
+    penalized = np.where(lost, waited + LOST_PENALTY_SLOS * r.latency_slo_s, r.jct)
     lat_ok = done & (r.jct <= r.latency_slo_s + 1e-9)
     clip_ok = done & (r.clip >= r.min_clip)
     both = lat_ok & clip_ok
@@ -57,6 +75,7 @@ def summarize(r: SimResult) -> dict:
         "jobs": n,
         "done": int(done.sum()),
         "mean_jct_s": float(jct.mean()) if len(jct) else math.nan,
+        "mean_jct_penalized_s": float(penalized.mean()),
         "p50_jct_s": pct(50),
         "p95_jct_s": pct(95),
         "p99_jct_s": pct(99),
@@ -65,8 +84,13 @@ def summarize(r: SimResult) -> dict:
         "clip_slo_met": float(clip_ok.mean()),
         "both_slo_met": float(both.mean()),
         "goodput_per_s": float(both.sum() / span),
-        "rejected": int((r.status == REJECTED).sum()),
-        "dropped": int((r.status == DROPPED).sum()),
+        "rejected": int(rejected.sum()),
+        "dropped": int(dropped.sum()),
+        "lost_share": float(lost.mean()),
+        "rejected_share": float(rejected.mean()),
+        "dropped_share": float(dropped.mean()),
+        # seconds dropped jobs waited before they were dropped, per arrived job
+        "dropped_wait_s": float(waited[dropped].sum() / n),
         "utilization": float(r.busy_s.sum() / (len(r.busy_s) * horizon)),
     }
 

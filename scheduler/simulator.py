@@ -41,9 +41,13 @@ PENDING, DONE, REJECTED, DROPPED = 0, 1, 2, 3
 class SimConfig:
     """clip_margin: points over min CLIP the planner aims for, a guard against CLIP
     prediction error (the oracle and step down-shifting may use 0). clip_noise: std of a
-    job's true CLIP around the model's curve. cold_start: charge model loads."""
+    job's true CLIP around the model's curve. cold_start: charge model loads.
 
-    clip_margin: float = 0.5
+    The default margin covers the default noise for 99 % of jobs (2.33 sigma): with 0.5
+    (1 sigma) about one job in six missed its CLIP SLO, so no policy reached 90 %
+    attainment on bursty arrivals however many GPUs it had."""
+
+    clip_margin: float = 1.2
     clip_noise: float = 0.5
     cold_start: bool = True
     # False: a started segment runs to its end (no interrupts, no quanta)

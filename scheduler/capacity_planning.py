@@ -1,0 +1,90 @@
+"""Capacity planning: the smallest cluster at which a policy reaches an SLO attainment.
+
+This is the number operators size clusters by, and, unlike a table over offered load,
+it does not depend on how load is defined: the jobs and their arrival times are fixed,
+only the cluster grows. Clusters grow in units of the configured cluster's mix reduced
+to its smallest whole form (8xA100+8xT4 grows as N x (1xA100+1xT4)); each policy's
+attainment (both SLOs met, share of ALL arrived jobs) is found by doubling the cluster
+until the highest target is met, then bisecting for each target. Attainment is assumed
+to grow with the cluster; every answer is a size that was simulated and met the target.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import reduce
+
+from scheduler.catalog import Catalog
+from scheduler.cluster import Cluster
+from scheduler.metrics import summarize
+from scheduler.policy import make_policy
+from scheduler.simulator import SimConfig, Simulator
+from scheduler.workload import Workload
+
+TARGETS = (0.90, 0.95, 0.99)
+MAX_UNITS = 128
+
+
+@dataclass(frozen=True)
+class Need:
+    """What `policy` needs to meet both SLOs for `target` of all arrived jobs: `units`
+    of the mix (None: not within `max_units`; `best` is then the attainment there)."""
+
+    policy: str
+    target: float
+    units: int | None
+    gpus: int | None
+    gpu_hours: float | None
+    best: float
+
+
+def unit_mix(cluster: Cluster) -> Cluster:
+    """The cluster's mix in its smallest whole form: 8xA100+8xT4 -> 1xA100+1xT4."""
+    g = reduce(math.gcd, (n for _, n in cluster.counts))
+    return Cluster(tuple((k, n // g) for k, n in cluster.counts))
+
+
+def scaled(unit: Cluster, units: int) -> Cluster:
+    return Cluster(tuple((k, n * units) for k, n in unit.counts))
+
+
+def gpus_needed(
+    catalog: Catalog,
+    cluster: Cluster,
+    policies: list[str],
+    w: Workload,
+    config: SimConfig,
+    targets: tuple[float, ...] = TARGETS,
+    max_units: int = MAX_UNITS,
+) -> list[Need]:
+    """Per policy and target, the fewest units of `cluster`'s mix at which the policy
+    meets both SLOs for at least `target` of `w`'s jobs. GPU-hours: the GPUs times the
+    span of the arrivals."""
+    unit = unit_mix(cluster)
+    hours = float(w.arrival[-1] - w.arrival[0]) / 3600.0
+    out = []
+    for p in policies:
+        seen: dict[int, float] = {}
+
+        def attainment(u: int, p=p, seen=seen) -> float:
+            if u not in seen:
+                r = Simulator(catalog, scaled(unit, u), make_policy(p), config).run(w)
+                seen[u] = summarize(r)["both_slo_met"]
+            return seen[u]
+
+        hi = 1
+        while attainment(hi) < max(targets) and hi < max_units:
+            hi = min(2 * hi, max_units)
+        for target in targets:
+            reached = [u for u in sorted(seen) if seen[u] >= target]
+            if not reached:
+                out.append(Need(p, target, None, None, None, max(seen.values())))
+                continue
+            lo, top = max((u for u in seen if u < reached[0]), default=0), reached[0]
+            while top - lo > 1:  # attainment(lo) < target <= attainment(top)
+                mid = (lo + top) // 2
+                lo, top = (lo, mid) if attainment(mid) >= target else (mid, top)
+            gpus = top * unit.size
+            out.append(Need(p, target, top, gpus, gpus * hours, seen[top]))
+    return out
