@@ -11,7 +11,7 @@ With --full: writes bench/results/scheduler_speed.json and bench/results/schedul
 (runs.parquet, summary.parquet, summary.md, jct_vs_load.png, slo_vs_load.png, meta.json):
 the results the README quotes (about 3 min on 2 cores). Without (`make bench`): a quick
 version, 200k-job speed runs and 5k jobs x 3 seeds, into scheduler_speed-quick.json and
-scheduler-quick/. Usage: python bench/scheduler_bench.py [--full] [--speed-only]
+scheduler-quick/. Usage: python bench/scheduler_bench.py [--full] [--speed-only | --comparison-only]
 """
 
 from __future__ import annotations
@@ -87,13 +87,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--full", action="store_true", help="1M-job speed run, 20k jobs x 5 seeds")
     ap.add_argument("--speed-only", action="store_true", help="only the speed runs")
+    ap.add_argument("--comparison-only", action="store_true", help="only the comparison")
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     tag = "" if args.full else "-quick"
-    print("speed (32xA100+32xT4, Poisson at 0.8 of capacity):")
-    sp = speed(1_000_000 if args.full else 200_000, 200_000 if args.full else 50_000)
-    sp["host"] = platform.node()
-    (RESULTS / f"scheduler_speed{tag}.json").write_text(json.dumps(sp, indent=2) + "\n")
+    if not args.comparison_only:
+        print("speed (32xA100+32xT4, Poisson at 0.8 of capacity):")
+        sp = speed(1_000_000 if args.full else 200_000, 200_000 if args.full else 50_000)
+        sp["host"] = platform.node()
+        (RESULTS / f"scheduler_speed{tag}.json").write_text(json.dumps(sp, indent=2) + "\n")
     if args.speed_only:
         return
     cfg = ComparisonConfig(jobs=20_000 if args.full else 5_000, seeds=5 if args.full else 3)
