@@ -41,6 +41,7 @@ FAILED = 5  # the device could not run it (the model raised)
 # queue (identical devices share a profile, not a queue), preemption at step boundaries
 LIVE_CONFIG = SimConfig(
     clip_margin=0.0,
+    relaxed_margin=0.0,
     clip_noise=0.0,
     cold_start=False,
     preempt=True,

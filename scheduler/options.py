@@ -38,20 +38,33 @@ def best_option(catalog: Catalog, style: str, min_clip: float, kind: int) -> Opt
 
 @dataclass
 class ClassOptions:
-    """planned[c][k]: the option at `min_clip + margin`; relaxed[c][k]: at `min_clip`
-    exactly (what step down-shifting may serve). None where kind k cannot serve c."""
+    """planned[c][k]: the option at `min_clip + margin`; relaxed[c][k]: at `min_clip +
+    relaxed_margin` (what step down-shifting may serve). None where kind k cannot serve
+    c."""
 
     planned: list[list[Option | None]]
     relaxed: list[list[Option | None]]
 
     @classmethod
     def build(
-        cls, catalog: Catalog, classes: tuple[SloClass, ...], kinds: list[int], margin: float
+        cls,
+        catalog: Catalog,
+        classes: tuple[SloClass, ...],
+        kinds: list[int],
+        margin: float,
+        relaxed_margin: float = 0.0,
     ) -> ClassOptions:
+        memo: dict[tuple[str, float], list[Option | None]] = {}
+
+        def at(style: str, clip: float) -> list[Option | None]:
+            """Per kind, memoised: classes that differ only in latency SLO (one class per
+            job, as replays and production workloads have) share their options."""
+            if (style, clip) not in memo:
+                memo[(style, clip)] = [best_option(catalog, style, clip, k) for k in kinds]
+            return memo[(style, clip)]
+
         return cls(
-            [
-                [best_option(catalog, c.style, c.min_clip + margin, k) for k in kinds]
-                for c in classes
-            ],
-            [[best_option(catalog, c.style, c.min_clip, k) for k in kinds] for c in classes],
+            [at(c.style, c.min_clip + margin) for c in classes],
+            # down-shifting never aims higher than the plan
+            [at(c.style, c.min_clip + min(relaxed_margin, margin)) for c in classes],
         )

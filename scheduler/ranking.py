@@ -4,7 +4,8 @@ Mean JCT is over completed jobs, so a policy that drops its slow jobs looks fast
 tables of old, slack-sjf and clockwork were 2-8x *better than the SRPT oracle* while
 losing 29-59 % of the jobs. Here a policy is ranked first by goodput (both SLOs met,
 share of all arrived jobs), and its mean JCT is compared with the oracle's only at equal
-completion: when it lost no more of the arrived jobs than the oracle did. Otherwise the comparison is left empty and the table says what was lost.
+completion: when it lost no more of the arrived jobs than the oracle did. Otherwise the
+comparison is left empty and the table says what was lost.
 """
 
 from __future__ import annotations

@@ -48,6 +48,11 @@ class SimConfig:
     attainment on bursty arrivals however many GPUs it had."""
 
     clip_margin: float = 1.2
+    # what step down-shifting keeps over min CLIP (slack-sjf under a long queue): 1.28
+    # sigma, so 90 % of down-shifted jobs still meet their min CLIP. At 0 (min CLIP
+    # exactly) half of them missed it, and slack-sjf needed 2.4x the GPUs for 95 %
+    # goodput on bursty arrivals (44 vs 18 at 0.64; 28 with no down-shift at all)
+    relaxed_margin: float = 0.64
     clip_noise: float = 0.5
     cold_start: bool = True
     # False: a started segment runs to its end (no interrupts, no quanta)
@@ -197,7 +202,9 @@ class Simulator:
         them with `add_jobs` as they arrive)."""
         cat, cfg, pol = self.catalog, self.config, self.policy
         margin = cfg.clip_margin if pol.clip_margin_override is None else pol.clip_margin_override
-        self.options = options or ClassOptions.build(cat, w.classes, self.ck, margin)
+        self.options = options or ClassOptions.build(
+            cat, w.classes, self.ck, margin, cfg.relaxed_margin
+        )
         self.log = [] if cfg.log else None
         self._check_servable(w)
         self.workload = w

@@ -136,8 +136,8 @@ def test_slack_sjf_rescues_an_urgent_job_that_plain_sjf_starves():
 
 
 def test_slack_sjf_downshifts_steps_only_when_the_queue_is_long():
-    # planned at min CLIP 40 + margin 5 = 5 steps; relaxed: 4 steps
-    cfg = SimConfig(clip_margin=5.0, clip_noise=0.0)
+    # planned at min CLIP 40 + margin 5 = 5 steps; relaxed (min CLIP exactly): 4 steps
+    cfg = SimConfig(clip_margin=5.0, relaxed_margin=0.0, clip_noise=0.0)
     few = jobs([(steps(4), 0.0)])
     r = run(make_policy("slack-sjf", batching=False), few, config=cfg)
     assert list(r.steps) == [5]
