@@ -102,7 +102,8 @@ def main() -> None:
     print(f"comparison on {cfg.cluster}: {cfg.jobs} jobs x {cfg.seeds} seeds per point")
     folder = RESULTS / f"scheduler{tag}"
     res = run_comparison(cfg, folder, progress=print_progress)
-    print(f"  capacity {res['meta']['capacity_jobs_per_s']:.1f} jobs/s, "
+    caps = ", ".join(f"{k} {c:.1f}" for k, c in res["meta"]["capacity_jobs_per_s"].items())
+    print(f"  capacity (jobs/s) {caps}, "
           f"{res['meta']['wall_s']:.0f} s; results in {folder}")  # fmt: skip
 
 

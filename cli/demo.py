@@ -133,7 +133,7 @@ def scheduler_demo(settings: Settings, out=print) -> Path:
     cfg = ComparisonConfig(jobs=3000, seeds=1, loads=(0.7, 1.1), workloads=("bursty",))
     folder = settings.outputs_dir / "scheduler-demo"
     res = run_comparison(cfg, folder)
-    cap = res["meta"]["capacity_jobs_per_s"]
+    cap = res["meta"]["capacity_jobs_per_s"]["bursty"]
     out(f"   capacity (FCFS, no batching) {cap:.1f} jobs/s; {cfg.jobs} jobs per run")
     s = res["summary"].sort(["load", "both_slo_met"], descending=[False, True])
     rows = [

@@ -814,7 +814,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=cmd_plan)
 
-    from scheduler.comparison import DEFAULT_LOADS, DEFAULT_TRACE
+    from scheduler.comparison import DEFAULT_LOADS, DEFAULT_TRACE, WORKLOADS
 
     b = sub.add_parser(
         "bench",
@@ -833,8 +833,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--policies", type=_csv(str), help="comma list (default: all)")
     b.add_argument("--loads", type=_csv(float), default=DEFAULT_LOADS,
                    help="offered loads, share of capacity (default 0.3,...,1.2)")  # fmt: skip
-    b.add_argument("--workloads", type=_csv(str), default=("poisson", "bursty", "trace"),
-                   help="poisson, bursty, trace (default all three)")  # fmt: skip
+    b.add_argument("--workloads", type=_csv(str), default=WORKLOADS,
+                   help="poisson, bursty, trace, production (the production-like "
+                        "requests: checkpoints, images, LoRAs, nights and peak hours; "
+                        "default all four)")  # fmt: skip
     b.add_argument("--trace", type=Path, default=DEFAULT_TRACE,
                    help="arrival trace, one `arrival_ms[,...]` a line, sorted")  # fmt: skip
     b.add_argument("--jobs", type=int, default=20_000, help="jobs per run (default 20000)")

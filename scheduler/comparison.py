@@ -25,6 +25,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -37,9 +38,12 @@ from scheduler.cluster import Cluster
 from scheduler.comparison_report import markdown_summary, plot, plot_needed
 from scheduler.metrics import aggregate, summarize
 from scheduler.policy import known_policies, make_policy
+from scheduler.production import PRODUCTION, production_requests
+from scheduler.production_workload import production_catalog, production_jobs
 from scheduler.simulator import SimConfig, Simulator
 from scheduler.workload import (
     Workload,
+    at_exact_rate,
     bursty_arrivals,
     make_workload,
     poisson_arrivals,
@@ -52,6 +56,7 @@ from sdaas.errors import InvalidInputError
 
 DEFAULT_TRACE = Path(__file__).resolve().parents[1] / "data" / "traces" / "trace_3to40qps.txt"
 DEFAULT_LOADS = (0.3, 0.5, 0.7, 0.8, 0.9, 1.0, 1.2)
+WORKLOADS = ("poisson", "bursty", "trace", "production")
 
 
 @dataclass
@@ -59,7 +64,7 @@ class ComparisonConfig:
     cluster: str = "8xA100+8xT4"
     policies: list[str] = field(default_factory=known_policies)
     loads: tuple[float, ...] = DEFAULT_LOADS
-    workloads: tuple[str, ...] = ("poisson", "bursty", "trace")
+    workloads: tuple[str, ...] = WORKLOADS
     jobs: int = 20_000
     seeds: int = 3
     pred_error: float = 0.1
@@ -88,8 +93,8 @@ class ComparisonConfig:
         if self.seeds < 1:
             problems.append(f"seeds: {self.seeds}: must be >= 1")
         for w in self.workloads:
-            if w not in ("poisson", "bursty", "trace"):
-                problems.append(f"workload: {w!r}: one of poisson, bursty, trace")
+            if w not in WORKLOADS:
+                problems.append(f"workload: {w!r}: one of {', '.join(WORKLOADS)}")
         if problems:
             raise InvalidInputError("; ".join(problems))
 
@@ -108,20 +113,61 @@ def estimate_capacity(
     n = jobs or max(500, 100 * cluster.size)
     rng = np.random.default_rng(seed)
     w = make_workload("saturated", np.zeros(n), classes, rng, service="exact")
-    r = Simulator(catalog, cluster, make_policy("fcfs"), SimConfig(clip_margin=clip_margin)).run(w)
+    return capacity_of(catalog, cluster, w, clip_margin)
+
+
+def capacity_of(catalog: Catalog, cluster: Cluster, w: Workload, clip_margin: float) -> float:
+    """Jobs/s the cluster serves `w`'s jobs at, all queued at t=0, FCFS, one at a time,
+    each taking its prediction."""
+    n = w.n
+    queued = Workload("saturated", np.zeros(n), w.cls, w.classes, np.ones(n), np.zeros(n))
+    config = SimConfig(clip_margin=clip_margin)
+    r = Simulator(catalog, cluster, make_policy("fcfs"), config).run(queued)
     return n / float(np.max(r.finish))
 
 
-def unit_workload(cfg: ComparisonConfig, kind: str, classes, seed: int) -> Workload:
-    """Jobs at mean rate 1/s; `at_load` rescales time."""
-    rng = np.random.default_rng(seed)
-    if kind == "poisson":
-        arr = poisson_arrivals(1.0, cfg.jobs, rng)
-    elif kind == "bursty":
-        arr = bursty_arrivals(1.0, cfg.jobs, rng, cv=cfg.burst_cv)
-    else:
-        arr = trace_arrivals(read_trace(Path(cfg.trace)), 1.0, cfg.jobs)
-    return make_workload(kind, arr, classes, rng, pred_error=cfg.pred_error)
+@dataclass
+class Setup:
+    """What one workload kind runs on: its catalog, its capacity on the cluster (the
+    load unit) and its jobs per seed at unit rate."""
+
+    catalog: Catalog
+    capacity: float
+    unit: Callable[[int], Workload]
+
+
+def setup(cfg: ComparisonConfig, kind: str, cluster: Cluster) -> Setup:
+    """poisson / bursty / trace: the reference catalog and the SLO mix; production:
+    the checkpoints' catalog and the production-like requests
+    (scheduler/production_workload.py)."""
+    if kind == "production":
+        catalog, _ = production_catalog(cluster.kinds, PRODUCTION.checkpoints)
+
+        def unit(seed: int) -> Workload:
+            req = production_requests(cfg.jobs, seed=seed)
+            w = production_jobs(catalog, req, np.random.default_rng(seed),
+                                pred_error=cfg.pred_error, clip_margin=cfg.clip_margin)  # fmt: skip
+            arrival = at_exact_rate(w.arrival, 1.0)
+            return Workload(kind, arrival, w.cls, w.classes, w.true_factor, w.clip_noise)
+
+        return Setup(catalog, capacity_of(catalog, cluster, unit(0), cfg.clip_margin), unit)
+    catalog = load_catalog(cluster.kinds)
+    cluster.check(catalog)
+    classes = slo_mix(cfg.slo_mix, catalog.all_styles)
+
+    def unit(seed: int) -> Workload:
+        """Jobs at mean rate 1/s; `at_load` rescales time."""
+        rng = np.random.default_rng(seed)
+        if kind == "poisson":
+            arr = poisson_arrivals(1.0, cfg.jobs, rng)
+        elif kind == "bursty":
+            arr = bursty_arrivals(1.0, cfg.jobs, rng, cv=cfg.burst_cv)
+        else:
+            arr = trace_arrivals(read_trace(Path(cfg.trace)), 1.0, cfg.jobs)
+        return make_workload(kind, arr, classes, rng, pred_error=cfg.pred_error)
+
+    capacity = estimate_capacity(catalog, cluster, classes, clip_margin=cfg.clip_margin)
+    return Setup(catalog, capacity, unit)
 
 
 def at_load(w: Workload, rate: float) -> Workload:
@@ -132,20 +178,19 @@ def run_comparison(cfg: ComparisonConfig, out: Path | None = None, progress=None
     """Run the grid; write Parquet, markdown and plots under `out` when given."""
     cfg.check()
     cluster = Cluster.parse(cfg.cluster)
-    catalog = load_catalog(cluster.kinds)
-    cluster.check(catalog)
+    cluster.check(load_catalog(cluster.kinds))
     for p in cfg.policies:
         make_policy(p)  # unknown names fail before any work
-    classes = slo_mix(cfg.slo_mix, catalog.all_styles)
-    capacity = estimate_capacity(catalog, cluster, classes, clip_margin=cfg.clip_margin)
+    setups = {kind: setup(cfg, kind, cluster) for kind in cfg.workloads}
     sim_cfg = SimConfig(clip_margin=cfg.clip_margin, cold_start=cfg.cold_start)
     rows = []
     total = len(cfg.workloads) * cfg.seeds * len(cfg.loads) * len(cfg.policies)
     done = 0
     t0 = time.perf_counter()
     for kind in cfg.workloads:
+        catalog, capacity = setups[kind].catalog, setups[kind].capacity
         for seed in range(cfg.seeds):
-            base = unit_workload(cfg, kind, classes, seed)
+            base = setups[kind].unit(seed)
             cv = base.interarrival_cv()
             for load in cfg.loads:
                 w = at_load(base, load * capacity)
@@ -173,9 +218,9 @@ def run_comparison(cfg: ComparisonConfig, out: Path | None = None, progress=None
     summary = aggregate(runs, ["workload", "load", "policy"])
     needs = []
     if cfg.plan_load > 0:
-        for kind in cfg.workloads:
-            w = at_load(unit_workload(cfg, kind, classes, 0), cfg.plan_load * capacity)
-            for n in gpus_needed(catalog, cluster, cfg.policies, w, sim_cfg, cfg.plan_targets):
+        for kind, st in setups.items():
+            w = at_load(st.unit(0), cfg.plan_load * st.capacity)
+            for n in gpus_needed(st.catalog, cluster, cfg.policies, w, sim_cfg, cfg.plan_targets):
                 needs.append({"workload": kind, **asdict(n)})
             if progress:
                 progress(done, total, time.perf_counter() - t0)
@@ -185,7 +230,7 @@ def run_comparison(cfg: ComparisonConfig, out: Path | None = None, progress=None
     needed = pl.DataFrame(needs, schema=schema)
     meta = {
         "config": asdict(cfg),
-        "capacity_jobs_per_s": capacity,
+        "capacity_jobs_per_s": {kind: st.capacity for kind, st in setups.items()},
         "cluster": str(cluster),
         "unit_mix": str(unit_mix(cluster)),
         "wall_s": time.perf_counter() - t0,

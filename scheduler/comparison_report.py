@@ -53,9 +53,9 @@ def markdown_summary(summary: pl.DataFrame, needed: pl.DataFrame, meta: dict) ->
     lines = [
         f"# Scheduler comparison: {meta['cluster']}",
         "",
-        "Capacity (FCFS, no batching, all jobs queued): "
-        f"**{meta['capacity_jobs_per_s']:.1f} jobs/s**; each run's realised load is its "
-        "nominal load. "
+        "Capacity (FCFS, no batching, all jobs queued; the load unit): "
+        + ", ".join(f"{k} **{c:.1f} jobs/s**" for k, c in meta["capacity_jobs_per_s"].items())
+        + ". Each run's realised load is its nominal load. "
         f"{cfg['jobs']} jobs per run, {cfg['seeds']} seeds (± = 95 % CI over seeds), "
         f"SLO mix `{cfg['slo_mix']}`, prediction error σ={cfg['pred_error']}, "
         f"bursty CV {cfg['burst_cv']}, trace `{Path(cfg['trace']).name}`.",
@@ -117,9 +117,9 @@ def _needed_section(needed: pl.DataFrame, meta: dict) -> list[str]:
         "",
         f"The smallest cluster (multiples of {meta['unit_mix']}) at which each policy meets "
         "both SLOs for a share of all arrived jobs, on the seed-0 jobs arriving at "
-        f"{cfg['plan_load']:g}x the capacity of {meta['cluster']} "
-        f"({cfg['plan_load'] * meta['capacity_jobs_per_s']:.1f} jobs/s); GPU-hours over "
-        "the span of the arrivals. `never`: not reached by the largest cluster tried.",
+        f"{cfg['plan_load']:g}x the capacity of {meta['cluster']} for that workload; "
+        "GPU-hours over the span of the arrivals. `never`: not reached by the largest "
+        "cluster tried.",
         "",
     ]
     for kind in needed["workload"].unique(maintain_order=True).to_list():

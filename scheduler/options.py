@@ -63,8 +63,16 @@ class ClassOptions:
                 memo[(style, clip)] = [best_option(catalog, style, clip, k) for k in kinds]
             return memo[(style, clip)]
 
+        def scaled(opts: list[Option | None], by: float) -> list[Option | None]:
+            if by == 1.0:
+                return opts
+            return [None if o is None else (o[0], o[1], o[2] * by) for o in opts]
+
         return cls(
-            [at(c.style, c.min_clip + margin) for c in classes],
+            [scaled(at(c.style, c.min_clip + margin), c.work_scale) for c in classes],
             # down-shifting never aims higher than the plan
-            [at(c.style, c.min_clip + min(relaxed_margin, margin)) for c in classes],
+            [
+                scaled(at(c.style, c.min_clip + min(relaxed_margin, margin)), c.work_scale)
+                for c in classes
+            ],
         )

@@ -293,13 +293,24 @@ class Simulator:
             self.policy.on_busy_arrival(j, k, t)
         elif not gather:
             if i < 0:
-                i = idle[k].pop()
+                i = self._idle_for(k, j)
             else:
                 idle[k].remove(i)
             self._dispatch(i, t, [])
         if gather and not tie:
             self._dispatch_idle(t)
         return True
+
+    def _idle_for(self, k: int, j: int) -> int:
+        """An idle instance of kind k for job j: one that holds j's model if any does
+        (a dispatcher does not load a model that an idle twin already has)."""
+        idle = self.idle[k]
+        if self.config.cold_start:
+            m = self.model[j]
+            for x in range(len(idle) - 1, -1, -1):
+                if m in self.resident[idle[x]]:
+                    return idle.pop(x)
+        return idle.pop()
 
     def _to_device(self, j: int, k: int, bound: float) -> int | None:
         """queue_per_device: the instance of kind k with the least queued work takes j;

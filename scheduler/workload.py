@@ -18,12 +18,14 @@ from sdaas.errors import InvalidInputError
 
 @dataclass(frozen=True)
 class SloClass:
-    """What a user asks for: a style, a latency SLO and a minimum CLIP score."""
+    """What a user asks for: a style, a latency SLO and a minimum CLIP score.
+    `work_scale`: the job's work over one image's (several images, a LoRA)."""
 
     style: str
     latency_slo_s: float
     min_clip: float
     weight: float = 1.0
+    work_scale: float = 1.0
 
 
 def slo_mix(name: str, styles: list[str]) -> tuple[SloClass, ...]:

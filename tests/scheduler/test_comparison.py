@@ -23,7 +23,7 @@ def test_comparison_writes_every_policy_and_workload(tmp_path):
     cfg = ComparisonConfig(jobs=400, seeds=2, loads=(0.5, 1.1), cluster="2xA100+2xT4")
     res = run_comparison(cfg, tmp_path)
     runs = pl.read_parquet(tmp_path / "runs.parquet")
-    assert runs.height == 3 * 2 * 2 * len(known_policies())
+    assert runs.height == 4 * 2 * 2 * len(known_policies())
     summary = pl.read_parquet(tmp_path / "summary.parquet")
     assert set(summary["policy"]) == set(known_policies())
     assert (summary["seeds"] == 2).all() and "mean_jct_s_ci" in summary.columns

@@ -1,6 +1,7 @@
 """Each policy's defining behaviour on hand-built job sets with exact expected times.
 Toy model: 1 s per denoising step, CLIP 10 per step, so min CLIP 50 means 5 steps."""
 
+import numpy as np
 import pytest
 
 from scheduler.cluster import Cluster
@@ -146,3 +147,47 @@ def test_slack_sjf_downshifts_steps_only_when_the_queue_is_long():
     # job 0 starts on an idle accelerator; job 1 starts with 6 waiting (>= 2 per
     # instance) and is down-shifted; the last ones start with a short queue
     assert (r.steps[0], r.steps[1], r.steps[-1]) == (5, 4, 5)
+
+
+def two_model_catalog(load_s: float = 5.0):
+    """Models a (style sa) and b (style sb) on kind X: 1 s per step, CLIP 10 per step,
+    `load_s` to load, one model resident at a time."""
+    from scheduler.catalog import Catalog
+
+    grid = np.arange(1, 11)
+    lat = {(0, 0): grid * 1.0, (1, 0): grid * 1.0}
+    factor = np.full(9, np.inf)
+    factor[1] = 1.0
+    return Catalog(models=["a", "b"], kinds=["X"], styles={"a": ("sa",), "b": ("sb",)},
+                   steps=grid, latency=lat, batch_factor={(0, 0): factor, (1, 0): factor},
+                   clip={0: grid * 10.0, 1: grid * 10.0}, load_s={0: load_s, 1: load_s},
+                   price_per_hour={0: 1.0}, max_resident={0: 1})  # fmt: skip
+
+
+def test_an_arriving_job_goes_to_the_idle_instance_that_holds_its_model():
+    """Two idle instances, one holding a, one holding b: a later job runs where its
+    model is, without a load, whichever instance the idle list would hand out first."""
+    a, b = SloClass("sa", 1e6, 10.0), SloClass("sb", 1e6, 10.0)
+    cfg = SimConfig(clip_margin=0.0, clip_noise=0.0, cold_start=True)
+    two = Cluster.parse("2xX")
+    # the first two load (5 s + 1 s); the later ones find their model resident
+    w = jobs([(a, 0.0), (b, 0.0), (a, 10.0), (b, 10.0)])
+    r = run("fcfs", w, catalog=two_model_catalog(), cluster=two, config=cfg)
+    assert list(r.finish) == pytest.approx([6.0, 6.0, 11.0, 11.0])
+    w = jobs([(a, 0.0), (b, 0.5), (a, 10.0)])
+    r = run("fcfs", w, catalog=two_model_catalog(), cluster=two, config=cfg)
+    assert list(r.finish) == pytest.approx([6.0, 6.5, 11.0])
+
+
+def test_slack_sjf_runs_the_shortest_job_on_this_instance_counting_loads():
+    """Instance holds a; queued: a 2-step job of b (the SJF head) and a 3-step job of a.
+    Counting b's 5 s load, the a job is shorter here and runs first; residency-blind
+    SJF loads b first."""
+    a1, a3, b2 = SloClass("sa", 1e6, 10.0), SloClass("sa", 1e6, 30.0), SloClass("sb", 1e6, 20.0)
+    w = jobs([(a1, 0.0), (b2, 0.1), (a3, 0.2)])
+    cfg = SimConfig(clip_margin=0.0, relaxed_margin=0.0, clip_noise=0.0, cold_start=True)
+    cat = two_model_catalog()
+    ours = run(make_policy("slack-sjf", batching=False, downshift=False), w, cat, config=cfg)
+    assert list(ours.finish) == pytest.approx([6.0, 16.0, 9.0])  # a1, a3, then load b
+    sjf = run("sjf", w, cat, config=cfg)
+    assert list(sjf.finish) == pytest.approx([6.0, 13.0, 21.0])  # b loads, a reloads
