@@ -1,17 +1,24 @@
-"""Benchmark the scheduler simulator: speed at scale, and the policy comparison.
+"""Benchmark the scheduler simulator: speed at scale, the policy comparison, elasticity.
 
 1. Speed: one million Poisson jobs on a 64-accelerator cluster (32xA100+32xT4) at 0.8
    of capacity for sjf and fcfs, 200k for the others: simulated jobs per second on one
    core (aim >= 100k for every policy), best of 3 with the spread and the load average
    recorded (a spread over 25 % is flagged noisy), and peak resident memory.
 2. The comparison (scheduler/comparison.py) on 8xA100+8xT4 over offered load 0.3-1.2,
-   Poisson, bursty (Gamma, CV 5) and the DiffServe trace, every policy, several seeds.
+   Poisson, bursty (Gamma, CV 5), the DiffServe trace and the production-like requests,
+   every policy, several seeds: goodput, lost share, JCT, and the GPUs each policy needs
+   for 90/95/99 % goodput.
+3. Elasticity (scheduler/elastic.py): the production-like requests in real time (2
+   days), an elastic pool of A100s against the smallest fixed cluster at the same
+   goodput and at 95 %, in GPU-hours.
 
-With --full: writes bench/results/scheduler_speed.json and bench/results/scheduler/
-(runs.parquet, summary.parquet, summary.md, jct_vs_load.png, slo_vs_load.png, meta.json):
-the results the README quotes (about 3 min on 2 cores). Without (`make bench`): a quick
-version, 200k-job speed runs and 5k jobs x 3 seeds, into scheduler_speed-quick.json and
-scheduler-quick/. Usage: python bench/scheduler_bench.py [--full] [--speed-only | --comparison-only]
+With --full: writes bench/results/scheduler_speed.json, bench/results/scheduler/
+(runs.parquet, summary.parquet, gpus_needed.parquet, summary.md, *.png, meta.json) and
+bench/results/elastic.json: the results the README quotes (about 10 min on 2 cores).
+Without (`make bench`): a quick version (200k-job speed runs, 5k jobs x 3 seeds) into
+scheduler_speed-quick.json, scheduler-quick/ and elastic-quick.json.
+Usage: python bench/scheduler_bench.py [--full] [--speed-only | --comparison-only |
+--elastic-only]
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from scheduler.catalog import load_catalog
 from scheduler.cluster import Cluster
 from scheduler.comparison import ComparisonConfig, estimate_capacity, print_progress, run_comparison
 from scheduler.policy import known_policies, make_policy
-from scheduler.simulator import Simulator
+from scheduler.simulator import SimConfig, Simulator
 from scheduler.workload import make_workload, poisson_arrivals, slo_mix
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -83,14 +90,52 @@ def speed(n_aimed: int, n_other: int) -> dict:
     return out
 
 
+ELASTIC_UNIT = "1xA100"
+ELASTIC_DAYS = 2.0  # the production-like day shape in real time: hours of 3600 s
+
+
+def elastic(tag: str) -> None:
+    """The production-like requests in real time (20k over 2 days: nights, peak hours),
+    an elastic pool of A100s against the smallest fixed clusters."""
+    from scheduler.elastic import Autoscaler, elastic_vs_fixed
+    from scheduler.production import production_requests
+    from scheduler.production_workload import production_catalog, production_jobs
+
+    unit = Cluster.parse(ELASTIC_UNIT)
+    n = 20_000 if not tag else 5_000
+    cat, _ = production_catalog(unit.kinds, 86)
+    req = production_requests(n, seed=0, days=ELASTIC_DAYS)
+    w = production_jobs(cat, req, np.random.default_rng(0))
+    scaler = Autoscaler()
+    t0 = time.perf_counter()
+    rows = elastic_vs_fixed(cat, unit, known_policies(), w, SimConfig(), scaler)
+    out = {"unit": ELASTIC_UNIT, "requests": n, "days": ELASTIC_DAYS, "seed": 0,
+           "autoscaler": scaler.__dict__, "wall_s": time.perf_counter() - t0,
+           "load_average": os.getloadavg(), "policies": rows}  # fmt: skip
+    (RESULTS / f"elastic{tag}.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
+    print(f"elastic pool of {ELASTIC_UNIT} vs fixed, {n} production-like requests over "
+          f"{ELASTIC_DAYS:g} days:")  # fmt: skip
+    for r in rows:
+        same = r["fixed_same_goodput_gpu_hours"]
+        p95 = r["fixed_95_gpu_hours"]
+        print(f"  {r['policy']:12s} elastic goodput {r['elastic_goodput']:.3f} at "
+              f"{r['elastic_gpu_hours']:.0f} GPU-h (peak {r['elastic_peak_gpus']}); fixed at "
+              f"that goodput {same if same is None else round(same)} GPU-h; fixed for 95 % "
+              f"{p95 if p95 is None else round(p95)} GPU-h")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--full", action="store_true", help="1M-job speed run, 20k jobs x 5 seeds")
     ap.add_argument("--speed-only", action="store_true", help="only the speed runs")
     ap.add_argument("--comparison-only", action="store_true", help="only the comparison")
+    ap.add_argument("--elastic-only", action="store_true", help="only the elastic cluster")
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     tag = "" if args.full else "-quick"
+    if args.elastic_only:
+        elastic(tag)
+        return
     if not args.comparison_only:
         print("speed (32xA100+32xT4, Poisson at 0.8 of capacity):")
         sp = speed(1_000_000 if args.full else 200_000, 200_000 if args.full else 50_000)
@@ -102,6 +147,7 @@ def main() -> None:
     print(f"comparison on {cfg.cluster}: {cfg.jobs} jobs x {cfg.seeds} seeds per point")
     folder = RESULTS / f"scheduler{tag}"
     res = run_comparison(cfg, folder, progress=print_progress)
+    elastic(tag)
     caps = ", ".join(f"{k} {c:.1f}" for k, c in res["meta"]["capacity_jobs_per_s"].items())
     print(f"  capacity (jobs/s) {caps}, "
           f"{res['meta']['wall_s']:.0f} s; results in {folder}")  # fmt: skip

@@ -130,15 +130,23 @@ def arrivals_in_sessions(counts: np.ndarray, stats: ProductionStats, rng) -> np.
 
 
 def production_requests(
-    n: int | None = None, *, seed: int = 0, stats: ProductionStats = PRODUCTION
+    n: int | None = None,
+    *,
+    seed: int = 0,
+    days: float | None = None,
+    stats: ProductionStats = PRODUCTION,
 ) -> Requests:
-    """n requests (default: the trace's count) over the trace's days scaled by
-    n / requests, so the rate per hour is the trace's."""
+    """n requests (default: the trace's count) over `days` (default: the trace's days
+    scaled by n / requests, so the rate per hour is the trace's; fewer days: a busier
+    service with the same daily shape, in real time)."""
     n = stats.requests if n is None else n
     if not (isinstance(n, int) and n >= 2):
         raise InvalidInputError(f"requests: {n!r}: must be an integer >= 2")
+    if days is not None and not (math.isfinite(days) and days > 0):
+        raise InvalidInputError(f"days: {days!r}: must be a number > 0")
     rng = np.random.default_rng(seed)
-    hours = max(1, math.ceil(stats.days * 24 * n / stats.requests))
+    span_days = stats.days * n / stats.requests if days is None else days
+    hours = max(1, math.ceil(span_days * 24))
     arrival = arrivals_in_sessions(hourly_counts(stats, hours, n, rng), stats, rng)
 
     def draw(mix: dict[int, float]) -> np.ndarray:
