@@ -118,10 +118,11 @@ def elastic(tag: str) -> None:
     for r in rows:
         same = r["fixed_same_goodput_gpu_hours"]
         p95 = r["fixed_95_gpu_hours"]
+        same = "never" if same is None else f"{same:.0f} GPU-h"
+        p95 = "never" if p95 is None else f"{p95:.0f} GPU-h"
         print(f"  {r['policy']:12s} elastic goodput {r['elastic_goodput']:.3f} at "
               f"{r['elastic_gpu_hours']:.0f} GPU-h (peak {r['elastic_peak_gpus']}); fixed at "
-              f"that goodput {same if same is None else round(same)} GPU-h; fixed for 95 % "
-              f"{p95 if p95 is None else round(p95)} GPU-h")  # fmt: skip
+              f"that goodput {same}; fixed for 95 % {p95}")  # fmt: skip
 
 
 def main() -> None:
