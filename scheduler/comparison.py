@@ -136,10 +136,12 @@ class Setup:
     unit: Callable[[int], Workload]
 
 
-def setup(cfg: ComparisonConfig, kind: str, cluster: Cluster) -> Setup:
-    """poisson / bursty / trace: the reference catalog and the SLO mix; production:
-    the checkpoints' catalog and the production-like requests
-    (scheduler/production_workload.py)."""
+def setup(
+    cfg: ComparisonConfig, kind: str, cluster: Cluster, reference: Catalog, capacity: float
+) -> Setup:
+    """poisson / bursty / trace: the reference catalog and its capacity for the SLO mix
+    (computed once for the three); production: the checkpoints' catalog and the
+    production-like requests (scheduler/production_workload.py)."""
     if kind == "production":
         catalog, _ = production_catalog(cluster.kinds, PRODUCTION.checkpoints)
 
@@ -151,9 +153,7 @@ def setup(cfg: ComparisonConfig, kind: str, cluster: Cluster) -> Setup:
             return Workload(kind, arrival, w.cls, w.classes, w.true_factor, w.clip_noise)
 
         return Setup(catalog, capacity_of(catalog, cluster, unit(0), cfg.clip_margin), unit)
-    catalog = load_catalog(cluster.kinds)
-    cluster.check(catalog)
-    classes = slo_mix(cfg.slo_mix, catalog.all_styles)
+    classes = slo_mix(cfg.slo_mix, reference.all_styles)
 
     def unit(seed: int) -> Workload:
         """Jobs at mean rate 1/s; `at_load` rescales time."""
@@ -166,8 +166,7 @@ def setup(cfg: ComparisonConfig, kind: str, cluster: Cluster) -> Setup:
             arr = trace_arrivals(read_trace(Path(cfg.trace)), 1.0, cfg.jobs)
         return make_workload(kind, arr, classes, rng, pred_error=cfg.pred_error)
 
-    capacity = estimate_capacity(catalog, cluster, classes, clip_margin=cfg.clip_margin)
-    return Setup(catalog, capacity, unit)
+    return Setup(reference, capacity, unit)
 
 
 def at_load(w: Workload, rate: float) -> Workload:
@@ -178,10 +177,13 @@ def run_comparison(cfg: ComparisonConfig, out: Path | None = None, progress=None
     """Run the grid; write Parquet, markdown and plots under `out` when given."""
     cfg.check()
     cluster = Cluster.parse(cfg.cluster)
-    cluster.check(load_catalog(cluster.kinds))
+    reference = load_catalog(cluster.kinds)
+    cluster.check(reference)
     for p in cfg.policies:
         make_policy(p)  # unknown names fail before any work
-    setups = {kind: setup(cfg, kind, cluster) for kind in cfg.workloads}
+    classes = slo_mix(cfg.slo_mix, reference.all_styles)
+    capacity = estimate_capacity(reference, cluster, classes, clip_margin=cfg.clip_margin)
+    setups = {kind: setup(cfg, kind, cluster, reference, capacity) for kind in cfg.workloads}
     sim_cfg = SimConfig(clip_margin=cfg.clip_margin, cold_start=cfg.cold_start)
     rows = []
     total = len(cfg.workloads) * cfg.seeds * len(cfg.loads) * len(cfg.policies)

@@ -26,7 +26,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scheduler.capacity_planning import gpus_needed, scaled
+from scheduler.metrics import summarize
 from scheduler.options import ClassOptions
+from scheduler.policy import make_policy
 from scheduler.simulator import SimResult, Simulator
 from scheduler.workload import Workload
 
@@ -54,7 +57,6 @@ class ElasticSimulator(Simulator):
     def begin(self, w: Workload, options: ClassOptions | None = None) -> None:
         super().begin(w, options)
         sc, K = self.scaler, len(self.kind_names)
-        self.pool = [list(ids) for ids in self.instances_of]
         self.active = [False] * len(self.inst_kind)
         self.pending: list[int] = [0] * K
         self.since = [-1.0] * len(self.inst_kind)  # billed since (-1: not provisioned)
@@ -68,7 +70,7 @@ class ElasticSimulator(Simulator):
         for k in range(K):
             self.idle[k] = []
             self.n_inst[k] = 0
-            for i in self.pool[k][: max(1, sc.start)]:
+            for i in self.instances_of[k][: max(1, sc.start)]:
                 self._up(i, 0.0)
 
     # ----------------------------------------------------------- instances up and down
@@ -106,7 +108,7 @@ class ElasticSimulator(Simulator):
             work = math.ceil(rate / sc.target_util + queued / sc.window_s)
             want = max(sc.start, work, hold)
             have = self.n_inst[k] + self.pending[k]
-            free = [i for i in self.pool[k] if self.since[i] < 0]
+            free = [i for i in self.instances_of[k] if self.since[i] < 0]
             for i in free[: max(0, want - have)]:
                 self.pending[k] += 1
                 self.since[i] = t  # billed from the request
@@ -117,11 +119,7 @@ class ElasticSimulator(Simulator):
                 for i in idle[: min(have - want, self.n_inst[k] - max(1, sc.start))]:
                     self._down(i, t)
         self.timeline.append((t, self._provisioned()))
-        if self._dispatch_idle_needed():
-            self._dispatch_idle(t)
-
-    def _dispatch_idle_needed(self) -> bool:
-        return any(self.idle[k] and len(self.queues[k]) for k in range(len(self.idle)))
+        self._dispatch_idle(t)
 
     # ------------------------------------------------------------- simulator hooks
     def arrive(self, j: int, t: float, tie: bool = False) -> bool:
@@ -184,10 +182,6 @@ def elastic_vs_fixed(
 ) -> list[dict]:  # fmt: skip
     """Per policy: the elastic pool's attainment and GPU-hours, and the GPU-hours of the
     smallest fixed cluster that reaches the same attainment and 95 %."""
-    from scheduler.capacity_planning import gpus_needed, scaled
-    from scheduler.metrics import summarize
-    from scheduler.policy import make_policy
-
     rows = []
     for p in policies:
         sim = ElasticSimulator(catalog, scaled(unit, max_units), make_policy(p), config, scaler)

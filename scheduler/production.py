@@ -74,14 +74,18 @@ class Requests:
         return len(self.arrival)
 
 
+def _solve_increasing(f, target: float, lo: float = 0.0, hi: float = 5.0) -> float:
+    """x in [lo, hi] where the increasing function f reaches `target` (bisection)."""
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if f(mid) < target else (lo, mid)
+    return (lo + hi) / 2
+
+
 def zipf_exponent(n: int, top_share: float) -> float:
     """The exponent s at which the first of n Zipf ranks takes `top_share`."""
-    lo, hi = 0.0, 5.0
-    for _ in range(60):
-        s = (lo + hi) / 2
-        share = 1.0 / np.sum(np.arange(1, n + 1, dtype=float) ** -s)
-        lo, hi = (s, hi) if share < top_share else (lo, s)
-    return (lo + hi) / 2
+    ranks = np.arange(1, n + 1, dtype=float)
+    return _solve_increasing(lambda s: 1.0 / np.sum(ranks**-s), top_share)
 
 
 def hourly_counts(stats: ProductionStats, hours: int, total: int, rng) -> np.ndarray:
@@ -101,11 +105,7 @@ def hourly_counts(stats: ProductionStats, hours: int, total: int, rng) -> np.nda
         w = np.exp(sig * z)
         return w.max() / w.mean()
 
-    lo, hi = 0.0, 5.0
-    for _ in range(60):
-        sig = (lo + hi) / 2
-        lo, hi = (sig, hi) if peak(sig) < target else (lo, sig)
-    w = np.exp(sig * z)
+    w = np.exp(_solve_increasing(peak, target) * z)
     counts = np.zeros(hours)
     counts[open_hours] = rng.permutation(w)
     scaled = counts / counts.sum() * total
