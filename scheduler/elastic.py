@@ -87,6 +87,7 @@ class ElasticSimulator(Simulator):
     def _down(self, i: int, t: float) -> None:
         k = self.inst_kind[i]
         self.active[i] = False
+        self.resident[i] = []  # its models go with it
         self.idle[k].remove(i)
         self.n_inst[k] -= 1
         self.gpu_s += t - self.since[i]

@@ -8,7 +8,9 @@ earlier when the policy interrupts it (then at the next denoising-step boundary,
 work is lost or invented). A job's true work is its predicted batch-1 seconds times the
 workload's `true_factor`; a batch of b runs each job at speed 1/factor(b) from the
 profiles' batch sizes. Switching an instance to a model that is not resident costs the
-model's load time (LRU over the kind's `max_resident`).
+model's load time (LRU over the kind's `max_resident`); a load goes to an idle instance
+with a free slot, else to one whose evicted model has another copy, so the only copy of
+a model is evicted last.
 
 Every arrived job ends in exactly one terminal state: done, rejected or dropped.
 
@@ -121,15 +123,19 @@ class Simulator:
         self.overloaded: list[int] = []
 
     # ---------------------------------------------------------------- placement helpers
-    def place_earliest_finish(self, j: int, options=None) -> int | None:
+    def place_earliest_finish(self, j: int, options=None, loads: bool = False) -> int | None:
         """The planner's rule: the kind with the earliest predicted finish for job j.
-        Sets the job's model/steps/prediction; None if no kind can serve its class."""
+        Sets the job's model/steps/prediction; None if no kind can serve its class.
+        `loads`: count the model's load time on a kind where no instance holds it."""
         opts = (options or self.options.planned)[self.cls[j]]
         best_k, best_t = -1, math.inf
         backlog, n_inst = self.backlog, self.n_inst
+        loads = loads and self.config.cold_start
         for k, o in enumerate(opts):
             if o is not None:
                 t = backlog[k] / n_inst[k] + o[2]
+                if loads and not self.holds(k, o[0]):
+                    t += self.catalog.load_s[o[0]]
                 if t < best_t:
                     best_k, best_t = k, t
         if best_k < 0:
@@ -137,6 +143,11 @@ class Simulator:
         self.assign(j, best_k, opts[best_k])
         self.finish_pred[j] = best_t
         return best_k
+
+    def holds(self, k: int, m: int) -> bool:
+        """Some instance of kind k has model m resident."""
+        res = self.resident
+        return any(m in res[i] for i in self.instances_of[k])
 
     def assign(self, j: int, k: int, option) -> None:
         """Serve job j on kind k with `option` = (model, steps, predicted seconds)."""
@@ -305,12 +316,28 @@ class Simulator:
         """An idle instance of kind k for job j: one that holds j's model if any does
         (a dispatcher does not load a model that an idle twin already has)."""
         idle = self.idle[k]
-        if self.config.cold_start:
-            m = self.model[j]
-            for x in range(len(idle) - 1, -1, -1):
-                if m in self.resident[idle[x]]:
-                    return idle.pop(x)
-        return idle.pop()
+        if not self.config.cold_start:
+            return idle.pop()
+        m, res = self.model[j], self.resident
+        for x in range(len(idle) - 1, -1, -1):
+            if m in res[idle[x]]:
+                return idle.pop(x)
+        # it loads m: on an instance with a free slot, else one whose least recently
+        # used model (the one evicted) has a copy elsewhere, else the most recently idled
+        cap = self.catalog.max_resident[self.ck[k]]
+        copies: dict[int, int] = {}
+        for i in self.instances_of[k]:
+            for x in res[i]:
+                copies[x] = copies.get(x, 0) + 1
+        best, score = len(idle) - 1, -1
+        for x in range(len(idle) - 1, -1, -1):
+            r = res[idle[x]]
+            s = 2 if len(r) < cap else (1 if copies[r[0]] > 1 else 0)
+            if s > score:
+                best, score = x, s
+                if s == 2:
+                    break
+        return idle.pop(best)
 
     def _to_device(self, j: int, k: int, bound: float) -> int | None:
         """queue_per_device: the instance of kind k with the least queued work takes j;

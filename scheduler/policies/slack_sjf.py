@@ -17,10 +17,12 @@ SLO still take accelerator time. Four changes, each cheap at dispatch:
    is scarce, at some risk to the CLIP SLO.
 4. Drop the hopeless: a job that can no longer meet its deadline even down-shifted is
    dropped at dispatch (Clockwork's rule), freeing the accelerator for one that can.
-5. Models stay where they are loaded: a free accelerator runs the job that is shortest
-   *on it*, counting the load a job of a model it does not hold would pay. With a long
-   tail of checkpoints (the production-like workload) residency-blind SJF loads a model
-   for most jobs.
+5. Models stay where they are loaded: a job goes to the kind where it finishes first
+   counting the load it pays where no instance holds its model, and a free accelerator
+   runs the job that is shortest *on it*, counting the load a job of a model it does
+   not hold would pay. With a long tail of checkpoints (the production-like workload)
+   residency-blind SJF loads a model for most jobs; these two cut the GPUs ours needs
+   for 90 % goodput there from 116 to 82 (with the simulator's eviction rule).
 6. Batch, but only as much as the queue needs: the chosen job's batch is filled with
    the shortest queued jobs of the same model, up to the profiled limit and to one
    more than the waiting jobs per instance. Few-step models run 8 jobs in 4x the time
@@ -97,11 +99,11 @@ class SlackSjf(Policy):
     def place(self, j: int, t: float) -> int | None:
         sim = self.sim
         slo = sim.latency_slo_s[sim.cls[j]]
-        k = sim.place_earliest_finish(j)
+        k = sim.place_earliest_finish(j, loads=True)
         if k is None or sim.finish_pred[j] <= slo:
             return k
         if self.downshift:
-            k = sim.place_earliest_finish(j, sim.options.relaxed)
+            k = sim.place_earliest_finish(j, sim.options.relaxed, loads=True)
             if k is not None and sim.finish_pred[j] <= slo:
                 return k
         # Backlog sums overstate waits when batches form, so only a job that misses

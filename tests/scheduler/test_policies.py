@@ -149,19 +149,25 @@ def test_slack_sjf_downshifts_steps_only_when_the_queue_is_long():
     assert (r.steps[0], r.steps[1], r.steps[-1]) == (5, 4, 5)
 
 
-def two_model_catalog(load_s: float = 5.0):
-    """Models a (style sa) and b (style sb) on kind X: 1 s per step, CLIP 10 per step,
-    `load_s` to load, one model resident at a time."""
+def two_model_catalog(load_s: float = 5.0, models: str = "ab", seconds_per_step=(1.0,)):
+    """Models a (style sa) and b (style sb) (or one per letter of `models`) on kind X:
+    1 s per step (one kind per entry of `seconds_per_step`: X, Y, ...), CLIP 10 per
+    step, `load_s` to load, one model resident at a time."""
     from scheduler.catalog import Catalog
 
     grid = np.arange(1, 11)
-    lat = {(0, 0): grid * 1.0, (1, 0): grid * 1.0}
     factor = np.full(9, np.inf)
     factor[1] = 1.0
-    return Catalog(models=["a", "b"], kinds=["X"], styles={"a": ("sa",), "b": ("sb",)},
-                   steps=grid, latency=lat, batch_factor={(0, 0): factor, (1, 0): factor},
-                   clip={0: grid * 10.0, 1: grid * 10.0}, load_s={0: load_s, 1: load_s},
-                   price_per_hour={0: 1.0}, max_resident={0: 1})  # fmt: skip
+    ks = range(len(seconds_per_step))
+    pairs = [(m, k) for m in range(len(models)) for k in ks]
+    return Catalog(models=list(models), kinds=["XYZ"[k] for k in ks],
+                   styles={m: (f"s{m}",) for m in models}, steps=grid,
+                   latency={(m, k): grid * seconds_per_step[k] for m, k in pairs},
+                   batch_factor=dict.fromkeys(pairs, factor),
+                   clip={m: grid * 10.0 for m in range(len(models))},
+                   load_s=dict.fromkeys(range(len(models)), load_s),
+                   price_per_hour=dict.fromkeys(ks, 1.0),
+                   max_resident=dict.fromkeys(ks, 1))  # fmt: skip
 
 
 def test_an_arriving_job_goes_to_the_idle_instance_that_holds_its_model():
@@ -177,6 +183,34 @@ def test_an_arriving_job_goes_to_the_idle_instance_that_holds_its_model():
     w = jobs([(a, 0.0), (b, 0.5), (a, 10.0)])
     r = run("fcfs", w, catalog=two_model_catalog(), cluster=two, config=cfg)
     assert list(r.finish) == pytest.approx([6.0, 6.5, 11.0])
+
+
+def test_a_load_evicts_a_model_that_has_another_copy_not_the_only_one():
+    """Three idle instances hold a, a and b; a job of c loads over one of the a copies,
+    so a later b job still finds b resident. The idle list would hand out b's instance
+    (the last to finish), and evicting it made that b job pay a second load."""
+    a, b, c = SloClass("sa", 1e6, 10.0), SloClass("sb", 1e6, 10.0), SloClass("sc", 1e6, 10.0)
+    cfg = SimConfig(clip_margin=0.0, clip_noise=0.0, cold_start=True)
+    w = jobs([(a, 0.0), (a, 0.0), (b, 0.0), (c, 10.0), (b, 20.0)])
+    cat = two_model_catalog(models="abc")
+    r = run("fcfs", w, catalog=cat, cluster=Cluster.parse("3xX"), config=cfg)
+    assert list(r.finish) == pytest.approx([6.0, 6.0, 6.0, 16.0, 21.0])
+
+
+def test_slack_sjf_places_a_job_where_its_model_is_counting_the_load_elsewhere():
+    """X runs 1 s per step, Y 2 s; loads take 5 s. A b job went to Y while X was busy;
+    a later b job finishes sooner on Y (2 s) than on idle X with a load (6 s): ours runs
+    it on Y, residency-blind placement loads it on X."""
+    a4, b1 = SloClass("sa", 1e6, 40.0), SloClass("sb", 1e6, 10.0)
+    w = jobs([(a4, 0.0), (b1, 0.1), (b1, 20.0)])
+    cat = two_model_catalog(seconds_per_step=(1.0, 2.0))
+    cluster = Cluster.parse("1xX+1xY")
+    cfg = SimConfig(clip_margin=0.0, relaxed_margin=0.0, clip_noise=0.0, cold_start=True)
+    ours = run(make_policy("slack-sjf", batching=False, downshift=False), w, cat, cluster, cfg)
+    assert list(ours.finish) == pytest.approx([9.0, 7.1, 22.0])
+    assert list(ours.kind) == [0, 1, 1]
+    sjf = run("sjf", w, cat, cluster, cfg)
+    assert sjf.finish[2] == pytest.approx(26.0) and sjf.kind[2] == 0
 
 
 def test_slack_sjf_runs_the_shortest_job_on_this_instance_counting_loads():
