@@ -5,8 +5,11 @@ it does not depend on how load is defined: the jobs and their arrival times are 
 only the cluster grows. Clusters grow in units of the configured cluster's mix reduced
 to its smallest whole form (8xA100+8xT4 grows as N x (1xA100+1xT4)); each policy's
 attainment (both SLOs met, share of ALL arrived jobs) is found by doubling the cluster
-until the highest target is met, then bisecting for each target. Attainment is assumed
+until each target is met, then bisecting. Attainment is assumed
 to grow with the cluster; every answer is a size that was simulated and met the target.
+A policy that down-shifts steps runs each target with the CLIP risk that target allows
+(`SimConfig.for_target`): the operator who asks for 99 % gets a scheduler that takes no
+more than 1 % risk on a down-shifted job.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from functools import reduce
 from scheduler.catalog import Catalog
 from scheduler.cluster import Cluster
 from scheduler.metrics import summarize
-from scheduler.policy import make_policy
+from scheduler.policy import make_policy, policy_class
 from scheduler.simulator import SimConfig, Simulator
 from scheduler.workload import Workload
 
@@ -65,26 +68,30 @@ def gpus_needed(
     hours = float(w.arrival[-1] - w.arrival[0]) / 3600.0
     out = []
     for p in policies:
-        seen: dict[int, float] = {}
+        adapts = policy_class(p).downshifts
+        seen: dict[float, dict[int, float]] = {}  # relaxed margin -> units -> attainment
 
-        def attainment(u: int, p=p, seen=seen) -> float:
-            if u not in seen:
-                r = Simulator(catalog, scaled(unit, u), make_policy(p), config).run(w)
-                seen[u] = summarize(r)["both_slo_met"]
-            return seen[u]
+        def attainment(u: int, cfg: SimConfig, p=p, seen=seen) -> float:
+            at = seen.setdefault(cfg.relaxed_margin, {})
+            if u not in at:
+                r = Simulator(catalog, scaled(unit, u), make_policy(p), cfg).run(w)
+                at[u] = summarize(r)["both_slo_met"]
+            return at[u]
 
-        hi = 1
-        while attainment(hi) < max(targets) and hi < max_units:
-            hi = min(2 * hi, max_units)
         for target in targets:
-            reached = [u for u in sorted(seen) if seen[u] >= target]
+            cfg = config.for_target(target) if adapts else config
+            hi = 1
+            while attainment(hi, cfg) < target and hi < max_units:
+                hi = min(2 * hi, max_units)
+            at = seen[cfg.relaxed_margin]
+            reached = [u for u in sorted(at) if at[u] >= target]
             if not reached:
-                out.append(Need(p, target, None, None, None, max(seen.values())))
+                out.append(Need(p, target, None, None, None, max(at.values())))
                 continue
-            lo, top = max((u for u in seen if u < reached[0]), default=0), reached[0]
+            lo, top = max((u for u in at if u < reached[0]), default=0), reached[0]
             while top - lo > 1:  # attainment(lo) < target <= attainment(top)
                 mid = (lo + top) // 2
-                lo, top = (lo, mid) if attainment(mid) >= target else (mid, top)
+                lo, top = (lo, mid) if attainment(mid, cfg) >= target else (mid, top)
             gpus = top * unit.size
-            out.append(Need(p, target, top, gpus, gpus * hours, seen[top]))
+            out.append(Need(p, target, top, gpus, gpus * hours, at[top]))
     return out

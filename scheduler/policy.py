@@ -48,6 +48,9 @@ class Policy(ABC):
     pays_load: ClassVar[bool] = True  # False only for the oracle's relaxation
     clip_margin_override: ClassVar[float | None] = None  # oracle plans at min_clip exactly
     completes_all: ClassVar[bool] = True  # False for policies that reject or drop jobs
+    # down-shifts steps within the min CLIP: its CLIP risk follows the goodput target
+    # (SimConfig.for_target); others ignore the relaxed margin
+    downshifts: ClassVar[bool] = False
 
     sim: Simulator
 

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from statistics import NormalDist
 
 import numpy as np
 
@@ -54,6 +55,8 @@ class SimConfig:
     # sigma, so 90 % of down-shifted jobs still meet their min CLIP. At 0 (min CLIP
     # exactly) half of them missed it, and slack-sjf needed 2.4x the GPUs for 95 %
     # goodput on bursty arrivals (44 vs 18 at 0.64; 28 with no down-shift at all)
+    # (= for_target(0.90)). Which is best depends on the goodput the operator asks for:
+    # see for_target
     relaxed_margin: float = 0.64
     clip_noise: float = 0.5
     cold_start: bool = True
@@ -70,6 +73,20 @@ class SimConfig:
     # then per instance). False: the instances of a kind share one queue (M/M/c)
     queue_per_device: bool = False
     log: bool = False  # keep the decision log (admit, reject, run, drop), for comparing
+
+    def for_target(self, goodput: float) -> SimConfig:
+        """The config for an operator who asks that `goodput` of all jobs meet both SLOs:
+        step down-shifting may then miss the CLIP SLO of at most 1 - goodput of the jobs
+        it down-shifts (a margin of z(goodput) sigma of the CLIP noise, at most the
+        planner's). A fixed margin served one target well and the others badly: on the
+        seed-0 jobs at load 1.0, slack-sjf needed 72 GPUs for 99 % on bursty arrivals at
+        0.64 (the 90 % margin) and 48 at 1.16 (the 99 % one), while 1.16 cost 14 GPUs
+        instead of 12 for 90 %."""
+        if not 0 < goodput <= 1:
+            raise InvalidInputError(f"goodput target: {goodput!r}: must be a share in (0, 1]")
+        z = NormalDist().inv_cdf(goodput) if goodput < 1 else math.inf
+        margin = min(self.clip_margin, max(0.0, z * self.clip_noise))
+        return replace(self, relaxed_margin=margin)
 
 
 @dataclass

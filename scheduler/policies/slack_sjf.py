@@ -88,6 +88,7 @@ class SlackSjf(Policy):
     key = PolicyKey.SLACK_SJF
     stands_for = "ours: SJF + slack rescue, early rejection, step down-shifting"
     completes_all = False
+    downshifts = True
 
     batching = True
 
