@@ -28,6 +28,16 @@ class Topics:
     def dead_letters(self) -> str:
         return f"{self.prefix}.dead-letters"
 
+    @property
+    def events(self) -> str:
+        """Progress and outcomes of every job (internal: the API reads it, serving writes)."""
+        return f"{self.prefix}.events"
+
+    @property
+    def control(self) -> str:
+        """Requests to serving about jobs it holds: cancel (internal: the API writes it)."""
+        return f"{self.prefix}.control"
+
     def results(self, tenant: str) -> str:
         """One results topic per tenant: a tenant reads only its own (grant ACLs on it)."""
         return f"{self.prefix}.results.{tenant}"
@@ -166,3 +176,53 @@ class JobsReader:
 
     def close(self) -> None:
         self.c.close()
+
+
+class TopicTail:
+    """Reads one single-partition topic from the start (or its end) in a thread and hands
+    each JSON message to `on_message`; a message that is not JSON is skipped. For the
+    internal events and control topics, which have no consumer group to join (joins
+    take ~23 s on Tansu)."""
+
+    def __init__(self, bootstrap: str, topic: str, on_message, *, from_end: bool = False):
+        import threading
+
+        self.bootstrap, self.topic, self.on_message = bootstrap, topic, on_message
+        self.from_end = from_end
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"tail-{topic}", daemon=True)
+
+    def start(self) -> TopicTail:
+        ensure_topics(self.bootstrap, [self.topic])
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        import json
+
+        from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
+
+        c = consumer(self.bootstrap, group=f"tail-{self.topic}")
+        c.assign([TopicPartition(self.topic, 0, OFFSET_END if self.from_end else OFFSET_BEGINNING)])
+        try:
+            while not self._stop.is_set():
+                m = c.poll(0.1)
+                if m is None or m.error():
+                    continue
+                try:
+                    msg = json.loads(m.value())
+                except ValueError:
+                    log.warning("%s: a message that is not JSON at offset %d", self.topic,
+                                m.offset())  # fmt: skip
+                    continue
+                try:
+                    self.on_message(msg)
+                except Exception:  # noqa: BLE001 - one message must not stop the tail
+                    log.exception("%s: handling the message at offset %d failed", self.topic,
+                                  m.offset())  # fmt: skip
+        finally:
+            c.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from sdaas.config import Settings
-from sdaas.errors import SdaasError
+from sdaas.errors import InvalidInputError, SdaasError
 from sdaas.records import model_key
 
 log = logging.getLogger("sdaas")
@@ -559,19 +559,20 @@ def cmd_results(args, settings: Settings) -> int:
     from sdaas.errors import NotFoundError
     from sdaas.table import format_table
 
+    tenant = _results_tenant(args, settings)
     store = ResultStore(result_store_path(settings), create=False)
     if args.job_id:
         deadline = _time.monotonic() + args.wait
         while True:
             try:
-                results = [store.get(args.tenant, args.job_id)]
+                results = [store.get(tenant, args.job_id)]
                 break
             except NotFoundError:
                 if _time.monotonic() >= deadline:
                     raise
                 _time.sleep(0.2)
     else:
-        results = store.for_tenant(args.tenant)
+        results = store.for_tenant(tenant)
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=2))
         return 0
@@ -594,6 +595,100 @@ def cmd_results(args, settings: Settings) -> int:
         )
     )
     return 0
+
+
+def _results_tenant(args, settings: Settings) -> str:
+    """Whose results: the tenant of an API key, or, for a local operator who says
+    --admin, the one named by --tenant."""
+    import os
+
+    key = args.key or os.environ.get("SDAAS_API_KEY")
+    if key:
+        from api.keys import TenantKeys
+
+        tenant = TenantKeys(_tenants_path(settings)).tenant_of(key)
+        if tenant is None:
+            raise InvalidInputError("--key: unknown or revoked API key")
+        if args.tenant and args.tenant != tenant:
+            raise InvalidInputError(f"--tenant {args.tenant}: your key is {tenant}'s")
+        return tenant
+    if args.admin and args.tenant:
+        return args.tenant
+    raise InvalidInputError(
+        "results are shown only to their tenant: pass --key KEY (or set SDAAS_API_KEY; "
+        "`sdaas tenants create NAME` makes one), or --admin --tenant T as the local operator"
+    )
+
+
+def _tenants_path(settings: Settings) -> Path:
+    return settings.data_dir / "api" / "tenants.db"
+
+
+def cmd_tenants(args, settings: Settings) -> int:
+    import time as _time
+
+    from api.keys import TenantKeys
+    from sdaas.table import format_table
+
+    keys = TenantKeys(_tenants_path(settings))
+    if args.action in ("create", "revoke") and not args.name:
+        raise InvalidInputError(f"tenants {args.action}: name the tenant")
+    if args.action == "create":
+        key = keys.create(args.name)
+        print(f"tenant {args.name}: API key (shown once; only a salted hash is kept):")
+        print(key)
+    elif args.action == "revoke":
+        n = keys.revoke(args.name)
+        print(f"tenant {args.name}: {n} key(s) revoked")
+    else:
+        when = "%Y-%m-%d %H:%M"
+        rows = [[t, str(n), _time.strftime(when, _time.localtime(ts))]
+                for t, n, ts in keys.tenants()]  # fmt: skip
+        print(format_table(["tenant", "keys", "since"], rows) if rows else "no tenants yet")
+    return 0
+
+
+def cmd_api(args, settings: Settings) -> int:
+    import uvicorn
+
+    from api.front import ApiConfig
+    from api.server import config
+    from pipelines.serving_setup import result_store_path
+    from sdaas.privacy import load_salt
+
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"note: the API listens on {args.host}: put TLS in front of it (keys are bearer "
+              "tokens)", file=sys.stderr)  # fmt: skip
+    cfg = ApiConfig(
+        bootstrap=_bootstrap(args, settings),
+        data_dir=settings.data_dir,
+        results_dir=result_store_path(settings).parent,
+        topics=_topics(args),
+        styles=tuple(_served_styles(settings)) or None,
+        rate_per_s=args.rate,
+        burst=args.burst,
+        max_in_flight=args.max_in_flight,
+        salt=load_salt(settings),
+    )
+    print(f"sdaas API on http://{args.host}:{args.port} (page /, docs /docs, metrics "
+          f"/metrics); Kafka at {cfg.bootstrap}; Ctrl-C stops", flush=True)  # fmt: skip
+    uvicorn.Server(config(cfg, args.host, args.port, "info")).run()
+    return 0
+
+
+def _topics(args):
+    from adapters.kafka_io import Topics
+
+    return Topics(args.topic_prefix)
+
+
+def _served_styles(settings: Settings) -> list[str]:
+    """The styles of the registered models (empty: none registered here)."""
+    from models.registry import Registry
+
+    if not settings.registry_path.exists():
+        return []
+    return Registry(settings.registry_path, model_roots=settings.model_roots).styles()
 
 
 def cmd_demo(args, settings: Settings) -> int:
@@ -930,12 +1025,47 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--resolution", type=_parse_resolution, help="WxH")
     sb.set_defaults(func=cmd_submit)
 
-    rs = sub.add_parser("results", help="a tenant's results (from the durable result store)")
-    rs.add_argument("--tenant", required=True, help="results are only ever shown to their tenant")
+    rs = sub.add_parser("results", help="a tenant's results (from the durable result store)",
+                        description="Results are only ever shown to their tenant: pass the "
+                        "tenant's API key (--key or SDAAS_API_KEY), or, as the local "
+                        "operator, --admin --tenant T.")  # fmt: skip
+    rs.add_argument("--key", help="the tenant's API key (default: env SDAAS_API_KEY)")
+    rs.add_argument("--tenant", help="with --admin: whose results")
+    rs.add_argument("--admin", action="store_true", help="local operator: any --tenant")
     rs.add_argument("--job-id", help="one job (exit 3 if the tenant has no such result)")
     rs.add_argument("--wait", type=float, default=0.0, help="with --job-id: wait up to S seconds")
     rs.add_argument("--json", action="store_true")
     rs.set_defaults(func=cmd_results)
+
+    tn = sub.add_parser(
+        "tenants",
+        help="tenants and their API keys",
+        description="`create NAME` prints a new API key once (only a salted scrypt hash is "
+        "stored); `list`; `revoke NAME` revokes its keys.",
+    )
+    tn.add_argument("action", choices=["create", "list", "revoke"])
+    tn.add_argument("name", nargs="?", help="the tenant (create, revoke)")
+    tn.set_defaults(func=cmd_tenants)
+
+    ap = sub.add_parser(
+        "api",
+        help="the HTTP API, the web page and /metrics (FastAPI on uvicorn)",
+        description="POST /v1/jobs (202 + job id), GET /v1/jobs[/ID], GET /v1/jobs/ID/events "
+        "(server-sent events: planned, started, step i/N, outcome), DELETE /v1/jobs/ID "
+        "(cancel), GET /v1/jobs/ID/image; Authorization: Bearer <key> from `sdaas tenants "
+        "create`. A producer onto the jobs topic and a reader of serving's events: run "
+        "`sdaas serve` beside it. The broker is internal: only serving and the API talk to it.",
+    )
+    kafka_args(ap)
+    ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
+                    "127.0.0.1: this machine only)")  # fmt: skip
+    ap.add_argument("--port", type=int, default=8000, help="default 8000")
+    ap.add_argument("--rate", type=float, default=20.0, help="submissions per second per "
+                    "tenant (default 20; 429 beyond)")  # fmt: skip
+    ap.add_argument("--burst", type=float, default=40.0, help="burst size (default 40)")
+    ap.add_argument("--max-in-flight", type=int, default=100, help="jobs per tenant without "
+                    "an outcome (default 100; 429 beyond)")  # fmt: skip
+    ap.set_defaults(func=cmd_api)
 
     d = sub.add_parser("demo", help="run the end-to-end demo on embedded defaults")
     d.add_argument("--steps", type=int, default=10, help="denoising steps per image (default 10)")

@@ -188,4 +188,4 @@ def serving_demo(settings: Settings, out=print) -> None:
         )
     )
     out(f"results per tenant: {folder}/<policy>/ (images under <tenant>/); "
-        "try `sdaas serve` + `sdaas submit` + `sdaas results --tenant T`")  # fmt: skip
+        "try `sdaas serve` + `sdaas submit` + `sdaas results --admin --tenant T`")  # fmt: skip

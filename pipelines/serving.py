@@ -221,6 +221,12 @@ class ServeWindow(beam.DoFn):
                 log.info("duplicate job %s/%s from %s skipped", j.tenant, j.job_id, p.source)
                 continue
             seen.add(key)
+            if key in self.runtime.cancel_early:  # cancelled before it was read
+                self.runtime.cancel_early.discard(key)
+                why = "cancelled at the tenant's request before it was scheduled"
+                self.store.put([replace(p, window=_window_name(window)).result(
+                    "cancelled", self.spec.policy, error=why)], [p.source])  # fmt: skip
+                continue
             try:
                 fresh.append((p, self._options(p, scale)))
             except Exception as exc:  # noqa: BLE001 - one job must never fail the window

@@ -38,6 +38,12 @@ from adapters.kafka_broker import reachable
 from adapters.kafka_io import JobsReader, RawRecord, Topics
 from adapters.result_store import ResultStore, StoreError
 from pipelines.serving import ServeJobs, ServingSpec, source_of
+from pipelines.serving_events import (
+    CancelListener,
+    EventPublisher,
+    dead_letter_event,
+    outcome_event,
+)
 from pipelines.serving_runtime import acquire_runtime, release_runtime
 from sdaas.errors import SdaasError
 
@@ -83,6 +89,7 @@ class Publisher:
         self.store, self.bootstrap, self.topics = store, bootstrap, topics
         self.producer = kafka_io.producer(bootstrap)
         self.tenant_topics: set[str] = set()
+        self.events_topic_ready = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -104,6 +111,15 @@ class Publisher:
                 self.producer.produce(
                     self.topics.dead_letters, key=d["source"], value=json.dumps(d)
                 )
+            # the API's feed: each outcome once it is durable (pipelines/serving_events.py)
+            events = [outcome_event(r) for r in results]
+            events += [e for d in letters if (e := dead_letter_event(d)) is not None]
+            if events and not self.events_topic_ready:
+                kafka_io.ensure_topics(self.bootstrap, [self.topics.events])
+                self.events_topic_ready = True
+            for e in events:
+                key = f"{e['tenant']}/{e['job_id']}"
+                self.producer.produce(self.topics.events, key=key, value=json.dumps(e))
             left = self.producer.flush(self.flush_timeout_s)
             if left:
                 raise SdaasError(f"{left} messages not delivered to {self.bootstrap}")
@@ -179,6 +195,12 @@ class ServingDriver:
         self.publisher.flush()  # what a crashed run stored but never published
         # models loaded, profiles probed, a device engine per device instance started
         self.runtime = acquire_runtime(self.spec)
+        # the front door's side: progress out, cancel requests in
+        self.events = EventPublisher(self.bootstrap, self.topics)
+        self.runtime.events = self.events.emit
+        self.cancels = CancelListener(self.bootstrap, self.topics,
+                                      self.runtime.cancel_request).start()  # fmt: skip
+        self.events.emit("", "", "ready", accelerators=self.spec.accelerators)
 
     def _refuse_vanished_store(self, path: Path) -> None:
         """No store, but images or committed offsets: it was deleted or moved, and an
@@ -383,5 +405,8 @@ class ServingDriver:
         self.progress(report.line())
 
     def close(self) -> None:
+        self.cancels.stop()
+        self.runtime.events = None
+        self.events.flush()
         release_runtime(self.spec)
         self.reader.close()

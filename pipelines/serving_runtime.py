@@ -36,7 +36,7 @@ from scheduler.catalog import Catalog
 from scheduler.cluster import Cluster
 from scheduler.live import CANCELLED, LIVE_CONFIG, LiveCore, LiveJob
 from scheduler.policy import make_policy
-from scheduler.simulator import DROPPED, REJECTED
+from scheduler.simulator import DROPPED, PENDING, REJECTED
 from sdaas.records import Job, JobResult, model_key
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,10 @@ class ServingRuntime:
                                              daemon=True)  # fmt: skip
         self._sink_thread.start()
         self.by_key: dict[tuple[str, str], int] = {}  # in flight: (tenant, job_id) -> index
+        # progress out (pipelines/serving_events.py: EventPublisher.emit); None: not sent
+        self.events = None
+        # cancel requests for jobs not handed over yet: answered when their record is read
+        self.cancel_early: set[tuple[str, str]] = set()
         self._orders: dict[tuple[str, str], int] = {}  # (window, device) -> next run order
         processes = spec.device_processes
         if processes is None:
@@ -155,7 +159,21 @@ class ServingRuntime:
             with self._w.cv:
                 for x, (p, _) in enumerate(fresh):
                     self.by_key[(p.request.tenant, p.request.job_id)] = first + x
-            return self.core.submit(jobs)
+            indices = self.core.submit(jobs)
+            if self.events is not None:  # before any device can report a start
+                for j in indices:
+                    if self.core.status[j] == PENDING:
+                        self._emit_planned(j)
+            return indices
+
+    def _emit_planned(self, j: int) -> None:
+        p = self._planned(j)
+        r = p.request
+        model, _, version = p.model_key.rpartition("@")
+        self.events(r.tenant, r.job_id, "planned", model=model, model_version=version,
+                    accelerator=p.accelerator, steps=p.steps,
+                    predicted_latency_s=round(p.predicted_s, 4),
+                    predicted_clip=round(p.predicted_clip, 3))  # fmt: skip
 
     def wait(self, indices, timeout: float | None = None) -> bool:
         """Until every one of these jobs has its outcome stored."""
@@ -187,6 +205,15 @@ class ServingRuntime:
         with self._w.cv:
             j = self.by_key.get((tenant, job_id))
         return j is not None and self.core.cancel(j)
+
+    def cancel_request(self, tenant: str, job_id: str) -> None:
+        """A tenant's cancel: in flight, cancelled in the core; not handed over yet (or
+        already answered), remembered: `ServeWindow` answers it `cancelled` if its
+        record comes (a job with a result is never run again anyway)."""
+        if not self.cancel(tenant, job_id):
+            with self._w.cv:
+                if len(self.cancel_early) < 100_000:
+                    self.cancel_early.add((tenant, job_id))
 
     def close(self) -> None:
         for e in self.engines:
@@ -222,10 +249,17 @@ class ServingRuntime:
         """A device's event for one job: never raises into the device loop."""
         try:
             a: Admitted = sj.payload
+            r = a.job.request
             if kind == "started":
                 key = (a.window, self.instances[data["device"]].id)
                 a.run_order = self._orders.get(key, 0)
                 self._orders[key] = a.run_order + 1
+                if self.events is not None:
+                    self.events(r.tenant, r.job_id, "started",
+                                device=self.instances[data["device"]].id)  # fmt: skip
+            elif kind == "step":
+                if self.events is not None:
+                    self.events(r.tenant, r.job_id, "step", step=data["step"], of=data["of"])
             elif kind == "done":
                 self._done(sj, a, data["device"], data["image"], data["run"], data["run_s"])
             elif kind == "failed":

@@ -16,7 +16,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("scheduler", "models"),  # the scheduling core and simulator; cards, backends, devices
     ("predictor", "engine"),  # features, LightGBM, MLflow, the planner; the device engine
     ("adapters",),  # I/O: Kafka in/out, the embedded broker, the result store, the client
-    ("pipelines",),  # Apache Beam pipelines: the profiling sweep, the serving front
+    ("pipelines", "api"),  # Beam pipelines (profiling sweep, serving front); the HTTP API
     ("cli",),  # the command line and the demos
 ]
 RANK = {pkg: i for i, layer in enumerate(LAYERS) for pkg in layer}

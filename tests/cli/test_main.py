@@ -158,12 +158,12 @@ def test_a_yaml_syntax_error_names_the_card_file_and_the_line(settings, tmp_path
 
 
 def test_results_reports_a_corrupted_or_missing_store_without_a_traceback(settings):
-    r = run_cli("--home", str(settings.home), "results", "--tenant", "a")
+    r = run_cli("--home", str(settings.home), "results", "--admin", "--tenant", "a")
     assert r.returncode == 1 and "no result store at" in r.stderr
     assert not (settings.data_dir / "results" / "results.db").exists()  # not created empty
     db = settings.data_dir / "results" / "results.db"
     db.parent.mkdir(parents=True)
     db.write_bytes(b"garbage" * 1000)
-    r = run_cli("--home", str(settings.home), "results", "--tenant", "a")
+    r = run_cli("--home", str(settings.home), "results", "--admin", "--tenant", "a")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert str(db) in r.stderr and "move it aside" in r.stderr

@@ -20,11 +20,11 @@ def test_submit_serve_results(serving_settings, broker):
     r = run_cli(*home, "serve", *kafka, "--idle-exit", "1.5", "--window-s", "1")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "1 in -> 1 done" in r.stdout
-    r = run_cli(*home, "results", "--tenant", "ann", "--job-id", "cli-1", "--json")
+    r = run_cli(*home, "results", "--admin", "--tenant", "ann", "--job-id", "cli-1", "--json")
     assert r.returncode == 0
     (res,) = json.loads(r.stdout)
     assert res["status"] == "done" and res["tenant"] == "ann" and res["image_uri"]
-    r = run_cli(*home, "results", "--tenant", "bob", "--job-id", "cli-1")
+    r = run_cli(*home, "results", "--admin", "--tenant", "bob", "--job-id", "cli-1")
     assert r.returncode == 3 and "no result for tenant 'bob'" in r.stderr  # not another's
     for text in (r.stdout, r.stderr):
         assert PROMPT not in text

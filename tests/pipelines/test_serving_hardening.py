@@ -201,7 +201,7 @@ def test_two_tenants_may_submit_the_same_job_id_and_see_only_their_own(serving_s
     assert r.returncode == 0, r.stdout + r.stderr
     assert "duplicate" not in r.stdout + r.stderr  # bob's job is not alice's
     for tenant in ("alice", "bob"):
-        r = run_cli(*home, "results", "--tenant", tenant, "--job-id", job_id, "--json")
+        r = run_cli(*home, "results", "--admin", "--tenant", tenant, "--job-id", job_id, "--json")
         (res,) = json.loads(r.stdout)
         assert (res["tenant"], res["status"]) == (tenant, "done")
         assert Path(res["image_uri"][7:]).parent.name == tenant

@@ -1,0 +1,307 @@
+"""The HTTP API (FastAPI; OpenAPI docs at /docs). Every /v1 route needs
+`Authorization: Bearer <key>` and sees only the caller's own jobs: another tenant's job
+id answers 404, exactly like one that does not exist.
+
+The request body is read as bytes and validated by the same `parse_job` as a record
+from Kafka, so the door and the pipeline accept the same jobs and a 422 names every
+problem (field, value, why) without ever quoting the prompt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+
+from api.front import ApiConfig, Front
+from api.job_book import OUTCOMES, STATUSES
+from api.limits import retry_after
+from sdaas.job_request import OPTIONAL, REQUIRED, JobRefused, parse_job
+from sdaas.limits import id_problem, show
+
+STATIC = Path(__file__).parent / "static"
+KEEPALIVE_S = 15.0
+
+
+class Problem(Exception):
+    """An HTTP error with a JSON body {"error": ..., "problems": [...]}."""
+
+    def __init__(self, code: int, error: str, problems=(), headers=None):
+        self.code, self.error, self.problems, self.headers = code, error, list(problems), headers
+
+
+def create_app(cfg: ApiConfig) -> FastAPI:
+    front = Front(cfg)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        front.start(asyncio.get_running_loop())
+        try:
+            yield
+        finally:
+            front.stop()
+
+    app = FastAPI(
+        title="sdaas",
+        summary="Stable Diffusion as a Service with per-request SLOs",
+        description="Submit a prompt with a style, a latency SLO and a minimum CLIP score; "
+        "sdaas picks the model, accelerator and steps. Authenticate with `Authorization: "
+        "Bearer <key>` (`sdaas tenants create NAME` prints one).",
+        lifespan=lifespan,
+    )
+    app.state.front = front
+
+    @app.exception_handler(Problem)
+    async def problem(_request: Request, exc: Problem):
+        front.metrics.refused.labels(str(exc.code)).inc()
+        body = {"error": exc.error}
+        if exc.problems:
+            body["problems"] = exc.problems
+        return JSONResponse(body, exc.code, headers=exc.headers)
+
+    async def tenant(authorization: str | None = Header(None)) -> str:
+        scheme, _, key = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise Problem(
+                401,
+                "missing API key: send `Authorization: Bearer <key>`",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        name = await run_in_threadpool(front.keys.tenant_of, key.strip())
+        if name is None:
+            raise Problem(401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+        return name
+
+    def own(t: str, job_id: str):
+        view = front.book.get(t, job_id)
+        if view is None:
+            raise Problem(404, f"job {show(job_id)}: not found")
+        return view
+
+    # -- jobs ---------------------------------------------------------------------------------
+    @app.post(
+        "/v1/jobs",
+        status_code=202,
+        tags=["jobs"],
+        summary="submit a job; 202 with its id once it is in Kafka",
+    )
+    async def submit(
+        request: Request, t: str = Depends(tenant), idempotency_key: str | None = Header(None)
+    ):
+        t0 = time.perf_counter()
+        raw = await request.body()
+        body = _object(raw)
+        job_id = _job_id(body, idempotency_key)
+        wait = front.buckets.take(t)
+        if wait > 0:
+            raise Problem(
+                429,
+                f"rate limit: {cfg.rate_per_s:g} jobs/s per tenant (bursts of {cfg.burst:g})",
+                headers={"Retry-After": retry_after(wait)},
+            )
+        if "tenant" in body and body["tenant"] != t:
+            raise Problem(
+                422,
+                "invalid job",
+                [f"tenant: {show(body['tenant'])}: set by your API key; leave it out"],
+            )
+        msg = {**body, "tenant": t, "job_id": job_id, "submitted_ts": time.time()}
+        try:
+            job = parse_job(json.dumps(msg).encode(), list(cfg.styles) if cfg.styles else None)
+        except JobRefused as exc:
+            raise Problem(422, "invalid job", exc.reason.split("; ")) from None
+        fingerprint = front.fingerprint({k: v for k, v in body.items() if k != "job_id"})
+        earlier = front.book.accept(t, job_id, fingerprint)
+        if earlier is not None:
+            if earlier != fingerprint:
+                raise Problem(
+                    409,
+                    f"job {job_id!r} exists with a different request: use a new "
+                    "job id or Idempotency-Key",
+                )
+            return {"job_id": job_id, "status_url": f"/v1/jobs/{job_id}", "retry": True}
+        if front.book.in_flight(t) > cfg.max_in_flight:
+            front.book.forget(t, job_id)
+            raise Problem(
+                429,
+                f"in-flight quota: at most {cfg.max_in_flight} jobs per tenant without an outcome",
+                headers={"Retry-After": "1"},
+            )
+        try:
+            await front.send(cfg.topics.jobs, job_id, job.to_json())
+        except Exception as exc:  # noqa: BLE001 - the client may retry with the same key
+            front.book.forget(t, job_id)
+            raise Problem(
+                503,
+                f"the job could not be queued ({type(exc).__name__}); retry "
+                "with the same Idempotency-Key",
+                headers={"Retry-After": "1"},
+            ) from None
+        front.metrics.jobs.labels(t, "accepted").inc()
+        front.metrics.submit_s.observe(time.perf_counter() - t0)
+        return {"job_id": job_id, "status_url": f"/v1/jobs/{job_id}"}
+
+    @app.get("/v1/jobs", tags=["jobs"], summary="your jobs, newest first")
+    async def list_jobs(
+        t: str = Depends(tenant),
+        status: str | None = None,
+        limit: int = Query(50, ge=1, le=500),
+        before: float | None = Query(None, description="next page: the last submitted_ts you got"),
+    ):
+        if status is not None and status not in STATUSES:
+            raise Problem(
+                422, "invalid filter", [f"status: {show(status)}: one of {', '.join(STATUSES)}"]
+            )
+        views = front.book.list(t, status=status, limit=limit, before=before)
+        nxt = views[-1].submitted_ts if len(views) == limit else None
+        return {"jobs": [v.to_json() for v in views], "next_before": nxt}
+
+    @app.get("/v1/jobs/{job_id}", tags=["jobs"], summary="status, plan and outcome")
+    async def get_job(job_id: str, t: str = Depends(tenant)):
+        return own(t, job_id).to_json()
+
+    @app.delete(
+        "/v1/jobs/{job_id}",
+        status_code=202,
+        tags=["jobs"],
+        summary="cancel: queued at once, running at its next step",
+    )
+    async def cancel(job_id: str, t: str = Depends(tenant)):
+        view = own(t, job_id)
+        if view.status in OUTCOMES:
+            raise Problem(409, f"job {job_id!r} already ended: {view.status}")
+        front.book.request_cancel(t, job_id)
+        msg = {"op": "cancel", "tenant": t, "job_id": job_id, "ts": time.time()}
+        await front.send(cfg.topics.control, f"{t}/{job_id}", json.dumps(msg).encode())
+        return {"job_id": job_id, "cancel_requested": True}
+
+    @app.get(
+        "/v1/jobs/{job_id}/events",
+        tags=["jobs"],
+        summary="server-sent events: accepted, planned, started, step, outcome",
+    )
+    async def events(
+        job_id: str,
+        request: Request,
+        t: str = Depends(tenant),
+        last_event_id: str | None = Header(None),
+    ):
+        own(t, job_id)
+        start = int(last_event_id) if (last_event_id or "").isdigit() else -1
+
+        async def stream():
+            seq = start
+            while True:
+                for s, event, data in front.book.events_after(t, job_id, seq):
+                    seq = s
+                    yield f"id: {s}\nevent: {event}\ndata: {json.dumps(data)}\n\n"
+                    if event in OUTCOMES:
+                        return
+                if await request.is_disconnected():
+                    return
+                if not await front.wait_event((t, job_id), KEEPALIVE_S):
+                    yield ": keep-alive\n\n"
+
+        return StreamingResponse(
+            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+
+    @app.get("/v1/jobs/{job_id}/image", tags=["jobs"], summary="the image (PNG) of a done job")
+    async def image(job_id: str, t: str = Depends(tenant)):
+        view = own(t, job_id)
+        uri = (view.result or {}).get("image_uri", "")
+        path = Path(unquote(urlparse(uri).path)) if uri.startswith("file:") else None
+        root = Path(cfg.results_dir).resolve()
+        if (
+            view.status != "done"
+            or path is None
+            or not path.is_file()
+            or path.resolve().parent != root / t
+            or path.name != f"{job_id}.png"
+        ):
+            raise Problem(404, f"job {job_id!r}: no image ({view.status})")
+        return FileResponse(path, media_type="image/png")
+
+    # -- operations -------------------------------------------------------------------------
+    @app.get(
+        "/v1/ops",
+        tags=["operations"],
+        summary="the operator view: attainment per minute, queues, your recent jobs",
+    )
+    async def ops(t: str = Depends(tenant)):
+        return {
+            "attainment": [
+                {"minute": m, "ended": n, "met": met}
+                for m, n, met in front.book.attainment_by_minute()
+            ],
+            "queued": front.book.queued_by_accelerator(),
+            "running": front.book.running_by_device(),
+            "counts": front.book.counts(),
+            "recent": [v.to_json() for v in front.book.list(t, limit=20)],
+        }
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    async def metrics():
+        return Response(generate_latest(front.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz", tags=["operations"], summary="the process answers")
+    async def healthz():
+        return {"ok": True}
+
+    @app.get("/readyz", tags=["operations"], summary="broker answers and serving is ready")
+    async def readyz():
+        ok, why = await run_in_threadpool(front.ready)
+        return JSONResponse({"ready": ok, "why": why}, 200 if ok else 503)
+
+    # -- the page --------------------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return HTMLResponse((STATIC / "index.html").read_text())
+
+    @app.get("/app.js", include_in_schema=False)
+    async def script():
+        return Response((STATIC / "app.js").read_text(), media_type="text/javascript")
+
+    return app
+
+
+def _object(raw: bytes) -> dict:
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise Problem(422, "invalid job", ["body: not a JSON object (UTF-8)"]) from None
+    if not isinstance(body, dict):
+        raise Problem(
+            422, "invalid job", [f"body: a JSON {type(body).__name__}: must be an object"]
+        )
+    unknown = sorted(set(body) - set(REQUIRED) - set(OPTIONAL))
+    if unknown:
+        raise Problem(422, "invalid job", [f"{show(k)}: unknown field" for k in unknown])
+    return body
+
+
+def _job_id(body: dict, idempotency_key: str | None) -> str:
+    """The job's id: the body's job_id, else the Idempotency-Key, else a new one."""
+    given = body.get("job_id")
+    if idempotency_key is not None:
+        if why := id_problem(idempotency_key):
+            raise Problem(422, "invalid job", [f"Idempotency-Key: {show(idempotency_key)}: {why}"])
+        if given is not None and given != idempotency_key:
+            raise Problem(
+                422, "invalid job", ["job_id: differs from the Idempotency-Key; send one of them"]
+            )
+        return idempotency_key
+    if given is None:
+        return uuid.uuid4().hex[:16]
+    if why := id_problem(given):
+        raise Problem(422, "invalid job", [f"job_id: {show(given)}: {why}"])
+    return given

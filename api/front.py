@@ -1,0 +1,148 @@
+"""What the routes stand on: the tenants' keys, the job book, Kafka in and out.
+
+`Front` sends a job onto the jobs topic and waits for the broker's acknowledgement (a
+202 means the job is in Kafka, not just in this process), and follows the events topic
+into the job book, waking whoever streams a job's events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from adapters import kafka_io
+from adapters.kafka_broker import reachable
+from adapters.kafka_io import Topics, TopicTail
+from api.job_book import OUTCOMES, JobBook
+from api.keys import TenantKeys
+from api.limits import TokenBuckets
+from api.metrics import ApiMetrics
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """bootstrap: the (internal) Kafka broker. data_dir: where the tenants' keys and the
+    job book live. styles: the served styles, checked at the door (None: serving checks).
+    rate_per_s / burst: submissions per tenant; max_in_flight: jobs per tenant without an
+    outcome; results_dir: where serving stores images (only files under it are served)."""
+
+    bootstrap: str
+    data_dir: Path
+    results_dir: Path
+    topics: Topics = Topics()
+    styles: tuple[str, ...] | None = None
+    rate_per_s: float = 20.0
+    burst: float = 40.0
+    max_in_flight: int = 100
+    salt: bytes = b""
+
+    @property
+    def keys_path(self) -> Path:
+        return Path(self.data_dir) / "api" / "tenants.db"
+
+    @property
+    def book_path(self) -> Path:
+        return Path(self.data_dir) / "api" / "jobs.db"
+
+
+class Front:
+    def __init__(self, cfg: ApiConfig):
+        self.cfg = cfg
+        self.keys = TenantKeys(cfg.keys_path)
+        self.book = JobBook(cfg.book_path)
+        self.metrics = ApiMetrics(self.book)
+        self.buckets = TokenBuckets(cfg.rate_per_s, cfg.burst)
+        self.ready_accelerators: list[str] | None = None  # set by serving's `ready`
+        self._waiters: dict[tuple[str, str], set[asyncio.Event]] = defaultdict(set)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = threading.Event()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        t = self.cfg.topics
+        kafka_io.ensure_topics(self.cfg.bootstrap, [t.jobs, t.events, t.control])
+        self.producer = kafka_io.producer(self.cfg.bootstrap)
+        self._poller = threading.Thread(target=self._poll, name="api-producer", daemon=True)
+        self._poller.start()
+        self.feed = TopicTail(self.cfg.bootstrap, t.events, self._on_event).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.feed.stop()
+        self._poller.join(timeout=5)
+        self.producer.flush(5)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.producer.poll(0.02)  # delivery callbacks run here
+
+    # -- Kafka out ------------------------------------------------------------------------
+    async def send(self, topic: str, key: str, value: bytes, timeout: float = 5.0) -> None:
+        """Produce and wait for the broker's acknowledgement; raises on failure."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future = loop.create_future()
+
+        def delivered(err, _msg):
+            def settle():
+                if done.done():
+                    return
+                if err is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(ConnectionError(str(err)))
+
+            loop.call_soon_threadsafe(settle)
+
+        self.producer.produce(topic, value, key=key, on_delivery=delivered)
+        await asyncio.wait_for(done, timeout)
+
+    def fingerprint(self, body: dict) -> str:
+        """A keyed hash of a request (prompt included, never stored as such)."""
+        canon = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(self.cfg.salt + canon).hexdigest()[:32]
+
+    # -- Kafka in ---------------------------------------------------------------------------
+    def _on_event(self, msg: dict) -> None:
+        if msg.get("event") == "ready":
+            self.ready_accelerators = list(msg.get("accelerators") or [])
+            return
+        if not self.book.apply(msg):
+            return
+        event = msg.get("event")
+        if event in OUTCOMES:
+            self.metrics.outcome(msg["tenant"], event, msg.get("result") or {})
+        key = (msg["tenant"], msg["job_id"])
+        if self._loop is not None and key in self._waiters:
+            self._loop.call_soon_threadsafe(self._wake, key)
+
+    def _wake(self, key) -> None:
+        for e in self._waiters.get(key, ()):
+            e.set()
+
+    async def wait_event(self, key: tuple[str, str], timeout: float) -> bool:
+        """Until the next event of this job (True) or the timeout (False)."""
+        e = asyncio.Event()
+        self._waiters[key].add(e)
+        try:
+            await asyncio.wait_for(e.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._waiters[key].discard(e)
+            if not self._waiters[key]:
+                del self._waiters[key]
+
+    # -- health ---------------------------------------------------------------------------
+    def ready(self) -> tuple[bool, str]:
+        if not reachable(self.cfg.bootstrap):
+            return False, f"the Kafka broker at {self.cfg.bootstrap} does not answer"
+        if self.ready_accelerators is None:
+            return False, "no serving process has said it is ready (models loaded) yet"
+        return True, "ready"

@@ -1,0 +1,276 @@
+"""The API's own book of the jobs it accepted, and each job's events, in sqlite.
+
+Keyed by (tenant, job_id), like every other store here: two tenants may use the same
+job id and neither learns of the other. A job's status only moves forward
+(accepted -> planned -> running -> an outcome), whatever order events arrive in; the
+outcome, once there, is final. No prompt is stored: the request's fingerprint (for
+idempotency) is a keyed hash of it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+OUTCOMES = ("done", "rejected", "failed", "cancelled")
+STATUSES = ("accepted", "planned", "running", *OUTCOMES)
+_RANK = {"accepted": 0, "planned": 1, "running": 2, **dict.fromkeys(OUTCOMES, 3)}
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    tenant TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    status TEXT NOT NULL,
+    submitted_ts REAL NOT NULL,
+    updated_ts REAL NOT NULL,
+    accelerator TEXT NOT NULL DEFAULT '',
+    device TEXT NOT NULL DEFAULT '',
+    plan TEXT NOT NULL DEFAULT '{}',
+    step INTEGER NOT NULL DEFAULT 0,
+    steps INTEGER NOT NULL DEFAULT 0,
+    result TEXT NOT NULL DEFAULT '{}',
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant, job_id)
+);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(tenant, status, submitted_ts);
+CREATE TABLE IF NOT EXISTS events (
+    tenant TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (tenant, job_id, seq)
+);
+"""
+
+
+@dataclass(frozen=True)
+class JobView:
+    """What a tenant may see of one of its jobs."""
+
+    job_id: str
+    status: str
+    submitted_ts: float
+    updated_ts: float
+    plan: dict
+    step: int
+    steps: int
+    result: dict
+    cancel_requested: bool
+
+    def to_json(self) -> dict:
+        d = {
+            "job_id": self.job_id,
+            "status": self.status,
+            "submitted_ts": self.submitted_ts,
+            "updated_ts": self.updated_ts,
+            "plan": self.plan or None,
+            "progress": {"step": self.step, "of": self.steps} if self.steps else None,
+            "outcome": self.result or None,
+        }
+        if self.cancel_requested and self.status not in OUTCOMES:
+            d["cancel_requested"] = True
+        return d
+
+
+class JobBook:
+    def __init__(self, path: Path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    # -- the API's writes ---------------------------------------------------------------
+    def accept(self, tenant: str, job_id: str, fingerprint: str) -> str | None:
+        """Enter a new job: None when it is new, else the fingerprint it was entered
+        with (a retry: the same request; or the id reused for another one)."""
+        now = time.time()
+        with self._lock:
+            row = self._db.execute(
+                "SELECT fingerprint FROM jobs WHERE tenant=? AND job_id=?", (tenant, job_id)
+            ).fetchone()
+            if row:
+                return row[0]
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO jobs(tenant, job_id, fingerprint, status, submitted_ts, "
+                "updated_ts) VALUES (?,?,?,?,?,?)",
+                (tenant, job_id, fingerprint, "accepted", now, now),
+            )
+            self._add_event(tenant, job_id, "accepted", {"ts": now})
+            self._db.execute("COMMIT")
+        return None
+
+    def forget(self, tenant: str, job_id: str) -> None:
+        """Undo `accept` (the job could not be sent to Kafka)."""
+        with self._lock:
+            self._db.execute("DELETE FROM jobs WHERE tenant=? AND job_id=?", (tenant, job_id))
+            self._db.execute("DELETE FROM events WHERE tenant=? AND job_id=?", (tenant, job_id))
+
+    def request_cancel(self, tenant: str, job_id: str) -> str | None:
+        """Mark a cancel request; the job's status (None: no such job of this tenant)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT status FROM jobs WHERE tenant=? AND job_id=?", (tenant, job_id)
+            ).fetchone()
+            if row and row[0] not in OUTCOMES:
+                self._db.execute(
+                    "UPDATE jobs SET cancel_requested=1 WHERE tenant=? AND job_id=?",
+                    (tenant, job_id),
+                )
+        return row[0] if row else None
+
+    # -- serving's events -----------------------------------------------------------------
+    def apply(self, msg: dict) -> bool:
+        """One event from serving; False when it is not about a job in this book."""
+        tenant, job_id, event = msg.get("tenant"), msg.get("job_id"), msg.get("event")
+        if not isinstance(tenant, str) or not isinstance(job_id, str) or event is None:
+            return False
+        data = {k: v for k, v in msg.items() if k not in ("tenant", "job_id", "event")}
+        with self._lock:
+            row = self._db.execute(
+                "SELECT status FROM jobs WHERE tenant=? AND job_id=?", (tenant, job_id)
+            ).fetchone()
+            if row is None or row[0] in OUTCOMES:
+                return False  # not ours, or already final (an at-least-once repeat)
+            status = {"planned": "planned", "started": "running", "step": "running"}.get(
+                event, event if event in OUTCOMES else None
+            )
+            if status is None:
+                return False
+            sets, args = ["updated_ts=?"], [time.time()]
+            if _RANK[status] >= _RANK[row[0]]:
+                sets.append("status=?")
+                args.append(status)
+            if event == "planned":
+                sets += ["plan=?", "accelerator=?", "steps=?"]
+                args += [json.dumps(data), data.get("accelerator", ""), data.get("steps", 0)]
+            elif event == "started":
+                sets.append("device=?")
+                args.append(data.get("device", ""))
+            elif event == "step":
+                sets += ["step=MAX(step, ?)", "steps=?"]
+                args += [int(data.get("step", 0)), int(data.get("of", 0))]
+            else:
+                result = data.get("result") or {"status": event, "error": data.get("error", "")}
+                sets.append("result=?")
+                args.append(json.dumps(result))
+            self._db.execute("BEGIN")
+            self._db.execute(
+                f"UPDATE jobs SET {', '.join(sets)} WHERE tenant=? AND job_id=?",
+                (*args, tenant, job_id),
+            )
+            self._add_event(tenant, job_id, event, data)
+            self._db.execute("COMMIT")
+        return True
+
+    def _add_event(self, tenant: str, job_id: str, event: str, data: dict) -> None:
+        self._db.execute(
+            "INSERT INTO events(tenant, job_id, seq, event, data) SELECT ?, ?, "
+            "COALESCE(MAX(seq), -1) + 1, ?, ? FROM events WHERE tenant=? AND job_id=?",
+            (tenant, job_id, event, json.dumps(data), tenant, job_id),
+        )
+
+    # -- reads ------------------------------------------------------------------------------
+    def get(self, tenant: str, job_id: str) -> JobView | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT job_id, status, submitted_ts, updated_ts, plan, step, steps, result, "
+                "cancel_requested FROM jobs WHERE tenant=? AND job_id=?",
+                (tenant, job_id),
+            ).fetchone()
+        return _view(row) if row else None
+
+    def events_after(self, tenant: str, job_id: str, seq: int) -> list[tuple[int, str, dict]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, event, data FROM events WHERE tenant=? AND job_id=? AND seq>? "
+                "ORDER BY seq",
+                (tenant, job_id, seq),
+            ).fetchall()
+        return [(s, e, json.loads(d)) for s, e, d in rows]
+
+    def list(
+        self,
+        tenant: str,
+        *,
+        status: str | None = None,
+        limit: int = 50,
+        before: float | None = None,
+    ) -> list[JobView]:
+        """The tenant's jobs, newest first; `before`: submitted before (the next page)."""
+        q = (
+            "SELECT job_id, status, submitted_ts, updated_ts, plan, step, steps, result, "
+            "cancel_requested FROM jobs WHERE tenant=?"
+        )
+        args: list = [tenant]
+        if status:
+            q += " AND status=?"
+            args.append(status)
+        if before is not None:
+            q += " AND submitted_ts<?"
+            args.append(before)
+        q += " ORDER BY submitted_ts DESC, job_id LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            rows = self._db.execute(q, args).fetchall()
+        return [_view(r) for r in rows]
+
+    def in_flight(self, tenant: str) -> int:
+        """The tenant's jobs without an outcome (the in-flight quota)."""
+        with self._lock:
+            (n,) = self._db.execute(
+                "SELECT COUNT(*) FROM jobs WHERE tenant=? AND status IN "
+                "('accepted','planned','running')",
+                (tenant,),
+            ).fetchone()
+        return n
+
+    def counts(self) -> dict[str, int]:
+        """Jobs per status over all tenants (no ids: for metrics and the operator view)."""
+        with self._lock:
+            rows = self._db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+            return dict(rows.fetchall())
+
+    def queued_by_accelerator(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT accelerator, COUNT(*) FROM jobs WHERE status='planned' GROUP BY accelerator"
+            )
+            return dict(rows.fetchall())
+
+    def running_by_device(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT device, COUNT(*) FROM jobs WHERE status='running' GROUP BY device"
+            )
+            return dict(rows.fetchall())
+
+    def attainment_by_minute(self, since_s: float = 3600.0) -> list[tuple[float, int, int]]:
+        """(minute start, outcomes, both SLOs met) over all tenants, for the last hour."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT CAST(updated_ts / 60 AS INTEGER) * 60, result FROM jobs "
+                "WHERE status IN ('done','rejected','failed','cancelled') AND updated_ts>?",
+                (time.time() - since_s,),
+            ).fetchall()
+        out: dict[float, list[int]] = {}
+        for minute, body in rows:
+            r = json.loads(body)
+            c = out.setdefault(float(minute), [0, 0])
+            c[0] += 1
+            c[1] += bool(r.get("latency_slo_met") and r.get("clip_slo_met"))
+        return [(m, n, met) for m, (n, met) in sorted(out.items())]
+
+
+def _view(row) -> JobView:
+    job_id, status, sub, upd, plan, step, steps, result, cancel = row
+    return JobView(
+        job_id, status, sub, upd, json.loads(plan), step, steps, json.loads(result), bool(cancel)
+    )

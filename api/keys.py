@@ -1,0 +1,103 @@
+"""Tenants and their API keys. A key is shown once, when it is made; only a salted
+scrypt hash is stored, so a copy of the database gives nobody a key.
+
+A key reads `sdaas_<key id>.<secret>`: the key id finds the row without trying every
+hash, the secret (32 random bytes) is what scrypt checks. Checking costs tens of
+milliseconds by design, so a key that was checked once is remembered in this process
+(by its SHA-256, never the key itself) and later requests cost a dictionary look-up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from sdaas.errors import InvalidInputError
+from sdaas.limits import id_problem, show
+
+PREFIX = "sdaas_"
+# scrypt cost: n=2**14, r=8, p=1 (16 MiB, ~50 ms here): the interactive-login figure of
+# the scrypt paper; keys are random, so this guards against a stolen database only
+SCRYPT = {"n": 2**14, "r": 8, "p": 1, "maxmem": 64 * 1024 * 1024, "dklen": 32}
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tenants (
+    key_id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    salt BLOB NOT NULL,
+    hash BLOB NOT NULL,
+    created_ts REAL NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+def _hash(secret: str, salt: bytes) -> bytes:
+    return hashlib.scrypt(secret.encode(), salt=salt, **SCRYPT)
+
+
+class TenantKeys:
+    """The tenants table (sqlite): create a tenant's key, check a presented key."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+        self._checked: dict[bytes, str] = {}  # sha256(key) -> tenant
+
+    def create(self, tenant: str) -> str:
+        """A new key for `tenant` (a tenant may hold several); returned once, never stored."""
+        why = id_problem(tenant)
+        if why:
+            raise InvalidInputError(f"tenant: {show(tenant)}: {why}")
+        key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
+        salt = secrets.token_bytes(16)
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO tenants(key_id, tenant, salt, hash, created_ts) VALUES (?,?,?,?,?)",
+                (key_id, tenant, salt, _hash(secret, salt), time.time()),
+            )
+        return f"{PREFIX}{key_id}.{secret}"
+
+    def tenant_of(self, key: str | None) -> str | None:
+        """The tenant a presented key belongs to, or None (unknown, malformed, revoked)."""
+        if not key or not key.startswith(PREFIX) or "." not in key or len(key) > 200:
+            return None
+        digest = hashlib.sha256(key.encode()).digest()
+        with self._lock:
+            if digest in self._checked:
+                return self._checked[digest]
+            key_id, _, secret = key[len(PREFIX) :].partition(".")
+            row = self._db.execute(
+                "SELECT tenant, salt, hash FROM tenants WHERE key_id = ? AND revoked = 0",
+                (key_id,),
+            ).fetchone()
+        if row is None or not hmac.compare_digest(_hash(secret, row[1]), row[2]):
+            return None
+        with self._lock:
+            self._checked[digest] = row[0]
+        return row[0]
+
+    def tenants(self) -> list[tuple[str, int, float]]:
+        """(tenant, active keys, first created) for `sdaas tenants list`."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT tenant, COUNT(*), MIN(created_ts) FROM tenants WHERE revoked = 0 "
+                "GROUP BY tenant ORDER BY tenant"
+            ).fetchall()
+
+    def revoke(self, tenant: str) -> int:
+        """Revoke every key of `tenant`; how many."""
+        with self._lock:
+            n = self._db.execute(
+                "UPDATE tenants SET revoked = 1 WHERE tenant = ? AND revoked = 0", (tenant,)
+            ).rowcount
+            self._checked = {d: t for d, t in self._checked.items() if t != tenant}
+        return n

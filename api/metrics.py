@@ -1,0 +1,92 @@
+"""Prometheus metrics of the front door (`/metrics`). Labels are tenants, models, step
+counts, accelerators and devices: never a prompt, never a job id."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+from api.job_book import OUTCOMES, JobBook
+
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
+RATIO_BUCKETS = (0.25, 0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2, 4, 15)
+
+
+class _BookGauges:
+    """Gauges read from the job book at scrape time: queue per accelerator, jobs running
+    per device, SLO attainment over the jobs with an outcome."""
+
+    def __init__(self, book: JobBook):
+        self.book = book
+
+    def collect(self):
+        q = GaugeMetricFamily(
+            "sdaas_queue_depth", "jobs planned, not started", labels=["accelerator"]
+        )
+        for acc, n in self.book.queued_by_accelerator().items():
+            q.add_metric([acc or "unplaced"], n)
+        yield q
+        r = GaugeMetricFamily(
+            "sdaas_running_jobs", "jobs running (in-flight batch size)", labels=["device"]
+        )
+        for dev, n in self.book.running_by_device().items():
+            r.add_metric([dev or "unknown"], n)
+        yield r
+        minutes = self.book.attainment_by_minute()
+        ended = sum(n for _, n, _ in minutes)
+        met = sum(m for _, _, m in minutes)
+        yield GaugeMetricFamily(
+            "sdaas_slo_attainment",
+            "share of jobs ended in the last hour that met both SLOs",
+            value=met / ended if ended else 0.0,
+        )
+
+
+class ApiMetrics:
+    def __init__(self, book: JobBook):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.jobs = Counter(
+            "sdaas_jobs",
+            "jobs by outcome (accepted at the door, then done/rejected/failed/cancelled)",
+            ["tenant", "outcome"],
+            registry=r,
+        )
+        self.refused = Counter(
+            "sdaas_requests_refused", "requests refused at the door", ["code"], registry=r
+        )
+        self.latency = Histogram(
+            "sdaas_job_latency_seconds",
+            "submission to result, done jobs",
+            ["model", "steps"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.predictor_error = Histogram(
+            "sdaas_predictor_error_ratio",
+            "observed run time / predicted latency, done jobs",
+            ["model", "accelerator"],
+            buckets=RATIO_BUCKETS,
+            registry=r,
+        )
+        self.submit_s = Histogram(
+            "sdaas_submit_seconds",
+            "POST /v1/jobs to its 202",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            registry=r,
+        )
+        r.register(_BookGauges(book))
+
+    def outcome(self, tenant: str, event: str, result: dict) -> None:
+        if event not in OUTCOMES:
+            return
+        self.jobs.labels(tenant, event).inc()
+        if event != "done":
+            return
+        model = result.get("model", "")
+        self.latency.labels(model, str(result.get("steps", 0))).observe(result.get("jct_s", 0.0))
+        pred = result.get("predicted_latency_s") or 0.0
+        if pred > 0:
+            self.predictor_error.labels(model, result.get("accelerator", "")).observe(
+                result.get("run_s", 0.0) / pred
+            )

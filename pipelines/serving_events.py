@@ -1,0 +1,87 @@
+"""Serving's side of the front door: progress events out, cancel requests in.
+
+Events (`Topics.events`, internal): one JSON message per step of a job's life, keyed by
+tenant/job_id: `planned` (model, accelerator, steps, predictions), `started`, `step`
+(i of N), and the outcome (`done`, `rejected`, `failed`, `cancelled`, with the result),
+which the publisher sends from the result store once the result is durable. Progress
+events are best effort: a lost `step` costs a progress bar a tick, never a result.
+A `ready` event says serving has its models loaded (the API's readiness).
+
+Control (`Topics.control`, internal): `{"op": "cancel", "tenant", "job_id"}`. A job in
+flight is cancelled in the core (queued: at once; running: at its next step boundary);
+one not handed over yet is remembered and answered `cancelled` when its record is read.
+No prompt is ever part of either topic.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+
+from adapters import kafka_io
+from adapters.kafka_io import Topics, TopicTail
+from sdaas.limits import id_problem
+from sdaas.records import JobResult
+
+log = logging.getLogger(__name__)
+
+
+class EventPublisher:
+    """Produces job events; thread-safe (the devices' threads call it)."""
+
+    def __init__(self, bootstrap: str, topics: Topics):
+        self.topic = topics.events
+        kafka_io.ensure_topics(bootstrap, [self.topic])
+        self.producer = kafka_io.producer(bootstrap)
+
+    def emit(self, tenant: str, job_id: str, event: str, **data) -> None:
+        msg = {"tenant": tenant, "job_id": job_id, "event": event, "ts": time.time(), **data}
+        try:
+            self.producer.produce(self.topic, key=f"{tenant}/{job_id}", value=json.dumps(msg))
+            self.producer.poll(0)
+        except Exception as exc:  # noqa: BLE001 - progress is best effort
+            log.warning("event %s of a job not sent: %s", event, type(exc).__name__)
+
+    def flush(self, timeout: float = 5.0) -> None:
+        self.producer.flush(timeout)
+
+
+def outcome_event(r: JobResult) -> dict:
+    """The outcome of a stored result as an event message."""
+    return {"tenant": r.tenant, "job_id": r.job_id, "event": r.status, "ts": time.time(),
+            "result": asdict(r)}  # fmt: skip
+
+
+def dead_letter_event(letter: dict) -> dict | None:
+    """A dead letter that names its tenant and job: the job was refused (`rejected`)."""
+    tenant, job_id = letter.get("tenant") or "", letter.get("job_id") or ""
+    if not tenant or not job_id:
+        return None
+    return {"tenant": tenant, "job_id": job_id, "event": "rejected", "ts": time.time(),
+            "error": letter.get("reason", "")}  # fmt: skip
+
+
+class CancelListener:
+    """Reads cancel requests from the control topic (those sent from now on) and hands
+    each valid (tenant, job_id) to `cancel`."""
+
+    def __init__(self, bootstrap: str, topics: Topics, cancel):
+        self.cancel = cancel
+        self.tail = TopicTail(bootstrap, topics.control, self._on, from_end=True)
+
+    def start(self) -> CancelListener:
+        self.tail.start()
+        return self
+
+    def _on(self, msg) -> None:
+        if not isinstance(msg, dict) or msg.get("op") != "cancel":
+            return
+        tenant, job_id = msg.get("tenant"), msg.get("job_id")
+        if id_problem(tenant) or id_problem(job_id):
+            return
+        self.cancel(tenant, job_id)
+
+    def stop(self) -> None:
+        self.tail.stop()

@@ -1,0 +1,263 @@
+"""The HTTP API over real HTTP (uvicorn), against the real broker and a serving loop
+(the toy models): every route, keys and tenancy, quotas, idempotency, cancel, the event
+stream, metrics, and no prompt in any log or metric."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, replace
+
+import httpx
+import pytest
+
+from adapters.kafka_io import Topics
+from api.front import ApiConfig
+from api.server import ApiServer
+from pipelines.serving_driver import ServingDriver
+from pipelines.serving_setup import build_spec
+
+pytestmark = pytest.mark.slow
+
+CANARY = "zanzibarcanary"  # a word of every prompt here: it must never be logged
+PROMPT = f"three small red circles in the top left corner {CANARY}"
+OUTCOMES = {"done", "rejected", "failed", "cancelled"}
+
+
+@dataclass
+class Stack:
+    api: ApiServer
+    keys: dict[str, str]
+    styles: list[str]
+    long: dict  # a job the planner gives the most steps
+    cfg: ApiConfig
+    driver: ServingDriver
+
+    def client(self, tenant: str | None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.keys[tenant]}"} if tenant else {}
+        return httpx.Client(base_url=self.api.url, headers=headers, timeout=60)
+
+    def job(self, **kw) -> dict:
+        return {"prompt": PROMPT, "style": self.styles[0], "latency_slo_s": 300.0,
+                "min_clip": 0.0, **kw}  # fmt: skip
+
+
+def longest_job(planner) -> dict:
+    """The (style, min CLIP) the planner serves with the most steps."""
+    best = (0, None)
+    for style in planner.styles:
+        for c in range(0, 101, 2):
+            p = planner.plan(style, 300.0, float(c))
+            if p.feasible and p.steps > best[0]:
+                best = (p.steps, {"style": style, "min_clip": float(c)})
+    return {**best[1], "steps": best[0]}
+
+
+@pytest.fixture(scope="module")
+def stack(serving_settings, tmp_path_factory):
+    from adapters.kafka_broker import EmbeddedBroker
+
+    tmp = tmp_path_factory.mktemp("api")
+    with EmbeddedBroker() as broker:
+        topics = Topics(f"api{uuid.uuid4().hex[:6]}")
+        spec = build_spec(serving_settings, window_s=0.3, max_backlog_s=1e9)
+        spec = replace(spec, store_path=str(tmp / "results" / "results.db"))
+        driver = ServingDriver(spec, broker.bootstrap, topics, progress=lambda *_: None,
+                               allow_new_store=True, idle_s=0.1)  # fmt: skip
+        serving = threading.Thread(target=driver.run, daemon=True)
+        serving.start()
+        cfg = ApiConfig(bootstrap=broker.bootstrap, data_dir=tmp, results_dir=tmp / "results",
+                        topics=topics, styles=tuple(spec.planner.styles), salt=b"t")  # fmt: skip
+        with ApiServer(cfg, log_level="info") as api:
+            keys = {t: api.front.keys.create(t) for t in ("ann", "bob")}
+            yield Stack(api, keys, list(spec.planner.styles), longest_job(spec.planner), cfg,
+                        driver)  # fmt: skip
+        driver.stopping = True
+        serving.join(timeout=120)
+        driver.close()
+
+
+def events(client: httpx.Client, job_id: str, on_event=None, timeout: float = 120) -> list:
+    """The job's event stream to its end: [(event, data)]."""
+    out, event = [], None
+    with client.stream("GET", f"/v1/jobs/{job_id}/events", timeout=timeout) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                out.append((event, json.loads(line[6:])))
+                if on_event:
+                    on_event(event, out[-1][1])
+    return out
+
+
+def test_submit_stream_every_step_then_status_image_and_list(stack):
+    with stack.client("ann") as c:
+        r = c.post("/v1/jobs", json=stack.job(seed=1))
+        assert r.status_code == 202, r.text
+        job_id = r.json()["job_id"]
+        seen = events(c, job_id)
+        names = [e for e, _ in seen]
+        assert names[0] == "accepted" and names[-1] == "done" and "planned" in names
+        assert names.index("planned") < names.index("started") < names.index("step")
+        planned = dict(seen)["planned"]
+        steps = [d["step"] for e, d in seen if e == "step"]
+        assert steps == list(range(1, planned["steps"] + 1))  # every step, in order
+        job = c.get(f"/v1/jobs/{job_id}").json()
+        assert job["status"] == "done" and job["plan"]["steps"] == planned["steps"]
+        assert job["outcome"]["tenant"] == "ann" and job["outcome"]["clip_score"] is not None
+        assert job["progress"] == {"step": planned["steps"], "of": planned["steps"]}
+        img = c.get(f"/v1/jobs/{job_id}/image")
+        assert img.status_code == 200 and img.content.startswith(b"\x89PNG")
+        listed = c.get("/v1/jobs", params={"status": "done"}).json()["jobs"]
+        assert job_id in [j["job_id"] for j in listed]
+        assert all(j["status"] == "done" for j in listed)
+        page = c.get("/v1/jobs", params={"limit": 1}).json()
+        assert len(page["jobs"]) == 1 and page["next_before"] is not None
+
+
+def test_keys_and_tenancy(stack):
+    with stack.client("ann") as ann, stack.client("bob") as bob, stack.client(None) as anon:
+        job_id = ann.post("/v1/jobs", json=stack.job(seed=2)).json()["job_id"]
+        assert anon.get(f"/v1/jobs/{job_id}").status_code == 401
+        assert anon.post("/v1/jobs", json=stack.job()).status_code == 401
+        wrong = {"Authorization": "Bearer sdaas_000000000000.not-a-key"}
+        assert anon.get("/v1/jobs", headers=wrong).status_code == 401
+        # another tenant's job is exactly a job that does not exist
+        for method, path in (("GET", ""), ("GET", "/events"), ("GET", "/image"),
+                             ("DELETE", "")):  # fmt: skip
+            r = bob.request(method, f"/v1/jobs/{job_id}{path}")
+            assert r.status_code == 404, (method, path)
+            assert r.json() == {"error": f"job {job_id!r}: not found"}
+        assert job_id not in [j["job_id"] for j in bob.get("/v1/jobs").json()["jobs"]]
+        # the same id is bob's own job if bob submits it
+        r = bob.post("/v1/jobs", json=stack.job(job_id=job_id))
+        assert r.status_code == 202 and "retry" not in r.json()
+        events(ann, job_id), events(bob, job_id)
+        a, b = ann.get(f"/v1/jobs/{job_id}").json(), bob.get(f"/v1/jobs/{job_id}").json()
+        assert a["outcome"]["tenant"] == "ann" and b["outcome"]["tenant"] == "bob"
+
+
+def test_every_problem_is_named_with_422_and_the_prompt_never_echoed(stack):
+    with stack.client("ann") as c:
+        bad = stack.job(min_clip="high", latency_slo_s=-1, style="cubism", extra=1)
+        r = c.post("/v1/jobs", json=bad)
+        assert r.status_code == 422 and r.json()["problems"] == ["'extra': unknown field"]
+        del bad["extra"]
+        r = c.post("/v1/jobs", json=bad)
+        text = " | ".join(r.json()["problems"])
+        assert r.status_code == 422
+        for needle in ("min_clip: 'high': must be a number", "latency_slo_s: -1.0: must be > 0",
+                       "style: 'cubism': unknown"):  # fmt: skip
+            assert needle in text
+        assert CANARY not in r.text
+        nan = json.dumps(stack.job(latency_slo_s=float("nan"))).encode()
+        r = c.post("/v1/jobs", content=nan)
+        assert r.status_code == 422 and "must be finite" in r.text
+        for body in (b"\xff\xfe not utf-8", b"[1, 2]", b"{"):
+            assert c.post("/v1/jobs", content=body).status_code == 422
+        r = c.post("/v1/jobs", json=stack.job(job_id="a\nb"))
+        assert r.status_code == 422 and "job_id" in r.text
+        r = c.post("/v1/jobs", json=stack.job(tenant="bob"))
+        assert r.status_code == 422 and "set by your API key" in r.text
+        assert c.get("/v1/jobs", params={"status": "weird"}).status_code == 422
+
+
+def test_a_retried_post_with_the_same_idempotency_key_is_one_job(stack):
+    key = f"idem-{uuid.uuid4().hex[:8]}"
+    with stack.client("ann") as c:
+        first = c.post("/v1/jobs", json=stack.job(seed=3), headers={"Idempotency-Key": key})
+        again = c.post("/v1/jobs", json=stack.job(seed=3), headers={"Idempotency-Key": key})
+        assert first.status_code == again.status_code == 202
+        assert first.json()["job_id"] == again.json()["job_id"] == key and again.json()["retry"]
+        other = c.post("/v1/jobs", json=stack.job(seed=4), headers={"Idempotency-Key": key})
+        assert other.status_code == 409
+        seen = events(c, key)
+        assert [e for e, _ in seen].count("done") == 1
+        assert sum(j["job_id"] == key for j in c.get("/v1/jobs").json()["jobs"]) == 1
+    from adapters.result_store import ResultStore
+
+    store = ResultStore(stack.cfg.results_dir / "results.db")
+    assert sum(r.job_id == key for r in store.for_tenant("ann")) == 1
+
+
+def test_cancel_a_queued_job_at_once_and_a_running_one_within_a_step(stack):
+    long = {k: v for k, v in stack.long.items() if k != "steps"}
+    assert stack.long["steps"] >= 4, stack.long
+    with stack.client("ann") as c:
+        running = c.post("/v1/jobs", json=stack.job(**long, seed=5)).json()["job_id"]
+        queued = None
+        cancelled_at: list[int] = []
+
+        def on_event(event, data):
+            nonlocal queued
+            if event == "started" and queued is None:
+                # the device is busy with `running`: this one waits in the queue
+                queued = c.post("/v1/jobs", json=stack.job(**long, seed=6)).json()["job_id"]
+            if event == "step" and data["step"] == 1 and not cancelled_at:
+                deadline = time.monotonic() + 30
+                while c.get(f"/v1/jobs/{queued}").json()["status"] == "accepted":
+                    assert time.monotonic() < deadline
+                    time.sleep(0.01)
+                assert c.delete(f"/v1/jobs/{queued}").status_code == 202
+                assert c.delete(f"/v1/jobs/{running}").status_code == 202
+                cancelled_at.append(data["step"])
+
+        seen = events(c, running, on_event)
+        assert seen[-1][0] == "cancelled", [e for e, _ in seen]
+        steps = [d["step"] for e, d in seen if e == "step"]
+        # it stopped at a step boundary: at most one more step after the cancel reached it
+        assert max(steps) < stack.long["steps"]
+        q = events(c, queued)
+        assert [e for e, _ in q][-1] == "cancelled" and "started" not in [e for e, _ in q]
+        assert c.delete(f"/v1/jobs/{queued}").status_code == 409  # already ended
+        assert c.get(f"/v1/jobs/{queued}/image").status_code == 404
+
+
+def test_rate_limit_and_in_flight_quota_answer_429_with_retry_after(stack):
+    cfg = replace(stack.cfg, data_dir=stack.cfg.data_dir / "strict", rate_per_s=0.2, burst=2,
+                  max_in_flight=1)  # fmt: skip
+    with ApiServer(cfg) as api:
+        key = api.front.keys.create("cat")
+        with httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {key}"},
+                          timeout=60) as c:  # fmt: skip
+            first = c.post("/v1/jobs", json=stack.job(seed=7))
+            over = c.post("/v1/jobs", json=stack.job(seed=8))
+            assert first.status_code == 202
+            assert over.status_code == 429 and "in-flight" in over.json()["error"]
+            assert over.headers["Retry-After"] == "1"
+            limited = c.post("/v1/jobs", json=stack.job(seed=9))
+            assert limited.status_code == 429 and "rate limit" in limited.json()["error"]
+            assert int(limited.headers["Retry-After"]) >= 1
+            events(c, first.json()["job_id"])
+
+
+def test_health_readiness_metrics_and_no_prompt_in_logs_or_metrics(stack, caplog, capfd):
+    caplog.set_level(logging.INFO)
+    with stack.client("ann") as c:
+        job_id = c.post("/v1/jobs", json=stack.job(seed=10)).json()["job_id"]
+        events(c, job_id)
+        assert c.get("/healthz").json() == {"ok": True}
+        deadline = time.monotonic() + 30
+        while c.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        text = c.get("/metrics").text
+        ops = c.get("/v1/ops").json()
+        page = c.get("/")
+    for name in ('sdaas_jobs_total{outcome="done",tenant="ann"}', "sdaas_queue_depth",
+                 "sdaas_slo_attainment", "sdaas_job_latency_seconds_bucket",
+                 "sdaas_predictor_error_ratio_bucket", "sdaas_submit_seconds_bucket"):  # fmt: skip
+        assert name in text, name
+    assert ops["counts"]["done"] >= 1 and ops["recent"][0]["job_id"] == job_id
+    assert page.status_code == 200 and "Playground" in page.text
+    assert httpx.get(f"{stack.api.url}/docs").status_code == 200  # OpenAPI docs, no key
+    out, err = capfd.readouterr()
+    logs = "\n".join(r.getMessage() for r in caplog.records)
+    assert f"/v1/jobs/{job_id}" in logs  # the access log is there, and it is clean
+    for blob in (text, logs, out, err, json.dumps(ops)):
+        assert CANARY not in blob

@@ -1,0 +1,58 @@
+"""Tenant keys and the API's job book, without a server."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from api.job_book import JobBook
+from api.keys import TenantKeys
+from api.limits import TokenBuckets, retry_after
+
+
+def test_a_key_is_shown_once_and_only_a_salted_hash_is_stored(tmp_path):
+    keys = TenantKeys(tmp_path / "t.db")
+    a1, a2, b = keys.create("ann"), keys.create("ann"), keys.create("bob")
+    assert keys.tenant_of(a1) == keys.tenant_of(a2) == "ann" and keys.tenant_of(b) == "bob"
+    assert keys.tenant_of(a1[:-1] + ("x" if a1[-1] != "x" else "y")) is None  # wrong secret
+    assert keys.tenant_of("") is None and keys.tenant_of("Bearer nonsense") is None
+    dump = "\n".join(sqlite3.connect(tmp_path / "t.db").iterdump())
+    for key in (a1, a2, b):
+        assert key.split(".", 1)[1] not in dump  # the secret is nowhere on disk
+    rows = sqlite3.connect(tmp_path / "t.db").execute("SELECT salt FROM tenants").fetchall()
+    assert len({r[0] for r in rows}) == 3  # a salt per key
+    assert TenantKeys(tmp_path / "t.db").tenant_of(b) == "bob"  # a fresh process checks too
+    assert keys.revoke("ann") == 2 and keys.tenant_of(a1) is None  # the cache forgets it
+    assert [t for t, *_ in keys.tenants()] == ["bob"]
+
+
+def test_status_only_moves_forward_and_the_outcome_is_final(tmp_path):
+    book = JobBook(tmp_path / "b.db")
+    assert book.accept("ann", "j1", "fp") is None
+    assert book.accept("ann", "j1", "fp") == "fp"  # a retry finds the first
+    assert book.accept("bob", "j1", "other") is None  # same id, another tenant: its own job
+    ev = lambda e, **d: {"tenant": "ann", "job_id": "j1", "event": e, **d}  # noqa: E731
+    assert book.apply(ev("started", device="cpu"))
+    assert book.apply(ev("planned", accelerator="cpu", steps=4, model="m"))  # late: kept as plan
+    assert book.get("ann", "j1").status == "running"
+    assert book.apply(ev("step", step=2, of=4)) and book.apply(ev("step", step=1, of=4))
+    assert book.get("ann", "j1").step == 2  # an old step never moves progress back
+    assert book.apply(ev("done", result={"status": "done", "jct_s": 1.0}))
+    assert not book.apply(ev("failed"))  # final: a repeat or a late event changes nothing
+    v = book.get("ann", "j1")
+    assert v.status == "done" and v.plan["steps"] == 4 and v.result["jct_s"] == 1.0
+    assert [e for _, e, _ in book.events_after("ann", "j1", -1)] == [
+        "accepted", "started", "planned", "step", "step", "done"]  # fmt: skip
+    assert book.get("bob", "j1").status == "accepted"
+    assert not book.apply({"tenant": "cat", "job_id": "j1", "event": "done"})  # not ours
+    assert book.in_flight("ann") == 0 and book.in_flight("bob") == 1
+
+
+def test_token_bucket_allows_a_burst_then_the_rate():
+    now = [0.0]
+    b = TokenBuckets(rate=2.0, burst=3, clock=lambda: now[0])
+    assert [b.take("ann") for _ in range(3)] == [0, 0, 0]
+    wait = b.take("ann")
+    assert wait == 0.5 and retry_after(wait) == "1"
+    assert b.take("bob") == 0  # tenants do not share a bucket
+    now[0] = 0.5
+    assert b.take("ann") == 0
