@@ -9,7 +9,7 @@ SHELL  := /bin/bash
 # pip prints a harmless warning per package about missing local indexes on these machines.
 QUIET_PIP := { grep -vE "^WARNING: Location|BuildBackendWarning|^ *$$" || true; }
 
-.PHONY: install demo test test-fast bench mlflow-ui lint format clean help
+.PHONY: install browser demo test test-fast bench mlflow-ui lint format clean help
 
 help:
 	@echo "make demo    - set up .venv and run the end-to-end demo (tiny models, CPU)"
@@ -33,7 +33,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/sdaas demo
 
-test: $(STAMP)
+# the browser test drives the system Chromium (Debian's packages; root here and in CI)
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  echo "installing chromium and chromium-driver (the browser test)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
+
+test: $(STAMP) browser
 	$(PY) -m pytest; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): the suite is missing" >&2; fi; \
 	  exit $$rc

@@ -20,7 +20,7 @@ function show(event, data) {
   log(`${event} ${event === "step" ? data.step + "/" + data.of : ""}`);
   if (event === "planned") {
     $("plan").textContent = `plan: ${data.model}@${data.model_version} on ${data.accelerator}, ` +
-      `${data.steps} steps, predicted ${data.predicted_latency_s.toFixed(2)} s, CLIP ${data.predicted_clip.toFixed(1)}`;
+      `${data.steps} step${data.steps === 1 ? "" : "s"}, predicted ${data.predicted_latency_s.toFixed(2)} s, CLIP ${data.predicted_clip.toFixed(1)}`;
     $("progress").max = data.steps;
   } else if (event === "step") {
     $("progress").max = data.of; $("progress").value = data.step;

@@ -167,3 +167,29 @@ def test_results_reports_a_corrupted_or_missing_store_without_a_traceback(settin
     r = run_cli("--home", str(settings.home), "results", "--admin", "--tenant", "a")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert str(db) in r.stderr and "move it aside" in r.stderr
+
+
+def test_tenants_keys_and_results_shown_only_to_their_tenant(settings, capsys):
+    from adapters.result_store import ResultStore
+    from sdaas.records import JobResult
+
+    store = ResultStore(settings.data_dir / "results" / "results.db")
+    store.put([JobResult("j1", "ann", "done"), JobResult("j2", "bob", "done")])
+    assert _sdaas(settings, "tenants", "create", "ann") == 0
+    ann_key = capsys.readouterr().out.strip().splitlines()[-1]
+    assert ann_key.startswith("sdaas_")
+    assert _sdaas(settings, "tenants", "list") == 0
+    assert "ann" in capsys.readouterr().out
+    assert _sdaas(settings, "results", "--key", ann_key) == 0
+    out = capsys.readouterr().out
+    assert "j1" in out and "j2" not in out
+    # without a key: refused, and told how
+    assert _sdaas(settings, "results", "--tenant", "bob") == 2
+    assert "--key KEY" in capsys.readouterr().err
+    assert _sdaas(settings, "results", "--key", ann_key, "--tenant", "bob") == 2
+    assert _sdaas(settings, "results", "--key", "sdaas_0.nope") == 2
+    assert _sdaas(settings, "results", "--admin", "--tenant", "bob") == 0
+    assert "j2" in capsys.readouterr().out
+    assert _sdaas(settings, "tenants", "revoke", "ann") == 0
+    assert _sdaas(settings, "results", "--key", ann_key) == 2
+    assert _sdaas(settings, "tenants", "create", "bad/name") == 2
