@@ -51,6 +51,7 @@ class TenantKeys:
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
         self._checked: dict[bytes, str] = {}  # sha256(key) -> tenant
+        self._flights: dict[bytes, threading.Lock] = {}
 
     def create(self, tenant: str) -> str:
         """A new key for `tenant` (a tenant may hold several); returned once, never stored."""
@@ -74,16 +75,24 @@ class TenantKeys:
         with self._lock:
             if digest in self._checked:
                 return self._checked[digest]
-            key_id, _, secret = key[len(PREFIX) :].partition(".")
-            row = self._db.execute(
-                "SELECT tenant, salt, hash FROM tenants WHERE key_id = ? AND revoked = 0",
-                (key_id,),
-            ).fetchone()
-        if row is None or not hmac.compare_digest(_hash(secret, row[1]), row[2]):
-            return None
-        with self._lock:
-            self._checked[digest] = row[0]
-        return row[0]
+            # one check per key at a time: 200 clients presenting a new key at once pay
+            # one scrypt, not 200
+            flight = self._flights.setdefault(digest, threading.Lock())
+        with flight:
+            with self._lock:
+                if digest in self._checked:
+                    return self._checked[digest]
+                key_id, _, secret = key[len(PREFIX) :].partition(".")
+                row = self._db.execute(
+                    "SELECT tenant, salt, hash FROM tenants WHERE key_id = ? AND revoked = 0",
+                    (key_id,),
+                ).fetchone()
+            ok = row is not None and hmac.compare_digest(_hash(secret, row[1]), row[2])
+            with self._lock:
+                self._flights.pop(digest, None)
+                if ok:
+                    self._checked[digest] = row[0]
+        return row[0] if ok else None
 
     def tenants(self) -> list[tuple[str, int, float]]:
         """(tenant, active keys, first created) for `sdaas tenants list`."""
