@@ -255,6 +255,10 @@ def run_demo(
 
         out(f"== {total}/{total} serving: Kafka -> Beam (window, plan, policy, run) -> results")
         serving_demo(settings, out)
+        from cli.api_demo import api_demo
+
+        out("   the front door: HTTP API (FastAPI) -> Kafka -> serving -> events back")
+        api_demo(settings, out)
     note = (
         f"the toy-world models were trained on this CPU: see {SHIPPED_TOYWORLD}/evidence.json"
         if toy_cards

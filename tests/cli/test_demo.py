@@ -43,6 +43,15 @@ def test_demo_runs_every_model_and_never_prints_the_prompt(settings):
         assert (n, done + rejected, dead, dup) == (30, 24, 5, 1)
     assert "dead letter" in serving and "not JSON" in serving
     assert "demo-23" in serving  # every job has a row
+    # the front door: the API's URL, one job over HTTP, its events as they came
+    api = serving.split("the front door")[1]
+    assert "API on http://127.0.0.1:" in api and "POST /v1/jobs -> 202 job" in api
+    lines = [line.strip() for line in api.splitlines()]
+    planned = next(line for line in lines if line.startswith("planned: "))
+    n = int(planned.split(" steps,")[0].rsplit(" ", 1)[1])
+    assert [line for line in lines if line.startswith("step ")] == [
+        f"step {i}/{n}" for i in range(1, n + 1)]  # fmt: skip
+    assert any(line.startswith("done: JCT") for line in lines) and "/image ->" in api
     # Running again reuses the models and the registrations (idempotent).
     rows2 = run_demo(settings, steps=2, out=lambda _: None, sweep=None)
     assert [r.model for r in rows2] == [r.model for r in rows]

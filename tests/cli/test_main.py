@@ -193,3 +193,9 @@ def test_tenants_keys_and_results_shown_only_to_their_tenant(settings, capsys):
     assert _sdaas(settings, "tenants", "revoke", "ann") == 0
     assert _sdaas(settings, "results", "--key", ann_key) == 2
     assert _sdaas(settings, "tenants", "create", "bad/name") == 2
+
+
+def test_api_help_says_how_to_authenticate_and_where_it_listens():
+    r = run_cli("api", "--help")
+    assert r.returncode == 0
+    assert "Bearer" in r.stdout and "127.0.0.1" in r.stdout and "tenants create" in r.stdout
