@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from api.front import ApiConfig, Front
 from api.job_book import OUTCOMES, STATUSES
 from api.limits import retry_after
-from sdaas.job_request import OPTIONAL, REQUIRED, JobRefused, parse_job
+from sdaas.job_request import MAX_MESSAGE_BYTES, OPTIONAL, REQUIRED, JobRefused, parse_job
 from sdaas.limits import id_problem, show
 
 STATIC = Path(__file__).parent / "static"
@@ -98,7 +98,7 @@ def create_app(cfg: ApiConfig) -> FastAPI:
         request: Request, t: str = Depends(tenant), idempotency_key: str | None = Header(None)
     ):
         t0 = time.perf_counter()
-        raw = await request.body()
+        raw = await _body(request)
         body = _object(raw)
         job_id = _job_id(body, idempotency_key)
         wait = front.buckets.take(t)
@@ -272,6 +272,19 @@ def create_app(cfg: ApiConfig) -> FastAPI:
         return Response((STATIC / "app.js").read_text(), media_type="text/javascript")
 
     return app
+
+
+async def _body(request: Request) -> bytes:
+    """The request body, refused with 413 past MAX_MESSAGE_BYTES: never read whole."""
+    if int(request.headers.get("content-length") or 0) > MAX_MESSAGE_BYTES:
+        raise Problem(413, f"body: over the {MAX_MESSAGE_BYTES}-byte limit")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_MESSAGE_BYTES:
+            raise Problem(413, f"body: over the {MAX_MESSAGE_BYTES}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _object(raw: bytes) -> dict:

@@ -99,6 +99,11 @@ def test_every_problem_is_named_with_422_and_the_prompt_never_echoed(stack):
         assert r.status_code == 422 and "must be finite" in r.text
         for body in (b"\xff\xfe not utf-8", b"[1, 2]", b"{"):
             assert c.post("/v1/jobs", content=body).status_code == 422
+        r = c.post("/v1/jobs", json=stack.job(prompt="x" * 20_000))  # never read whole
+        assert r.status_code == 413 and "byte limit" in r.text
+        huge = json.dumps(stack.job()).replace('"latency_slo_s": 300.0', '"latency_slo_s": 1e400')
+        r = c.post("/v1/jobs", content=huge[:-1] + ', "seed": ' + "9" * 400 + "}")
+        assert r.status_code == 422 and "latency_slo_s" in r.text and "seed" in r.text
         r = c.post("/v1/jobs", json=stack.job(job_id="a\nb"))
         assert r.status_code == 422 and "job_id" in r.text
         r = c.post("/v1/jobs", json=stack.job(tenant="bob"))
