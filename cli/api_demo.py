@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 import urllib.request
 from dataclasses import replace
 
@@ -27,7 +26,7 @@ def api_demo(settings: Settings, out=print) -> None:
     from adapters.kafka_io import Topics
     from api.front import ApiConfig
     from api.server import ApiServer
-    from pipelines.serving_driver import ServingDriver
+    from pipelines.serving_driver import serving_in_background
     from pipelines.serving_setup import build_spec
 
     folder = settings.outputs_dir / "api-demo"
@@ -36,39 +35,30 @@ def api_demo(settings: Settings, out=print) -> None:
         topics = Topics("demo-api")
         spec = build_spec(settings, window_s=0.5, max_backlog_s=60.0)
         spec = replace(spec, store_path=str(folder / "results" / "results.db"))
-        driver = ServingDriver(spec, broker.bootstrap, topics, progress=lambda *_: None,
-                               allow_new_store=True, idle_s=0.1)  # fmt: skip
-        serving = threading.Thread(target=driver.run, daemon=True)
-        serving.start()
         cfg = ApiConfig(bootstrap=broker.bootstrap, data_dir=folder, results_dir=folder / "results",
                         topics=topics, styles=tuple(spec.planner.styles))  # fmt: skip
-        try:
-            with ApiServer(cfg) as api:
-                key = api.front.keys.create("demo")
-                out(f"   API on {api.url}: the page at {api.url}/, OpenAPI docs at {api.url}/docs, "
-                    f"metrics at {api.url}/metrics (tenant 'demo', key {key[:14]}...)")  # fmt: skip
-                job = {"prompt": DEMO_PROMPT, "style": spec.planner.styles[0],
-                       "latency_slo_s": 20.0, "min_clip": 0.0}  # fmt: skip
-                with _call(f"{api.url}/v1/jobs", key, "POST", job) as r:
-                    job_id = json.load(r)["job_id"]
-                    out(f"   POST /v1/jobs -> {r.status} job {job_id}")
-                out(f"   GET /v1/jobs/{job_id}/events (server-sent events):")
-                with _call(f"{api.url}/v1/jobs/{job_id}/events", key) as stream:
-                    event = ""
-                    for raw in stream:
-                        line = raw.decode().rstrip("\n")
-                        if line.startswith("event: "):
-                            event = line[7:]
-                        elif line.startswith("data: "):
-                            out(f"     {_describe(event, json.loads(line[6:]))}")
-                with _call(f"{api.url}/v1/jobs/{job_id}/image", key) as r:
-                    image = folder / f"{job_id}.png"
-                    image.write_bytes(r.read())
-                out(f"   GET /v1/jobs/{job_id}/image -> {image}")
-        finally:
-            driver.stopping = True
-            serving.join(timeout=60)
-            driver.close()
+        with serving_in_background(spec, broker.bootstrap, topics), ApiServer(cfg) as api:
+            key = api.front.keys.create("demo")
+            out(f"   API on {api.url}: the page at {api.url}/, OpenAPI docs at {api.url}/docs, "
+                f"metrics at {api.url}/metrics (tenant 'demo', key {key[:14]}...)")  # fmt: skip
+            job = {"prompt": DEMO_PROMPT, "style": spec.planner.styles[0],
+                   "latency_slo_s": 20.0, "min_clip": 0.0}  # fmt: skip
+            with _call(f"{api.url}/v1/jobs", key, "POST", job) as r:
+                job_id = json.load(r)["job_id"]
+                out(f"   POST /v1/jobs -> {r.status} job {job_id}")
+            out(f"   GET /v1/jobs/{job_id}/events (server-sent events):")
+            with _call(f"{api.url}/v1/jobs/{job_id}/events", key) as stream:
+                event = ""
+                for raw in stream:
+                    line = raw.decode().rstrip("\n")
+                    if line.startswith("event: "):
+                        event = line[7:]
+                    elif line.startswith("data: "):
+                        out(f"     {_describe(event, json.loads(line[6:]))}")
+            with _call(f"{api.url}/v1/jobs/{job_id}/image", key) as r:
+                image = folder / f"{job_id}.png"
+                image.write_bytes(r.read())
+            out(f"   GET /v1/jobs/{job_id}/image -> {image}")
     out("   run it for real: `sdaas serve` in one shell, `sdaas tenants create NAME` and "
         "`sdaas api` in another, then open http://127.0.0.1:8000/")  # fmt: skip
 

@@ -25,7 +25,8 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -410,3 +411,21 @@ class ServingDriver:
         self.events.flush()
         release_runtime(self.spec)
         self.reader.close()
+
+
+@contextmanager
+def serving_in_background(
+    spec: ServingSpec, bootstrap: str, topics: Topics
+) -> Iterator[ServingDriver]:
+    """A serving loop in a thread for the block (the demo's front door and the API tests
+    put the API in front of it); at the end it finishes what is in flight and stops."""
+    driver = ServingDriver(spec, bootstrap, topics, progress=lambda *_: None,
+                           allow_new_store=True, idle_s=0.1)  # fmt: skip
+    thread = threading.Thread(target=driver.run, name="sdaas-serving", daemon=True)
+    thread.start()
+    try:
+        yield driver
+    finally:
+        driver.stopping = True
+        thread.join(timeout=120)
+        driver.close()

@@ -3,7 +3,6 @@ loop on the toy models (in a thread), and the API on uvicorn, once per package."
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from dataclasses import dataclass, replace
@@ -14,7 +13,7 @@ import pytest
 from adapters.kafka_io import Topics
 from api.front import ApiConfig
 from api.server import ApiServer
-from pipelines.serving_driver import ServingDriver
+from pipelines.serving_driver import ServingDriver, serving_in_background
 from pipelines.serving_setup import build_spec
 
 CANARY = "zanzibarcanary"  # a word of every prompt here: it must never be logged
@@ -88,16 +87,10 @@ def stack(serving_settings, tmp_path_factory):
         topics = Topics(f"api{uuid.uuid4().hex[:6]}")
         spec = build_spec(serving_settings, window_s=0.3, max_backlog_s=1e9)
         spec = replace(spec, store_path=str(tmp / "results" / "results.db"))
-        driver = ServingDriver(spec, broker.bootstrap, topics, progress=lambda *_: None,
-                               allow_new_store=True, idle_s=0.1)  # fmt: skip
-        serving = threading.Thread(target=driver.run, daemon=True)
-        serving.start()
         cfg = ApiConfig(bootstrap=broker.bootstrap, data_dir=tmp, results_dir=tmp / "results",
                         topics=topics, styles=tuple(spec.planner.styles), salt=b"t")  # fmt: skip
-        with ApiServer(cfg, log_level="info") as api:
-            keys = {t: api.front.keys.create(t) for t in ("ann", "bob")}
-            yield Stack(api, keys, list(spec.planner.styles), longest_job(spec.planner), cfg,
-                        driver)  # fmt: skip
-        driver.stopping = True
-        serving.join(timeout=120)
-        driver.close()
+        with serving_in_background(spec, broker.bootstrap, topics) as driver:
+            with ApiServer(cfg, log_level="info") as api:
+                keys = {t: api.front.keys.create(t) for t in ("ann", "bob")}
+                yield Stack(api, keys, list(spec.planner.styles), longest_job(spec.planner),
+                            cfg, driver)  # fmt: skip
