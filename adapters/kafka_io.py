@@ -184,10 +184,16 @@ class TopicTail:
     internal events and control topics, which have no consumer group to join (joins
     take ~23 s on Tansu)."""
 
-    def __init__(self, bootstrap: str, topic: str, on_message, *, from_end: bool = False):
+    BATCH = 500
+
+    def __init__(self, bootstrap: str, topic: str, on_message, *, from_end: bool = False,
+                 on_batch=None):  # fmt: skip
+        """on_batch: instead of on_message, called with the list of messages that arrived
+        together (up to BATCH)."""
         import threading
 
         self.bootstrap, self.topic, self.on_message = bootstrap, topic, on_message
+        self.on_batch = on_batch
         self.from_end = from_end
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"tail-{topic}", daemon=True)
@@ -206,20 +212,24 @@ class TopicTail:
         c.assign([TopicPartition(self.topic, 0, OFFSET_END if self.from_end else OFFSET_BEGINNING)])
         try:
             while not self._stop.is_set():
-                m = c.poll(0.1)
-                if m is None or m.error():
-                    continue
+                batch = []
+                for m in c.consume(self.BATCH, 0.1):
+                    if m.error():
+                        continue
+                    try:
+                        batch.append(json.loads(m.value()))
+                    except ValueError:
+                        log.warning("%s: a message that is not JSON at offset %d", self.topic,
+                                    m.offset())  # fmt: skip
                 try:
-                    msg = json.loads(m.value())
-                except ValueError:
-                    log.warning("%s: a message that is not JSON at offset %d", self.topic,
-                                m.offset())  # fmt: skip
-                    continue
-                try:
-                    self.on_message(msg)
-                except Exception:  # noqa: BLE001 - one message must not stop the tail
-                    log.exception("%s: handling the message at offset %d failed", self.topic,
-                                  m.offset())  # fmt: skip
+                    if self.on_batch is not None:
+                        if batch:
+                            self.on_batch(batch)
+                    else:
+                        for msg in batch:
+                            self.on_message(msg)
+                except Exception:  # noqa: BLE001 - one bad message must not stop the tail
+                    log.exception("%s: handling %d messages failed", self.topic, len(batch))
         finally:
             c.close()
 

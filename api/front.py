@@ -70,10 +70,12 @@ class Front:
         self.producer = kafka_io.producer(self.cfg.bootstrap)
         self._poller = threading.Thread(target=self._poll, name="api-producer", daemon=True)
         self._poller.start()
-        self.feed = TopicTail(self.cfg.bootstrap, t.events, self._on_event).start()
+        self.feed = TopicTail(self.cfg.bootstrap, t.events, None, on_batch=self._on_events)
+        self.feed.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self.book.close()
         self.feed.stop()
         self._poller.join(timeout=5)
         self.producer.flush(5)
@@ -108,22 +110,26 @@ class Front:
         return hashlib.sha256(self.cfg.salt + canon).hexdigest()[:32]
 
     # -- Kafka in ---------------------------------------------------------------------------
-    def _on_event(self, msg: dict) -> None:
-        if msg.get("event") == "ready":
-            self.ready_accelerators = list(msg.get("accelerators") or [])
-            return
-        if not self.book.apply(msg):
-            return
-        event = msg.get("event")
-        if event in OUTCOMES:
-            self.metrics.outcome(msg["tenant"], event, msg.get("result") or {})
-        key = (msg["tenant"], msg["job_id"])
-        if self._loop is not None and key in self._waiters:
-            self._loop.call_soon_threadsafe(self._wake, key)
+    def _on_events(self, msgs: list[dict]) -> None:
+        """Events as they arrived together: into the book in one transaction, then the
+        metrics, then whoever streams those jobs is woken."""
+        for m in msgs:
+            if m.get("event") == "ready":
+                self.ready_accelerators = list(m.get("accelerators") or [])
+        keys = set()
+        for msg in self.book.apply_many(msgs):
+            event = msg.get("event")
+            if event in OUTCOMES:
+                self.metrics.outcome(msg["tenant"], event, msg.get("result") or {})
+            keys.add((msg["tenant"], msg["job_id"]))
+        waiting = [k for k in keys if k in self._waiters]
+        if self._loop is not None and waiting:
+            self._loop.call_soon_threadsafe(self._wake, waiting)
 
-    def _wake(self, key) -> None:
-        for e in self._waiters.get(key, ()):
-            e.set()
+    def _wake(self, keys) -> None:
+        for key in keys:
+            for e in self._waiters.get(key, ()):
+                e.set()
 
     async def wait_event(self, key: tuple[str, str], timeout: float) -> bool:
         """Until the next event of this job (True) or the timeout (False)."""

@@ -85,6 +85,24 @@ class JobBook:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
+        # checkpoints (the WAL copied into the database, with an fsync) run in a thread of
+        # their own, on their own connection: inside a commit, under the lock, one stalled
+        # every request for 0.65 s in the API load bench
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
+        self._path = path
+        self._stop = threading.Event()
+        threading.Thread(target=self._checkpoints, name="job-book-checkpoint", daemon=True).start()
+
+    def _checkpoints(self, every_s: float = 2.0) -> None:
+        db = sqlite3.connect(self._path, isolation_level=None)
+        try:
+            while not self._stop.wait(every_s):
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            db.close()
+
+    def close(self) -> None:
+        self._stop.set()
 
     # -- the API's writes ---------------------------------------------------------------
     def accept(self, tenant: str, job_id: str, fingerprint: str) -> str | None:
@@ -129,45 +147,57 @@ class JobBook:
     # -- serving's events -----------------------------------------------------------------
     def apply(self, msg: dict) -> bool:
         """One event from serving; False when it is not about a job in this book."""
+        return bool(self.apply_many([msg]))
+
+    def apply_many(self, msgs: list[dict]) -> list[dict]:
+        """Events from serving, in one transaction (the feed hands over what arrived
+        together: one commit per batch, not per step); those about jobs in this book."""
+        applied = []
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                applied = [m for m in msgs if self._apply(m)]
+            finally:
+                self._db.execute("COMMIT")
+        return applied
+
+    def _apply(self, msg: dict) -> bool:
         tenant, job_id, event = msg.get("tenant"), msg.get("job_id"), msg.get("event")
         if not isinstance(tenant, str) or not isinstance(job_id, str) or event is None:
             return False
         data = {k: v for k, v in msg.items() if k not in ("tenant", "job_id", "event")}
-        with self._lock:
-            row = self._db.execute(
-                "SELECT status FROM jobs WHERE tenant=? AND job_id=?", (tenant, job_id)
-            ).fetchone()
-            if row is None or row[0] in OUTCOMES:
-                return False  # not ours, or already final (an at-least-once repeat)
-            status = {"planned": "planned", "started": "running", "step": "running"}.get(
-                event, event if event in OUTCOMES else None
-            )
-            if status is None:
-                return False
-            sets, args = ["updated_ts=?"], [time.time()]
-            if _RANK[status] >= _RANK[row[0]]:
-                sets.append("status=?")
-                args.append(status)
-            if event == "planned":
-                sets += ["plan=?", "accelerator=?", "steps=?"]
-                args += [json.dumps(data), data.get("accelerator", ""), data.get("steps", 0)]
-            elif event == "started":
-                sets.append("device=?")
-                args.append(data.get("device", ""))
-            elif event == "step":
-                sets += ["step=MAX(step, ?)", "steps=?"]
-                args += [int(data.get("step", 0)), int(data.get("of", 0))]
-            else:
-                result = data.get("result") or {"status": event, "error": data.get("error", "")}
-                sets.append("result=?")
-                args.append(json.dumps(result))
-            self._db.execute("BEGIN")
-            self._db.execute(
-                f"UPDATE jobs SET {', '.join(sets)} WHERE tenant=? AND job_id=?",
-                (*args, tenant, job_id),
-            )
-            self._add_event(tenant, job_id, event, data)
-            self._db.execute("COMMIT")
+        row = self._db.execute(
+            "SELECT status FROM jobs WHERE tenant=? AND job_id=?", (tenant, job_id)
+        ).fetchone()
+        if row is None or row[0] in OUTCOMES:
+            return False  # not ours, or already final (an at-least-once repeat)
+        status = {"planned": "planned", "started": "running", "step": "running"}.get(
+            event, event if event in OUTCOMES else None
+        )
+        if status is None:
+            return False
+        sets, args = ["updated_ts=?"], [time.time()]
+        if _RANK[status] >= _RANK[row[0]]:
+            sets.append("status=?")
+            args.append(status)
+        if event == "planned":
+            sets += ["plan=?", "accelerator=?", "steps=?"]
+            args += [json.dumps(data), data.get("accelerator", ""), data.get("steps", 0)]
+        elif event == "started":
+            sets.append("device=?")
+            args.append(data.get("device", ""))
+        elif event == "step":
+            sets += ["step=MAX(step, ?)", "steps=?"]
+            args += [int(data.get("step", 0)), int(data.get("of", 0))]
+        else:
+            result = data.get("result") or {"status": event, "error": data.get("error", "")}
+            sets.append("result=?")
+            args.append(json.dumps(result))
+        self._db.execute(
+            f"UPDATE jobs SET {', '.join(sets)} WHERE tenant=? AND job_id=?",
+            (*args, tenant, job_id),
+        )
+        self._add_event(tenant, job_id, event, data)
         return True
 
     def _add_event(self, tenant: str, job_id: str, event: str, data: dict) -> None:
