@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -23,12 +24,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from api.front import ApiConfig, Front
-from api.job_book import OUTCOMES, STATUSES
+from api.job_book import OUTCOMES, STATUSES, public_result
 from api.limits import retry_after
 from sdaas.job_request import MAX_MESSAGE_BYTES, OPTIONAL, REQUIRED, JobRefused, parse_job
 from sdaas.limits import id_problem, show
 
 STATIC = Path(__file__).parent / "static"
+_EVENT_ID = re.compile(r"[0-9]{1,18}")
 KEEPALIVE_S = 15.0
 
 
@@ -181,7 +183,11 @@ def create_app(cfg: ApiConfig) -> FastAPI:
             raise Problem(409, f"job {job_id!r} already ended: {view.status}")
         front.book.request_cancel(t, job_id)
         msg = {"op": "cancel", "tenant": t, "job_id": job_id, "ts": time.time()}
-        await front.send(cfg.topics.control, f"{t}/{job_id}", json.dumps(msg).encode())
+        try:
+            await front.send(cfg.topics.control, f"{t}/{job_id}", json.dumps(msg).encode())
+        except Exception as exc:  # noqa: BLE001 - nothing was cancelled; the client retries
+            raise Problem(503, f"the cancel could not be sent ({type(exc).__name__}); retry",
+                          headers={"Retry-After": "1"}) from None  # fmt: skip
         return {"job_id": job_id, "cancel_requested": True}
 
     @app.get(
@@ -196,20 +202,26 @@ def create_app(cfg: ApiConfig) -> FastAPI:
         last_event_id: str | None = Header(None),
     ):
         own(t, job_id)
-        start = int(last_event_id) if (last_event_id or "").isdigit() else -1
+        start = int(last_event_id) if _EVENT_ID.fullmatch(last_event_id or "") else -1
 
         async def stream():
             seq = start
-            while True:
-                for s, event, data in front.book.events_after(t, job_id, seq):
-                    seq = s
-                    yield f"id: {s}\nevent: {event}\ndata: {json.dumps(data)}\n\n"
-                    if event in OUTCOMES:
+            with front.subscribe((t, job_id)) as woken:
+                while True:
+                    woken.clear()  # before reading: an event after the read wakes us
+                    for s, event, data in front.book.events_after(t, job_id, seq):
+                        seq = s
+                        if "result" in data:
+                            data = {**data, "result": public_result(job_id, data["result"])}
+                        yield f"id: {s}\nevent: {event}\ndata: {json.dumps(data)}\n\n"
+                        if event in OUTCOMES:
+                            return
+                    if await request.is_disconnected():
                         return
-                if await request.is_disconnected():
-                    return
-                if not await front.wait_event((t, job_id), KEEPALIVE_S):
-                    yield ": keep-alive\n\n"
+                    try:
+                        await asyncio.wait_for(woken.wait(), KEEPALIVE_S)
+                    except TimeoutError:
+                        yield ": keep-alive\n\n"
 
         return StreamingResponse(
             stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}

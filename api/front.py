@@ -12,6 +12,7 @@ import hashlib
 import json
 import threading
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,15 +132,13 @@ class Front:
             for e in self._waiters.get(key, ()):
                 e.set()
 
-    async def wait_event(self, key: tuple[str, str], timeout: float) -> bool:
-        """Until the next event of this job (True) or the timeout (False)."""
+    @contextmanager
+    def subscribe(self, key: tuple[str, str]):
+        """An asyncio.Event set whenever an event of this job is in the book."""
         e = asyncio.Event()
         self._waiters[key].add(e)
         try:
-            await asyncio.wait_for(e.wait(), timeout)
-            return True
-        except TimeoutError:
-            return False
+            yield e
         finally:
             self._waiters[key].discard(e)
             if not self._waiters[key]:

@@ -10,12 +10,14 @@ idempotency) is a keyed hash of it.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 OUTCOMES = ("done", "rejected", "failed", "cancelled")
 STATUSES = ("accepted", "planned", "running", *OUTCOMES)
 _RANK = {"accepted": 0, "planned": 1, "running": 2, **dict.fromkeys(OUTCOMES, 3)}
@@ -48,6 +50,16 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
+def public_result(job_id: str, result: dict) -> dict:
+    """A result as a tenant sees it: the image as this API's URL, not the server's path."""
+    if not result or "image_uri" not in result:
+        return result
+    out = {k: v for k, v in result.items() if k != "image_uri"}
+    if result["image_uri"]:
+        out["image_url"] = f"/v1/jobs/{job_id}/image"
+    return out
+
+
 @dataclass(frozen=True)
 class JobView:
     """What a tenant may see of one of its jobs."""
@@ -70,7 +82,7 @@ class JobView:
             "updated_ts": self.updated_ts,
             "plan": self.plan or None,
             "progress": {"step": self.step, "of": self.steps} if self.steps else None,
-            "outcome": self.result or None,
+            "outcome": public_result(self.job_id, self.result) or None,
         }
         if self.cancel_requested and self.status not in OUTCOMES:
             d["cancel_requested"] = True
@@ -97,7 +109,10 @@ class JobBook:
         db = sqlite3.connect(self._path, isolation_level=None)
         try:
             while not self._stop.wait(every_s):
-                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:  # busy now: the next one catches up
+                    log.warning("job book checkpoint: %s", exc)
         finally:
             db.close()
 
@@ -156,7 +171,15 @@ class JobBook:
         with self._lock:
             self._db.execute("BEGIN")
             try:
-                applied = [m for m in msgs if self._apply(m)]
+                for m in msgs:  # one bad message is skipped, whole; the others count
+                    self._db.execute("SAVEPOINT one")
+                    try:
+                        if self._apply(m):
+                            applied.append(m)
+                    except Exception:  # noqa: BLE001 - serving's message, not ours to trust
+                        self._db.execute("ROLLBACK TO one")
+                        log.warning("an event the job book cannot read was skipped")
+                    self._db.execute("RELEASE one")
             finally:
                 self._db.execute("COMMIT")
         return applied

@@ -4,7 +4,8 @@ scrypt hash is stored, so a copy of the database gives nobody a key.
 A key reads `sdaas_<key id>.<secret>`: the key id finds the row without trying every
 hash, the secret (32 random bytes) is what scrypt checks. Checking costs tens of
 milliseconds by design, so a key that was checked once is remembered in this process
-(by its SHA-256, never the key itself) and later requests cost a dictionary look-up.
+(by its SHA-256, never the key itself) for CACHE_S, so later requests cost a dictionary
+look-up and a key revoked from another process stops working within CACHE_S.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sdaas.errors import InvalidInputError
 from sdaas.limits import id_problem, show
 
 PREFIX = "sdaas_"
+CACHE_S = 60.0  # a key revoked by `sdaas tenants revoke` stops working within this
 # scrypt cost: n=2**14, r=8, p=1 (16 MiB, ~50 ms here): the interactive-login figure of
 # the scrypt paper; keys are random, so this guards against a stolen database only
 SCRYPT = {"n": 2**14, "r": 8, "p": 1, "maxmem": 64 * 1024 * 1024, "dklen": 32}
@@ -50,7 +52,7 @@ class TenantKeys:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
-        self._checked: dict[bytes, str] = {}  # sha256(key) -> tenant
+        self._checked: dict[bytes, tuple[str, float]] = {}  # sha256(key) -> tenant, when
         self._flights: dict[bytes, threading.Lock] = {}
 
     def create(self, tenant: str) -> str:
@@ -72,16 +74,19 @@ class TenantKeys:
         if not key or not key.startswith(PREFIX) or "." not in key or len(key) > 200:
             return None
         digest = hashlib.sha256(key.encode()).digest()
+        now = time.monotonic()
         with self._lock:
-            if digest in self._checked:
-                return self._checked[digest]
+            hit = self._checked.get(digest)
+            if hit and now - hit[1] < CACHE_S:
+                return hit[0]
             # one check per key at a time: 200 clients presenting a new key at once pay
             # one scrypt, not 200
             flight = self._flights.setdefault(digest, threading.Lock())
         with flight:
             with self._lock:
-                if digest in self._checked:
-                    return self._checked[digest]
+                hit = self._checked.get(digest)
+                if hit and now - hit[1] < CACHE_S:
+                    return hit[0]
                 key_id, _, secret = key[len(PREFIX) :].partition(".")
                 row = self._db.execute(
                     "SELECT tenant, salt, hash FROM tenants WHERE key_id = ? AND revoked = 0",
@@ -91,7 +96,9 @@ class TenantKeys:
             with self._lock:
                 self._flights.pop(digest, None)
                 if ok:
-                    self._checked[digest] = row[0]
+                    self._checked[digest] = (row[0], time.monotonic())
+                else:
+                    self._checked.pop(digest, None)
         return row[0] if ok else None
 
     def tenants(self) -> list[tuple[str, int, float]]:
@@ -108,5 +115,5 @@ class TenantKeys:
             n = self._db.execute(
                 "UPDATE tenants SET revoked = 1 WHERE tenant = ? AND revoked = 0", (tenant,)
             ).rowcount
-            self._checked = {d: t for d, t in self._checked.items() if t != tenant}
+            self._checked = {d: v for d, v in self._checked.items() if v[0] != tenant}
         return n

@@ -28,6 +28,7 @@ def api_demo(settings: Settings, out=print) -> None:
     from api.server import ApiServer
     from pipelines.serving_driver import serving_in_background
     from pipelines.serving_setup import build_spec
+    from sdaas.privacy import load_salt
 
     folder = settings.outputs_dir / "api-demo"
     shutil.rmtree(folder, ignore_errors=True)
@@ -36,7 +37,8 @@ def api_demo(settings: Settings, out=print) -> None:
         spec = build_spec(settings, window_s=0.5, max_backlog_s=60.0)
         spec = replace(spec, store_path=str(folder / "results" / "results.db"))
         cfg = ApiConfig(bootstrap=broker.bootstrap, data_dir=folder, results_dir=folder / "results",
-                        topics=topics, styles=tuple(spec.planner.styles))  # fmt: skip
+                        topics=topics, styles=tuple(spec.planner.styles),
+                        salt=load_salt(settings))  # fmt: skip
         with serving_in_background(spec, broker.bootstrap, topics), ApiServer(cfg) as api:
             key = api.front.keys.create("demo")
             out(f"   API on {api.url}: the page at {api.url}/, OpenAPI docs at {api.url}/docs, "

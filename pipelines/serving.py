@@ -40,6 +40,7 @@ from adapters.kafka_io import RawRecord
 from adapters.result_store import ResultStore
 from models.accelerators import Accelerator
 from models.card import ModelCard
+from pipelines.serving_events import outcome_event
 from predictor.latency_correction import Corrections
 from predictor.planner import Planner
 from sdaas.errors import NotFoundError, SdaasError
@@ -219,10 +220,10 @@ class ServeWindow(beam.DoFn):
             if key in known or key in seen:
                 self.store.record([(p.source, j.tenant, j.job_id, "duplicate")])
                 log.info("duplicate job %s/%s from %s skipped", j.tenant, j.job_id, p.source)
+                self._say_outcome_again(key)
                 continue
             seen.add(key)
-            if key in self.runtime.cancel_early:  # cancelled before it was read
-                self.runtime.cancel_early.discard(key)
+            if self.runtime.cancel_early.pop(key, None) is not None:  # cancelled unread
                 why = "cancelled at the tenant's request before it was scheduled"
                 self.store.put([replace(p, window=_window_name(window)).result(
                     "cancelled", self.spec.policy, error=why)], [p.source])  # fmt: skip
@@ -233,6 +234,19 @@ class ServeWindow(beam.DoFn):
                 yield self._dead(p, exc)
         if fresh:
             yield from self._hand_over(fresh, scale, _window_name(window))
+
+    def _say_outcome_again(self, key: tuple[str, str]) -> None:
+        """A resubmitted job that already has a result: its outcome event again, so a
+        front door that accepted it (and waits for an outcome) gets one."""
+        if self.runtime.events is None:
+            return
+        try:
+            e = outcome_event(self.store.get(*key))
+            self.runtime.events(e.pop("tenant"), e.pop("job_id"), e.pop("event"), **e)
+        except NotFoundError:  # in flight: its outcome comes when it ends
+            pass
+        except Exception:  # noqa: BLE001 - best effort, like all progress
+            log.exception("the outcome of a duplicate job was not sent again")
 
     def _hand_over(self, fresh, scale, wname: str):
         """A fault in the scheduler itself must not fail the window either: the jobs it

@@ -196,11 +196,7 @@ class ServingDriver:
         self.publisher.flush()  # what a crashed run stored but never published
         # models loaded, profiles probed, a device engine per device instance started
         self.runtime = acquire_runtime(self.spec)
-        # the front door's side: progress out, cancel requests in
-        self.events = EventPublisher(self.bootstrap, self.topics)
-        self.runtime.events = self.events.emit
-        self.cancels = CancelListener(self.bootstrap, self.topics,
-                                      self.runtime.cancel_request).start()  # fmt: skip
+        self._front_door(self.bootstrap)  # progress out, cancel requests in
         self.events.emit("", "", "ready", accelerators=self.spec.accelerators)
 
     def _refuse_vanished_store(self, path: Path) -> None:
@@ -280,6 +276,18 @@ class ServingDriver:
         self.publisher.flush()
         if running:
             self.publisher.start()
+        self._front_door(bootstrap)
+
+    def _front_door(self, bootstrap: str) -> None:
+        """Progress events out and cancel requests in, on this broker (again after a
+        reconnect: the old clients point at the old address)."""
+        old = getattr(self, "cancels", None)
+        self.events = EventPublisher(bootstrap, self.topics)
+        self.runtime.events = self.events.emit
+        self.cancels = CancelListener(bootstrap, self.topics, self.runtime.cancel_request)
+        self.cancels.start()
+        if old is not None:
+            threading.Thread(target=old.stop, daemon=True).start()
 
     def install_signal_handlers(self) -> None:
         """SIGINT / SIGTERM: finish the jobs in flight, commit, then stop."""

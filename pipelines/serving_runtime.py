@@ -107,7 +107,7 @@ class ServingRuntime:
         # progress out (pipelines/serving_events.py: EventPublisher.emit); None: not sent
         self.events = None
         # cancel requests for jobs not handed over yet: answered when their record is read
-        self.cancel_early: set[tuple[str, str]] = set()
+        self.cancel_early: dict[tuple[str, str], float] = {}  # -> when asked
         self._orders: dict[tuple[str, str], int] = {}  # (window, device) -> next run order
         processes = spec.device_processes
         if processes is None:
@@ -159,14 +159,26 @@ class ServingRuntime:
             with self._w.cv:
                 for x, (p, _) in enumerate(fresh):
                     self.by_key[(p.request.tenant, p.request.job_id)] = first + x
+                # a cancel that came after its window checked, before it was registered
+                keys = [(p.request.tenant, p.request.job_id) for p, _ in fresh]
+                early = [first + x for x, k in enumerate(keys)
+                         if self.cancel_early.pop(k, None) is not None]  # fmt: skip
             indices = self.core.submit(jobs)
             if self.events is not None:  # before any device can report a start
                 for j in indices:
                     if self.core.status[j] == PENDING:
                         self._emit_planned(j)
+            for j in early:
+                self.core.cancel(j)
             return indices
 
     def _emit_planned(self, j: int) -> None:
+        try:
+            self._send_planned(j)
+        except Exception:  # noqa: BLE001 - progress is best effort; the job is in the core
+            log.exception("serving: the planned event of job %d was not sent", j)
+
+    def _send_planned(self, j: int) -> None:
         p = self._planned(j)
         r = p.request
         model, _, version = p.model_key.rpartition("@")
@@ -212,8 +224,11 @@ class ServingRuntime:
         record comes (a job with a result is never run again anyway)."""
         if not self.cancel(tenant, job_id):
             with self._w.cv:
-                if len(self.cancel_early) < 100_000:
-                    self.cancel_early.add((tenant, job_id))
+                now = self.clock()
+                if len(self.cancel_early) >= 10_000:  # forget requests older than an hour
+                    self.cancel_early = {k: t for k, t in self.cancel_early.items()
+                                         if now - t < 3600.0}  # fmt: skip
+                self.cancel_early[(tenant, job_id)] = now
 
     def close(self) -> None:
         for e in self.engines:

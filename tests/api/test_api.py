@@ -50,6 +50,18 @@ def test_submit_stream_every_step_then_status_image_and_list(stack):
         assert job["status"] == "done" and job["plan"]["steps"] == planned["steps"]
         assert job["outcome"]["tenant"] == "ann" and job["outcome"]["clip_score"] is not None
         assert job["progress"] == {"step": planned["steps"], "of": planned["steps"]}
+        # the image is this API's URL, never the server's file path
+        assert "image_uri" not in job["outcome"]
+        assert job["outcome"]["image_url"] == f"/v1/jobs/{job_id}/image"
+        assert "file:" not in json.dumps(seen)
+        # a resumed stream: only the events after Last-Event-ID; a hostile one is ignored
+        last = len(seen) - 2
+        with c.stream("GET", f"/v1/jobs/{job_id}/events",
+                      headers={"Last-Event-ID": str(last)}) as r:  # fmt: skip
+            assert [ln for ln in r.iter_lines() if ln.startswith("event: ")] == ["event: done"]
+        for hostile in (b"\xb2", "9" * 5000, "-1"):  # superscript two (latin-1): isdigit()
+            r = c.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": hostile})
+            assert r.status_code == 200 and r.text.count("event: ") == len(seen)
         img = c.get(f"/v1/jobs/{job_id}/image")
         assert img.status_code == 200 and img.content.startswith(b"\x89PNG")
         listed = c.get("/v1/jobs", params={"status": "done"}).json()["jobs"]
