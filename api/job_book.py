@@ -194,6 +194,9 @@ class JobBook:
         ).fetchone()
         if row is None or row[0] in OUTCOMES:
             return False  # not ours, or already final (an at-least-once repeat)
+        if event == "cancelling":  # serving has the cancel request: no new status
+            self._add_event(tenant, job_id, event, data)
+            return True
         status = {"planned": "planned", "started": "running", "step": "running"}.get(
             event, event if event in OUTCOMES else None
         )

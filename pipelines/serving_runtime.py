@@ -222,6 +222,8 @@ class ServingRuntime:
         """A tenant's cancel: in flight, cancelled in the core; not handed over yet (or
         already answered), remembered: `ServeWindow` answers it `cancelled` if its
         record comes (a job with a result is never run again anyway)."""
+        if self.events is not None:  # when serving got it: "within one step" counts from here
+            self.events(tenant, job_id, "cancelling")
         if not self.cancel(tenant, job_id):
             with self._w.cv:
                 now = self.clock()
