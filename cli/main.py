@@ -431,17 +431,25 @@ def cmd_broker(args, settings: Settings) -> int:
 
     from adapters.kafka_broker import EmbeddedBroker
 
-    def stop(signum, _frame):
-        raise KeyboardInterrupt  # unwinds into EmbeddedBroker.__exit__, which stops Tansu
+    up, asked = [], []
 
+    def stop(signum, _frame):
+        if up:  # unwinds into EmbeddedBroker.__exit__, which stops Tansu
+            raise KeyboardInterrupt
+        asked.append(signum)  # still starting: stop as soon as it is up
+
+    # before the broker starts: its state file says it is up a moment before `with` returns
+    _signal.signal(_signal.SIGTERM, stop)
     log_file = settings.data_dir / "serving" / "broker.log"
     with EmbeddedBroker(args.port, state_file=_broker_state(settings), log_file=log_file) as b:
-        _signal.signal(_signal.SIGTERM, stop)
-        print(
-            f"embedded Kafka broker (tansu, memory storage) on {b.bootstrap}; Ctrl-C stops",
-            flush=True,
-        )
         try:
+            up.append(True)
+            if asked:
+                raise KeyboardInterrupt
+            print(
+                f"embedded Kafka broker (tansu, memory storage) on {b.bootstrap}; Ctrl-C stops",
+                flush=True,
+            )
             code = b.proc.wait()
         except KeyboardInterrupt:
             print("stopping the broker", file=sys.stderr)
