@@ -180,20 +180,16 @@ class JobsReader:
 
 class TopicTail:
     """Reads one single-partition topic from the start (or its end) in a thread and hands
-    each JSON message to `on_message`; a message that is not JSON is skipped. For the
-    internal events and control topics, which have no consumer group to join (joins
-    take ~23 s on Tansu)."""
+    the JSON messages that arrived together (up to BATCH) to `on_batch`; a message that
+    is not JSON is skipped. For the internal events and control topics, which have no
+    consumer group to join (joins take ~23 s on Tansu)."""
 
     BATCH = 500
 
-    def __init__(self, bootstrap: str, topic: str, on_message, *, from_end: bool = False,
-                 on_batch=None):  # fmt: skip
-        """on_batch: instead of on_message, called with the list of messages that arrived
-        together (up to BATCH)."""
+    def __init__(self, bootstrap: str, topic: str, on_batch, *, from_end: bool = False):
         import threading
 
-        self.bootstrap, self.topic, self.on_message = bootstrap, topic, on_message
-        self.on_batch = on_batch
+        self.bootstrap, self.topic, self.on_batch = bootstrap, topic, on_batch
         self.from_end = from_end
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"tail-{topic}", daemon=True)
@@ -222,12 +218,8 @@ class TopicTail:
                         log.warning("%s: a message that is not JSON at offset %d", self.topic,
                                     m.offset())  # fmt: skip
                 try:
-                    if self.on_batch is not None:
-                        if batch:
-                            self.on_batch(batch)
-                    else:
-                        for msg in batch:
-                            self.on_message(msg)
+                    if batch:
+                        self.on_batch(batch)
                 except Exception:  # noqa: BLE001 - one bad message must not stop the tail
                     log.exception("%s: handling %d messages failed", self.topic, len(batch))
         finally:

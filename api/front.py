@@ -71,7 +71,7 @@ class Front:
         self.producer = kafka_io.producer(self.cfg.bootstrap)
         self._poller = threading.Thread(target=self._poll, name="api-producer", daemon=True)
         self._poller.start()
-        self.feed = TopicTail(self.cfg.bootstrap, t.events, None, on_batch=self._on_events)
+        self.feed = TopicTail(self.cfg.bootstrap, t.events, self._on_events)
         self.feed.start()
 
     def stop(self) -> None:

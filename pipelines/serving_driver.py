@@ -90,7 +90,6 @@ class Publisher:
         self.store, self.bootstrap, self.topics = store, bootstrap, topics
         self.producer = kafka_io.producer(bootstrap)
         self.tenant_topics: set[str] = set()
-        self.events_topic_ready = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -115,9 +114,6 @@ class Publisher:
             # the API's feed: each outcome once it is durable (pipelines/serving_events.py)
             events = [outcome_event(r) for r in results]
             events += [e for d in letters if (e := dead_letter_event(d)) is not None]
-            if events and not self.events_topic_ready:
-                kafka_io.ensure_topics(self.bootstrap, [self.topics.events])
-                self.events_topic_ready = True
             for e in events:
                 key = f"{e['tenant']}/{e['job_id']}"
                 self.producer.produce(self.topics.events, key=key, value=json.dumps(e))
@@ -185,7 +181,9 @@ class ServingDriver:
         self.windows_read = 0
         path = Path(self.spec.store_path)
         existed = path.exists()
-        kafka_io.ensure_topics(self.bootstrap, [self.topics.jobs, self.topics.dead_letters])
+        kafka_io.ensure_topics(
+            self.bootstrap, [self.topics.jobs, self.topics.dead_letters, self.topics.events]
+        )
         self.reader = JobsReader(self.bootstrap, self.topics.jobs)
         self.admin = kafka_io.admin(self.bootstrap)
         self.topic_id = kafka_io.topic_id(self.admin, self.topics.jobs)
@@ -259,7 +257,9 @@ class ServingDriver:
         return now is not None and now != self.topic_id
 
     def _reconnect(self, bootstrap: str, *, from_start: bool = False) -> None:
-        kafka_io.ensure_topics(bootstrap, [self.topics.jobs, self.topics.dead_letters])
+        kafka_io.ensure_topics(
+            bootstrap, [self.topics.jobs, self.topics.dead_letters, self.topics.events]
+        )
         admin = kafka_io.admin(bootstrap)
         tid = kafka_io.topic_id(admin, self.topics.jobs)
         from_start = from_start or (tid is not None and tid != self.topic_id)

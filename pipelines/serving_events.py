@@ -32,8 +32,7 @@ class EventPublisher:
     """Produces job events; thread-safe (the devices' threads call it)."""
 
     def __init__(self, bootstrap: str, topics: Topics):
-        self.topic = topics.events
-        kafka_io.ensure_topics(bootstrap, [self.topic])
+        self.topic = topics.events  # made by the driver with its other topics
         self.producer = kafka_io.producer(bootstrap)
 
     def emit(self, tenant: str, job_id: str, event: str, **data) -> None:
@@ -75,13 +74,14 @@ class CancelListener:
         self.tail.start()
         return self
 
-    def _on(self, msg) -> None:
-        if not isinstance(msg, dict) or msg.get("op") != "cancel":
-            return
-        tenant, job_id = msg.get("tenant"), msg.get("job_id")
-        if id_problem(tenant) or id_problem(job_id):
-            return
-        self.cancel(tenant, job_id)
+    def _on(self, msgs: list) -> None:
+        for msg in msgs:
+            if not isinstance(msg, dict) or msg.get("op") != "cancel":
+                continue
+            tenant, job_id = msg.get("tenant"), msg.get("job_id")
+            if id_problem(tenant) or id_problem(job_id):
+                continue
+            self.cancel(tenant, job_id)
 
     def stop(self) -> None:
         self.tail.stop()
