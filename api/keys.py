@@ -23,6 +23,7 @@ from sdaas.limits import id_problem, show
 
 PREFIX = "sdaas_"
 CACHE_S = 60.0  # a key revoked by `sdaas tenants revoke` stops working within this
+MAX_CACHED = 100_000  # keys remembered (right and wrong) before the cache starts over
 # scrypt cost: n=2**14, r=8, p=1 (16 MiB, ~50 ms here): the interactive-login figure of
 # the scrypt paper; keys are random, so this guards against a stolen database only
 SCRYPT = {"n": 2**14, "r": 8, "p": 1, "maxmem": 64 * 1024 * 1024, "dklen": 32}
@@ -33,7 +34,8 @@ CREATE TABLE IF NOT EXISTS tenants (
     salt BLOB NOT NULL,
     hash BLOB NOT NULL,
     created_ts REAL NOT NULL,
-    revoked INTEGER NOT NULL DEFAULT 0
+    revoked INTEGER NOT NULL DEFAULT 0,
+    operator INTEGER NOT NULL DEFAULT 0
 );
 """
 
@@ -51,12 +53,17 @@ class TenantKeys:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(tenants)")}
+        if "operator" not in columns:  # a tenants table from before operator keys
+            self._db.execute("ALTER TABLE tenants ADD COLUMN operator INTEGER NOT NULL DEFAULT 0")
         self._lock = threading.Lock()
-        self._checked: dict[bytes, tuple[str, float]] = {}  # sha256(key) -> tenant, when
+        # sha256(key) -> (tenant or None for a wrong key, operator key?, when checked)
+        self._checked: dict[bytes, tuple[str | None, bool, float]] = {}
         self._flights: dict[bytes, threading.Lock] = {}
 
-    def create(self, tenant: str) -> str:
-        """A new key for `tenant` (a tenant may hold several); returned once, never stored."""
+    def create(self, tenant: str, operator: bool = False) -> str:
+        """A new key for `tenant` (a tenant may hold several); returned once, never stored.
+        An operator key also reads what spans tenants (/metrics names them)."""
         why = id_problem(tenant)
         if why:
             raise InvalidInputError(f"tenant: {show(tenant)}: {why}")
@@ -64,20 +71,41 @@ class TenantKeys:
         salt = secrets.token_bytes(16)
         with self._lock:
             self._db.execute(
-                "INSERT INTO tenants(key_id, tenant, salt, hash, created_ts) VALUES (?,?,?,?,?)",
-                (key_id, tenant, salt, _hash(secret, salt), time.time()),
+                "INSERT INTO tenants(key_id, tenant, salt, hash, created_ts, operator) "
+                "VALUES (?,?,?,?,?,?)",
+                (key_id, tenant, salt, _hash(secret, salt), time.time(), int(operator)),
             )
         return f"{PREFIX}{key_id}.{secret}"
 
+    def cached(self, key: str | None) -> tuple[bool, str | None]:
+        """(known, tenant) from the cache alone: (True, None) for a key that failed within
+        CACHE_S; (False, None) when only `tenant_of` (an scrypt) can tell. Cheap enough
+        for the event loop."""
+        if not key or not key.startswith(PREFIX) or "." not in key or len(key) > 200:
+            return True, None
+        hit = self._checked.get(hashlib.sha256(key.encode()).digest())
+        if hit and time.monotonic() - hit[2] < CACHE_S:
+            return True, hit[0]
+        return False, None
+
+    def is_operator(self, key: str) -> bool:
+        """Whether a key `tenant_of` accepted is an operator's."""
+        if self.tenant_of(key) is None:
+            return False
+        hit = self._checked.get(hashlib.sha256(key.encode()).digest())
+        return bool(hit and hit[1])
+
     def tenant_of(self, key: str | None) -> str | None:
-        """The tenant a presented key belongs to, or None (unknown, malformed, revoked)."""
+        """The tenant a presented key belongs to, or None (unknown, malformed, revoked).
+        Both answers are cached for CACHE_S: a wrong key presented again and again costs
+        one scrypt, not one per request."""
         if not key or not key.startswith(PREFIX) or "." not in key or len(key) > 200:
             return None
         digest = hashlib.sha256(key.encode()).digest()
         now = time.monotonic()
         with self._lock:
             hit = self._checked.get(digest)
-            if hit and now - hit[1] < CACHE_S:
+            if hit and now - hit[2] < CACHE_S:
                 return hit[0]
             # one check per key at a time: 200 clients presenting a new key at once pay
             # one scrypt, not 200
@@ -85,28 +113,30 @@ class TenantKeys:
         with flight:
             with self._lock:
                 hit = self._checked.get(digest)
-                if hit and now - hit[1] < CACHE_S:
+                if hit and now - hit[2] < CACHE_S:
                     return hit[0]
                 key_id, _, secret = key[len(PREFIX) :].partition(".")
                 row = self._db.execute(
-                    "SELECT tenant, salt, hash FROM tenants WHERE key_id = ? AND revoked = 0",
+                    "SELECT tenant, salt, hash, operator FROM tenants "
+                    "WHERE key_id = ? AND revoked = 0",
                     (key_id,),
                 ).fetchone()
             ok = row is not None and hmac.compare_digest(_hash(secret, row[1]), row[2])
             with self._lock:
                 self._flights.pop(digest, None)
-                if ok:
-                    self._checked[digest] = (row[0], time.monotonic())
-                else:
-                    self._checked.pop(digest, None)
+                if len(self._checked) >= MAX_CACHED:  # many distinct wrong keys: start over
+                    self._checked = {}
+                self._checked[digest] = (row[0] if ok else None, ok and bool(row[3]),
+                                         time.monotonic())  # fmt: skip
         return row[0] if ok else None
 
-    def tenants(self) -> list[tuple[str, int, float]]:
-        """(tenant, active keys, first created) for `sdaas tenants list`."""
+    def tenants(self) -> list[tuple[str, int, float, int]]:
+        """(tenant, active keys, first created, of them operator keys) for `sdaas tenants
+        list`."""
         with self._lock:
             return self._db.execute(
-                "SELECT tenant, COUNT(*), MIN(created_ts) FROM tenants WHERE revoked = 0 "
-                "GROUP BY tenant ORDER BY tenant"
+                "SELECT tenant, COUNT(*), MIN(created_ts), SUM(operator) FROM tenants "
+                "WHERE revoked = 0 GROUP BY tenant ORDER BY tenant"
             ).fetchall()
 
     def revoke(self, tenant: str) -> int:

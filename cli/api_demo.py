@@ -40,7 +40,7 @@ def api_demo(settings: Settings, out=print) -> None:
                         topics=topics, styles=tuple(spec.planner.styles),
                         salt=load_salt(settings))  # fmt: skip
         with serving_in_background(spec, broker.bootstrap, topics), ApiServer(cfg) as api:
-            key = api.front.keys.create("demo")
+            key = api.front.keys.create("demo", operator=True)  # it may read /metrics
             out(f"   API on {api.url}: the page at {api.url}/, OpenAPI docs at {api.url}/docs, "
                 f"metrics at {api.url}/metrics (tenant 'demo', key {key[:14]}...)")  # fmt: skip
             job = {"prompt": DEMO_PROMPT, "style": spec.planner.styles[0],

@@ -92,5 +92,6 @@ def stack(serving_settings, tmp_path_factory):
         with serving_in_background(spec, broker.bootstrap, topics) as driver:
             with ApiServer(cfg, log_level="info") as api:
                 keys = {t: api.front.keys.create(t) for t in ("ann", "bob")}
+                keys["ops"] = api.front.keys.create("ops", operator=True)
                 yield Stack(api, keys, list(spec.planner.styles), longest_job(spec.planner),
                             cfg, driver)  # fmt: skip

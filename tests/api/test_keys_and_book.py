@@ -56,3 +56,33 @@ def test_token_bucket_allows_a_burst_then_the_rate():
     assert b.take("bob") == 0  # tenants do not share a bucket
     now[0] = 0.5
     assert b.take("ann") == 0
+
+
+def test_a_wrong_key_costs_one_scrypt_however_often_it_is_presented(tmp_path, monkeypatch):
+    import api.keys
+
+    keys = TenantKeys(tmp_path / "t.db")
+    good = keys.create("ann")
+    wrong = good[:-1] + ("x" if good[-1] != "x" else "y")
+    calls = []
+    real = api.keys._hash
+    monkeypatch.setattr(api.keys, "_hash", lambda s, salt: calls.append(1) or real(s, salt))
+    assert keys.cached(wrong) == (False, None)  # never checked: only scrypt can tell
+    assert [keys.tenant_of(wrong) for _ in range(5)] == [None] * 5
+    assert len(calls) == 1 and keys.cached(wrong) == (True, None)
+    assert keys.tenant_of(good) == "ann" and keys.cached(good) == (True, "ann")
+    assert keys.cached("not a key") == (True, None)  # malformed: known bad without a lookup
+    assert len(calls) == 2
+
+
+def test_only_an_operator_key_is_an_operators_and_an_older_table_gains_the_column(tmp_path):
+    db = sqlite3.connect(tmp_path / "t.db")  # the table as it was before operator keys
+    db.execute("CREATE TABLE tenants (key_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, salt BLOB "
+               "NOT NULL, hash BLOB NOT NULL, created_ts REAL NOT NULL, revoked INTEGER NOT "
+               "NULL DEFAULT 0)")  # fmt: skip
+    db.commit()
+    keys = TenantKeys(tmp_path / "t.db")
+    ann, ops = keys.create("ann"), keys.create("ops", operator=True)
+    assert not keys.is_operator(ann) and keys.is_operator(ops)
+    assert not keys.is_operator(ops[:-1] + ("x" if ops[-1] != "x" else "y"))
+    assert [(t, op) for t, _, _, op in keys.tenants()] == [("ann", 0), ("ops", 1)]

@@ -178,8 +178,12 @@ def test_tenants_keys_and_results_shown_only_to_their_tenant(settings, capsys):
     assert _sdaas(settings, "tenants", "create", "ann") == 0
     ann_key = capsys.readouterr().out.strip().splitlines()[-1]
     assert ann_key.startswith("sdaas_")
+    assert _sdaas(settings, "tenants", "create", "ops", "--operator") == 0
+    assert "operator API key" in capsys.readouterr().out
     assert _sdaas(settings, "tenants", "list") == 0
-    assert "ann" in capsys.readouterr().out
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split()[:3] for line in listed if line.startswith(("ann", "ops"))] == [
+        ["ann", "1", "0"], ["ops", "1", "1"]]  # fmt: skip
     assert _sdaas(settings, "results", "--key", ann_key) == 0
     out = capsys.readouterr().out
     assert "j1" in out and "j2" not in out

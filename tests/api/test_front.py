@@ -1,0 +1,60 @@
+"""The front's event feed and the event-loop watchdog, without a server or a broker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from api.front import ApiConfig, Front
+from api.loop_watch import LoopWatch
+
+
+def test_a_batch_of_events_is_applied_a_chunk_at_a_time_with_the_loop_turning_between(tmp_path):
+    front = Front(ApiConfig(bootstrap="unused:1", data_dir=tmp_path, results_dir=tmp_path))
+    n = 5 * Front.CHUNK
+    for i in range(n):
+        front.book.accept("ann", f"j{i}", "fp")
+    msgs = [{"tenant": "ann", "job_id": f"j{i}", "event": "planned", "steps": 4} for i in range(n)]
+    seen = []  # how many jobs were planned each time another task got a turn
+
+    async def other_requests():
+        while len(seen) < 100 and (not seen or seen[-1] < n):
+            seen.append(sum(v.status == "planned" for v in front.book.list("ann", limit=n)))
+            await asyncio.sleep(0)
+
+    async def main():
+        with front.subscribe(("ann", "j7")) as woken:
+            await asyncio.gather(front._apply(msgs), other_requests())
+            assert woken.is_set()  # whoever streams j7 was woken
+
+    asyncio.run(main())
+    assert any(0 < k < n for k in seen), seen  # a submit waits for a chunk, not the batch
+    assert all(v.status == "planned" for v in front.book.list("ann", limit=n))
+
+
+def test_the_watchdog_names_a_stall_of_the_event_loop_and_counts_its_lag(caplog):
+    from prometheus_client import CollectorRegistry, Histogram
+
+    lag = Histogram("lag", "lag", buckets=(0.05, 1.0), registry=CollectorRegistry())
+    watch = LoopWatch(lag, stall_s=0.1)
+
+    def blocking_handler():
+        time.sleep(0.3)  # a request handler that blocks the loop
+
+    async def main():
+        watch.start(asyncio.get_running_loop())
+        await asyncio.sleep(0.05)
+        blocking_handler()
+        await asyncio.sleep(0.05)
+        watch.stop()
+
+    with caplog.at_level(logging.WARNING, logger="api.loop_watch"):
+        asyncio.run(main())
+    assert watch.stalls == 1
+    (msg,) = [r.getMessage() for r in caplog.records]
+    assert "blocked for" in msg and "blocking_handler" in msg
+    worst = lag.collect()[0].samples
+    over = [s.value for s in worst if s.name == "lag_bucket" and s.labels["le"] == "0.05"]
+    count = [s.value for s in worst if s.name == "lag_count"]
+    assert count[0] - over[0] >= 1  # one tick was over 50 ms late
