@@ -82,10 +82,12 @@ def ensure_topics(bootstrap: str, names: list[str], partitions: int = 1) -> None
                 raise SdaasError(f"cannot create topic {name} on {bootstrap}: {exc}") from None
 
 
-def producer(bootstrap: str):
+def producer(bootstrap: str, linger_ms: float = 5):
+    """linger_ms: how long a message waits for others to share its request; 0 where a
+    caller waits on each acknowledgement (the API's 202)."""
     from confluent_kafka import Producer
 
-    return Producer(_conf(bootstrap, **{"enable.idempotence": False, "linger.ms": 5}))
+    return Producer(_conf(bootstrap, **{"enable.idempotence": False, "linger.ms": linger_ms}))
 
 
 def consumer(bootstrap: str, group: str = GROUP):

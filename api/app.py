@@ -208,7 +208,6 @@ def create_app(cfg: ApiConfig) -> FastAPI:
     )
     async def events(
         job_id: str,
-        request: Request,
         t: str = Depends(tenant),
         last_event_id: str | None = Header(None),
     ):
@@ -227,8 +226,8 @@ def create_app(cfg: ApiConfig) -> FastAPI:
                         yield f"id: {s}\nevent: {event}\ndata: {json.dumps(data)}\n\n"
                         if event in OUTCOMES:
                             return
-                    if await request.is_disconnected():
-                        return
+                    # a client that goes away: Starlette's StreamingResponse listens for
+                    # the disconnect and cancels this generator (ASGI spec 2.3, uvicorn)
                     try:
                         await asyncio.wait_for(woken.wait(), KEEPALIVE_S)
                     except TimeoutError:

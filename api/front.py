@@ -12,6 +12,7 @@ import concurrent.futures
 import hashlib
 import json
 import threading
+import time
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -72,7 +73,8 @@ class Front:
         self.watch.start(loop)
         t = self.cfg.topics
         kafka_io.ensure_topics(self.cfg.bootstrap, [t.jobs, t.events, t.control])
-        self.producer = kafka_io.producer(self.cfg.bootstrap)
+        # no lingering: each 202 waits on its own acknowledgement (5 ms saved per submit)
+        self.producer = kafka_io.producer(self.cfg.bootstrap, linger_ms=0)
         self._poller = threading.Thread(target=self._poll, name="api-producer", daemon=True)
         self._poller.start()
         self.feed = TopicTail(self.cfg.bootstrap, t.events, self._on_events)
@@ -107,8 +109,10 @@ class Front:
 
             loop.call_soon_threadsafe(settle)
 
+        t0 = time.perf_counter()
         self.producer.produce(topic, value, key=key, on_delivery=delivered)
         await asyncio.wait_for(done, timeout)
+        self.metrics.ack_s.observe(time.perf_counter() - t0)
 
     def fingerprint(self, body: dict) -> str:
         """A keyed hash of a request (prompt included, never stored as such)."""
@@ -116,7 +120,9 @@ class Front:
         return hashlib.sha256(self.cfg.salt + canon).hexdigest()[:32]
 
     # -- Kafka in ---------------------------------------------------------------------------
-    CHUNK = 32  # events applied between two turns of the loop
+    # events applied (and their streams woken) per turn of the loop: a submit arriving
+    # meanwhile waits for one chunk's streams, not a window's
+    CHUNK = 16
 
     def _on_events(self, msgs: list[dict]) -> None:
         """Events as they arrived together (the feed's thread): applied on the event loop,

@@ -75,6 +75,12 @@ class ApiMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
             registry=r,
         )
+        self.ack_s = Histogram(
+            "sdaas_kafka_ack_seconds",
+            "a message sent to Kafka until the broker acknowledged it (part of every 202)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1),
+            registry=r,
+        )
         self.loop_lag = Histogram(
             "sdaas_api_loop_lag_seconds",
             "how late the API's event loop ticked (every request waits this long)",
