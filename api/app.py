@@ -101,6 +101,27 @@ def create_app(cfg: ApiConfig) -> FastAPI:
         return view
 
     # -- jobs ---------------------------------------------------------------------------------
+    async def _queue(t: str, job_id: str, job) -> None:
+        """Onto the jobs topic within the tenant's in-flight quota; on failure the job
+        leaves the book again (429 / 503: the client retries with the same key)."""
+        if front.book.in_flight(t) > cfg.max_in_flight:
+            front.book.forget(t, job_id)
+            raise Problem(
+                429,
+                f"in-flight quota: at most {cfg.max_in_flight} jobs per tenant without an outcome",
+                headers={"Retry-After": "1"},
+            )
+        try:
+            await front.send(cfg.topics.jobs, job_id, job.to_json())
+        except Exception as exc:  # noqa: BLE001 - the client may retry with the same key
+            front.book.forget(t, job_id)
+            raise Problem(
+                503,
+                f"the job could not be queued ({type(exc).__name__}); retry "
+                "with the same Idempotency-Key",
+                headers={"Retry-After": "1"},
+            ) from None
+
     @app.post(
         "/v1/jobs",
         status_code=202,
@@ -141,24 +162,19 @@ def create_app(cfg: ApiConfig) -> FastAPI:
                     f"job {job_id!r} exists with a different request: use a new "
                     "job id or Idempotency-Key",
                 )
+            first = front.sending.get((t, job_id))  # a retry while the first still sends
+            if first is not None and not await asyncio.shield(first):
+                raise Problem(503, "the first request with this key could not queue the "
+                              "job; retry", headers={"Retry-After": "1"})  # fmt: skip
             return {"job_id": job_id, "status_url": f"/v1/jobs/{job_id}", "retry": True}
-        if front.book.in_flight(t) > cfg.max_in_flight:
-            front.book.forget(t, job_id)
-            raise Problem(
-                429,
-                f"in-flight quota: at most {cfg.max_in_flight} jobs per tenant without an outcome",
-                headers={"Retry-After": "1"},
-            )
+        sent = front.sending[(t, job_id)] = asyncio.get_running_loop().create_future()
         try:
-            await front.send(cfg.topics.jobs, job_id, job.to_json())
-        except Exception as exc:  # noqa: BLE001 - the client may retry with the same key
-            front.book.forget(t, job_id)
-            raise Problem(
-                503,
-                f"the job could not be queued ({type(exc).__name__}); retry "
-                "with the same Idempotency-Key",
-                headers={"Retry-After": "1"},
-            ) from None
+            await _queue(t, job_id, job)
+            sent.set_result(True)
+        finally:
+            if not sent.done():
+                sent.set_result(False)  # after `forget`: a retry then starts afresh
+            del front.sending[(t, job_id)]
         front.metrics.jobs.labels(t, "accepted").inc()
         front.metrics.submit_s.observe(time.perf_counter() - t0)
         return {"job_id": job_id, "status_url": f"/v1/jobs/{job_id}"}

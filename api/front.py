@@ -33,7 +33,8 @@ class ApiConfig:
     """bootstrap: the (internal) Kafka broker. data_dir: where the tenants' keys and the
     job book live. styles: the served styles, checked at the door (None: serving checks).
     rate_per_s / burst: submissions per tenant; max_in_flight: jobs per tenant without an
-    outcome; results_dir: where serving stores images (only files under it are served)."""
+    outcome; results_dir: where serving stores images (only files under it are served);
+    keep_progress_s: how long the book keeps the progress events of an ended job."""
 
     bootstrap: str
     data_dir: Path
@@ -44,6 +45,7 @@ class ApiConfig:
     burst: float = 40.0
     max_in_flight: int = 100
     salt: bytes = b""
+    keep_progress_s: float = 86400.0  # an ended job's progress events; its outcome stays
 
     @property
     def keys_path(self) -> Path:
@@ -61,8 +63,12 @@ class Front:
         self.book = JobBook(cfg.book_path)
         self.metrics = ApiMetrics(self.book)
         self.buckets = TokenBuckets(cfg.rate_per_s, cfg.burst)
-        self.ready_accelerators: list[str] | None = None  # set by serving's `ready`
+        # serving processes by their heartbeats: server -> (accelerators, seen, every_s)
+        self.servers: dict[str, tuple[list[str], float, float]] = {}
+        self.clock = time.time
         self._waiters: dict[tuple[str, str], set[asyncio.Event]] = defaultdict(set)
+        # jobs entered in the book whose send is not acknowledged yet: True once it is
+        self.sending: dict[tuple[str, str], asyncio.Future] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
         self.watch = LoopWatch(self.metrics.loop_lag)
@@ -79,10 +85,19 @@ class Front:
         self._poller.start()
         self.feed = TopicTail(self.cfg.bootstrap, t.events, self._on_events)
         self.feed.start()
+        self._pruner = loop.create_task(self._prune_every(60.0))
+
+    async def _prune_every(self, every_s: float) -> None:
+        """The book's events table would grow by a row per step of every job, forever."""
+        while True:
+            await asyncio.sleep(every_s)
+            while self.book.prune(self.cfg.keep_progress_s, limit=500) == 500:
+                await asyncio.sleep(0)  # a turn of the loop between batches
 
     def stop(self) -> None:
         self._stop.set()
         self.watch.stop()
+        self._pruner.cancel()
         self.book.close()
         self.feed.stop()
         self._poller.join(timeout=5)
@@ -144,8 +159,8 @@ class Front:
         (a submit waits for one chunk, not for the batch); then the metrics, then
         whoever streams those jobs is woken."""
         for m in msgs:
-            if m.get("event") == "ready":
-                self.ready_accelerators = list(m.get("accelerators") or [])
+            if m.get("event") in ("ready", "stopping"):
+                self._heartbeat(m)
         for i in range(0, len(msgs), self.CHUNK):
             if i:
                 await asyncio.sleep(0)
@@ -175,9 +190,38 @@ class Front:
                 del self._waiters[key]
 
     # -- health ---------------------------------------------------------------------------
+    def _heartbeat(self, m: dict) -> None:
+        """A serving process's `ready` (models loaded, alive) or `stopping`. The events
+        topic is read from its start: a beat counts only if it is recent by its own time."""
+        server = str(m.get("server", ""))
+        if m["event"] == "stopping":
+            self.servers.pop(server, None)
+            return
+        every = min(60.0, max(0.5, _number(m.get("every_s"), 5.0)))
+        now = self.clock()
+        if now - _number(m.get("ts"), 0.0) < MISSED_BEATS * every:
+            self.servers[server] = (list(m.get("accelerators") or []), now, every)
+
+    def serving_ready(self) -> tuple[bool, str]:
+        """Whether some serving process beat lately."""
+        now = self.clock()
+        alive = [s for s, (_, seen, every) in self.servers.items()
+                 if now - seen < MISSED_BEATS * every]  # fmt: skip
+        if alive:
+            return True, f"ready: {len(alive)} serving process(es)"
+        if self.servers:
+            last = now - max(seen for _, seen, _ in self.servers.values())
+            return False, f"no serving process has sent a heartbeat for {last:.0f} s"
+        return False, "no serving process has said it is ready (models loaded)"
+
     def ready(self) -> tuple[bool, str]:
         if not reachable(self.cfg.bootstrap):
             return False, f"the Kafka broker at {self.cfg.bootstrap} does not answer"
-        if self.ready_accelerators is None:
-            return False, "no serving process has said it is ready (models loaded) yet"
-        return True, "ready"
+        return self.serving_ready()
+
+
+MISSED_BEATS = 3  # heartbeats a serving process may miss before it is taken for gone
+
+
+def _number(x, default: float) -> float:
+    return float(x) if isinstance(x, int | float) and x == x and abs(x) < 1e12 else default

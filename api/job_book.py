@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     PRIMARY KEY (tenant, job_id)
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(tenant, status, submitted_ts);
+CREATE INDEX IF NOT EXISTS jobs_by_update ON jobs(updated_ts);
 CREATE TABLE IF NOT EXISTS events (
     tenant TEXT NOT NULL,
     job_id TEXT NOT NULL,
@@ -232,6 +233,21 @@ class JobBook:
             "COALESCE(MAX(seq), -1) + 1, ?, ? FROM events WHERE tenant=? AND job_id=?",
             (tenant, job_id, event, json.dumps(data), tenant, job_id),
         )
+
+    def prune(self, older_than_s: float, limit: int = 500) -> int:
+        """Drop the progress events (planned, started, steps) of jobs that ended more than
+        `older_than_s` ago, at most `limit` of them per call (short transactions: requests
+        wait on none of them for long). The outcome event stays: a stream of an old job
+        still ends with it. How many were dropped."""
+        cutoff = time.time() - older_than_s
+        with self._lock:
+            return self._db.execute(
+                "DELETE FROM events WHERE rowid IN (SELECT e.rowid FROM jobs j JOIN events e "
+                "ON e.tenant = j.tenant AND e.job_id = j.job_id WHERE j.updated_ts < ? AND "
+                "j.status IN ('done','rejected','failed','cancelled') AND e.event NOT IN "
+                "('done','rejected','failed','cancelled') LIMIT ?)",
+                (cutoff, limit),
+            ).rowcount
 
     # -- reads ------------------------------------------------------------------------------
     def get(self, tenant: str, job_id: str) -> JobView | None:

@@ -42,6 +42,7 @@ from pipelines.serving import ServeJobs, ServingSpec, source_of
 from pipelines.serving_events import (
     CancelListener,
     EventPublisher,
+    Heartbeat,
     dead_letter_event,
     outcome_event,
 )
@@ -195,7 +196,6 @@ class ServingDriver:
         # models loaded, profiles probed, a device engine per device instance started
         self.runtime = acquire_runtime(self.spec)
         self._front_door(self.bootstrap)  # progress out, cancel requests in
-        self.events.emit("", "", "ready", accelerators=self.spec.accelerators)
 
     def _refuse_vanished_store(self, path: Path) -> None:
         """No store, but images or committed offsets: it was deleted or moved, and an
@@ -282,10 +282,13 @@ class ServingDriver:
         """Progress events out and cancel requests in, on this broker (again after a
         reconnect: the old clients point at the old address)."""
         old = getattr(self, "cancels", None)
+        if getattr(self, "heartbeat", None) is not None:
+            self.heartbeat.stop()  # its "stopping" goes to the old broker, if anywhere
         self.events = EventPublisher(bootstrap, self.topics)
         self.runtime.events = self.events.emit
         self.cancels = CancelListener(bootstrap, self.topics, self.runtime.cancel_request)
         self.cancels.start()
+        self.heartbeat = Heartbeat(self.events.emit, self.spec.accelerators).start()
         if old is not None:
             threading.Thread(target=old.stop, daemon=True).start()
 
@@ -414,6 +417,7 @@ class ServingDriver:
         self.progress(report.line())
 
     def close(self) -> None:
+        self.heartbeat.stop()  # the API withdraws readiness now, not 3 beats later
         self.cancels.stop()
         self.runtime.events = None
         self.events.flush()

@@ -5,7 +5,9 @@ tenant/job_id: `planned` (model, accelerator, steps, predictions), `started`, `s
 (i of N), and the outcome (`done`, `rejected`, `failed`, `cancelled`, with the result),
 which the publisher sends from the result store once the result is durable. Progress
 events are best effort: a lost `step` costs a progress bar a tick, never a result.
-A `ready` event says serving has its models loaded (the API's readiness).
+A `ready` event says a serving process has its models loaded; it repeats every
+`every_s` while the process lives, and `stopping` says it is going (the API's readiness
+follows both: a process that died without a word is not ready after 3 beats missed).
 
 Control (`Topics.control`, internal): `{"op": "cancel", "tenant", "job_id"}`. A job in
 flight is cancelled in the core (queued: at once; running: at its next step boundary);
@@ -62,13 +64,48 @@ def dead_letter_event(letter: dict) -> dict | None:
             "error": letter.get("reason", "")}  # fmt: skip
 
 
-class CancelListener:
-    """Reads cancel requests from the control topic (those sent from now on) and hands
-    each valid (tenant, job_id) to `cancel`."""
+class Heartbeat:
+    """`ready` every `every_s` from a thread of its own (a window that runs for minutes
+    must not look like a dead process), `stopping` when stopped; `server` tells several
+    serving processes apart."""
 
-    def __init__(self, bootstrap: str, topics: Topics, cancel):
-        self.cancel = cancel
-        self.tail = TopicTail(bootstrap, topics.control, self._on, from_end=True)
+    def __init__(self, emit, accelerators: list[str], every_s: float = 5.0):
+        import os
+        import socket
+        import threading
+
+        self.emit, self.accelerators, self.every_s = emit, list(accelerators), every_s
+        self.server = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="serving-heartbeat", daemon=True)
+
+    def start(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        while True:
+            self.emit("", "", "ready", accelerators=self.accelerators, server=self.server,
+                      every_s=self.every_s)  # fmt: skip
+            if self._stop.wait(self.every_s):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.emit("", "", "stopping", server=self.server)
+
+
+class CancelListener:
+    """Reads cancel requests from the control topic and hands each valid (tenant, job_id)
+    to `cancel`. From the topic's start, so that a cancel sent while serving was down
+    (or restarting) still counts; requests older than `max_age_s` (by the API's clock in
+    `ts`) are passed over, as the runtime forgets early cancels after as long."""
+
+    def __init__(self, bootstrap: str, topics: Topics, cancel, max_age_s: float = 3600.0,
+                 clock=time.time):  # fmt: skip
+        self.cancel, self.max_age_s, self.clock = cancel, max_age_s, clock
+        self.tail = TopicTail(bootstrap, topics.control, self._on)
 
     def start(self) -> CancelListener:
         self.tail.start()
@@ -78,9 +115,11 @@ class CancelListener:
         for msg in msgs:
             if not isinstance(msg, dict) or msg.get("op") != "cancel":
                 continue
-            tenant, job_id = msg.get("tenant"), msg.get("job_id")
+            tenant, job_id, ts = msg.get("tenant"), msg.get("job_id"), msg.get("ts")
             if id_problem(tenant) or id_problem(job_id):
                 continue
+            if not isinstance(ts, int | float) or not self.clock() - ts < self.max_age_s:
+                continue  # too old to matter (or no time: not from the API)
             self.cancel(tenant, job_id)
 
     def stop(self) -> None:

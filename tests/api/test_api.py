@@ -4,6 +4,7 @@ stream, metrics, and no prompt in any log or metric."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import logging
@@ -140,6 +141,39 @@ def test_a_retried_post_with_the_same_idempotency_key_is_one_job(stack):
 
     store = ResultStore(stack.cfg.results_dir / "results.db")
     assert sum(r.job_id == key for r in store.for_tenant("ann")) == 1
+
+
+def test_a_retry_while_the_first_post_is_still_sending_learns_how_that_ended(stack):
+    """The retry must not answer 202 for a job the first request then fails to queue."""
+    import threading
+
+    front, real = stack.api.front, stack.api.front.send
+
+    async def broker_fails(*_a, **_kw):
+        await asyncio.sleep(0.5)
+        raise ConnectionError("the broker did not acknowledge")
+
+    key = f"race-{uuid.uuid4().hex[:8]}"
+    got = {}
+
+    def post(name):
+        with stack.client("ann") as c:
+            got[name] = c.post("/v1/jobs", json=stack.job(seed=7), headers={"Idempotency-Key": key})
+
+    front.send = broker_fails
+    try:
+        first = threading.Thread(target=post, args=("first",))
+        first.start()
+        time.sleep(0.2)  # the first is in the book, waiting on its acknowledgement
+        post("retry")
+        first.join()
+    finally:
+        front.send = real
+    assert got["first"].status_code == got["retry"].status_code == 503
+    post("later")  # the broker is back: the job is queued now, as a new one
+    assert got["later"].status_code == 202 and "retry" not in got["later"].json()
+    with stack.client("ann") as c:
+        assert [e for e, _ in events(c, key)].count("done") == 1
 
 
 def status_of(c: httpx.Client, job_id: str, want: set[str], timeout: float = 60) -> str:

@@ -58,3 +58,27 @@ def test_the_watchdog_names_a_stall_of_the_event_loop_and_counts_its_lag(caplog)
     over = [s.value for s in worst if s.name == "lag_bucket" and s.labels["le"] == "0.05"]
     count = [s.value for s in worst if s.name == "lag_count"]
     assert count[0] - over[0] >= 1  # one tick was over 50 ms late
+
+
+def test_readiness_follows_serving_heartbeats_and_is_withdrawn_when_they_stop(tmp_path):
+    front = Front(ApiConfig(bootstrap="unused:1", data_dir=tmp_path, results_dir=tmp_path))
+    now = [1000.0]
+    front.clock = lambda: now[0]
+
+    def beat(server: str, ts: float) -> dict:
+        return {"tenant": "", "job_id": "", "event": "ready", "ts": ts, "server": server,
+                "every_s": 5.0, "accelerators": ["cpu"]}  # fmt: skip
+
+    asyncio.run(front._apply([beat("a", 900.0)]))  # replayed from the topic's start: old
+    ok, why = front.serving_ready()
+    assert not ok and "no serving process has said it is ready" in why
+    asyncio.run(front._apply([beat("a", 999.0), beat("b", 999.5)]))
+    assert front.serving_ready()[0]
+    now[0] = 1010.0
+    asyncio.run(front._apply([{"event": "stopping", "server": "b", "tenant": "", "job_id": ""}]))
+    assert front.serving_ready()[0]  # a still counts: 10 s < 3 beats
+    now[0] = 1016.0  # a missed its third beat
+    ok, why = front.serving_ready()
+    assert not ok and "for 16 s" in why
+    asyncio.run(front._apply([beat("a", 1016.0)]))
+    assert front.serving_ready()[0]  # back

@@ -86,3 +86,21 @@ def test_only_an_operator_key_is_an_operators_and_an_older_table_gains_the_colum
     assert not keys.is_operator(ann) and keys.is_operator(ops)
     assert not keys.is_operator(ops[:-1] + ("x" if ops[-1] != "x" else "y"))
     assert [(t, op) for t, _, _, op in keys.tenants()] == [("ann", 0), ("ops", 1)]
+
+
+def test_pruning_drops_old_progress_but_keeps_every_outcome_and_live_jobs(tmp_path):
+    import time
+
+    book = JobBook(tmp_path / "b.db")
+    for j in ("old", "live"):
+        book.accept("ann", j, "fp")
+        book.apply_many([{"tenant": "ann", "job_id": j, "event": e, "step": 1, "of": 2}
+                         for e in ("planned", "started", "step")])  # fmt: skip
+    book.apply({"tenant": "ann", "job_id": "old", "event": "done", "result": {"jct_s": 1.0}})
+    assert book.prune(older_than_s=3600) == 0  # it ended just now
+    time.sleep(0.05)
+    assert book.prune(older_than_s=0.01, limit=2) == 2  # in batches
+    assert book.prune(older_than_s=0.01) == 2
+    assert [e for _, e, _ in book.events_after("ann", "old", -1)] == ["done"]
+    assert len(book.events_after("ann", "live", -1)) == 4  # not ended: all kept
+    assert book.get("ann", "old").status == "done"
