@@ -163,13 +163,19 @@ def create_app(cfg: ApiConfig) -> FastAPI:
                     "job id or Idempotency-Key",
                 )
             first = front.sending.get((t, job_id))  # a retry while the first still sends
-            if first is not None and not await asyncio.shield(first):
-                raise Problem(503, "the first request with this key could not queue the "
-                              "job; retry", headers={"Retry-After": "1"})  # fmt: skip
-            return {"job_id": job_id, "status_url": f"/v1/jobs/{job_id}", "retry": True}
+            if first is not None or front.book.queued(t, job_id):
+                if first is not None and not await asyncio.shield(first):
+                    raise Problem(503, "the first request with this key could not queue "
+                                  "the job; retry", headers={"Retry-After": "1"})  # fmt: skip
+                return {"job_id": job_id, "status_url": f"/v1/jobs/{job_id}", "retry": True}
+            # entered by a process that stopped before the broker acknowledged: queued
+            # now, as new (serving answers a job id once, should the first send have landed)
+            front.book.forget(t, job_id)
+            front.book.accept(t, job_id, fingerprint)
         sent = front.sending[(t, job_id)] = asyncio.get_running_loop().create_future()
         try:
             await _queue(t, job_id, job)
+            front.book.queued(t, job_id, done=True)
             sent.set_result(True)
         finally:
             if not sent.done():

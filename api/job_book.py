@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     steps INTEGER NOT NULL DEFAULT 0,
     result TEXT NOT NULL DEFAULT '{}',
     cancel_requested INTEGER NOT NULL DEFAULT 0,
+    queued INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (tenant, job_id)
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(tenant, status, submitted_ts);
@@ -97,6 +98,8 @@ class JobBook:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        if "queued" not in {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}:
+            self._db.execute("ALTER TABLE jobs ADD COLUMN queued INTEGER NOT NULL DEFAULT 1")
         self._lock = threading.Lock()
         # checkpoints (the WAL copied into the database, with an fsync) run in a thread of
         # their own, on their own connection: inside a commit, under the lock, one stalled
@@ -134,12 +137,27 @@ class JobBook:
             self._db.execute("BEGIN")
             self._db.execute(
                 "INSERT INTO jobs(tenant, job_id, fingerprint, status, submitted_ts, "
-                "updated_ts) VALUES (?,?,?,?,?,?)",
+                "updated_ts, queued) VALUES (?,?,?,?,?,?,0)",
                 (tenant, job_id, fingerprint, "accepted", now, now),
             )
             self._add_event(tenant, job_id, "accepted", {"ts": now})
             self._db.execute("COMMIT")
         return None
+
+    def queued(self, tenant: str, job_id: str, done: bool = False) -> bool:
+        """Whether the broker acknowledged this job (`done=True`: it just did). A job
+        entered but never acknowledged was lost with a process that stopped in between:
+        a retry sends it again."""
+        with self._lock:
+            if done:
+                self._db.execute(
+                    "UPDATE jobs SET queued=1 WHERE tenant=? AND job_id=?", (tenant, job_id)
+                )
+                return True
+            row = self._db.execute(
+                "SELECT queued, status FROM jobs WHERE tenant=? AND job_id=?", (tenant, job_id)
+            ).fetchone()
+        return bool(row and (row[0] or row[1] != "accepted"))  # serving has seen it
 
     def forget(self, tenant: str, job_id: str) -> None:
         """Undo `accept` (the job could not be sent to Kafka)."""

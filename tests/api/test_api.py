@@ -176,6 +176,21 @@ def test_a_retry_while_the_first_post_is_still_sending_learns_how_that_ended(sta
         assert [e for e, _ in events(c, key)].count("done") == 1
 
 
+def test_a_retry_sends_a_job_a_stopped_api_entered_but_never_got_acknowledged(stack):
+    """An API process that stopped between entering a job and the broker's ack: the
+    client's retry (same key, same request) must queue it, not answer 202 for nothing."""
+    key, body = f"lost-{uuid.uuid4().hex[:8]}", stack.job(seed=11)
+    front = stack.api.front
+    front.book.accept("ann", key, front.fingerprint(body))  # entered; never sent, never acked
+    with stack.client("ann") as c:
+        r = c.post("/v1/jobs", json=body, headers={"Idempotency-Key": key})
+        assert r.status_code == 202
+        assert status_of(c, key, {"done"}) == "done"  # fails in 60 s where never queued
+        assert [e for e, _ in events(c, key)].count("done") == 1
+        again = c.post("/v1/jobs", json=body, headers={"Idempotency-Key": key})
+        assert again.status_code == 202 and again.json()["retry"]  # now it is queued
+
+
 def status_of(c: httpx.Client, job_id: str, want: set[str], timeout: float = 60) -> str:
     deadline = time.monotonic() + timeout
     while (st := c.get(f"/v1/jobs/{job_id}").json()["status"]) not in want:
