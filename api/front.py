@@ -63,8 +63,8 @@ class Front:
         self.book = JobBook(cfg.book_path)
         self.metrics = ApiMetrics(self.book)
         self.buckets = TokenBuckets(cfg.rate_per_s, cfg.burst)
-        # serving processes by their heartbeats: server -> (accelerators, seen, every_s)
-        self.servers: dict[str, tuple[list[str], float, float]] = {}
+        # serving processes by their heartbeats: server -> (last seen, beat every_s)
+        self.servers: dict[str, tuple[float, float]] = {}
         self.clock = time.time
         self._waiters: dict[tuple[str, str], set[asyncio.Event]] = defaultdict(set)
         # jobs entered in the book whose send is not acknowledged yet: True once it is
@@ -200,17 +200,17 @@ class Front:
         every = min(60.0, max(0.5, _number(m.get("every_s"), 5.0)))
         now = self.clock()
         if now - _number(m.get("ts"), 0.0) < MISSED_BEATS * every:
-            self.servers[server] = (list(m.get("accelerators") or []), now, every)
+            self.servers[server] = (now, every)
 
     def serving_ready(self) -> tuple[bool, str]:
         """Whether some serving process beat lately."""
         now = self.clock()
-        alive = [s for s, (_, seen, every) in self.servers.items()
+        alive = [s for s, (seen, every) in self.servers.items()
                  if now - seen < MISSED_BEATS * every]  # fmt: skip
         if alive:
             return True, f"ready: {len(alive)} serving process(es)"
         if self.servers:
-            last = now - max(seen for _, seen, _ in self.servers.values())
+            last = now - max(seen for seen, _ in self.servers.values())
             return False, f"no serving process has sent a heartbeat for {last:.0f} s"
         return False, "no serving process has said it is ready (models loaded)"
 

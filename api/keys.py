@@ -40,6 +40,13 @@ CREATE TABLE IF NOT EXISTS tenants (
 """
 
 
+def _digest(key: str | None) -> bytes | None:
+    """The cache's name for a key (its SHA-256); None for one that cannot be a key."""
+    if not key or not key.startswith(PREFIX) or "." not in key or len(key) > 200:
+        return None
+    return hashlib.sha256(key.encode()).digest()
+
+
 def _hash(secret: str, salt: bytes) -> bytes:
     return hashlib.scrypt(secret.encode(), salt=salt, **SCRYPT)
 
@@ -78,43 +85,44 @@ class TenantKeys:
         return f"{PREFIX}{key_id}.{secret}"
 
     def cached(self, key: str | None) -> tuple[bool, str | None]:
-        """(known, tenant) from the cache alone: (True, None) for a key that failed within
-        CACHE_S; (False, None) when only `tenant_of` (an scrypt) can tell. Cheap enough
-        for the event loop."""
-        if not key or not key.startswith(PREFIX) or "." not in key or len(key) > 200:
+        """(known, tenant) from the cache alone: (True, None) for a malformed key or one
+        that failed within CACHE_S; (False, None) when only `tenant_of` (an scrypt) can
+        tell. Cheap enough for the event loop."""
+        digest = _digest(key)
+        if digest is None:
             return True, None
-        hit = self._checked.get(hashlib.sha256(key.encode()).digest())
-        if hit and time.monotonic() - hit[2] < CACHE_S:
-            return True, hit[0]
-        return False, None
+        hit = self._fresh(digest)
+        return (True, hit[0]) if hit else (False, None)
 
     def is_operator(self, key: str) -> bool:
-        """Whether a key `tenant_of` accepted is an operator's."""
-        if self.tenant_of(key) is None:
-            return False
-        hit = self._checked.get(hashlib.sha256(key.encode()).digest())
-        return bool(hit and hit[1])
+        """Whether a key is a valid operator's."""
+        return self._check(key)[1]
 
     def tenant_of(self, key: str | None) -> str | None:
         """The tenant a presented key belongs to, or None (unknown, malformed, revoked).
         Both answers are cached for CACHE_S: a wrong key presented again and again costs
         one scrypt, not one per request."""
-        if not key or not key.startswith(PREFIX) or "." not in key or len(key) > 200:
-            return None
-        digest = hashlib.sha256(key.encode()).digest()
-        now = time.monotonic()
+        return self._check(key)[0]
+
+    def _fresh(self, digest: bytes) -> tuple[str | None, bool, float] | None:
+        hit = self._checked.get(digest)
+        return hit if hit and time.monotonic() - hit[2] < CACHE_S else None
+
+    def _check(self, key: str | None) -> tuple[str | None, bool]:
+        """(tenant or None, operator key?), from the cache or by scrypt."""
+        digest = _digest(key)
+        if digest is None:
+            return None, False
         with self._lock:
-            hit = self._checked.get(digest)
-            if hit and now - hit[2] < CACHE_S:
-                return hit[0]
+            if hit := self._fresh(digest):
+                return hit[0], hit[1]
             # one check per key at a time: 200 clients presenting a new key at once pay
             # one scrypt, not 200
             flight = self._flights.setdefault(digest, threading.Lock())
         with flight:
             with self._lock:
-                hit = self._checked.get(digest)
-                if hit and now - hit[2] < CACHE_S:
-                    return hit[0]
+                if hit := self._fresh(digest):
+                    return hit[0], hit[1]
                 key_id, _, secret = key[len(PREFIX) :].partition(".")
                 row = self._db.execute(
                     "SELECT tenant, salt, hash, operator FROM tenants "
@@ -122,13 +130,13 @@ class TenantKeys:
                     (key_id,),
                 ).fetchone()
             ok = row is not None and hmac.compare_digest(_hash(secret, row[1]), row[2])
+            tenant, operator = (row[0], bool(row[3])) if ok else (None, False)
             with self._lock:
                 self._flights.pop(digest, None)
                 if len(self._checked) >= MAX_CACHED:  # many distinct wrong keys: start over
                     self._checked = {}
-                self._checked[digest] = (row[0] if ok else None, ok and bool(row[3]),
-                                         time.monotonic())  # fmt: skip
-        return row[0] if ok else None
+                self._checked[digest] = (tenant, operator, time.monotonic())
+        return tenant, operator
 
     def tenants(self) -> list[tuple[str, int, float, int]]:
         """(tenant, active keys, first created, of them operator keys) for `sdaas tenants

@@ -182,9 +182,7 @@ class ServingDriver:
         self.windows_read = 0
         path = Path(self.spec.store_path)
         existed = path.exists()
-        kafka_io.ensure_topics(
-            self.bootstrap, [self.topics.jobs, self.topics.dead_letters, self.topics.events]
-        )
+        kafka_io.ensure_topics(self.bootstrap, self._own_topics)
         self.reader = JobsReader(self.bootstrap, self.topics.jobs)
         self.admin = kafka_io.admin(self.bootstrap)
         self.topic_id = kafka_io.topic_id(self.admin, self.topics.jobs)
@@ -196,6 +194,11 @@ class ServingDriver:
         # models loaded, profiles probed, a device engine per device instance started
         self.runtime = acquire_runtime(self.spec)
         self._front_door(self.bootstrap)  # progress out, cancel requests in
+
+    @property
+    def _own_topics(self) -> list[str]:
+        """The topics serving makes where missing (its cancel listener makes the control topic)."""
+        return [self.topics.jobs, self.topics.dead_letters, self.topics.events]
 
     def _refuse_vanished_store(self, path: Path) -> None:
         """No store, but images or committed offsets: it was deleted or moved, and an
@@ -257,9 +260,7 @@ class ServingDriver:
         return now is not None and now != self.topic_id
 
     def _reconnect(self, bootstrap: str, *, from_start: bool = False) -> None:
-        kafka_io.ensure_topics(
-            bootstrap, [self.topics.jobs, self.topics.dead_letters, self.topics.events]
-        )
+        kafka_io.ensure_topics(bootstrap, self._own_topics)
         admin = kafka_io.admin(bootstrap)
         tid = kafka_io.topic_id(admin, self.topics.jobs)
         from_start = from_start or (tid is not None and tid != self.topic_id)

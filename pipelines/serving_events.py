@@ -28,6 +28,9 @@ from sdaas.limits import id_problem
 from sdaas.records import JobResult
 
 log = logging.getLogger(__name__)
+# a cancel request counts this long: read from the control topic, or remembered by the
+# runtime for a job not handed over yet
+CANCEL_MAX_AGE_S = 3600.0
 
 
 class EventPublisher:
@@ -100,10 +103,10 @@ class CancelListener:
     """Reads cancel requests from the control topic and hands each valid (tenant, job_id)
     to `cancel`. From the topic's start, so that a cancel sent while serving was down
     (or restarting) still counts; requests older than `max_age_s` (by the API's clock in
-    `ts`) are passed over, as the runtime forgets early cancels after as long."""
+    `ts`) are passed over."""
 
-    def __init__(self, bootstrap: str, topics: Topics, cancel, max_age_s: float = 3600.0,
-                 clock=time.time):  # fmt: skip
+    def __init__(self, bootstrap: str, topics: Topics, cancel,
+                 max_age_s: float = CANCEL_MAX_AGE_S, clock=time.time):  # fmt: skip
         self.cancel, self.max_age_s, self.clock = cancel, max_age_s, clock
         self.tail = TopicTail(bootstrap, topics.control, self._on)
 

@@ -31,6 +31,7 @@ from adapters.result_store import ResultStore
 from engine.device_engine import DeviceEngine, ImageRequest
 from models.accelerators import Accelerator
 from models.card import ModelCard
+from pipelines.serving_events import CANCEL_MAX_AGE_S
 from predictor.latency_correction import Observation, factor_at
 from scheduler.catalog import Catalog
 from scheduler.cluster import Cluster
@@ -227,9 +228,9 @@ class ServingRuntime:
         if not self.cancel(tenant, job_id):
             with self._w.cv:
                 now = self.clock()
-                if len(self.cancel_early) >= 10_000:  # forget requests older than an hour
+                if len(self.cancel_early) >= 10_000:  # forget requests too old to count
                     self.cancel_early = {k: t for k, t in self.cancel_early.items()
-                                         if now - t < 3600.0}  # fmt: skip
+                                         if now - t < CANCEL_MAX_AGE_S}  # fmt: skip
                 self.cancel_early[(tenant, job_id)] = now
 
     def close(self) -> None:
