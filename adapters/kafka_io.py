@@ -7,6 +7,7 @@ window's results are durable (no group rebalance: joins take ~23 s on Tansu).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 
@@ -64,7 +65,13 @@ def admin(bootstrap: str):
     return AdminClient(_conf(bootstrap))
 
 
-def ensure_topics(bootstrap: str, names: list[str], partitions: int = 1) -> None:
+# partitions of every topic sdaas makes, made before first use (a producer's metadata
+# request would otherwise auto-create it: 4 partitions on a restarted Tansu); every
+# reader reads all partitions whatever their number
+PARTITIONS = 1
+
+
+def ensure_topics(bootstrap: str, names: list[str], partitions: int = PARTITIONS) -> None:
     from confluent_kafka import KafkaError
     from confluent_kafka.admin import NewTopic
 
@@ -82,12 +89,18 @@ def ensure_topics(bootstrap: str, names: list[str], partitions: int = 1) -> None
                 raise SdaasError(f"cannot create topic {name} on {bootstrap}: {exc}") from None
 
 
-def producer(bootstrap: str, linger_ms: float = 5):
+def producer(bootstrap: str, linger_ms: float = 5, timeout_s: float | None = None):
     """linger_ms: how long a message waits for others to share its request; 0 where a
-    caller waits on each acknowledgement (the API's 202)."""
+    caller waits on each acknowledgement (the API's 202). timeout_s: a message not
+    acknowledged by then fails and is dropped from the queue, never sent later (the
+    API's answer must be true: a 503 for a job that runs once the broker is back is not);
+    None: librdkafka's default (300 s)."""
     from confluent_kafka import Producer
 
-    return Producer(_conf(bootstrap, **{"enable.idempotence": False, "linger.ms": linger_ms}))
+    extra = {"enable.idempotence": False, "linger.ms": linger_ms}
+    if timeout_s is not None:
+        extra["message.timeout.ms"] = max(1, int(timeout_s * 1000))
+    return Producer(_conf(bootstrap, **extra))
 
 
 def consumer(bootstrap: str, group: str = GROUP):
@@ -181,12 +194,17 @@ class JobsReader:
 
 
 class TopicTail:
-    """Reads one single-partition topic from the start (or its end) in a thread and hands
+    """Reads every partition of a topic from the start (or its end) in a thread and hands
     the JSON messages that arrived together (up to BATCH) to `on_batch`; a message that
     is not JSON is skipped. For the internal events and control topics, which have no
-    consumer group to join (joins take ~23 s on Tansu)."""
+    consumer group to join (joins take ~23 s on Tansu).
+
+    It follows the topic: partitions added later are read from their start, and a topic
+    deleted and made again (a memory broker that restarted makes its topics anew, with 4
+    partitions) is read again from its start, all of it."""
 
     BATCH = 500
+    FOLLOW_S = 2.0  # how often the topic's partitions and id are looked at again
 
     def __init__(self, bootstrap: str, topic: str, on_batch, *, from_end: bool = False):
         import threading
@@ -195,21 +213,57 @@ class TopicTail:
         self.from_end = from_end
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"tail-{topic}", daemon=True)
+        self.assigned: dict[int, int] = {}  # partition -> the offset it was assigned at
+        self.topic_id: str | None = None
 
     def start(self) -> TopicTail:
         ensure_topics(self.bootstrap, [self.topic])
         self._thread.start()
         return self
 
+    def _follow(self, c, admin_client, first: bool) -> None:
+        """Assign the partitions the topic has now; all of them from the start when the
+        topic is not the one read before."""
+        from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
+
+        meta = c.list_topics(self.topic, timeout=5).topics.get(self.topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            return  # not there (yet): the broker is away or making it
+        tid = topic_id(admin_client, self.topic)
+        parts = set(meta.partitions)
+        renewed = tid is not None and self.topic_id is not None and tid != self.topic_id
+        if not renewed and parts <= set(self.assigned):
+            return
+        if renewed:
+            log.warning("%s was made anew (the broker restarted?): reading it from its "
+                        "start, %d partition(s)", self.topic, len(parts))  # fmt: skip
+            self.assigned = {}
+        start = OFFSET_END if first and self.from_end else OFFSET_BEGINNING
+        for p in parts - set(self.assigned):
+            self.assigned[p] = start
+        self.topic_id = tid if tid is not None else self.topic_id
+        c.assign([TopicPartition(self.topic, p, o) for p, o in sorted(self.assigned.items())])
+        log.debug("%s: reading %d partition(s)", self.topic, len(parts))
+
     def _loop(self) -> None:
         import json
 
-        from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
-
         c = consumer(self.bootstrap, group=f"tail-{self.topic}")
-        c.assign([TopicPartition(self.topic, 0, OFFSET_END if self.from_end else OFFSET_BEGINNING)])
+        admin_client = admin(self.bootstrap)
+        followed = -math.inf
+        first = True
         try:
             while not self._stop.is_set():
+                if time.monotonic() - followed > self.FOLLOW_S:
+                    followed = time.monotonic()
+                    try:
+                        self._follow(c, admin_client, first)
+                        first = first and not self.assigned
+                    except Exception as exc:  # noqa: BLE001 - the broker is away: next time
+                        log.debug("%s: partitions not looked up: %s", self.topic, exc)
+                if not self.assigned:
+                    self._stop.wait(0.1)
+                    continue
                 batch = []
                 for m in c.consume(self.BATCH, 0.1):
                     if m.error():
