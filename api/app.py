@@ -16,6 +16,7 @@ import re
 import time
 import uuid
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -27,7 +28,14 @@ from starlette.concurrency import run_in_threadpool
 from api.front import ApiConfig, Front
 from api.job_book import OUTCOMES, STATUSES, public_result
 from api.limits import retry_after
-from sdaas.job_request import MAX_MESSAGE_BYTES, OPTIONAL, REQUIRED, JobRefused, parse_job
+from sdaas.job_request import (
+    MAX_MESSAGE_BYTES,
+    OPTIONAL,
+    REQUIRED,
+    JobRefused,
+    decode_json,
+    parse_job,
+)
 from sdaas.limits import id_problem, show
 
 STATIC = Path(__file__).parent / "static"
@@ -101,26 +109,33 @@ def create_app(cfg: ApiConfig) -> FastAPI:
         return view
 
     # -- jobs ---------------------------------------------------------------------------------
-    async def _queue(t: str, job_id: str, job) -> None:
-        """Onto the jobs topic within the tenant's in-flight quota; on failure the job
-        leaves the book again (429 / 503: the client retries with the same key)."""
-        if front.book.in_flight(t) > cfg.max_in_flight:
-            front.book.forget(t, job_id)
-            raise Problem(
-                429,
-                f"in-flight quota: at most {cfg.max_in_flight} jobs per tenant without an outcome",
-                headers={"Retry-After": "1"},
-            )
+    async def _send(t: str, job_id: str) -> None:
+        """The book's job onto the jobs topic. A job never acknowledged before leaves the
+        book again when the broker does not take it (503: the producer dropped the
+        record, it will not run; the client retries with the same key); one that was
+        acknowledged before stays accepted (the broker watch sends it again)."""
+        was_acked = front.book.acked(t, job_id)
+        sent = front.sending[(t, job_id)] = asyncio.get_running_loop().create_future()
         try:
-            await front.send(cfg.topics.jobs, job_id, job.to_json())
+            await front.send_job(t, job_id)
+            sent.set_result(True)
         except Exception as exc:  # noqa: BLE001 - the client may retry with the same key
+            if was_acked:
+                sent.set_result(True)
+                return
             front.book.forget(t, job_id)
+            sent.set_result(False)  # after `forget`: a retry then starts afresh
             raise Problem(
                 503,
-                f"the job could not be queued ({type(exc).__name__}); retry "
-                "with the same Idempotency-Key",
+                f"the broker did not take the job within {cfg.send_timeout_s:g} s "
+                f"({type(exc).__name__}): it was withdrawn and will not run; retry with the "
+                "same Idempotency-Key",
                 headers={"Retry-After": "1"},
             ) from None
+        finally:
+            if not sent.done():
+                sent.set_result(False)
+            del front.sending[(t, job_id)]
 
     @app.post(
         "/v1/jobs",
@@ -135,26 +150,35 @@ def create_app(cfg: ApiConfig) -> FastAPI:
         raw = await _body(request)
         body = _object(raw)
         job_id = _job_id(body, idempotency_key)
-        wait = front.buckets.take(t)
-        if wait > 0:
-            raise Problem(
-                429,
-                f"rate limit: {cfg.rate_per_s:g} jobs/s per tenant (bursts of {cfg.burst:g})",
-                headers={"Retry-After": retry_after(wait)},
-            )
         if "tenant" in body and body["tenant"] != t:
             raise Problem(
                 422,
                 "invalid job",
                 [f"tenant: {show(body['tenant'])}: set by your API key; leave it out"],
             )
-        msg = {**body, "tenant": t, "job_id": job_id, "submitted_ts": time.time()}
+        now = time.time()  # a client's submitted_ts is checked against it, then replaced
+        msg = {**body, "tenant": t, "job_id": job_id}
         try:
-            job = parse_job(json.dumps(msg).encode(), list(cfg.styles) if cfg.styles else None)
+            job = parse_job(json.dumps(msg).encode(), list(cfg.styles) if cfg.styles else None,
+                            resolutions=cfg.resolutions, broker_ts=now)  # fmt: skip
         except JobRefused as exc:
             raise Problem(422, "invalid job", exc.reason.split("; ")) from None
+        wait = front.buckets.take(t)  # a valid job only: a 422 costs no token
+        if wait > 0:
+            raise Problem(
+                429,
+                f"rate limit: {cfg.rate_per_s:g} jobs/s per tenant (bursts of {cfg.burst:g})",
+                headers={"Retry-After": retry_after(wait)},
+            )
         fingerprint = front.fingerprint({k: v for k, v in body.items() if k != "job_id"})
-        earlier = front.book.accept(t, job_id, fingerprint)
+        stored = replace(job, submitted_ts=None).to_json().decode()
+        if front.book.in_flight(t) >= cfg.max_in_flight and front.book.get(t, job_id) is None:
+            raise Problem(
+                429,
+                f"in-flight quota: at most {cfg.max_in_flight} jobs per tenant without an outcome",
+                headers={"Retry-After": "1"},
+            )
+        earlier = front.book.accept(t, job_id, fingerprint, stored)
         if earlier is not None:
             if earlier != fingerprint:
                 raise Problem(
@@ -163,24 +187,16 @@ def create_app(cfg: ApiConfig) -> FastAPI:
                     "job id or Idempotency-Key",
                 )
             first = front.sending.get((t, job_id))  # a retry while the first still sends
-            if first is not None or front.book.queued(t, job_id):
-                if first is not None and not await asyncio.shield(first):
+            if first is not None:
+                if not await asyncio.shield(first):
                     raise Problem(503, "the first request with this key could not queue "
                                   "the job; retry", headers={"Retry-After": "1"})  # fmt: skip
-                return {"job_id": job_id, "status_url": f"/v1/jobs/{job_id}", "retry": True}
-            # entered by a process that stopped before the broker acknowledged: queued
-            # now, as new (serving answers a job id once, should the first send have landed)
-            front.book.forget(t, job_id)
-            front.book.accept(t, job_id, fingerprint)
-        sent = front.sending[(t, job_id)] = asyncio.get_running_loop().create_future()
-        try:
-            await _queue(t, job_id, job)
-            front.book.queued(t, job_id, done=True)
-            sent.set_result(True)
-        finally:
-            if not sent.done():
-                sent.set_result(False)  # after `forget`: a retry then starts afresh
-            del front.sending[(t, job_id)]
+            elif front.book.needs_send(t, job_id, front.jobs_topic):
+                # never acknowledged (its process stopped first), or by a broker that lost
+                # it since: sent now (serving answers a job id once, should it be there)
+                await _send(t, job_id)
+            return {"job_id": job_id, "status_url": f"/v1/jobs/{job_id}", "retry": True}
+        await _send(t, job_id)
         front.metrics.jobs.labels(t, "accepted").inc()
         front.metrics.submit_s.observe(time.perf_counter() - t0)
         return {"job_id": job_id, "status_url": f"/v1/jobs/{job_id}"}
@@ -281,15 +297,20 @@ def create_app(cfg: ApiConfig) -> FastAPI:
         tags=["operations"],
         summary="the operator view: attainment per minute, queues, your recent jobs",
     )
-    async def ops(t: str = Depends(tenant)):
+    async def ops(t: str = Depends(tenant), authorization: str = Header("")):
+        """A tenant's own numbers; an operator key's span every tenant (`scope`)."""
+        key = authorization.partition(" ")[2].strip()
+        operator = await run_in_threadpool(front.keys.is_operator, key)
+        of = None if operator else t
         return {
+            "scope": "all tenants" if operator else t,
             "attainment": [
                 {"minute": m, "ended": n, "met": met}
-                for m, n, met in front.book.attainment_by_minute()
+                for m, n, met in front.book.attainment_by_minute(tenant=of)
             ],
-            "queued": front.book.queued_by_accelerator(),
-            "running": front.book.running_by_device(),
-            "counts": front.book.counts(),
+            "queued": front.book.queued_by_accelerator(of),
+            "running": front.book.running_by_device(of),
+            "counts": front.book.counts(of),
             "recent": [v.to_json() for v in front.book.list(t, limit=20)],
         }
 
@@ -344,9 +365,9 @@ async def _body(request: Request) -> bytes:
 
 def _object(raw: bytes) -> dict:
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise Problem(422, "invalid job", ["body: not a JSON object (UTF-8)"]) from None
+        body = decode_json(raw, "body")
+    except JobRefused as exc:  # names the cause: invalid UTF-8, a number too long, ...
+        raise Problem(422, "invalid job", [exc.reason]) from None
     if not isinstance(body, dict):
         raise Problem(
             422, "invalid job", [f"body: a JSON {type(body).__name__}: must be an object"]

@@ -1,8 +1,13 @@
 """What the routes stand on: the tenants' keys, the job book, Kafka in and out.
 
 `Front` sends a job onto the jobs topic and waits for the broker's acknowledgement (a
-202 means the job is in Kafka, not just in this process), and follows the events topic
-into the job book, waking whoever streams a job's events.
+202 means the job is in Kafka and in the job book, not just in this process), and
+follows the events topic into the job book, waking whoever streams a job's events.
+
+A broker that restarts empty (the embedded one keeps topics in memory) makes its jobs
+topic anew, with a new topic id: the broker watch sees it and sends every job the book
+holds without an outcome again (serving answers a (tenant, job_id) once, so a job that
+was not lost after all is a duplicate, not a second run).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import asyncio
 import concurrent.futures
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections import defaultdict
@@ -26,6 +32,8 @@ from api.keys import TenantKeys
 from api.limits import TokenBuckets
 from api.loop_watch import LoopWatch
 from api.metrics import ApiMetrics
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,10 @@ class ApiConfig:
     burst: float = 40.0
     max_in_flight: int = 100
     salt: bytes = b""
+    # style -> the resolutions it is served at, checked at the door (None: serving checks)
+    resolutions: dict[str, tuple[tuple[int, int], ...]] | None = None
+    send_timeout_s: float = 5.0  # a record the broker has not acked by then is withdrawn
+    watch_every_s: float = 2.0  # how often the broker's jobs topic is looked at
     keep_progress_s: float = 86400.0  # an ended job's progress events; its outcome stays
 
     @property
@@ -72,17 +84,30 @@ class Front:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
         self.watch = LoopWatch(self.metrics.loop_lag)
+        self.jobs_topic = ""  # the jobs topic's id now ('' until known)
+        self.resent = 0  # jobs sent again after a broker lost them
+        # serving processes' faults by server (their heartbeats carry them), and why the
+        # last one that stopped on its own said it stopped
+        self.faults: dict[str, list[dict]] = {}
+        self.last_stop = ""
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self.watch.start(loop)
         t = self.cfg.topics
-        kafka_io.ensure_topics(self.cfg.bootstrap, [t.jobs, t.events, t.control])
-        # no lingering: each 202 waits on its own acknowledgement (5 ms saved per submit)
-        self.producer = kafka_io.producer(self.cfg.bootstrap, linger_ms=0)
+        kafka_io.ensure_topics(self.cfg.bootstrap, self._topics)
+        # no lingering: each 202 waits on its own acknowledgement (5 ms saved per submit);
+        # a record not acked within the send timeout is dropped, never delivered later
+        self.producer = kafka_io.producer(self.cfg.bootstrap, linger_ms=0,
+                                          timeout_s=self.cfg.send_timeout_s)  # fmt: skip
         self._poller = threading.Thread(target=self._poll, name="api-producer", daemon=True)
         self._poller.start()
+        self._admin = kafka_io.admin(self.cfg.bootstrap)
+        self._watch_broker()  # the topic's id before the first job is sent
+        self._watcher = threading.Thread(target=self._watch_loop, name="api-broker-watch",
+                                         daemon=True)  # fmt: skip
+        self._watcher.start()
         self.feed = TopicTail(self.cfg.bootstrap, t.events, self._on_events)
         self.feed.start()
         self._pruner = loop.create_task(self._prune_every(60.0))
@@ -101,6 +126,7 @@ class Front:
         self.book.close()
         self.feed.stop()
         self._poller.join(timeout=5)
+        self._watcher.join(timeout=10)
         self.producer.flush(5)
 
     def _poll(self) -> None:
@@ -108,8 +134,16 @@ class Front:
             self.producer.poll(0.02)  # delivery callbacks run here
 
     # -- Kafka out ------------------------------------------------------------------------
-    async def send(self, topic: str, key: str, value: bytes, timeout: float = 5.0) -> None:
-        """Produce and wait for the broker's acknowledgement; raises on failure."""
+    @property
+    def _topics(self) -> list[str]:
+        t = self.cfg.topics
+        return [t.jobs, t.events, t.control]
+
+    async def send(self, topic: str, key: str, value: bytes) -> None:
+        """Produce and wait for the broker's answer; raises on failure. The producer
+        drops a record it could not deliver within the send timeout, so a failure here
+        means the record will not reach the topic later (the 503 it becomes is true).
+        The wait is the delivery report itself, with a margin over that timeout."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future = loop.create_future()
 
@@ -126,8 +160,63 @@ class Front:
 
         t0 = time.perf_counter()
         self.producer.produce(topic, value, key=key, on_delivery=delivered)
-        await asyncio.wait_for(done, timeout)
+        await asyncio.wait_for(done, self.cfg.send_timeout_s + 30.0)
         self.metrics.ack_s.observe(time.perf_counter() - t0)
+
+    async def send_job(self, tenant: str, job_id: str) -> None:
+        """The job's request from the book onto the jobs topic, stamped now (serving
+        refuses a submitted_ts far from the broker's time; a job sent again after an
+        outage is timed from then); marked sent on the topic acknowledged."""
+        topic = self.jobs_topic
+        value = _stamped(self.book.request_of(tenant, job_id))
+        await self.send(self.cfg.topics.jobs, job_id, value)
+        self.book.sent(tenant, job_id, topic)
+
+    # -- the broker losing its topics ------------------------------------------------------
+    def _watch_loop(self) -> None:
+        while not self._stop.wait(self.cfg.watch_every_s):
+            try:
+                self._watch_broker()
+            except Exception:  # noqa: BLE001 - the watch must outlive a bad turn
+                log.exception("broker watch: a turn failed; next in %.0f s",
+                              self.cfg.watch_every_s)  # fmt: skip
+
+    def _watch_broker(self) -> None:
+        """Look at the jobs topic's id; when it is not the one jobs were acknowledged on,
+        make the topics (explicit partitions) and send those jobs again."""
+        if not reachable(self.cfg.bootstrap):
+            return
+        tid = kafka_io.topic_id(self._admin, self.cfg.topics.jobs)
+        if tid is None:  # gone with a restarted broker, or not made yet: make them now
+            kafka_io.ensure_topics(self.cfg.bootstrap, self._topics)
+            tid = kafka_io.topic_id(self._admin, self.cfg.topics.jobs)
+            if tid is None:
+                return
+        if tid != self.jobs_topic:
+            kafka_io.ensure_topics(self.cfg.bootstrap, self._topics)
+            if self.jobs_topic:
+                log.warning("the jobs topic %s is new (id %s; was %s): the broker "
+                            "restarted; sending the accepted jobs it lost again",
+                            self.cfg.topics.jobs, tid, self.jobs_topic)  # fmt: skip
+            self.jobs_topic = tid
+        self._resend(tid)
+
+    def _resend(self, tid: str) -> None:
+        """Every job acknowledged on another jobs topic and still without an outcome,
+        500 at a time; each marked sent once this broker acknowledged it."""
+        while rows := self.book.to_resend(tid):
+            acked: list[tuple[str, str]] = []
+            for tenant, job_id, request in rows:
+                self.producer.produce(self.cfg.topics.jobs, _stamped(request), key=job_id,
+                                      on_delivery=_collect(acked, (tenant, job_id)))  # fmt: skip
+            self.producer.flush(self.cfg.send_timeout_s + 5.0)
+            for tenant, job_id in acked:
+                self.book.sent(tenant, job_id, tid)
+            self.resent += len(acked)
+            log.warning("sent %d accepted job(s) again to the new jobs topic (%d not "
+                        "acknowledged: next turn)", len(acked), len(rows) - len(acked))  # fmt: skip
+            if len(acked) < len(rows) or self._stop.is_set():
+                return
 
     def fingerprint(self, body: dict) -> str:
         """A keyed hash of a request (prompt included, never stored as such)."""
@@ -196,23 +285,37 @@ class Front:
         server = str(m.get("server", ""))
         if m["event"] == "stopping":
             self.servers.pop(server, None)
+            self.faults.pop(server, None)
+            if isinstance(m.get("reason"), str) and m["reason"]:
+                self.last_stop = m["reason"][:500]
             return
         every = min(60.0, max(0.5, _number(m.get("every_s"), 5.0)))
         now = self.clock()
         if now - _number(m.get("ts"), 0.0) < MISSED_BEATS * every:
             self.servers[server] = (now, every)
+            faults = m.get("faults")
+            self.faults[server] = [f for f in faults if isinstance(f, dict)][:20] if isinstance(
+                faults, list) else []  # fmt: skip
 
     def serving_ready(self) -> tuple[bool, str]:
-        """Whether some serving process beat lately."""
+        """Whether some serving process beat lately and has no fatal fault; the faults
+        every live one reports are named either way."""
         now = self.clock()
         alive = [s for s, (seen, every) in self.servers.items()
                  if now - seen < MISSED_BEATS * every]  # fmt: skip
+        faults = [f for s in alive for f in self.faults.get(s, [])]
+        said = "; ".join(f"{f.get('part', '?')}: {f.get('reason', '')}" for f in faults)
+        healthy = [s for s in alive if not any(f.get("fatal") for f in self.faults.get(s, []))]
+        if healthy:
+            why = f"ready: {len(healthy)} serving process(es)"
+            return True, f"{why}; recent faults: {said}" if said else why
         if alive:
-            return True, f"ready: {len(alive)} serving process(es)"
+            return False, f"serving cannot take work: {said}"
+        stopped = f" (the last one stopped: {self.last_stop})" if self.last_stop else ""
         if self.servers:
             last = now - max(seen for seen, _ in self.servers.values())
-            return False, f"no serving process has sent a heartbeat for {last:.0f} s"
-        return False, "no serving process has said it is ready (models loaded)"
+            return False, f"no serving process has sent a heartbeat for {last:.0f} s{stopped}"
+        return False, f"no serving process has said it is ready (models loaded){stopped}"
 
     def ready(self) -> tuple[bool, str]:
         if not reachable(self.cfg.bootstrap):
@@ -221,6 +324,21 @@ class Front:
 
 
 MISSED_BEATS = 3  # heartbeats a serving process may miss before it is taken for gone
+
+
+def _collect(into: list, key):
+    """A delivery callback that adds `key` to `into` once the broker acknowledged."""
+
+    def delivered(err, _msg):
+        if err is None:
+            into.append(key)
+
+    return delivered
+
+
+def _stamped(request: str) -> bytes:
+    """A stored request with submitted_ts set to now."""
+    return json.dumps({**json.loads(request), "submitted_ts": time.time()}).encode()
 
 
 def _number(x, default: float) -> float:

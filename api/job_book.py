@@ -3,8 +3,13 @@
 Keyed by (tenant, job_id), like every other store here: two tenants may use the same
 job id and neither learns of the other. A job's status only moves forward
 (accepted -> planned -> running -> an outcome), whatever order events arrive in; the
-outcome, once there, is final. No prompt is stored: the request's fingerprint (for
-idempotency) is a keyed hash of it.
+outcome, once there, is final.
+
+The book is the record of what was accepted: a job's request (prompt included) is kept
+until its outcome arrives, then cleared, so that a broker that lost its topics (the
+embedded broker keeps them in memory) can be sent every job still waiting again. The
+jobs topic's id at each acknowledgement says which broker has it. The fingerprint (for
+idempotency) is a keyed hash of the request.
 """
 
 from __future__ import annotations
@@ -20,6 +25,12 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 OUTCOMES = ("done", "rejected", "failed", "cancelled")
 STATUSES = ("accepted", "planned", "running", *OUTCOMES)
+_ADDED_COLUMNS = {
+    "queued": "INTEGER NOT NULL DEFAULT 1",
+    "request": "TEXT NOT NULL DEFAULT ''",
+    "sent_topic": "TEXT NOT NULL DEFAULT ''",
+}
+_OPEN = "status NOT IN ('done','rejected','failed','cancelled')"
 _RANK = {"accepted": 0, "planned": 1, "running": 2, **dict.fromkeys(OUTCOMES, 3)}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -37,6 +48,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     result TEXT NOT NULL DEFAULT '{}',
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     queued INTEGER NOT NULL DEFAULT 1,
+    request TEXT NOT NULL DEFAULT '',     -- the job as sent to Kafka; '' once it ended
+    sent_topic TEXT NOT NULL DEFAULT '',  -- the jobs topic's id when the broker acked it
     PRIMARY KEY (tenant, job_id)
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(tenant, status, submitted_ts);
@@ -98,8 +111,10 @@ class JobBook:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
-        if "queued" not in {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}:
-            self._db.execute("ALTER TABLE jobs ADD COLUMN queued INTEGER NOT NULL DEFAULT 1")
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, decl in _ADDED_COLUMNS.items():  # a book from an older sdaas
+            if name not in columns:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
         self._lock = threading.Lock()
         # checkpoints (the WAL copied into the database, with an fsync) run in a thread of
         # their own, on their own connection: inside a commit, under the lock, one stalled
@@ -124,40 +139,78 @@ class JobBook:
         self._stop.set()
 
     # -- the API's writes ---------------------------------------------------------------
-    def accept(self, tenant: str, job_id: str, fingerprint: str) -> str | None:
-        """Enter a new job: None when it is new, else the fingerprint it was entered
-        with (a retry: the same request; or the id reused for another one)."""
+    def accept(self, tenant: str, job_id: str, fingerprint: str, request: str = "") -> str | None:
+        """Enter a new job with its `request` (the JSON sent to Kafka, kept until the
+        outcome): None when it is new, else the fingerprint it was entered with (a
+        retry: the same request; or the id reused for another one)."""
         now = time.time()
         with self._lock:
             row = self._db.execute(
                 "SELECT fingerprint FROM jobs WHERE tenant=? AND job_id=?", (tenant, job_id)
             ).fetchone()
             if row:
+                if row[0] == fingerprint and request:  # a retry: fills a book from before
+                    self._db.execute(  # requests were kept, for a job still open
+                        f"UPDATE jobs SET request=? WHERE tenant=? AND job_id=? AND "
+                        f"request='' AND {_OPEN}",
+                        (request, tenant, job_id),
+                    )
                 return row[0]
             self._db.execute("BEGIN")
             self._db.execute(
                 "INSERT INTO jobs(tenant, job_id, fingerprint, status, submitted_ts, "
-                "updated_ts, queued) VALUES (?,?,?,?,?,?,0)",
-                (tenant, job_id, fingerprint, "accepted", now, now),
+                "updated_ts, queued, request) VALUES (?,?,?,?,?,?,0,?)",
+                (tenant, job_id, fingerprint, "accepted", now, now, request),
             )
             self._add_event(tenant, job_id, "accepted", {"ts": now})
             self._db.execute("COMMIT")
         return None
 
-    def queued(self, tenant: str, job_id: str, done: bool = False) -> bool:
-        """Whether the broker acknowledged this job (`done=True`: it just did). A job
-        entered but never acknowledged was lost with a process that stopped in between:
-        a retry sends it again."""
+    def sent(self, tenant: str, job_id: str, topic: str) -> None:
+        """The broker acknowledged this job on the jobs topic whose id is `topic`."""
         with self._lock:
-            if done:
-                self._db.execute(
-                    "UPDATE jobs SET queued=1 WHERE tenant=? AND job_id=?", (tenant, job_id)
-                )
-                return True
+            self._db.execute(
+                "UPDATE jobs SET queued=1, sent_topic=? WHERE tenant=? AND job_id=?",
+                (topic, tenant, job_id),
+            )
+
+    def needs_send(self, tenant: str, job_id: str, topic: str) -> bool:
+        """Whether this job, without an outcome, is not known to be on the jobs topic
+        whose id is now `topic`: never acknowledged (the process that entered it stopped
+        first), or acknowledged by a broker that has since lost its topics."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT queued, sent_topic FROM jobs WHERE tenant=? AND job_id=? AND {_OPEN}",
+                (tenant, job_id),
+            ).fetchone()
+        return bool(row) and (not row[0] or bool(topic) and row[1] != topic)
+
+    def acked(self, tenant: str, job_id: str) -> bool:
+        """Whether a broker ever acknowledged this job (or serving saw it): it was
+        accepted, and is sent again should that broker have lost it."""
+        with self._lock:
             row = self._db.execute(
                 "SELECT queued, status FROM jobs WHERE tenant=? AND job_id=?", (tenant, job_id)
             ).fetchone()
-        return bool(row and (row[0] or row[1] != "accepted"))  # serving has seen it
+        return bool(row and (row[0] or row[1] != "accepted"))
+
+    def request_of(self, tenant: str, job_id: str) -> str:
+        """The job's request as entered ('' once it has an outcome)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT request FROM jobs WHERE tenant=? AND job_id=?", (tenant, job_id)
+            ).fetchone()
+        return row[0] if row else ""
+
+    def to_resend(self, topic: str, limit: int = 500) -> list[tuple[str, str, str]]:
+        """(tenant, job_id, request) of jobs acknowledged on another jobs topic than
+        `topic` (the broker lost them) and still without an outcome, oldest first."""
+        with self._lock:
+            return self._db.execute(
+                f"SELECT tenant, job_id, request FROM jobs WHERE {_OPEN} AND queued=1 AND "
+                "sent_topic<>? AND request<>'' ORDER BY submitted_ts LIMIT ?",
+                (topic, limit),
+            ).fetchall()
 
     def forget(self, tenant: str, job_id: str) -> None:
         """Undo `accept` (the job could not be sent to Kafka)."""
@@ -236,6 +289,7 @@ class JobBook:
             args += [int(data.get("step", 0)), int(data.get("of", 0))]
         else:
             result = data.get("result") or {"status": event, "error": data.get("error", "")}
+            sets.append("request=''")  # ended: nothing left to send again, no prompt kept
             sets.append("result=?")
             args.append(json.dumps(result))
         self._db.execute(
@@ -313,43 +367,53 @@ class JobBook:
         return [_view(r) for r in rows]
 
     def in_flight(self, tenant: str) -> int:
-        """The tenant's jobs without an outcome (the in-flight quota)."""
+        """The tenant's jobs really in flight (the in-flight quota): without an outcome,
+        and acknowledged by the broker or seen by serving (one entered by a process that
+        stopped before the broker acknowledged it was never sent: it does not count)."""
         with self._lock:
             (n,) = self._db.execute(
-                "SELECT COUNT(*) FROM jobs WHERE tenant=? AND status IN "
-                "('accepted','planned','running')",
+                f"SELECT COUNT(*) FROM jobs WHERE tenant=? AND {_OPEN} AND "
+                "(queued=1 OR status<>'accepted')",
                 (tenant,),
             ).fetchone()
         return n
 
-    def counts(self) -> dict[str, int]:
-        """Jobs per status over all tenants (no ids: for metrics and the operator view)."""
-        with self._lock:
-            rows = self._db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")
-            return dict(rows.fetchall())
+    def counts(self, tenant: str | None = None) -> dict[str, int]:
+        """Jobs per status: one tenant's, or (None) all tenants' (no ids: for metrics
+        and the operator view)."""
+        return self._grouped("status", "1=1", tenant)
 
-    def queued_by_accelerator(self) -> dict[str, int]:
+    def queued_by_accelerator(self, tenant: str | None = None) -> dict[str, int]:
+        return self._grouped("accelerator", "status='planned'", tenant)
+
+    def running_by_device(self, tenant: str | None = None) -> dict[str, int]:
+        return self._grouped("device", "status='running'", tenant)
+
+    def _grouped(self, column: str, where: str, tenant: str | None) -> dict[str, int]:
+        args: tuple = () if tenant is None else (tenant,)
+        if tenant is not None:
+            where += " AND tenant=?"
         with self._lock:
             rows = self._db.execute(
-                "SELECT accelerator, COUNT(*) FROM jobs WHERE status='planned' GROUP BY accelerator"
+                f"SELECT {column}, COUNT(*) FROM jobs WHERE {where} GROUP BY {column}", args
             )
             return dict(rows.fetchall())
 
-    def running_by_device(self) -> dict[str, int]:
+    def attainment_by_minute(
+        self, since_s: float = 3600.0, tenant: str | None = None
+    ) -> list[tuple[float, int, int]]:
+        """(minute start, outcomes, both SLOs met) for the last hour: one tenant's jobs,
+        or (None) all tenants'."""
+        q = (
+            "SELECT CAST(updated_ts / 60 AS INTEGER) * 60, result FROM jobs "
+            f"WHERE NOT {_OPEN} AND updated_ts>?"
+        )
+        args: list = [time.time() - since_s]
+        if tenant is not None:
+            q += " AND tenant=?"
+            args.append(tenant)
         with self._lock:
-            rows = self._db.execute(
-                "SELECT device, COUNT(*) FROM jobs WHERE status='running' GROUP BY device"
-            )
-            return dict(rows.fetchall())
-
-    def attainment_by_minute(self, since_s: float = 3600.0) -> list[tuple[float, int, int]]:
-        """(minute start, outcomes, both SLOs met) over all tenants, for the last hour."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT CAST(updated_ts / 60 AS INTEGER) * 60, result FROM jobs "
-                "WHERE status IN ('done','rejected','failed','cancelled') AND updated_ts>?",
-                (time.time() - since_s,),
-            ).fetchall()
+            rows = self._db.execute(q, args).fetchall()
         out: dict[float, list[int]] = {}
         for minute, body in rows:
             r = json.loads(body)

@@ -38,7 +38,7 @@ def api_demo(settings: Settings, out=print) -> None:
         spec = replace(spec, store_path=str(folder / "results" / "results.db"))
         cfg = ApiConfig(bootstrap=broker.bootstrap, data_dir=folder, results_dir=folder / "results",
                         topics=topics, styles=tuple(spec.planner.styles),
-                        salt=load_salt(settings))  # fmt: skip
+                        resolutions=spec.planner.resolutions, salt=load_salt(settings))  # fmt: skip
         with serving_in_background(spec, broker.bootstrap, topics), ApiServer(cfg) as api:
             key = api.front.keys.create("demo", operator=True)  # it may read /metrics
             out(f"   API on {api.url}: the page at {api.url}/, OpenAPI docs at {api.url}/docs, "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -74,18 +75,29 @@ def _number(d: dict, key: str, problems: list[str]) -> float | None:
     return f
 
 
-def _json(raw: bytes):
+def decode_json(raw: bytes, what: str = "message"):
+    """JSON from bytes that must be UTF-8, or JobRefused naming the real cause: bytes
+    that are not UTF-8 (decoded strictly first: `json.loads` on bytes guesses UTF-16 or
+    UTF-32 from the first bytes and then reports a JSON error), JSON that is not JSON,
+    a number too long for Python to read, or nesting too deep."""
     try:
-        return json.loads(raw)
+        text = bytes(raw).decode("utf-8")
     except UnicodeDecodeError as exc:
         bad = raw[exc.start : exc.start + 1].hex()
-        raise JobRefused(f"message: not UTF-8 (byte 0x{bad} at offset {exc.start})") from None
+        raise JobRefused(f"{what}: not UTF-8 (byte 0x{bad} at offset {exc.start})") from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise JobRefused(f"message: not JSON ({exc.msg} at offset {exc.pos})") from None
-    except ValueError as exc:  # e.g. an integer over Python's 4,300-digit limit
-        raise JobRefused(f"message: JSON we cannot read ({str(exc)[:80]})") from None
+        raise JobRefused(f"{what}: not JSON ({exc.msg} at offset {exc.pos})") from None
     except RecursionError:
-        raise JobRefused("message: JSON nested too deeply") from None
+        raise JobRefused(f"{what}: JSON nested too deeply") from None
+    except ValueError as exc:  # an integer over Python's 4,300-digit limit
+        if "digits" in str(exc):
+            raise JobRefused(
+                f"{what}: JSON we cannot read (a number too long: over "
+                f"{sys.get_int_max_str_digits()} digits)"
+            ) from None
+        raise JobRefused(f"{what}: JSON we cannot read ({str(exc)[:80]})") from None
 
 
 def parse_job(
@@ -104,7 +116,7 @@ def parse_job(
         raise JobRefused(f"message: a {type(raw).__name__}: must be bytes")
     if len(raw) > MAX_MESSAGE_BYTES:
         raise JobRefused(f"message: {len(raw)} bytes: over the {MAX_MESSAGE_BYTES}-byte limit")
-    d = _json(bytes(raw))
+    d = decode_json(bytes(raw))
     if not isinstance(d, dict):
         raise JobRefused(f"message: a JSON {type(d).__name__}: must be an object")
     problems = [f"{k}: missing: required" for k in REQUIRED if k not in d]

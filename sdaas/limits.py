@@ -40,6 +40,13 @@ def prompt_problem(prompt: object) -> str | None:
         return f"a {type(prompt).__name__}: must be non-empty text"
     if len(prompt) > MAX_PROMPT_CHARS:
         return f"{len(prompt)} characters: over the {MAX_PROMPT_CHARS} limit"
+    try:
+        prompt.encode("utf-8")  # the tokenizer needs text that has an encoding
+    except UnicodeEncodeError as exc:
+        return (
+            f"U+{ord(prompt[exc.start]):04X} at character {exc.start}: an unpaired surrogate "
+            "is not text (not encodable as UTF-8)"
+        )
     return None
 
 

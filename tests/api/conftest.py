@@ -88,7 +88,8 @@ def stack(serving_settings, tmp_path_factory):
         spec = build_spec(serving_settings, window_s=0.3, max_backlog_s=1e9)
         spec = replace(spec, store_path=str(tmp / "results" / "results.db"))
         cfg = ApiConfig(bootstrap=broker.bootstrap, data_dir=tmp, results_dir=tmp / "results",
-                        topics=topics, styles=tuple(spec.planner.styles), salt=b"t")  # fmt: skip
+                        topics=topics, styles=tuple(spec.planner.styles), salt=b"t",
+                        resolutions=spec.planner.resolutions)  # fmt: skip
         with serving_in_background(spec, broker.bootstrap, topics) as driver:
             with ApiServer(cfg, log_level="info") as api:
                 keys = {t: api.front.keys.create(t) for t in ("ann", "bob")}

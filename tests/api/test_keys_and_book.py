@@ -44,7 +44,57 @@ def test_status_only_moves_forward_and_the_outcome_is_final(tmp_path):
         "accepted", "started", "planned", "step", "step", "done"]  # fmt: skip
     assert book.get("bob", "j1").status == "accepted"
     assert not book.apply({"tenant": "cat", "job_id": "j1", "event": "done"})  # not ours
-    assert book.in_flight("ann") == 0 and book.in_flight("bob") == 1
+    assert book.in_flight("ann") == 0 and book.in_flight("bob") == 0  # bob's never acked
+    book.sent("bob", "j1", "topic-1")
+    assert book.in_flight("bob") == 1
+
+
+def test_the_book_keeps_a_request_until_its_outcome_and_knows_what_a_new_broker_lacks(tmp_path):
+    book = JobBook(tmp_path / "b.db")
+    for job_id in ("a", "b", "c", "never-acked"):
+        book.accept("ann", job_id, "fp-" + job_id, f'{{"job_id": "{job_id}"}}')
+    for job_id in ("a", "b", "c"):
+        book.sent("ann", job_id, "old")
+    book.apply({"tenant": "ann", "job_id": "a", "event": "done", "result": {"status": "done"}})
+    book.apply({"tenant": "ann", "job_id": "b", "event": "started", "device": "cpu:0"})
+    assert book.request_of("ann", "a") == ""  # ended: the prompt is not kept
+    assert book.request_of("ann", "b") == '{"job_id": "b"}'
+    # the broker came back empty: open jobs acked on the old topic, never the unacked one
+    assert [j for _, j, _ in book.to_resend("new")] == ["b", "c"]
+    assert book.needs_send("ann", "c", "new") and book.needs_send("ann", "never-acked", "old")
+    assert not book.needs_send("ann", "c", "old") and not book.needs_send("ann", "a", "new")
+    book.sent("ann", "b", "new")
+    book.sent("ann", "c", "new")
+    assert book.to_resend("new") == [] and not book.needs_send("ann", "c", "new")
+    # a book from before requests were kept: a retry of the same request fills it in
+    old = JobBook(tmp_path / "old.db")
+    old.accept("ann", "x", "fp")
+    assert old.request_of("ann", "x") == ""
+    assert old.accept("ann", "x", "fp", '{"job_id": "x"}') == "fp"
+    assert old.request_of("ann", "x") == '{"job_id": "x"}'
+    assert old.accept("ann", "x", "other", '{"job_id": "y"}') == "fp"  # not another request's
+    assert old.request_of("ann", "x") == '{"job_id": "x"}'
+
+
+def test_the_operator_numbers_can_be_one_tenants(tmp_path):
+    book = JobBook(tmp_path / "b.db")
+    for tenant, job_id, event in (("ann", "1", "done"), ("ann", "2", "planned"),
+                                  ("bob", "1", "done"), ("bob", "2", "failed")):  # fmt: skip
+        book.accept(tenant, job_id, "fp")
+        book.apply(
+            {
+                "tenant": tenant,
+                "job_id": job_id,
+                "event": event,
+                "accelerator": "cpu",
+                "result": {"status": event, "latency_slo_met": True, "clip_slo_met": True},
+            }
+        )
+    assert book.counts("ann") == {"done": 1, "planned": 1}
+    assert book.counts() == {"done": 2, "planned": 1, "failed": 1}
+    assert book.queued_by_accelerator("bob") == {} and book.queued_by_accelerator() == {"cpu": 1}
+    assert sum(n for _, n, _ in book.attainment_by_minute(tenant="ann")) == 1
+    assert sum(n for _, n, _ in book.attainment_by_minute()) == 3
 
 
 def test_token_bucket_allows_a_burst_then_the_rate():
