@@ -5,7 +5,10 @@ A key reads `sdaas_<key id>.<secret>`: the key id finds the row without trying e
 hash, the secret (32 random bytes) is what scrypt checks. Checking costs tens of
 milliseconds by design, so a key that was checked once is remembered in this process
 (by its SHA-256, never the key itself) for CACHE_S, so later requests cost a dictionary
-look-up and a key revoked from another process stops working within CACHE_S.
+look-up. Revocation is immediate all the same: every look-up first asks sqlite whether
+another process wrote the tenants table since (`PRAGMA data_version`, a counter read
+without touching the table), and a write (`sdaas tenants revoke` in another process)
+empties the cache, so the next request of a revoked key is checked afresh.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from sdaas.errors import InvalidInputError
 from sdaas.limits import id_problem, show
 
 PREFIX = "sdaas_"
-CACHE_S = 60.0  # a key revoked by `sdaas tenants revoke` stops working within this
+CACHE_S = 60.0  # how long a checked key is remembered (a revocation empties the cache)
 MAX_CACHED = 100_000  # keys remembered (right and wrong) before the cache starts over
 # scrypt cost: n=2**14, r=8, p=1 (16 MiB, ~50 ms here): the interactive-login figure of
 # the scrypt paper; keys are random, so this guards against a stolen database only
@@ -67,6 +70,7 @@ class TenantKeys:
         # sha256(key) -> (tenant or None for a wrong key, operator key?, when checked)
         self._checked: dict[bytes, tuple[str | None, bool, float]] = {}
         self._flights: dict[bytes, threading.Lock] = {}
+        self._version = self._db.execute("PRAGMA data_version").fetchone()[0]
 
     def create(self, tenant: str, operator: bool = False) -> str:
         """A new key for `tenant` (a tenant may hold several); returned once, never stored.
@@ -91,7 +95,8 @@ class TenantKeys:
         digest = _digest(key)
         if digest is None:
             return True, None
-        hit = self._fresh(digest)
+        with self._lock:
+            hit = self._fresh(digest)
         return (True, hit[0]) if hit else (False, None)
 
     def is_operator(self, key: str) -> bool:
@@ -105,6 +110,12 @@ class TenantKeys:
         return self._check(key)[0]
 
     def _fresh(self, digest: bytes) -> tuple[str | None, bool, float] | None:
+        """A cached check, unless another process wrote the tenants table since (a key
+        revoked there stops working at its next request here)."""
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._version:
+            self._version, self._checked = version, {}
+            return None
         hit = self._checked.get(digest)
         return hit if hit and time.monotonic() - hit[2] < CACHE_S else None
 

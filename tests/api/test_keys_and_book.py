@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 from api.job_book import JobBook
 from api.keys import TenantKeys
@@ -23,6 +26,17 @@ def test_a_key_is_shown_once_and_only_a_salted_hash_is_stored(tmp_path):
     assert TenantKeys(tmp_path / "t.db").tenant_of(b) == "bob"  # a fresh process checks too
     assert keys.revoke("ann") == 2 and keys.tenant_of(a1) is None  # the cache forgets it
     assert [t for t, *_ in keys.tenants()] == ["bob"]
+
+
+def test_a_key_revoked_by_another_process_fails_at_its_next_request(tmp_path):
+    keys = TenantKeys(tmp_path / "t.db")
+    ann, bob = keys.create("ann"), keys.create("bob")
+    assert keys.tenant_of(ann) == "ann" and keys.cached(ann) == (True, "ann")  # cached
+    revoke = "import sys; from api.keys import TenantKeys; TenantKeys(sys.argv[1]).revoke('ann')"
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", revoke, str(tmp_path / "t.db")], check=True, cwd=root)
+    assert keys.cached(ann) == (False, None)  # the cache gave way: checked afresh
+    assert keys.tenant_of(ann) is None and keys.tenant_of(bob) == "bob"
 
 
 def test_status_only_moves_forward_and_the_outcome_is_final(tmp_path):
