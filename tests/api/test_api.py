@@ -125,6 +125,57 @@ def test_every_problem_is_named_with_422_and_the_prompt_never_echoed(stack):
         assert c.get("/v1/jobs", params={"status": "weird"}).status_code == 422
 
 
+def test_what_cannot_run_is_refused_at_the_door_naming_the_cause(stack):
+    """Everything serving would refuse or fail is a 422 here, with the real cause."""
+    lone = json.dumps(stack.job(prompt="two red circles \ud800 on the left"))
+    assert "\\ud800" in lone  # a JSON escape: valid JSON, not valid text
+    wanted = {
+        lone: "prompt: U+D800 at character 16: an unpaired surrogate",
+        json.dumps(stack.job(resolution="64x64")): "resolution: '64x64': style",
+        json.dumps(stack.job(submitted_ts=float("nan"))): "submitted_ts: nan: must be finite",
+        json.dumps(stack.job(submitted_ts=1e300)): "submitted_ts: 1e+300: more than 300 s",
+        json.dumps(stack.job(submitted_ts=time.time() + 86400 * 365)): "more than 300 s",
+        b'{"prompt": "caf\xe9"}': "body: not UTF-8 (byte 0xe9 at offset 15)",
+        b'{"seed": ' + b"7" * 5000 + b"}": "a number too long: over 4300 digits",
+        b"[" * 5000 + b"]" * 5000: "body: JSON nested too deeply",
+    }
+    with stack.client("ann") as c:
+        for body, why in wanted.items():
+            r = c.post("/v1/jobs", content=body)
+            assert r.status_code == 422 and why in " | ".join(r.json()["problems"]), r.text
+        ok = c.post("/v1/jobs", json=stack.job(submitted_ts=time.time() - 5, seed=12))
+        assert ok.status_code == 202  # a sane client timestamp is fine
+        events(c, ok.json()["job_id"])
+
+
+def test_a_422_costs_no_rate_limit_token(stack):
+    cfg = replace(stack.cfg, data_dir=stack.cfg.data_dir / "tokens", rate_per_s=0.01, burst=1)
+    with ApiServer(cfg) as api:
+        key = api.front.keys.create("dan")
+        with httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {key}"},
+                          timeout=60) as c:  # fmt: skip
+            for _ in range(5):
+                assert c.post("/v1/jobs", json=stack.job(style="cubism")).status_code == 422
+            r = c.post("/v1/jobs", json=stack.job(seed=13))
+            assert r.status_code == 202  # the one token of the burst was still there
+            assert c.post("/v1/jobs", json=stack.job(seed=14)).status_code == 429
+            events(c, r.json()["job_id"])
+
+
+def test_ops_shows_a_tenant_its_own_numbers_and_an_operator_all(stack):
+    with stack.client("ann") as ann, stack.client("bob") as bob, stack.client("ops") as ops:
+        job_id = bob.post("/v1/jobs", json=stack.job(seed=15)).json()["job_id"]
+        events(bob, job_id)
+        mine = ann.get("/v1/ops").json()
+        everyone = ops.get("/v1/ops").json()
+        bobs = bob.get("/v1/ops").json()
+    book = stack.api.front.book
+    assert mine["scope"] == "ann" and mine["counts"] == book.counts("ann")
+    assert everyone["scope"] == "all tenants" and everyone["counts"] == book.counts()
+    assert book.counts() != book.counts("ann")  # bob's jobs are in the first only
+    assert bobs["counts"]["done"] >= 1 and job_id not in json.dumps(mine)
+
+
 def test_a_retried_post_with_the_same_idempotency_key_is_one_job(stack):
     key = f"idem-{uuid.uuid4().hex[:8]}"
     with stack.client("ann") as c:

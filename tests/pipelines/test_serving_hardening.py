@@ -79,6 +79,8 @@ def poison(now: float) -> dict[str, bytes]:
         "job id with newline": enc(_job(job_id="invoice-0001\n")),
         "huge SLO": enc(_job(latency_slo_s=1e308)),
         "deep nesting": b"[" * 8000 + b"]" * 8000,
+        "lone surrogate in the prompt": enc(_job(prompt="two red \ud800 circles")),
+        "invalid UTF-8 that looks like UTF-16": b"\x00\xff" + enc(_job())[2:],
     }  # fmt: skip
 
 
@@ -117,7 +119,8 @@ def test_poison_records_and_valid_jobs_end_to_end_serve_keeps_running(serving_se
     for needle in ("style 'flat' is served at 32x32", "not UTF-8", "JSON we cannot read",
                    "an integer of about 4000 digits", "submitted_ts: nan", "submitted_ts: inf",
                    "more than 300 s from the broker's time", "'\\n' is not allowed",
-                   "':' is not allowed", "at most 3600 seconds", "nested too deeply"):  # fmt: skip
+                   "':' is not allowed", "at most 3600 seconds", "nested too deeply",
+                   "an unpaired surrogate", "not UTF-8 (byte 0xff at offset 1)"):  # fmt: skip
         assert needle in reasons, needle
     assert all(d["tenant"] in ("", "alice") for d in letters)  # no illegal id is kept
     assert PROMPT not in r.stdout + r.stderr + reasons

@@ -96,10 +96,18 @@ def test_client_side_request_serialises_its_submission_time():
         # the except clause itself raised AttributeError (UnicodeDecodeError has no .pos)
         (b'{"job_id": "\xff\xfe"}', r"message: not UTF-8 \(byte 0xff at offset 12\)"),
         # Python's int-string limit raised ValueError inside json.loads
-        (good().replace(b'"min_clip": 30', b'"min_clip": ' + b"9" * 5000), "JSON we cannot read"),
+        (good().replace(b'"min_clip": 30', b'"min_clip": ' + b"9" * 5000),
+         r"JSON we cannot read \(a number too long: over 4300 digits\)"),
         (b"[" * 100_00 + b"]" * 100_00, "message: "),
+        (b"[" * 5000 + b"]" * 5000, "message: JSON nested too deeply"),
+        # json.loads guessed UTF-16 from the first bytes: "not JSON (Expecting value...)"
+        (b"\x00\xff{}", r"message: not UTF-8 \(byte 0xff at offset 1\)"),
+        (b'{"a": "\xed\xa0\x80"}', r"not UTF-8 \(byte 0xed at offset 7\)"),  # a surrogate
+        # valid JSON, invalid text: the tokenizer raised TypeError on it at run time
+        (good().replace(b'"prompt": "', b'"prompt": "\\ud800'),
+         r"prompt: U\+D800 at character 0: an unpaired surrogate"),
     ],
-)
+)  # fmt: skip
 def test_unreadable_messages_are_refused_not_raised(raw, match):
     with pytest.raises(JobRefused, match=match):
         parse_job(raw, STYLES)
