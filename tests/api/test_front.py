@@ -82,3 +82,31 @@ def test_readiness_follows_serving_heartbeats_and_is_withdrawn_when_they_stop(tm
     assert not ok and "for 16 s" in why
     asyncio.run(front._apply([beat("a", 1016.0)]))
     assert front.serving_ready()[0]  # back
+
+
+def test_readiness_names_serving_faults_and_a_fatal_one_or_a_stop_reason_is_not_ready(tmp_path):
+    """A store that vanished while serving ran is an outage on /readyz, with its reason;
+    a recovered fault (an engine restarted) is named but serving stays ready."""
+    from sdaas.health import Faults
+
+    front = Front(ApiConfig(bootstrap="unused:1", data_dir=tmp_path, results_dir=tmp_path))
+    front.clock = lambda: 1000.0
+    faults = Faults(clock=lambda: 999.0)
+
+    def beat(server: str) -> dict:
+        return {"tenant": "", "job_id": "", "event": "ready", "ts": 999.0, "server": server,
+                "every_s": 5.0, "faults": [f.to_json() for f in faults.current()]}  # fmt: skip
+
+    faults.report("engine cpu:0", "pipe reader crashed; engine restarted, 2 jobs re-queued")
+    asyncio.run(front._apply([beat("a")]))
+    ok, why = front.serving_ready()
+    assert ok and "engine cpu:0: pipe reader crashed" in why
+    faults.report("result-store", "results.db vanished while serving ran", fatal=True)
+    asyncio.run(front._apply([beat("a")]))
+    ok, why = front.serving_ready()
+    assert not ok and "serving cannot take work" in why and "results.db vanished" in why
+    stop = {"tenant": "", "job_id": "", "event": "stopping", "server": "a",
+            "reason": "the result store vanished"}  # fmt: skip
+    asyncio.run(front._apply([stop]))
+    ok, why = front.serving_ready()
+    assert not ok and "the last one stopped: the result store vanished" in why
