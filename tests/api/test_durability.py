@@ -32,6 +32,11 @@ def _cfg(serving_settings, tmp_path, bootstrap: str, topics: Topics) -> ApiConfi
                      resolutions=planner.resolutions, watch_every_s=0.5)  # fmt: skip
 
 
+def _client(api: ApiServer, tenant: str) -> httpx.Client:
+    key = api.front.keys.create(tenant)
+    return httpx.Client(base_url=api.url, timeout=60, headers={"Authorization": f"Bearer {key}"})
+
+
 def _events(c: httpx.Client, job_id: str) -> list[str]:
     """The job's event stream to its end (it must end: an outcome closes it)."""
     with c.stream("GET", f"/v1/jobs/{job_id}/events", timeout=30) as r:
@@ -49,10 +54,7 @@ def test_jobs_accepted_before_a_broker_restart_each_reach_one_outcome(serving_se
     serve = None
     try:
         cfg = _cfg(serving_settings, tmp_path, broker.bootstrap, topics)
-        with ApiServer(cfg) as api:
-            key = api.front.keys.create("ann")
-            c = httpx.Client(base_url=api.url, timeout=60,
-                             headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+        with ApiServer(cfg) as api, _client(api, "ann") as c:
             ids = []
             for i in range(10):  # serving is down: only the broker and the book hold them
                 r = c.post("/v1/jobs", json=_job(cfg.styles[0], i))
@@ -107,10 +109,7 @@ def test_a_post_the_broker_never_acked_is_withdrawn_not_run_later(serving_settin
     broker = EmbeddedBroker(port=port).start()
     try:
         cfg = _cfg(serving_settings, tmp_path, broker.bootstrap, topics)
-        with ApiServer(cfg) as api:
-            key = api.front.keys.create("ann")
-            c = httpx.Client(base_url=api.url, timeout=60,
-                             headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+        with ApiServer(cfg) as api, _client(api, "ann") as c:
             broker.stop()
             t0 = time.monotonic()
             r = c.post("/v1/jobs", json=_job(cfg.styles[0], 1), headers={"Idempotency-Key":
