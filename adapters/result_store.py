@@ -10,10 +10,14 @@ published to Kafka, so a crash between "stored" and "published" is repaired on r
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
+from urllib.parse import quote
 
 from predictor.latency_correction import Observation
 from sdaas.errors import NotFoundError, SdaasError
@@ -82,42 +86,170 @@ class StoreError(SdaasError):
     """The result store cannot be used as it is; the message says what to do."""
 
 
+# the stores this process has written to: path -> (st_dev, st_ino) of the file it opened.
+# A store that vanishes is never created anew here (a fresh store forgets every answered
+# job id), unless the operator says so (`fresh`: --new-store).
+_OPENED: dict[str, tuple[int, int]] = {}
+_OPENED_LOCK = threading.Lock()
+_SIDE_FILES = ("", "-wal", "-shm")
+_UNWRITABLE = ("readonly", "disk i/o error", "disk is full", "unable to open database file")
+_DAMAGED = ("file is not a database", "malformed", "no such table")
+
+
 class ResultStore:
     """`create=False`: refuse to make a new, empty store where none is (a reader, or a
-    server that has reason to think one existed)."""
+    server that has reason to think one existed).
 
-    def __init__(self, path: Path, *, create: bool = True):
+    Once open, a store is that file for good: a connection never creates one
+    (`mode=rw`), and one deleted or replaced meanwhile raises StoreError instead of
+    starting afresh (an empty store forgets every answered job id). A connection stays
+    open for the store's life (`_pin`): it holds the file's inode, so a new file at the
+    path cannot reuse its number and pass for it, and the WAL open, so a use neither
+    checkpoints and deletes it at its end nor needs to write to read. A store that takes
+    no writes raises StoreError too, never a SIGBUS (`_refuse_unwritable`)."""
+
+    def __init__(self, path: Path, *, create: bool = True, fresh: bool = False):
         self.path = Path(path)
-        if not create and not self.path.exists():
-            raise StoreError(f"no result store at {self.path}: nothing has been served here")
+        self._key = str(self.path.resolve())
+        self._writer = create
+        if not self.path.exists():
+            if not create:
+                raise StoreError(f"no result store at {self.path}: nothing has been served here")
+            if self._key in _OPENED and not fresh:
+                raise StoreError(self._lost("is gone (deleted or moved)"))
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if create:
+            self._refuse_unwritable()
         try:
-            with self._db() as db:
-                db.execute("BEGIN IMMEDIATE")
-                version = db.execute("PRAGMA user_version").fetchone()[0]
-                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
-                if version == 0 and "results" in tables:
-                    _run_script(db, _MIGRATE_V1.format(schema=_SCHEMA))
-                elif version > SCHEMA_VERSION:
-                    raise StoreError(
-                        f"result store {self.path} has schema {version}, newer than this "
-                        f"sdaas ({SCHEMA_VERSION}): upgrade sdaas"
-                    )
-                _run_script(db, _SCHEMA)
-                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                db.execute("COMMIT")
+            self._pin = self._connect("rwc" if create else "rw")
+            st = os.stat(self.path)
+            self.identity = (st.st_dev, st.st_ino)
+            if create and not fresh:
+                self._refuse_replaced()  # before a migration could touch another file
+            self._migrate()
+            self._pin.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the WAL
         except sqlite3.DatabaseError as exc:
-            raise StoreError(
+            raise self._failed(exc) or StoreError(
                 f"result store {self.path} cannot be opened ({exc}). Restore it from a "
                 f"backup, or move it aside (mv {self.path} {self.path}.broken) to start an "
                 "empty one: the results and job ids in it are then forgotten"
             ) from None
+        if create:
+            with _OPENED_LOCK:
+                _OPENED[self._key] = self.identity
 
-    def _db(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+    def _migrate(self) -> None:
+        with self._db() as db:
+            if db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+                return  # current: no write (a reader or an unwritable store stays usable)
+            db.execute("BEGIN IMMEDIATE")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+            if version == 0 and "results" in tables:
+                _run_script(db, _MIGRATE_V1.format(schema=_SCHEMA))
+            elif version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"result store {self.path} has schema {version}, newer than this "
+                    f"sdaas ({SCHEMA_VERSION}): upgrade sdaas"
+                )
+            _run_script(db, _SCHEMA)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("COMMIT")
+
+    def _refuse_replaced(self) -> None:
+        """Another file where this process had its store: never taken for it."""
+        with _OPENED_LOCK:
+            known = _OPENED.get(self._key)
+        if known is not None and known != self.identity:
+            raise StoreError(self._lost("was replaced by another file"))
+
+    def _refuse_unwritable(self) -> None:
+        """Before each use: sqlite writes into its WAL index (-shm) through a shared
+        mapping, even to read, and a write there to a file made immutable (or on a
+        read-only mount) is a SIGBUS, not an error. access(2) sees both, even as root."""
+        for end in _SIDE_FILES:
+            f = Path(f"{self.path}{end}")
+            if f.exists() and not os.access(f, os.W_OK):
+                raise self._unwritable(f"{f.name}: not writable")
+
+    def _connect(self, mode: str) -> sqlite3.Connection:
+        uri = f"file:{quote(str(self.path.absolute()))}?mode={mode}"
+        db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None,
+                             check_same_thread=False)  # fmt: skip
+        db.execute("PRAGMA mmap_size=0")  # reads by read(2): a failing disk is an error
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         return db
+
+    def _check_identity(self) -> None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise StoreError(self._lost("is gone (deleted or moved)")) from None
+        if (st.st_dev, st.st_ino) != self.identity:
+            raise StoreError(self._lost("was replaced by another file"))
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        """A connection to the file this store opened, never a new one; a store gone,
+        replaced or failing raises StoreError. Commits at the end, rolls back on error."""
+        self._check_identity()
+        if self._writer:
+            self._refuse_unwritable()
+        try:
+            db = self._connect("rw")
+        except sqlite3.DatabaseError as exc:
+            raise self._failed(exc) or exc from None
+        try:
+            with db:
+                yield db
+        except sqlite3.DatabaseError as exc:
+            failed = self._failed(exc)
+            if failed is None:
+                raise
+            raise failed from None
+        finally:
+            db.close()
+
+    def check(self) -> None:
+        """A real write (one synced page): the store is still the file opened and takes
+        writes; raises StoreError if not. Serving checks this before each window."""
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("COMMIT")
+
+    def _failed(self, exc: sqlite3.DatabaseError) -> StoreError | None:
+        """The StoreError a sqlite error means (None: not the store's fault, e.g. busy)."""
+        msg = str(exc).lower()
+        if not self.path.exists():
+            return StoreError(self._lost("is gone (deleted or moved)"))
+        if any(m in msg for m in _UNWRITABLE):
+            return self._unwritable(str(exc))
+        if any(m in msg for m in _DAMAGED):
+            return StoreError(
+                f"result store {self.path} is damaged ({exc}). Restore it from a backup, "
+                f"or move it aside (mv {self.path} {self.path}.broken) and restart "
+                "`sdaas serve` with --new-store: the results and job ids in it are then "
+                "forgotten"
+            )
+        return None
+
+    def _unwritable(self, why: str) -> StoreError:
+        return StoreError(
+            f"the result store {self.path} cannot be written ({why}). Make it writable "
+            "again (a full disk? a read-only mount? `lsattr` shows an immutable flag), "
+            "then restart `sdaas serve`: the jobs it could not store are read again from "
+            "Kafka, none is lost"
+        )
+
+    def _lost(self, what: str) -> str:
+        return (
+            f"the result store {self.path} {what} while in use: serving will not go on "
+            "with a new, empty one. Restore it (with its -wal file) and restart `sdaas "
+            "serve`; or restart it with --new-store to start empty, knowing that jobs "
+            "answered before would then run again"
+        )
 
     @property
     def images_dir(self) -> Path:

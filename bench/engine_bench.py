@@ -50,6 +50,20 @@ STEPS = (10, 15, 20, 25, 30)
 PROMPT = "two small red circles on the left, flat style"
 BATCHES = (1, 2, 4, 8)
 NOISY = 0.15
+STALL_S = 120.0  # jobs in flight and none settled this long: the engine is stuck (issue 25)
+
+
+def wait_settled(core, what: str) -> None:
+    """Until the core has settled every job. A stall is an error that names the arm,
+    never a silent wait: issue 25's bench sat at 0 % CPU for 6 minutes on a dead reader."""
+    last, left = time.monotonic(), core.in_flight()
+    while left:
+        time.sleep(0.01)
+        n = core.in_flight()
+        if n < left:
+            last, left = time.monotonic(), n
+        elif time.monotonic() - last > STALL_S:
+            raise RuntimeError(f"{what}: {n} jobs in flight, none settled in {STALL_S:.0f} s")
 
 
 def pct(xs, q):
@@ -164,8 +178,7 @@ def run_engine(policy, devices, threads, jobs, job_s, factors, backend, card, pr
         core.submit([LiveJob("flat", 1e12, 0.0, w0, w0,
                              payload=ImageRequest(PROMPT, 0, w, h, card.guidance_scale))
                      for _ in range(devices)])  # fmt: skip
-        while core.in_flight():
-            time.sleep(0.01)
+        wait_settled(core, f"{policy} warm-up")
         done.clear()
         batch.clear()
     first = len(core.arrival)
@@ -179,8 +192,7 @@ def run_engine(policy, devices, threads, jobs, job_s, factors, backend, card, pr
         req = ImageRequest(PROMPT, k, w, h, card.guidance_scale)
         core.submit([LiveJob("flat", now + slo, 0.0, opt, opt, payload=req)])
         arrived.append(now)
-    while core.in_flight():
-        time.sleep(0.01)
+    wait_settled(core, f"{policy}, {devices} device(s)")
     for e in engines:
         e.stop(5.0)
     finish = core.finish[first:]
@@ -233,6 +245,18 @@ def summarise(jobs, arrived, finish, status, batch):
     }
 
 
+def line(name: str, r: dict) -> str:
+    return (f"{name:32s} {r['jobs_per_s']:.2f} jobs/s  SLO {r['slo_attainment_all_arrived']:.0%}"
+            f"  p50 {r['jct_p50_s']:.2f} s  batch {r['mean_batch']:.1f}"
+            f"{'  NOISY' if r['noisy'] else ''}")  # fmt: skip
+
+
+def run_arm(arms: dict, name: str, fn) -> None:
+    """Run an arm and print it at once: a bench of many minutes shows it is moving."""
+    arms[name] = repeat(fn)
+    print(line(name, arms[name]), flush=True)
+
+
 def repeat(fn, times=2):
     runs = [fn() for _ in range(times)]
     out = {k: statistics.mean(r[k] for r in runs) for k in runs[0]}
@@ -256,38 +280,48 @@ def main() -> None:
     mean_job = statistics.mean(job_s.values())
     rate = 3.0 / mean_job  # 3x one-at-a-time capacity
     jobs = workload(n, rate, job_s)
-    print(f"toy-m job seconds {job_s}; batch factors {factors}; rate {rate:.2f} jobs/s")
+    print(f"toy-m job seconds {job_s}; batch factors {factors}; rate {rate:.2f} jobs/s",
+          flush=True)  # fmt: skip
     arms = {}
-    arms["one-at-a-time"] = repeat(lambda: run_one_at_a_time(jobs, job_s, backend, card))
-    arms["one-at-a-time, main thread"] = repeat(
-        lambda: run_one_at_a_time(jobs, job_s, backend, card, main_thread=True)
+    run_arm(arms, "one-at-a-time", lambda: run_one_at_a_time(jobs, job_s, backend, card))
+    run_arm(
+        arms,
+        "one-at-a-time, main thread",
+        lambda: run_one_at_a_time(jobs, job_s, backend, card, main_thread=True),
     )
     for policy in ("sjf", "slack-sjf", "orca"):
-        arms[f"engine {policy}, 1 device"] = repeat(
-            lambda p=policy: run_engine(p, 1, None, jobs, job_s, factors, backend, card)
+        run_arm(
+            arms,
+            f"engine {policy}, 1 device",
+            lambda p=policy: run_engine(p, 1, None, jobs, job_s, factors, backend, card),
         )
-        arms[f"engine {policy}, 1 device process"] = repeat(
-            lambda p=policy: run_engine(p, 1, None, jobs, job_s, factors, backend, card, True)
+        run_arm(
+            arms,
+            f"engine {policy}, 1 device process",
+            lambda p=policy: run_engine(p, 1, None, jobs, job_s, factors, backend, card, True),
         )
     # concurrency: 1 thread per device, all jobs at once so arrivals do not cap the rate
     set_threads(1)
     one_job_s, one_factors = measure(backend, card)
     burst = [(0.0, s, 8.0 * one_job_s[s]) for _, s, _ in jobs]
     for n_dev in (1, 2):
-        arms[f"engine sjf, {n_dev} device processes, burst"] = repeat(
+        run_arm(
+            arms,
+            f"engine sjf, {n_dev} device processes, burst",
             lambda n_dev=n_dev: run_engine(
                 "sjf", n_dev, 1, burst, one_job_s, one_factors, backend, card, True
-            )  # fmt: skip
+            ),  # fmt: skip
         )
-        arms[f"engine sjf, {n_dev} device threads, burst"] = repeat(
+        run_arm(
+            arms,
+            f"engine sjf, {n_dev} device threads, burst",
             lambda n_dev=n_dev: run_engine(
                 "sjf", n_dev, 1, burst, one_job_s, one_factors, backend, card
-            )  # fmt: skip
+            ),  # fmt: skip
         )
+    print()
     for name, r in arms.items():
-        print(f"{name:32s} {r['jobs_per_s']:.2f} jobs/s  SLO {r['slo_attainment_all_arrived']:.0%}"
-              f"  p50 {r['jct_p50_s']:.2f} s  batch {r['mean_batch']:.1f}"
-              f"{'  NOISY' if r['noisy'] else ''}")  # fmt: skip
+        print(line(name, r))
     base = arms["one-at-a-time"]["jobs_per_s"]
     best_case = arms["one-at-a-time, main thread"]["jobs_per_s"]
     tp = {

@@ -479,11 +479,22 @@ def _say_batching(spec) -> None:
 
 
 def cmd_serve(args, settings: Settings) -> int:
+    import faulthandler
+    import signal
+
     from adapters.kafka_broker import EmbeddedBroker, running_broker
     from adapters.kafka_io import Topics
     from pipelines.serving_driver import ServingDriver
     from pipelines.serving_setup import build_spec
 
+    # no signal kills serving without a line: SIGSEGV, SIGBUS (a store's mapped file
+    # failing), SIGABRT, SIGFPE, SIGILL leave a traceback of every thread on stderr, in
+    # this process and its device processes; SIGQUIT and SIGUSR1/2 one before they kill;
+    # SIGINT, SIGTERM and SIGHUP stop it gracefully (`install_signal_handlers`)
+    faulthandler.enable(file=sys.stderr, all_threads=True)
+    os.environ.setdefault("PYTHONFAULTHANDLER", "1")
+    for sig in (signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+        faulthandler.register(sig, file=sys.stderr, all_threads=True, chain=True)
     topics = Topics(args.topic_prefix)
     spec = build_spec(
         settings,
@@ -520,7 +531,12 @@ def cmd_serve(args, settings: Settings) -> int:
             f"{spec.policy}, {spec.window_s:g} s windows; jobs topic {topics.jobs} on {bootstrap}"
         )
         _say_batching(spec)
-        reports = driver.run(max_windows=args.max_windows, idle_exit_s=args.idle_exit)
+        try:
+            reports = driver.run(max_windows=args.max_windows, idle_exit_s=args.idle_exit)
+        except SdaasError:
+            if driver.halted:  # a fatal fault (the store failed): nothing taken or committed
+                driver.close()  # from here; the jobs in flight end, the devices stop
+            raise
         driver.close()
         n = sum(r.records for r in reports)
         print(f"stopped after {len(reports)} windows, {n} records; results in {spec.store_path}")
@@ -576,11 +592,16 @@ def cmd_results(args, settings: Settings) -> int:
                 results = [store.get(tenant, args.job_id)]
                 break
             except NotFoundError:
+                refused = _dead_lettered(store, tenant, {args.job_id})
+                if refused:
+                    results = refused
+                    break
                 if _time.monotonic() >= deadline:
                     raise
                 _time.sleep(0.2)
     else:
         results = store.for_tenant(tenant)
+        results += _dead_lettered(store, tenant, exclude={r.job_id for r in results})
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=2))
         return 0
@@ -603,6 +624,22 @@ def cmd_results(args, settings: Settings) -> int:
         )
     )
     return 0
+
+
+def _dead_lettered(store, tenant: str, only: set[str] | None = None, exclude=frozenset()):
+    """The tenant's jobs refused as dead letters (a record serving could not read as a
+    job), as `rejected` results with the reason; one per job id, none that has a result."""
+    from sdaas.records import JobResult
+
+    out: dict[str, JobResult] = {}
+    for d in store.dead_letters():
+        job_id = d.get("job_id") or ""
+        if d.get("tenant") != tenant or not job_id or job_id in exclude:
+            continue
+        if only is None or job_id in only:
+            why = f"dead letter: {d.get('reason', '')}"
+            out.setdefault(job_id, JobResult(job_id, tenant, "rejected", error=why))
+    return list(out.values())
 
 
 def _results_tenant(args, settings: Settings) -> str:
@@ -675,6 +712,7 @@ def cmd_api(args, settings: Settings) -> int:
         results_dir=result_store_path(settings).parent,
         topics=_topics(args),
         styles=tuple(_served_styles(settings)) or None,
+        resolutions=_served_resolutions(settings) or None,
         rate_per_s=args.rate,
         burst=args.burst,
         max_in_flight=args.max_in_flight,
@@ -699,6 +737,20 @@ def _served_styles(settings: Settings) -> list[str]:
     if not settings.registry_path.exists():
         return []
     return Registry(settings.registry_path, model_roots=settings.model_roots).styles()
+
+
+def _served_resolutions(settings: Settings) -> dict[str, tuple[tuple[int, int], ...]]:
+    """style -> the resolutions its registered models serve (the API refuses others at
+    the door instead of accepting a job serving would dead-letter)."""
+    from models.registry import Registry
+
+    if not settings.registry_path.exists():
+        return {}
+    out: dict[str, set[tuple[int, int]]] = {}
+    for r in Registry(settings.registry_path, model_roots=settings.model_roots).list():
+        for style in r.card.styles:
+            out.setdefault(style, set()).update(r.card.resolution_pairs)
+    return {style: tuple(sorted(pairs)) for style, pairs in out.items()}
 
 
 def cmd_demo(args, settings: Settings) -> int:
@@ -1068,7 +1120,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(server-sent events: planned, started, step i/N, outcome), DELETE /v1/jobs/ID "
         "(cancel), GET /v1/jobs/ID/image; Authorization: Bearer <key> from `sdaas tenants "
         "create`. A producer onto the jobs topic and a reader of serving's events: run "
-        "`sdaas serve` beside it. The broker is internal: only serving and the API talk to it.",
+        "`sdaas serve` beside it. The broker is internal: only serving and the API talk to it. "
+        "Every job it accepted stays in its job book (data/api/jobs.db) until its outcome: a "
+        "broker that restarts empty is sent them again.",
     )
     kafka_args(ap)
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default "

@@ -8,7 +8,11 @@ runs again, a cancelled one is forgotten, and every step is reported to the call
 (`on_event`). A model whose backend cannot be stepped runs whole, one job per call.
 
 A failure of the model fails the jobs of that segment (event "failed"), never the
-device: the loop goes on with the next segment.
+device: the loop goes on with the next segment. A crash of the loop itself (the core or
+an event handler raised) is loud and recovered, never a dead thread: it is logged with
+its traceback, the engine's job states are dropped, its jobs go back to the core's
+queue to run again from step 0 (`recover`), and the fault is reported (`on_fault`, the
+runtime's `sdaas.health.Faults.report`, which `/readyz` shows).
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from scheduler.live import LiveCore, SegmentJob
+from scheduler.live import FAILED, MAX_CRASHES, LiveCore, SegmentJob
+from scheduler.simulator import DONE
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +62,85 @@ class JobRun:
 
 
 Event = Callable[..., None]  # (kind, SegmentJob, **data): started / step / done / failed
+OnFault = Callable[..., object]  # (part, reason, fatal=False): `sdaas.health.Faults.report`
+
+
+def log_fault(part: str, reason: str, *, fatal: bool = False) -> None:
+    """Where faults go when no fault record is given: the log, at ERROR."""
+    log.error("%s: %s%s", part, reason, " (fatal)" if fatal else "")
+
+
+def brief(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+@dataclass
+class Restarts:
+    """A device that keeps crashing leaves service instead of restarting for ever: at
+    most `limit` restarts in any `window_s`."""
+
+    limit: int = 5
+    window_s: float = 600.0
+    at: list[float] = field(default_factory=list)
+
+    def allow(self, now: float) -> str:
+        """Count a restart now; "" when allowed, else why not."""
+        self.at = [t for t in self.at if now - t < self.window_s]
+        if len(self.at) >= self.limit:
+            return f"it crashed {self.limit} times in {self.window_s:.0f} s"
+        self.at.append(now)
+        return ""
+
+
+@dataclass(frozen=True)
+class Crash:
+    """What an engine knew when it crashed."""
+
+    what: str  # what happened: for the fault record and the failed jobs' errors
+    running: list[int]  # the jobs of the segment it was running
+    ended: dict[int, int]  # jobs whose done/failed went out before the core settled them
+    why_not: str = ""  # why it was not restarted ("" when it was)
+
+
+def recover(core: LiveCore, i: int, name: str, crash: Crash, emit: Event,
+            on_fault: OnFault) -> bool:  # fmt: skip
+    """Device i's engine `name` crashed and was restarted or reset (or could not be):
+    its jobs go back to the core's queue, from step 0, and the fault is reported. If it
+    could not come back, or the core cannot take the jobs back, they fail ("device
+    engine X crashed: ...") and the device leaves service. Returns whether the device
+    serves on. Call with the core's lock held: no segment may start in between."""
+    part, error = f"engine {name}", f"device engine {name} crashed: {crash.what}"
+    why_not = crash.why_not
+    if not why_not:
+        try:
+            rec = core.requeue_device(i, crash.running, crash.ended)
+        except Exception as exc:  # noqa: BLE001 - then its jobs fail, below
+            log.exception("device engine %s: its jobs could not be re-queued", name)
+            why_not = f"re-queueing its jobs failed ({brief(exc)})"
+        else:
+            _fail(emit, rec.failed, f"{error} (crash {MAX_CRASHES} running this job)")
+            lost = f", {len(rec.failed)} failed (crash {MAX_CRASHES})" if rec.failed else ""
+            on_fault(part, f"{crash.what}; engine restarted, {len(rec.requeued)} jobs "
+                           f"re-queued{lost}")  # fmt: skip
+            return True
+    try:
+        failed = core.fail_device(i, crash.ended)
+    except Exception as exc:  # noqa: BLE001 - the core itself is broken: stop serving
+        log.exception("device engine %s: the core could not fail its jobs", name)
+        on_fault(part, f"{crash.what}; {why_not}; its jobs are lost ({brief(exc)})", fatal=True)
+        return False
+    _fail(emit, failed, error)
+    on_fault(part, f"{crash.what}; not restarted: {why_not}; {len(failed)} jobs failed, "
+                   "the device is out of service")  # fmt: skip
+    return False
+
+
+def _fail(emit: Event, jobs: list[SegmentJob], error: str) -> None:
+    for sj in jobs:
+        try:
+            emit("failed", sj, error=error)
+        except Exception:  # noqa: BLE001 - one job's answer, not the others'
+            log.exception("device engine: reporting job %d failed did not work", sj.index)
 
 
 class DeviceEngine:
@@ -78,8 +162,11 @@ class DeviceEngine:
         clock: Callable[[], float] = time.time,
         max_resident: int | None = None,
         release: Callable[[str], None] | None = None,
+        on_fault: OnFault | None = None,
+        reset_on_crash: bool = True,
     ):
         self.index, self.core, self.models = index, core, models
+        self.name = name or str(index)
         self.backend_for, self.request_of = backend_for, request_of
         self._on_event = on_event
         self.threads, self.clock = threads, clock
@@ -97,6 +184,13 @@ class DeviceEngine:
         self._stop = False
         self.busy = False  # a segment is running (tests: two devices busy at once)
         self.segments = 0
+        # a crash of the loop: reset and re-queue (a device process instead dies, and
+        # its parent restarts it: engine/device_process.py)
+        self.on_fault, self.reset_on_crash = on_fault or log_fault, reset_on_crash
+        self.restarts = Restarts()
+        self.running: list[int] = []  # the segment's jobs, until the core settled it
+        self.ended: dict[int, int] = {}  # jobs whose done/failed went out, not yet settled
+        self.out_of_service = False
         self._thread = threading.Thread(
             target=self.run_loop, name=f"sdaas-device-{name or index}", daemon=True
         )
@@ -116,6 +210,8 @@ class DeviceEngine:
             self._cv.notify_all()
 
     def on_event(self, kind: str, sj: SegmentJob, **data) -> None:
+        if kind in ("done", "failed"):  # out before the core settles it: never re-run
+            self.ended[sj.index] = DONE if kind == "done" else FAILED
         self._on_event(kind, sj, device=self.index, **data)
 
     # -- DeviceSlot ---------------------------------------------------------------------
@@ -188,40 +284,67 @@ class DeviceEngine:
             import torch
 
             torch.set_num_threads(self.threads)
-        while True:
-            with self._cv:
-                while self._next is None and not self._stop and not self._probes:
-                    self._cv.wait()
-                if self._stop:
-                    return
-                if self._probes:
-                    key, req, n, b, box, done = self._probes.pop(0)
-                else:
-                    key = None
-            if key is not None:
-                try:
-                    box["s"] = self._time_job(key, req, n, b)
-                except Exception as exc:  # noqa: BLE001 - the caller gets it
-                    box["error"] = exc
-                done.set()
-                continue
-            with self._cv:
-                jobs, steps = self._next
-                self._next = None
-            self.busy = True
+        while (work := self._wait()) is not None:
             try:
-                ran, failed = self._segment(jobs, steps)
-            except Exception as exc:  # noqa: BLE001 - a bug here fails jobs, not the device
-                log.exception("device %s: segment failed", self.index)
-                ran, failed = steps, [(j, exc) for j in jobs]
+                work[0](work[1])
+            except Exception as exc:  # noqa: BLE001 - loud and recovered, never a dead loop
+                if not self.reset_on_crash:
+                    raise
+                log.exception("device engine %s: its loop crashed", self.name)
+                self._crashed(exc)
+
+    def _wait(self):
+        """(what to run, its argument): the next probe or segment; None when stopped."""
+        with self._cv:
+            while self._next is None and not self._stop and not self._probes:
+                self._cv.wait()
+            if self._stop:
+                return None
+            if self._probes:
+                return self._probe, self._probes.pop(0)
+            work, self._next = self._next, None
+            return self._run_segment, work
+
+    def _probe(self, probe: tuple) -> None:
+        key, req, n, b, box, done = probe
+        try:
+            box["s"] = self._time_job(key, req, n, b)
+        except Exception as exc:  # noqa: BLE001 - the caller gets it
+            box["error"] = exc
+        done.set()
+
+    def _run_segment(self, work: tuple[list[SegmentJob], int]) -> None:
+        jobs, steps = work
+        self.running, self.busy = [sj.index for sj in jobs], True
+        try:
+            ran, failed = self._segment(jobs, steps)
+        except Exception as exc:  # noqa: BLE001 - a bug here fails jobs, not the device
+            log.exception("device %s: segment failed", self.index)
+            ran, failed = steps, [(sj, exc) for sj in jobs if sj.index not in self.ended]
+        finally:
             self.busy = False
-            self.segments += 1
-            for sj, exc in failed:
-                self.runs.pop(sj.index, None)
-                self.on_event("failed", sj, error=f"{type(exc).__name__}: {str(exc)[:200]}")
-            out = self.core.segment_end(self.index, ran, failed=[sj.index for sj, _ in failed])
-            for j in out.cancelled:
-                self.runs.pop(j, None)
+        self.segments += 1
+        for sj, exc in failed:
+            self.runs.pop(sj.index, None)
+            self.on_event("failed", sj, error=brief(exc))
+        out = self.core.segment_end(self.index, ran, failed=[sj.index for sj, _ in failed])
+        self.running, self.ended = [], {}
+        for j in out.cancelled:
+            self.runs.pop(j, None)
+
+    def _crashed(self, exc: Exception) -> None:
+        """The loop crashed outside the model (the core or an event handler raised):
+        what it holds may be out of step with the core, so its job states are dropped
+        and its jobs re-queued from step 0 (the models stay loaded)."""
+        with self._cv:
+            self._next, self._cut = None, False
+        self.runs.clear()
+        crash = Crash(f"engine loop crashed ({brief(exc)})", self.running, self.ended,
+                      self.restarts.allow(time.monotonic()))  # fmt: skip
+        self.running, self.ended = [], {}
+        with self.core.lock:
+            ok = recover(self.core, self.index, self.name, crash, self.on_event, self.on_fault)
+        self.out_of_service = not ok
 
     def _segment(self, jobs: list[SegmentJob], steps: int):
         """Run the segment; returns (steps run, [(job, exception)] that failed)."""

@@ -87,8 +87,9 @@ class Publisher:
 
     flush_timeout_s = 5.0
 
-    def __init__(self, store: ResultStore, bootstrap: str, topics: Topics):
+    def __init__(self, store: ResultStore, bootstrap: str, topics: Topics, faults=None):
         self.store, self.bootstrap, self.topics = store, bootstrap, topics
+        self.faults = faults  # sdaas.health.Faults: a store that fails is fatal
         self.producer = kafka_io.producer(bootstrap)
         self.tenant_topics: set[str] = set()
         self._lock = threading.Lock()
@@ -131,6 +132,9 @@ class Publisher:
             while not self._stop.wait(every_s):
                 try:
                     self.flush()
+                except StoreError as exc:  # not retried: serving stops taking work
+                    _store_failed(self.faults, exc)
+                    return
                 except Exception:  # noqa: BLE001 - retried next tick and by the final flush
                     log.exception("publishing failed; will retry")
 
@@ -146,8 +150,18 @@ class Publisher:
             self._thread.join()
         try:
             self.flush()
+        except StoreError as exc:
+            _store_failed(self.faults, exc)
         except Exception as exc:  # noqa: BLE001 - stored results are never lost
             log.warning("publishing deferred (%s): results stay stored until Kafka is back", exc)
+
+
+def _store_failed(faults, exc: StoreError) -> None:
+    """A store gone or unwritable is fatal: reported once (sdaas.health.Faults logs it)."""
+    if faults is None:
+        log.error("%s", exc)
+    elif not any(f.part == "result-store" for f in faults.current()):
+        faults.report("result-store", str(exc), fatal=True)
 
 
 def _close_quietly(reader: JobsReader) -> None:
@@ -171,8 +185,11 @@ class ServingDriver:
     # file: a restarted one may listen on another port); None: only `bootstrap`
     resolve: Callable[[], str | None] | None = None
     allow_new_store: bool = False  # start an empty store although other state exists
-    health_every_s: float = 2.0  # how often the broker's port is checked
+    health_every_s: float = 2.0  # how often the broker's port (and the store) is checked
     max_backoff_s: float = 8.0
+    # the runtime's faults (sdaas.health.Faults); a fatal one stops this driver taking work
+    faults: object = field(default=None, init=False, repr=False)
+    halted: str = field(default="", init=False)  # why it stopped on a fatal fault
 
     def __post_init__(self):
         # records are named by the topic this driver reads, whatever the spec said; its
@@ -188,11 +205,12 @@ class ServingDriver:
         self.topic_id = kafka_io.topic_id(self.admin, self.topics.jobs)
         if not existed and not self.allow_new_store:
             self._refuse_vanished_store(path)
-        self.store = ResultStore(path)
+        self.store = ResultStore(path, fresh=self.allow_new_store)
         self.publisher = Publisher(self.store, self.bootstrap, self.topics)
         self.publisher.flush()  # what a crashed run stored but never published
         # models loaded, profiles probed, a device engine per device instance started
         self.runtime = acquire_runtime(self.spec)
+        self.faults = self.publisher.faults = self.runtime.faults
         self._front_door(self.bootstrap)  # progress out, cancel requests in
 
     @property
@@ -273,7 +291,7 @@ class ServingDriver:
         running = self.publisher._thread is not None and not self.publisher._stop.is_set()
         if running:
             self.publisher.stop()
-        self.publisher = Publisher(self.store, bootstrap, self.topics)
+        self.publisher = Publisher(self.store, bootstrap, self.topics, self.faults)
         self.publisher.flush()
         if running:
             self.publisher.start()
@@ -289,12 +307,15 @@ class ServingDriver:
         self.runtime.events = self.events.emit
         self.cancels = CancelListener(bootstrap, self.topics, self.runtime.cancel_request)
         self.cancels.start()
-        self.heartbeat = Heartbeat(self.events.emit, self.spec.accelerators).start()
+        self.heartbeat = Heartbeat(
+            self.events.emit, self.spec.accelerators, faults=self.runtime.faults
+        ).start()
         if old is not None:
             threading.Thread(target=old.stop, daemon=True).start()
 
     def install_signal_handlers(self) -> None:
-        """SIGINT / SIGTERM: finish the jobs in flight, commit, then stop."""
+        """SIGINT / SIGTERM / SIGHUP: say so, finish the jobs in flight, commit, then stop
+        (a closed terminal's SIGHUP must not kill serving without a line)."""
 
         def handler(signum, _frame):
             if self.stopping:
@@ -304,18 +325,21 @@ class ServingDriver:
                 f"{signal.Signals(signum).name}: finishing the jobs in flight, then stopping"
             )
 
-        signal.signal(signal.SIGINT, handler)
-        signal.signal(signal.SIGTERM, handler)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, handler)
 
     def run(
         self, *, max_windows: int | None = None, idle_exit_s: float | None = None
     ) -> list[WindowReport]:
         """Serve until stopped, `max_windows` windows were read, or nothing arrived and
-        nothing was in flight for `idle_exit_s`; then finish what is in flight."""
+        nothing was in flight for `idle_exit_s`; then finish what is in flight. A store
+        that vanishes or takes no writes is an outage, not a fresh start: `_halt`."""
         idle_since = checked = time.monotonic()
         self.publisher.start()
         try:
             while not self.stopping and (max_windows is None or self.windows_read < max_windows):
+                if self._fatal() is not None:
+                    break
                 if time.monotonic() - checked > self.health_every_s:
                     checked = time.monotonic()
                     if not reachable(self.bootstrap):
@@ -334,8 +358,12 @@ class ServingDriver:
                         self._broker_lost(idle_exit_s)
                         idle_since = checked = time.monotonic()
                         continue
+                    if not self._store_ok():  # seen while idle, before a job needs it
+                        break
                 records = self.reader.read(self.spec.window_s, self.max_records, self.idle_s)
                 if records:
+                    if not self._store_ok():  # not handed over, not committed: read again
+                        break
                     self.hand_over(records)
                     idle_since = time.monotonic()
                 if self.commit_ready():
@@ -344,10 +372,44 @@ class ServingDriver:
                     idle_since = time.monotonic()
                 elif idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
                     break
-            self.finish()
+            if self._fatal() is None:
+                self.finish()
+        except StoreError as exc:
+            _store_failed(self.faults, exc)
+        except Exception:
+            if self._store_ok():  # not the store's doing
+                raise
         finally:
             self.publisher.stop()
+        if (fault := self._fatal()) is not None:
+            self._halt(fault)
         return self.reports
+
+    # -- the result store failing ------------------------------------------------------
+    def _fatal(self):
+        """The fatal fault that stops this driver taking work, if any."""
+        return self.faults.fatal if self.faults is not None else None
+
+    def _store_ok(self) -> bool:
+        """A real write to the store; one that vanished, was replaced or takes no writes
+        is reported, fatal."""
+        try:
+            self.store.check()
+        except StoreError as exc:
+            _store_failed(self.faults, exc)
+            return False
+        return True
+
+    def _halt(self, fault) -> None:
+        """Stop on a fatal fault: no window is read or committed from here (what was not
+        stored is read again on the next start, nothing is lost); the API hears why;
+        raises, so `sdaas serve` exits 1 with the reason. The jobs in flight end in
+        `close`, stored if the store takes them, else let go."""
+        self.halted = fault.reason
+        self.heartbeat.stop(reason=fault.reason)
+        if fault.part == "result-store":
+            raise StoreError(fault.reason)
+        raise SdaasError(f"{fault.part}: {fault.reason}")
 
     def run_window(self, records: list[RawRecord]) -> WindowReport:
         """One window, start to end: hand it over, wait for its outcomes, commit."""
@@ -383,7 +445,7 @@ class ServingDriver:
         """Commit, in order, the read windows whose records all have outcomes; a report
         per window. Returns how many were committed."""
         n = 0
-        while self.pending:
+        while self.pending and self._fatal() is None:  # after a fatal fault: replayed
             records, t0 = self.pending[0]
             sources = [source_of(self.topics.jobs, r) for r in records]
             outcomes = self.store.outcomes(sources)
@@ -418,7 +480,8 @@ class ServingDriver:
         self.progress(report.line())
 
     def close(self) -> None:
-        self.heartbeat.stop()  # the API withdraws readiness now, not 3 beats later
+        if not self.halted:  # halted: its stopping, with the reason, is sent
+            self.heartbeat.stop()  # the API withdraws readiness now, not 3 beats later
         self.cancels.stop()
         self.runtime.events = None
         self.events.flush()

@@ -72,12 +72,13 @@ class Heartbeat:
     must not look like a dead process), `stopping` when stopped; `server` tells several
     serving processes apart."""
 
-    def __init__(self, emit, accelerators: list[str], every_s: float = 5.0):
+    def __init__(self, emit, accelerators: list[str], every_s: float = 5.0, faults=None):
         import os
         import socket
         import threading
 
         self.emit, self.accelerators, self.every_s = emit, list(accelerators), every_s
+        self.faults = faults  # sdaas.health.Faults: what is wrong now rides on each beat
         self.server = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="serving-heartbeat", daemon=True)
@@ -88,15 +89,21 @@ class Heartbeat:
 
     def _beat(self) -> None:
         while True:
-            self.emit("", "", "ready", accelerators=self.accelerators, server=self.server,
-                      every_s=self.every_s)  # fmt: skip
+            self.beat()
             if self._stop.wait(self.every_s):
                 return
 
-    def stop(self) -> None:
+    def beat(self) -> None:
+        """One `ready` now (a fault reported in between is sent at once, not 5 s later)."""
+        faults = [f.to_json() for f in self.faults.current()] if self.faults else []
+        self.emit("", "", "ready", accelerators=self.accelerators, server=self.server,
+                  every_s=self.every_s, faults=faults)  # fmt: skip
+
+    def stop(self, reason: str = "") -> None:
+        """`reason`: why it stops, when not asked to (the API's /readyz shows it)."""
         self._stop.set()
         self._thread.join(timeout=5)
-        self.emit("", "", "stopping", server=self.server)
+        self.emit("", "", "stopping", server=self.server, reason=reason)
 
 
 class CancelListener:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from adapters.result_store import ResultStore
+from adapters.result_store import ResultStore, StoreError
 from engine.device_engine import DeviceEngine, ImageRequest
 from models.accelerators import Accelerator
 from models.card import ModelCard
@@ -38,6 +38,7 @@ from scheduler.cluster import Cluster
 from scheduler.live import CANCELLED, LIVE_CONFIG, LiveCore, LiveJob
 from scheduler.policy import make_policy
 from scheduler.simulator import DROPPED, PENDING, REJECTED
+from sdaas.health import Faults
 from sdaas.records import Job, JobResult, model_key
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,9 @@ class ServingRuntime:
         from pipelines.serving import observed_corrections_in
 
         self.spec, self.clock = spec, clock
+        # what is wrong now (a store gone, an engine restarted): the heartbeat carries it
+        # to the API's /readyz, and a fatal one stops the driver taking work
+        self.faults = Faults()
         self._observed = lambda: observed_corrections_in(self.store, spec.planner.predictor_version)
         self.store = ResultStore(spec.store_path)
         self.models = process_models(spec.cards, spec.clip_path)
@@ -128,13 +132,14 @@ class ServingRuntime:
             return DeviceProcess(
                 i, self.core, self.spec.cards, self.model_keys, self._request_of, self._event,
                 device=d.device, name=d.id, threads=self.spec.threads,
-                max_resident=self.spec.max_resident,
+                max_resident=self.spec.max_resident, on_fault=self.faults.report,
             )  # fmt: skip
         return DeviceEngine(
             i, self.core, self.model_keys, lambda key: self.models.backend(key, d.device),
             self._request_of, self._event, name=d.id, threads=self.spec.threads,
             clock=self.clock, max_resident=self.spec.max_resident,
             release=lambda key: self.models.release(key, d.device),
+            on_fault=self.faults.report,
         )  # fmt: skip
 
     # -- the front's side ---------------------------------------------------------------
@@ -243,18 +248,37 @@ class ServingRuntime:
         while (item := self._sinks.get()) is not None:
             try:
                 self._store_done(*item)
+            except StoreError as exc:  # after the job's answer (its observation): fatal
+                self.faults.report("result-store", str(exc), fatal=True)
             except Exception:  # noqa: BLE001 - one job's sink, not the others'
                 log.exception("serving: storing the result of job %d failed", item[0].index)
 
     # -- the sinks ----------------------------------------------------------------------
-    def _answer(self, j: int, result: JobResult) -> None:
+    def _answer(self, j: int, result: JobResult | None, failed: StoreError | None = None) -> bool:
+        """Store job j's outcome. A store that vanished or takes no writes (`failed`: it
+        already failed) is a fatal fault: the job is let go unanswered (never in a new
+        store; its record, not committed, is read again on the next start). Whether
+        it was stored."""
         a: Admitted = self.core.payload[j]
-        self.store.put([result], [a.job.source])
+        if failed is None:
+            try:
+                self.store.put([result], [a.job.source])
+            except StoreError as exc:
+                failed = exc
+        r = a.job.request
+        if failed is not None:
+            if not any(f.part == "result-store" for f in self.faults.current()):
+                self.faults.report("result-store", str(failed), fatal=True)
+            else:
+                log.warning("job %s of %s not stored (the result store failed): it runs "
+                            "again after a restart", r.job_id, r.tenant)  # fmt: skip
         with self._w.cv:
-            self._w.answered.add(j)
-            self.by_key.pop((a.job.request.tenant, a.job.request.job_id), None)
+            if failed is None:
+                self._w.answered.add(j)
+            self.by_key.pop((r.tenant, r.job_id), None)
             self.core.payload[j] = None  # the prompt is not kept past its answer
             self._w.cv.notify_all()
+        return failed is None
 
     def _request_of(self, sj) -> ImageRequest:
         card = self.spec.cards[self.model_keys[sj.model]]
@@ -299,8 +323,15 @@ class ServingRuntime:
         p = self._planned(j, self.instances[device].id)
         r = p.request
         path = self.store.image_path(r.tenant, r.job_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        image.save(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image.save(path)
+        except OSError as exc:  # the store's folder: its images are the store too
+            why = StoreError(f"the result image {path} cannot be written ({exc}): make "
+                             f"{self.store.images_dir} writable, then restart `sdaas serve`: "
+                             "the jobs it could not store are read again from Kafka")  # fmt: skip
+            self._answer(j, None, failed=why)
+            return
         scorer = self.models.scorer(self.spec.device(p.device).device)
         clip = scorer.score([image], [r.prompt])[0] if scorer else None
         jct = end - p.arrival_ts
@@ -317,8 +348,8 @@ class ServingRuntime:
             run_order=a.run_order,
             batch_size=run.max_batch,
         )
-        self._answer(j, result)
-        if run.max_batch == 1 and run.segments == 1:  # ran alone, uninterrupted: comparable
+        stored = self._answer(j, result)
+        if stored and run.max_batch == 1 and run.segments == 1:  # alone, whole: comparable
             base = p.predicted_s / (p.latency_correction or 1.0)
             obs = Observation((p.model_key, p.accelerator, 1), base, run_s, p.steps)
             self.store.observe([obs], "job", self.spec.planner.predictor_version)

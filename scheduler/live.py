@@ -10,6 +10,12 @@ arrive with `submit` at any time (no window barrier: a window's jobs join the qu
 batches of jobs already running), and `cancel` ends a queued job at once and a running
 one at its next step boundary.
 
+A device whose engine crashed and was restarted gives its jobs back (`requeue_device`):
+they run again from step 0, through the policy's own next batch, as a segment's
+unfinished jobs do; a job in the segments of `MAX_CRASHES` crashes fails instead (it may
+be what kills the device). A device that cannot come back leaves service
+(`fail_device`): its jobs fail and no job is queued on it again.
+
 Thread-safe: every entry point takes one lock; devices call back from their threads.
 Progress is counted in steps (`steps_left`); the remaining seconds the policies read are
 the prediction scaled by the steps left.
@@ -35,6 +41,7 @@ from scheduler.workload import Workload
 
 CANCELLED = 4  # a job the caller cancelled: the simulator has no such state
 FAILED = 5  # the device could not run it (the model raised)
+MAX_CRASHES = 2  # a job running when its device crashed this often fails, not re-runs
 
 # serving: exact options (no CLIP margin: the planner's curves are the trained ones), no
 # cold starts (models are preloaded), a window's jobs seen at once, every device its own
@@ -92,6 +99,15 @@ class SegmentOutcome:
     cancelled: list[int]
 
 
+@dataclass(frozen=True)
+class Recovery:
+    """What a device's crash did to its jobs: those queued again from step 0, and those
+    failed (the engine reports "failed" for them: the core has no one to answer)."""
+
+    requeued: list[int]
+    failed: list[SegmentJob]
+
+
 Settled = Callable[[int, int, float], None]  # (job, status, t): rejected/dropped/cancelled
 
 
@@ -118,6 +134,9 @@ class LiveCore(Simulator):
         self.steps_run: list[int] = []
         self.seg_steps: list[int] = []
         self.cancelled: set[int] = set()
+        self.ran_on: list[int] = []  # per job: the device holding its step state, or -1
+        self.crashes: list[int] = []  # per job: crashes of segments it was running in
+        self.out_of_service: set[int] = set()  # devices that crashed and could not restart
         empty = Workload("serving", np.zeros(0), np.zeros(0, int), (), np.ones(0), np.zeros(0))
         self.begin(empty, ClassOptions([], []))
         self.seg_steps = [0] * len(self.inst_kind)
@@ -148,6 +167,8 @@ class LiveCore(Simulator):
                 self.steps_left.append(-1)
                 self.took_s.append(0.0)
                 self.steps_run.append(0)
+                self.ran_on.append(-1)
+                self.crashes.append(0)
             n = len(jobs)
             self.add_jobs([t] * n, cls, [1.0] * n)
             tie = self.config.gather_ties
@@ -189,6 +210,8 @@ class LiveCore(Simulator):
         if not jobs or steps_run <= 0:
             return
         share = [self.pred[j] * steps_run / self.steps[j] for j in jobs]
+        if sum(share) <= 0:  # every prediction 0 (a warm-up job): by the steps run
+            share = [steps_run / self.steps[j] for j in jobs]
         took = max(0.0, t - self.seg_work_start[i]) * self.seg_speed[i]  # at batch 1
         ratio = took / (sum(share) / len(share))
         for j, s in zip(jobs, share, strict=True):
@@ -197,13 +220,14 @@ class LiveCore(Simulator):
 
     def measured_speed(self) -> np.ndarray:
         """Per job: what its steps took on the device over what its option predicted
-        (1 for a job that never ran). A replay at these speeds (`scheduler/replay.py`)
-        gives the simulator each job's real work, so what still differs is the model of
-        queues, batches and dispatch, not the latency predictor's error."""
+        (1 for a job that never ran, or was predicted to take no time). A replay at these
+        speeds (`scheduler/replay.py`) gives the simulator each job's real work, so what
+        still differs is the model of queues, batches and dispatch, not the latency
+        predictor's error."""
         with self.lock:
             out = np.ones(len(self.took_s))
             for j, (took, n) in enumerate(zip(self.took_s, self.steps_run, strict=True)):
-                if n > 0:
+                if n > 0 and self.pred[j] > 0:
                     out[j] = took / (self.pred[j] * n / self.steps[j])
             return out
 
@@ -223,7 +247,97 @@ class LiveCore(Simulator):
                 self.on_settled(j, CANCELLED, t)
             return True
 
+    # ------------------------------------------------------------- a device that crashed
+    def requeue_device(self, i: int, crashed=(), ended: dict[int, int] | None = None) -> Recovery:
+        """Device i's engine was restarted (or reset): the step states it held are gone.
+        A job whose terminal event already went out (`ended`: job -> DONE or FAILED)
+        settles so, never runs twice; the rest of its segment go back to the policy as a
+        segment's unfinished jobs do, and every job it held runs again from step 0.
+        `crashed`: the jobs it was running when it crashed (MAX_CRASHES: they fail)."""
+        with self.lock:
+            t, ended = self.clock(), ended or {}
+            carry, failed = [], []
+            for j in dict.fromkeys([*(self.seg_jobs[i] or ()), *ended, *crashed]):
+                if self._settle_ended(j, ended, t):
+                    continue
+                if j in crashed:
+                    self.crashes[j] += 1
+                    if self.crashes[j] >= MAX_CRASHES:
+                        failed.append(self._fail(j, t))
+                        continue
+                carry.append(j)
+            held = [j for j, d in enumerate(self.ran_on) if d == i and self.status[j] == PENDING]
+            for j in held:  # from step 0: the restarted engine has no state for them
+                self.steps_left[j], self.remaining[j], self.ran_on[j] = -1, self.work[j], -1
+            self._requeue(i, carry)
+            self._release(i, t)
+            self._dispatch(i, t, carry)
+            return Recovery(sorted({*carry, *held}), failed)
+
+    def fail_device(self, i: int, ended: dict[int, int] | None = None) -> list[SegmentJob]:
+        """Device i crashed and cannot come back: it leaves service (no job is queued on
+        it again), and every job it ran or had queued fails, unless its terminal event
+        already went out (`ended`). Returns the failed jobs, for the engine to report."""
+        with self.lock:
+            t, ended = self.clock(), ended or {}
+            self.out_of_service.add(i)
+            mine = {*(self.seg_jobs[i] or ()), *ended}
+            mine |= {j for j, s in enumerate(self.status)
+                     if s == PENDING and i in (self.ran_on[j], self.dev_of[j])}  # fmt: skip
+            self._release(i, t)
+            self.seg_jobs[i] = None
+            return [self._fail(j, t) for j in sorted(mine) if not self._settle_ended(j, ended, t)]
+
+    def _requeue(self, i: int, carry: list[int]) -> None:
+        """Device i's queue, built again from its waiting jobs: the crash may have come
+        in the middle of the policy's `next_batch`, with the queue half-popped (per-device
+        queues only: a shared queue is the other devices' too)."""
+        if self.dev_queues is None:
+            return
+        q = self.dev_queues[i] = self.policy.make_queue(self.inst_kind[i])
+        running = set(carry)
+        for j, s in enumerate(self.status):
+            if s == PENDING and self.dev_of[j] == i and j not in running:
+                q.push(j)
+
+    def _settle_ended(self, j: int, ended: dict[int, int], t: float) -> bool:
+        """Settle job j if it has ended: answered already (`ended`) or cancelled. False
+        when it is still to run."""
+        if self.status[j] != PENDING:
+            return True
+        if j in ended:
+            self._settle(j, ended[j], t)
+        elif j in self.cancelled:
+            self._settle(j, CANCELLED, t)
+            self.on_settled(j, CANCELLED, t)
+        else:
+            return False
+        return True
+
+    def _fail(self, j: int, t: float) -> SegmentJob:
+        self._settle(j, FAILED, t)
+        return SegmentJob(j, self.model[j], self.steps[j], self.payload[j])
+
+    def _release(self, i: int, t: float) -> None:
+        """Device i's segment is over (it crashed): its time counts busy, and it is not
+        idle until the core dispatches to it again."""
+        if self.seg_jobs[i]:
+            self.busy[i] += t - self.seg_start[i]
+        idle = self.idle[self.inst_kind[i]]
+        if i in idle:
+            idle.remove(i)
+
     # ----------------------------------------------------------- the simulator's hooks
+    def _to_device(self, j: int, k: int, bound: float) -> int | None:
+        """The simulator's rule over the devices of kind k still in service."""
+        live = [i for i in self.instances_of[k] if i not in self.out_of_service]
+        i = min(live, key=self.dev_backlog.__getitem__, default=None)
+        if i is None or self.dev_backlog[i] > bound:
+            self.overloaded.append(j)
+            return None
+        self.dev_of[j] = i
+        return k
+
     def drop(self, j: int, t: float) -> None:
         super().drop(j, t)
         self.on_settled(j, DROPPED, t)
@@ -243,6 +357,8 @@ class LiveCore(Simulator):
                 if q < math.inf:
                     n = min(n, max(1, math.ceil(q / (self.pred[j] / self.steps[j]) - 1e-9)))
         self.seg_steps[i] = n
+        for j in batch:
+            self.ran_on[j] = i
         jobs = [SegmentJob(j, self.model[j], self.steps[j], self.payload[j]) for j in batch]
         self.devices[i].start_segment(jobs, n)
         return math.inf

@@ -1,5 +1,6 @@
 import json
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +94,61 @@ def test_observations_round_trip_oldest_first_per_predictor_version(tmp_path):
     assert store.observations("3") == [first, second]
     assert store.observations("3", limit=1) == [second]
     assert store.observations("4") == [first] and store.observations("5") == []
+
+
+def _remove(path):
+    for end in ("", "-wal", "-shm"):
+        Path(f"{path}{end}").unlink(missing_ok=True)
+
+
+def test_a_store_deleted_while_in_use_is_never_created_anew(tmp_path):
+    path = tmp_path / "results.db"
+    s = ResultStore(path)
+    s.put([JobResult("j1", "alice", "done")], ["t/0/1"])
+    _remove(path)
+    for use in (s.count, s.check, lambda: s.put([JobResult("j2", "alice", "done")])):
+        with pytest.raises(StoreError) as e:
+            use()
+        assert f"the result store {path} is gone" in str(e.value) and "--new-store" in str(e.value)
+    with pytest.raises(StoreError, match="is gone"):  # nor by a new handle in this process
+        ResultStore(path)
+    assert not path.exists()
+    assert ResultStore(path, fresh=True).count() == 0  # only when the operator says so
+
+
+def test_a_store_replaced_while_in_use_is_refused(tmp_path):
+    path = tmp_path / "results.db"
+    s = ResultStore(path)
+    s.put([JobResult("j1", "alice", "done")], ["t/0/1"])
+    for end in ("", "-wal", "-shm"):  # moved aside, an empty store in its place
+        if Path(f"{path}{end}").exists():
+            Path(f"{path}{end}").rename(tmp_path / f"old.db{end}")
+    sqlite3.connect(path).execute("CREATE TABLE results (x)").connection.close()
+    with pytest.raises(StoreError, match="was replaced by another file"):
+        s.put([JobResult("j2", "alice", "done")])
+    with pytest.raises(StoreError, match="was replaced by another file"):
+        ResultStore(path)
+
+
+def test_a_store_that_takes_no_writes_is_a_clear_error(tmp_path):
+    """RLIMIT_FSIZE: a real write failure (EFBIG), like a full disk, even as root."""
+    import resource
+
+    s = ResultStore(tmp_path / "results.db")
+    s.put([JobResult("j1", "alice", "done")], ["t/0/1"])
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1, hard))
+    try:
+        errors = []
+        for use in (s.check, lambda: s.put([JobResult("j2", "alice", "done")])):
+            try:
+                use()
+            except Exception as exc:  # noqa: BLE001 - asserted below, limit restored first
+                errors.append(exc)
+        seen = s.count()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert len(errors) == 2 and all(isinstance(e, StoreError) for e in errors), errors
+    assert "cannot be written (disk I/O error)" in str(errors[0]) and "restart" in str(errors[0])
+    assert seen == 1  # still readable
+    s.put([JobResult("j2", "alice", "done")])  # and writable again once it is fixed

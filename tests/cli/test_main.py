@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
@@ -197,6 +199,26 @@ def test_tenants_keys_and_results_shown_only_to_their_tenant(settings, capsys):
     assert _sdaas(settings, "tenants", "revoke", "ann") == 0
     assert _sdaas(settings, "results", "--key", ann_key) == 2
     assert _sdaas(settings, "tenants", "create", "bad/name") == 2
+
+
+def test_results_show_a_tenants_dead_lettered_jobs_with_their_reason(settings, capsys):
+    from adapters.result_store import ResultStore
+    from sdaas.records import JobResult
+
+    store = ResultStore(settings.data_dir / "results" / "results.db")
+    store.put([JobResult("ok", "ann", "done")])
+    store.put_dead_letters([
+        {"source": "t/0/1", "tenant": "ann", "job_id": "bad", "reason": "style: 'x': unknown"},
+        {"source": "t/0/2", "tenant": "bob", "job_id": "bobs", "reason": "seed: -1: must be"},
+        {"source": "t/0/3", "tenant": "", "job_id": "", "reason": "message: not UTF-8"},
+    ])  # fmt: skip
+    assert _sdaas(settings, "results", "--admin", "--tenant", "ann", "--json") == 0
+    got = {r["job_id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(got) == {"ok", "bad"}  # bob's and the anonymous letter are not ann's
+    assert got["bad"]["status"] == "rejected" and "style: 'x': unknown" in got["bad"]["error"]
+    assert _sdaas(settings, "results", "--admin", "--tenant", "ann", "--job-id", "bad") == 0
+    assert "dead letter: style: 'x': unknown" in capsys.readouterr().out
+    assert _sdaas(settings, "results", "--admin", "--tenant", "ann", "--job-id", "bobs") == 3
 
 
 def test_api_help_says_how_to_authenticate_and_where_it_listens():

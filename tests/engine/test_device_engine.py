@@ -1,6 +1,7 @@
 """The device engine on real diffusers models: batching at step boundaries does not
 change an image, jobs join and leave batches, devices run at once, cancel stops a job at
-its next step, and a failing model fails its jobs but not the device."""
+its next step, a failing model fails its jobs but not the device, and a crash of the
+engine's loop is logged, reported and recovered (its jobs run again, each ends once)."""
 
 from __future__ import annotations
 
@@ -191,3 +192,44 @@ def test_time_job_steps_a_batch_together(toy_backends):
     e.stop(5.0)
     assert calls["start"] == 4
     assert calls["step"] and set(calls["step"]) == {4}  # every step: the 4 together
+
+
+def test_a_crash_of_the_loop_resets_the_engine_and_requeues_its_jobs(toy_backends, caplog):
+    """The core raises settling a segment (issue 25's ZeroDivisionError, in the engine's
+    thread): logged with its traceback, a fault reported, the engine's step states
+    dropped, the unfinished job run again from step 0; each job is done exactly once."""
+    import logging
+    from collections import Counter
+
+    from engine.device_engine import DeviceEngine
+    from scheduler.cluster import Cluster
+    from scheduler.live import LIVE_CONFIG, LiveCore
+    from scheduler.policy import make_policy
+    from sdaas.health import Faults
+    from tests.engine.conftest import Events, catalog
+    from tests.engine.test_device_process import fail_once, steps_of
+
+    core = LiveCore(catalog(), Cluster.parse("1xcpu"), make_policy("orca"), LIVE_CONFIG)
+    events, faults = Events(), Faults()
+    engine = DeviceEngine(0, core, MODELS, toy_backends.__getitem__, lambda sj: sj.payload,
+                          events, name="cpu:0", on_fault=faults.report)  # fmt: skip
+    core.attach([engine])
+    engine.start()
+    fail_once(core, ZeroDivisionError("float division by zero"))
+    events.expect = 2
+    with caplog.at_level(logging.ERROR):
+        core.submit([job(1, 3, 1), job(1, 6, 2)])
+        assert events.wait(core)
+    engine.stop(5.0)
+    assert core.status[:2] == [DONE, DONE]
+    assert Counter(e[1] for e in events.seen if e[0] == "done") == {0: 1, 1: 1}
+    assert steps_of(events, 1) == [1, 2, 3, *range(1, 7)]
+    assert not engine.runs and not engine.out_of_service
+    crash = [r for r in caplog.records if r.levelno == logging.ERROR and r.exc_info]
+    assert crash and crash[0].exc_info[0] is ZeroDivisionError
+    (fault,) = faults.current()
+    assert fault.part == "engine cpu:0"
+    assert fault.reason == ("engine loop crashed (ZeroDivisionError: float division by zero); "
+                            "engine restarted, 1 jobs re-queued")  # fmt: skip
+    diff = np.abs(np.asarray(events.images[1]).astype(int) - alone(toy_backends, 1, 6, 2))
+    assert diff.max() <= PIXEL_TOLERANCE  # the re-run made the image it makes alone

@@ -1,23 +1,29 @@
 """Device engines in processes of their own: two devices really run at once, every job
-ends with its image, and a dead device process fails its jobs without stopping the
-others."""
+ends with its image, and a crash (the pipe reader raised, the worker died) is logged,
+reported as a fault, and recovered: a fresh worker runs the jobs again, each job ends
+once; a device that cannot come back fails its jobs with a clear error, never hangs."""
 
 from __future__ import annotations
 
+import logging
 import time
+from collections import Counter
 
 import numpy as np
 
+from engine.device_engine import Restarts
 from engine.device_process import DeviceProcess
 from models.card import load_card
 from scheduler.cluster import Cluster
 from scheduler.live import DONE, FAILED, LIVE_CONFIG, LiveCore
 from scheduler.policy import make_policy
+from scheduler.simulator import REJECTED
 from sdaas.config import SHIPPED_TOYWORLD
+from sdaas.health import Faults
 from tests.engine.conftest import MODELS, Events, catalog, job
 
 
-def start(devices: int, policy: str = "sjf"):
+def start(devices: int, policy: str = "sjf", faults: Faults | None = None):
     cards = {m: load_card(SHIPPED_TOYWORLD / "cards" / f"{m}.yaml") for m in MODELS}
     core = LiveCore(catalog(), Cluster.parse(f"{devices}xcpu"), make_policy(policy), LIVE_CONFIG)
     events = Events()
@@ -27,9 +33,18 @@ def start(devices: int, policy: str = "sjf"):
         stamped.append((time.monotonic(), kind, sj.index, data.get("device")))
         events(kind, sj, **data)
 
+    fault = faults.report if faults else None
     procs = [
         DeviceProcess(
-            i, core, cards, MODELS, lambda sj: sj.payload, on_event, device="cpu", threads=1
+            i,
+            core,
+            cards,
+            MODELS,
+            lambda sj: sj.payload,
+            on_event,
+            device="cpu",
+            threads=1,
+            on_fault=fault,
         )  # fmt: skip
         for i in range(devices)
     ]
@@ -60,22 +75,97 @@ def test_two_device_processes_run_at_once_and_answer_every_job():
             p.stop(5)
 
 
-def test_a_dead_device_process_fails_its_jobs_and_the_other_serves_on():
-    core, procs, events, stamped = start(2)
+def fail_once(core, exc: Exception):
+    """The core's accounting raises once, in the device's pipe reader (issue 25: a
+    ZeroDivisionError there killed the reader and everything waited for ever)."""
+    real = core._account
+
+    def account(*a):
+        if not account.raised:
+            account.raised = True
+            raise exc
+        return real(*a)
+
+    account.raised = False
+    core._account = account
+
+
+def steps_of(events, j: int) -> list[int]:
+    return [e[3]["step"] for e in events.seen if e[0] == "step" and e[1] == j]
+
+
+def test_a_crash_in_the_pipe_reader_restarts_the_device_and_requeues_its_jobs(caplog):
+    """Job 0 (4 steps) and job 1 (12) run batched; the segment ends with job 0 done and
+    the reader crashes settling it: logged with its traceback, a fault reported, a
+    fresh worker runs job 1 again from step 0, and each job is done exactly once."""
+    faults = Faults()
+    core, procs, events, _ = start(1, "orca", faults)
+    fail_once(core, ZeroDivisionError("float division by zero"))
+    old = procs[0].proc
     try:
         events.expect = 2
-        core.submit([job(1, 50, 1), job(1, 50, 2)])
-        while sum(1 for e in stamped if e[1] == "step") < 4:
+        with caplog.at_level(logging.ERROR):
+            core.submit([job(1, 4, 1), job(1, 12, 2)])
+            assert events.wait(core, 120)
+        assert core.status[:2] == [DONE, DONE]
+        assert Counter(e[1] for e in events.seen if e[0] == "done") == {0: 1, 1: 1}
+        assert steps_of(events, 0) == [1, 2, 3, 4]
+        assert steps_of(events, 1) == [1, 2, 3, 4, *range(1, 13)]  # again from step 0
+        assert procs[0].proc is not old and not old.is_alive()
+        crash = [r for r in caplog.records if r.levelno == logging.ERROR and r.exc_info]
+        assert crash and crash[0].exc_info[0] is ZeroDivisionError
+        (fault,) = faults.current()
+        assert fault.part == "engine 0" and not fault.fatal
+        assert fault.reason.startswith("pipe reader crashed (ZeroDivisionError: float division")
+        assert fault.reason.endswith("engine restarted, 1 jobs re-queued")
+        events.expect = 3
+        core.submit([job(0, 3, 3)])  # the device serves on
+        assert events.wait(core, 60) and core.status[2] == DONE
+    finally:
+        for p in procs:
+            p.stop(5)
+
+
+def test_a_dead_device_process_is_restarted_and_its_jobs_run_again():
+    faults = Faults()
+    core, procs, events, stamped = start(1, "sjf", faults)
+    try:
+        events.expect = 2
+        core.submit([job(1, 30, 1), job(1, 5, 2)])
+        while sum(1 for e in stamped if e[1] == "step") < 3:
             time.sleep(0.01)
         procs[0].proc.kill()
         assert events.wait(core, 120)
-        assert sorted(core.status[:2]) == sorted([FAILED, DONE])
-        failed = [e for e in events.seen if e[0] == "failed"]
-        assert failed and "device process died" in failed[0][3]["error"]
-        events.expect = 3
-        core.submit([job(1, 5, 3)])  # the dead device refuses; the live one serves
-        assert events.wait(core, 120)
-        assert core.status[2] in (DONE, FAILED)
+        assert core.status[:2] == [DONE, DONE]
+        assert Counter(e[1] for e in events.seen if e[0] == "done") == {0: 1, 1: 1}
+        assert steps_of(events, 1)[-5:] == [1, 2, 3, 4, 5]  # the short one, run again
+        (fault,) = faults.current()
+        assert (
+            fault.reason == "device process died (exit code -9); engine restarted, 1 jobs re-queued"
+        )
+    finally:
+        for p in procs:
+            p.stop(5)
+
+
+def test_a_device_that_cannot_restart_fails_its_jobs_and_leaves_service():
+    faults = Faults()
+    core, procs, events, stamped = start(1, "sjf", faults)
+    procs[0].restarts = Restarts(limit=0)
+    try:
+        events.expect = 2
+        core.submit([job(1, 30, 1), job(1, 30, 2)])
+        while not any(e[1] == "step" for e in stamped):
+            time.sleep(0.01)
+        procs[0].proc.kill()
+        assert events.wait(core, 60)
+        assert core.status[:2] == [FAILED, FAILED]
+        errors = [e[3]["error"] for e in events.seen if e[0] == "failed"]
+        assert errors == ["device engine 0 crashed: device process died (exit code -9)"] * 2
+        (fault,) = faults.current()
+        assert "2 jobs failed, the device is out of service" in fault.reason
+        core.submit([job(1, 5, 3)])  # no device left: refused at once, not queued
+        assert core.status[2] == REJECTED
     finally:
         for p in procs:
             p.stop(5)

@@ -1,0 +1,160 @@
+"""The live core when a device's time or engine goes wrong: a segment of jobs predicted
+at 0 s is accounted (no division by zero in the device's pipe reader), a device whose
+engine was restarted gets its jobs back from step 0 (none lost, none run twice), and one
+that cannot come back leaves service with its jobs failed."""
+
+from __future__ import annotations
+
+import pytest
+
+from scheduler.cluster import Cluster
+from scheduler.live import (
+    CANCELLED,
+    FAILED,
+    LIVE_CONFIG,
+    MAX_CRASHES,
+    LiveCore,
+    LiveJob,
+    SegmentJob,
+)
+from scheduler.policy import make_policy
+from scheduler.simulator import DONE, PENDING, REJECTED
+from tests.scheduler.conftest import toy_catalog
+
+
+class Device:
+    """Records the segments the core starts; the test ends them."""
+
+    def __init__(self):
+        self.segments: list[tuple[list[int], int]] = []
+        self.cuts = 0
+
+    def start_segment(self, jobs: list[SegmentJob], steps: int) -> None:
+        self.segments.append(([sj.index for sj in jobs], steps))
+
+    def interrupt(self) -> None:
+        self.cuts += 1
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def core_of(policy: str = "fcfs", devices: int = 1):
+    clock, settled = Clock(), []
+    core = LiveCore(toy_catalog(), Cluster.parse(f"{devices}xX"), make_policy(policy),
+                    LIVE_CONFIG, clock, lambda j, s, t: settled.append((j, s)))  # fmt: skip
+    devs = [Device() for _ in range(devices)]
+    core.attach(devs)
+    return core, devs, clock, settled
+
+
+def job(steps: int = 10, pred: float | None = None) -> LiveJob:
+    opt = [(0, steps, float(steps) if pred is None else pred)]
+    return LiveJob("any", 1e12, 0.0, opt, opt, payload=f"req-{steps}")
+
+
+@pytest.mark.parametrize("policy", ["fcfs", "orca"])
+def test_a_segment_of_jobs_predicted_at_zero_seconds_is_accounted(policy):
+    """A warm-up job's option predicts 0 s (bench/engine_bench.py): its segment's time is
+    shared by the steps the jobs ran, not divided by a zero prediction."""
+    core, devs, clock, _ = core_of(policy)
+    core.submit([job(10, pred=0.0), job(5, pred=0.0)])
+    jobs, steps = devs[0].segments[-1]
+    clock.t = 2.0
+    core.segment_end(0, steps)
+    while core.in_flight():
+        jobs, steps = devs[0].segments[-1]
+        clock.t += 1.0
+        core.segment_end(0, steps)
+    assert core.status[:2] == [DONE, DONE]
+    assert sum(core.took_s) > 0 and all(n > 0 for n in core.steps_run)
+    assert list(core.measured_speed()) == [1.0, 1.0]  # nothing predicted: nothing to scale
+
+
+def test_a_restarted_device_runs_its_segment_again_from_step_0():
+    core, devs, clock, _ = core_of("fcfs")
+    core.submit([job(10)])
+    clock.t = 0.5
+    core.submit([job(4)])
+    assert devs[0].segments == [([0], 10)]
+    clock.t = 3.0
+    core.segment_end(0, 3)  # interrupted after 3 steps: job 0 goes on with 7
+    assert devs[0].segments[-1] == ([0], 7) and core.steps_left[0] == 10 - 3
+    rec = core.requeue_device(0, crashed=[0])
+    assert rec.requeued == [0] and rec.failed == []
+    assert devs[0].segments[-1] == ([0], 10)  # all of its steps again
+    assert core.crashes[0] == 1 and core.status[:2] == [PENDING, PENDING]
+    clock.t = 13.0
+    core.segment_end(0, 10)
+    assert core.status[0] == DONE and devs[0].segments[-1] == ([1], 4)
+    clock.t = 17.0
+    core.segment_end(0, 4)
+    assert core.status == [DONE, DONE] and not core.in_flight()
+    assert core.idle[0] == [0]  # idle once, not twice
+
+
+def test_a_queued_job_with_state_on_the_crashed_device_restarts_too():
+    """Job 0 was preempted with 3 steps done and waits in the queue; that state was on
+    the engine that crashed, so it also runs again from step 0."""
+    core, devs, clock, _ = core_of("sjf")
+    core.submit([job(10)])
+    core.submit([job(6)])
+    clock.t = 3.0
+    core.segment_end(0, 3)  # job 0 back in the queue with 7 left; job 1 is shorter
+    assert devs[0].segments[-1] == ([1], 6) and core.steps_left[0] == 7
+    rec = core.requeue_device(0, crashed=[1])
+    assert rec.requeued == [0, 1] and devs[0].segments[-1] == ([1], 6)
+    clock.t = 9.0
+    core.segment_end(0, 6)
+    assert core.status[1] == DONE and devs[0].segments[-1] == ([0], 10)
+    assert core.crashes == [0, 1]
+
+
+def test_a_job_whose_end_went_out_is_not_run_again():
+    """The engine said "done" for job 0, then its pipe reader crashed before the core
+    settled the segment: job 0 is done, never re-run (no second answer)."""
+    core, devs, clock, _ = core_of("orca")
+    core.submit([job(5), job(10)])
+    assert devs[0].segments == [([0, 1], 5)]
+    clock.t = 5.0
+    rec = core.requeue_device(0, crashed=[0, 1], ended={0: DONE})
+    assert core.status[0] == DONE and rec.requeued == [1]
+    assert devs[0].segments[-1] == ([1], 10)
+
+
+def test_a_job_in_too_many_crashes_fails_instead_of_looping():
+    core, devs, clock, _ = core_of("fcfs")
+    core.submit([job(10), job(4)])
+    for _ in range(MAX_CRASHES):
+        rec = core.requeue_device(0, crashed=[0])
+    assert [sj.index for sj in rec.failed] == [0] and rec.failed[0].payload == "req-10"
+    assert core.status[:2] == [FAILED, PENDING]
+    assert devs[0].segments[-1] == ([1], 4)  # the device goes on with the next job
+
+
+def test_a_cancelled_running_job_settles_when_its_device_crashes():
+    core, devs, clock, settled = core_of("fcfs")
+    core.submit([job(10)])
+    assert core.cancel(0) and devs[0].cuts == 1
+    rec = core.requeue_device(0, crashed=[0])
+    assert core.status[0] == CANCELLED and settled == [(0, CANCELLED)] and not rec.requeued
+
+
+def test_a_device_that_cannot_come_back_leaves_service():
+    core, devs, clock, settled = core_of("fcfs", devices=2)
+    core.submit([job(10), job(10), job(4)])  # 0 on device 0, 1 on device 1, 2 queued
+    on_0 = [j for j in range(3) if core.dev_of[j] == 0]
+    failed = core.fail_device(0)
+    assert sorted(sj.index for sj in failed) == on_0
+    assert all(core.status[j] == FAILED for j in on_0)
+    assert 0 in core.out_of_service and 0 not in core.idle[0]
+    core.submit([job(3)])  # queued on the device still in service
+    assert core.dev_of[3] == 1 and core.status[3] == PENDING
+    core.fail_device(1)
+    core.submit([job(3)])  # no device left: refused at once, not queued for ever
+    assert core.status[4] == REJECTED and settled[-1] == (4, REJECTED)
