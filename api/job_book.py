@@ -30,7 +30,8 @@ _ADDED_COLUMNS = {
     "request": "TEXT NOT NULL DEFAULT ''",
     "sent_topic": "TEXT NOT NULL DEFAULT ''",
 }
-_OPEN = "status NOT IN ('done','rejected','failed','cancelled')"
+# an open job (no outcome yet): `IN`, not `NOT IN`, so the status index is used
+_OPEN = "status IN ('accepted','planned','running')"
 _RANK = {"accepted": 0, "planned": 1, "running": 2, **dict.fromkeys(OUTCOMES, 3)}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -115,6 +116,10 @@ class JobBook:
         for name, decl in _ADDED_COLUMNS.items():  # a book from an older sdaas
             if name not in columns:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
+        # the open jobs alone (the broker watch looks at them every 2 s; ended ones pile up)
+        self._db.execute(
+            f"CREATE INDEX IF NOT EXISTS jobs_open ON jobs(sent_topic, submitted_ts) WHERE {_OPEN}"
+        )
         self._lock = threading.Lock()
         # checkpoints (the WAL copied into the database, with an fsync) run in a thread of
         # their own, on their own connection: inside a commit, under the lock, one stalled
