@@ -187,13 +187,12 @@ class Front:
         if not reachable(self.cfg.bootstrap):
             return
         tid = kafka_io.topic_id(self._admin, self.cfg.topics.jobs)
-        if tid is None:  # gone with a restarted broker, or not made yet: make them now
+        if tid is None or tid != self.jobs_topic:  # missing (a restarted broker) or new
             kafka_io.ensure_topics(self.cfg.bootstrap, self._topics)
-            tid = kafka_io.topic_id(self._admin, self.cfg.topics.jobs)
+            tid = tid or kafka_io.topic_id(self._admin, self.cfg.topics.jobs)
             if tid is None:
                 return
         if tid != self.jobs_topic:
-            kafka_io.ensure_topics(self.cfg.bootstrap, self._topics)
             if self.jobs_topic:
                 log.warning("the jobs topic %s is new (id %s; was %s): the broker "
                             "restarted; sending the accepted jobs it lost again",

@@ -27,6 +27,7 @@ from typing import Any
 
 from scheduler.live import FAILED, MAX_CRASHES, LiveCore, SegmentJob
 from scheduler.simulator import DONE
+from sdaas.health import Faults
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +64,6 @@ class JobRun:
 
 Event = Callable[..., None]  # (kind, SegmentJob, **data): started / step / done / failed
 OnFault = Callable[..., object]  # (part, reason, fatal=False): `sdaas.health.Faults.report`
-
-
-def log_fault(part: str, reason: str, *, fatal: bool = False) -> None:
-    """Where faults go when no fault record is given: the log, at ERROR."""
-    log.error("%s: %s%s", part, reason, " (fatal)" if fatal else "")
 
 
 def brief(exc: BaseException) -> str:
@@ -186,7 +182,7 @@ class DeviceEngine:
         self.segments = 0
         # a crash of the loop: reset and re-queue (a device process instead dies, and
         # its parent restarts it: engine/device_process.py)
-        self.on_fault, self.reset_on_crash = on_fault or log_fault, reset_on_crash
+        self.on_fault, self.reset_on_crash = on_fault or Faults().report, reset_on_crash
         self.restarts = Restarts()
         self.running: list[int] = []  # the segment's jobs, until the core settled it
         self.ended: dict[int, int] = {}  # jobs whose done/failed went out, not yet settled

@@ -29,9 +29,10 @@ import time
 import traceback
 from dataclasses import replace
 
-from engine.device_engine import Crash, DeviceEngine, OnFault, Restarts, brief, log_fault, recover
+from engine.device_engine import Crash, DeviceEngine, OnFault, Restarts, brief, recover
 from scheduler.live import FAILED, LiveCore, SegmentJob, SegmentOutcome
 from scheduler.simulator import DONE
+from sdaas.health import Faults
 
 log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 300.0  # importing torch and loading the models, on a busy host
@@ -45,7 +46,7 @@ class DeviceProcess:
                  threads: int | None = None, max_resident: int | None = None,
                  on_fault: OnFault | None = None):  # fmt: skip
         self.index, self.core, self.request_of, self.on_event = index, core, request_of, on_event
-        self.name, self.on_fault = name or str(index), on_fault or log_fault
+        self.name, self.on_fault = name or str(index), on_fault or Faults().report
         self._worker_args = (index, {k: cards[k] for k in models}, models, device, threads,
                              max_resident)  # fmt: skip
         self.conn, self.proc = self._spawn()

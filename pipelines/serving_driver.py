@@ -160,7 +160,7 @@ def _store_failed(faults, exc: StoreError) -> None:
     """A store gone or unwritable is fatal: reported once (sdaas.health.Faults logs it)."""
     if faults is None:
         log.error("%s", exc)
-    elif not any(f.part == "result-store" for f in faults.current()):
+    else:
         faults.report("result-store", str(exc), fatal=True)
 
 

@@ -267,9 +267,7 @@ class ServingRuntime:
                 failed = exc
         r = a.job.request
         if failed is not None:
-            if not any(f.part == "result-store" for f in self.faults.current()):
-                self.faults.report("result-store", str(failed), fatal=True)
-            else:
+            if self.faults.report("result-store", str(failed), fatal=True) is None:
                 log.warning("job %s of %s not stored (the result store failed): it runs "
                             "again after a restart", r.job_id, r.tenant)  # fmt: skip
         with self._w.cv:

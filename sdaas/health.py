@@ -39,11 +39,15 @@ class Faults:
         self._by_part: dict[str, Fault] = {}
         self.changed = threading.Event()  # set on every report: a waiting loop wakes up
 
-    def report(self, part: str, reason: str, *, fatal: bool = False) -> Fault:
+    def report(self, part: str, reason: str, *, fatal: bool = False) -> Fault | None:
+        """Record and log a fault; None when `part` already has a fatal one (it stays,
+        said once: every later failure of a store that is gone says nothing new)."""
         f = Fault(part, reason, fatal, self.clock())
         with self._lock:
-            if not (self._by_part.get(part, f).fatal and not fatal):  # fatal stays fatal
-                self._by_part[part] = f
+            known = self._by_part.get(part)
+            if known is not None and known.fatal:
+                return None
+            self._by_part[part] = f
         log.error("%s: %s%s", part, reason, " (fatal: serving stops taking work)" if fatal else "")
         self.changed.set()
         return f
