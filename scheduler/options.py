@@ -7,7 +7,9 @@ models serving the style on that kind, the fewest steps whose CLIP curve reaches
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -15,7 +17,18 @@ from scheduler.catalog import Catalog
 from scheduler.planning_rule import fewest_steps, shortest
 from scheduler.workload import SloClass
 
-Option = tuple[int, int, float]  # (model index, steps, predicted batch-1 seconds)
+
+class Option(NamedTuple):
+    """What a job would run on one accelerator kind. A tuple underneath: policies read
+    thousands of them per simulated second (`o.pred_s` is as fast as `o[2]`)."""
+
+    model: int  # catalog model index
+    steps: int
+    pred_s: float  # predicted batch-1 seconds
+    clip: float = math.nan  # predicted CLIP (serving's planner; the catalog's curves here)
+
+    def scaled(self, by: float) -> Option:
+        return self if by == 1.0 else self._replace(pred_s=self.pred_s * by)
 
 
 def best_option(catalog: Catalog, style: str, min_clip: float, kind: int) -> Option | None:
@@ -33,7 +46,8 @@ def best_option(catalog: Catalog, style: str, min_clip: float, kind: int) -> Opt
         return None
     idx = np.arange(len(rows))
     b = shortest(lat[idx, first], clip[idx, first] - min_clip, np.flatnonzero(has))
-    return rows[b], int(catalog.steps[first[b]]), float(lat[b, first[b]])
+    return Option(rows[b], int(catalog.steps[first[b]]), float(lat[b, first[b]]),
+                  float(clip[b, first[b]]))  # fmt: skip
 
 
 @dataclass
@@ -66,7 +80,7 @@ class ClassOptions:
         def scaled(opts: list[Option | None], by: float) -> list[Option | None]:
             if by == 1.0:
                 return opts
-            return [None if o is None else (o[0], o[1], o[2] * by) for o in opts]
+            return [None if o is None else o.scaled(by) for o in opts]
 
         return cls(
             [scaled(at(c.style, c.min_clip + margin), c.work_scale) for c in classes],

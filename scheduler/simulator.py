@@ -167,8 +167,8 @@ class Simulator:
         return any(m in res[i] for i in self.instances_of[k])
 
     def assign(self, j: int, k: int, option) -> None:
-        """Serve job j on kind k with `option` = (model, steps, predicted seconds)."""
-        m, s, pred = option
+        """Serve job j on kind k with `option` (an `Option`)."""
+        m, s, pred = option[0], option[1], option[2]
         self.model[j], self.steps[j], self.pred[j], self.kind[j] = m, s, pred, k
         self.work[j] = self.remaining[j] = pred * self.factor[j]
 
