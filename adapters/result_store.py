@@ -23,8 +23,9 @@ from predictor.latency_correction import Observation
 from sdaas.errors import NotFoundError, SdaasError
 from sdaas.records import JobResult
 
-# 2: results and ledger keyed by (tenant, job_id), not job_id; 3: observations
-SCHEMA_VERSION = 3
+# 2: results and ledger keyed by (tenant, job_id), not job_id; 3: observations; 4: batch
+# costs (a store at 3 gets the table on open: `CREATE TABLE IF NOT EXISTS`)
+SCHEMA_VERSION = 4
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
     tenant TEXT NOT NULL,
@@ -56,6 +57,15 @@ CREATE TABLE IF NOT EXISTS observations (  -- run time vs the uncorrected predic
     kind TEXT NOT NULL,               -- job | probe
     predictor TEXT NOT NULL,          -- the latency predictor version that predicted it
     ts REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
+);
+CREATE TABLE IF NOT EXISTS batch_costs (  -- a batch of b's time over one job's, measured
+    predictor TEXT NOT NULL,          -- the latency predictor version serving ran under
+    model_key TEXT NOT NULL,
+    accelerator TEXT NOT NULL,        -- the device kind (profile name)
+    batch_size INTEGER NOT NULL,
+    cost REAL NOT NULL,
+    steps INTEGER NOT NULL,           -- the step count it was measured at
+    PRIMARY KEY (predictor, model_key, accelerator, batch_size)
 );
 """
 
@@ -309,15 +319,6 @@ class ResultStore:
             rows = db.execute("SELECT body FROM results ORDER BY stored_ts, job_id").fetchall()
         return [_result(r[0]) for r in rows]
 
-    def recent_done(self, limit: int) -> list[JobResult]:
-        """The last `limit` finished jobs, oldest first."""
-        with self._db() as db:
-            rows = db.execute(
-                "SELECT body FROM results WHERE status='done' ORDER BY stored_ts DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
-        return [_result(r[0]) for r in reversed(rows)]
-
     # -- observed run times (the latency correction's evidence) ---------------------------
     def observe(
         self, observations: Iterable[Observation], kind: str = "job", predictor: str = ""
@@ -343,6 +344,27 @@ class ResultStore:
                 (predictor, limit),
             ).fetchall()
         return [Observation((m, a, int(b)), p, o, int(n)) for m, a, b, p, o, n in reversed(rows)]
+
+    def put_batch_costs(self, predictor: str, model_key: str, accelerator: str, steps: int,
+                        costs: dict[int, float]) -> None:  # fmt: skip
+        """What serving measured a batch of each size to cost on a device kind, kept so
+        that the next start under the same predictor need not measure it again."""
+        rows = [(predictor, model_key, accelerator, b, c, steps) for b, c in costs.items()]
+        with self._db() as db:
+            db.executemany("INSERT OR REPLACE INTO batch_costs VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def batch_costs(self, predictor: str) -> dict[tuple[str, str], dict[int, float]]:
+        """(model_key, accelerator) -> {batch size: cost} measured under `predictor`."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT model_key, accelerator, batch_size, cost FROM batch_costs "
+                "WHERE predictor = ?",
+                (predictor,),
+            ).fetchall()
+        out: dict[tuple[str, str], dict[int, float]] = {}
+        for m, a, b, c in rows:
+            out.setdefault((m, a), {})[int(b)] = c
+        return out
 
     def count(self) -> int:
         with self._db() as db:

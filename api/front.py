@@ -27,11 +27,12 @@ from pathlib import Path
 from adapters import kafka_io
 from adapters.kafka_broker import reachable
 from adapters.kafka_io import Topics, TopicTail
-from api.job_book import OUTCOMES, JobBook
+from api.job_book import JobBook
 from api.keys import TenantKeys
 from api.limits import TokenBuckets
 from api.loop_watch import LoopWatch
 from api.metrics import ApiMetrics
+from sdaas.job_status import OUTCOMES
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,6 @@ class Front:
         self.servers: dict[str, tuple[float, float]] = {}
         self.clock = time.time
         self._waiters: dict[tuple[str, str], set[asyncio.Event]] = defaultdict(set)
-        # jobs entered in the book whose send is not acknowledged yet: True once it is
-        self.sending: dict[tuple[str, str], asyncio.Future] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
         self.watch = LoopWatch(self.metrics.loop_lag)

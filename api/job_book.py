@@ -22,17 +22,28 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sdaas.job_status import OUTCOMES, PROGRESS
+
 log = logging.getLogger(__name__)
-OUTCOMES = ("done", "rejected", "failed", "cancelled")
-STATUSES = ("accepted", "planned", "running", *OUTCOMES)
+ACCEPTED, PLANNED, RUNNING = PROGRESS  # where an open job can be, in order
+STATUSES = (*PROGRESS, *OUTCOMES)  # the words a job's status can be, in the book's order
 _ADDED_COLUMNS = {
     "queued": "INTEGER NOT NULL DEFAULT 1",
     "request": "TEXT NOT NULL DEFAULT ''",
     "sent_topic": "TEXT NOT NULL DEFAULT ''",
 }
+
+
+def _words(words) -> str:
+    """Status words as a SQL list: ('a','b')."""
+    return "(" + ",".join(f"'{w}'" for w in words) + ")"
+
+
 # an open job (no outcome yet): `IN`, not `NOT IN`, so the status index is used
-_OPEN = "status IN ('accepted','planned','running')"
-_RANK = {"accepted": 0, "planned": 1, "running": 2, **dict.fromkeys(OUTCOMES, 3)}
+_OPEN = f"status IN {_words(PROGRESS)}"
+_RANK = {**{w: i for i, w in enumerate(PROGRESS)}, **dict.fromkeys(OUTCOMES, len(PROGRESS))}
+# serving's events that move a job on, and where to (an outcome's event is its status)
+_MOVES = {"planned": PLANNED, "started": RUNNING, "step": RUNNING}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     tenant TEXT NOT NULL,
@@ -165,9 +176,9 @@ class JobBook:
             self._db.execute(
                 "INSERT INTO jobs(tenant, job_id, fingerprint, status, submitted_ts, "
                 "updated_ts, queued, request) VALUES (?,?,?,?,?,?,0,?)",
-                (tenant, job_id, fingerprint, "accepted", now, now, request),
+                (tenant, job_id, fingerprint, ACCEPTED, now, now, request),
             )
-            self._add_event(tenant, job_id, "accepted", {"ts": now})
+            self._add_event(tenant, job_id, ACCEPTED, {"ts": now})
             self._db.execute("COMMIT")
         return None
 
@@ -197,7 +208,7 @@ class JobBook:
             row = self._db.execute(
                 "SELECT queued, status FROM jobs WHERE tenant=? AND job_id=?", (tenant, job_id)
             ).fetchone()
-        return bool(row and (row[0] or row[1] != "accepted"))
+        return bool(row and (row[0] or row[1] != ACCEPTED))
 
     def request_of(self, tenant: str, job_id: str) -> str:
         """The job's request as entered ('' once it has an outcome)."""
@@ -274,9 +285,7 @@ class JobBook:
         if event == "cancelling":  # serving has the cancel request: no new status
             self._add_event(tenant, job_id, event, data)
             return True
-        status = {"planned": "planned", "started": "running", "step": "running"}.get(
-            event, event if event in OUTCOMES else None
-        )
+        status = _MOVES.get(event, event if event in OUTCOMES else None)
         if status is None:
             return False
         sets, args = ["updated_ts=?"], [time.time()]
@@ -321,8 +330,7 @@ class JobBook:
             return self._db.execute(
                 "DELETE FROM events WHERE rowid IN (SELECT e.rowid FROM jobs j JOIN events e "
                 "ON e.tenant = j.tenant AND e.job_id = j.job_id WHERE j.updated_ts < ? AND "
-                "j.status IN ('done','rejected','failed','cancelled') AND e.event NOT IN "
-                "('done','rejected','failed','cancelled') LIMIT ?)",
+                f"j.status IN {_words(OUTCOMES)} AND e.event NOT IN {_words(OUTCOMES)} LIMIT ?)",
                 (cutoff, limit),
             ).rowcount
 
@@ -378,7 +386,7 @@ class JobBook:
         with self._lock:
             (n,) = self._db.execute(
                 f"SELECT COUNT(*) FROM jobs WHERE tenant=? AND {_OPEN} AND "
-                "(queued=1 OR status<>'accepted')",
+                f"(queued=1 OR status<>'{ACCEPTED}')",
                 (tenant,),
             ).fetchone()
         return n
@@ -389,10 +397,10 @@ class JobBook:
         return self._grouped("status", "1=1", tenant)
 
     def queued_by_accelerator(self, tenant: str | None = None) -> dict[str, int]:
-        return self._grouped("accelerator", "status='planned'", tenant)
+        return self._grouped("accelerator", f"status='{PLANNED}'", tenant)
 
     def running_by_device(self, tenant: str | None = None) -> dict[str, int]:
-        return self._grouped("device", "status='running'", tenant)
+        return self._grouped("device", f"status='{RUNNING}'", tenant)
 
     def _grouped(self, column: str, where: str, tenant: str | None) -> dict[str, int]:
         args: tuple = () if tenant is None else (tenant,)

@@ -6,7 +6,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
-from api.job_book import OUTCOMES, JobBook
+from api.job_book import JobBook
+from sdaas.job_status import OUTCOMES, JobStatus
 
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 RATIO_BUCKETS = (0.25, 0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2, 4, 15)
@@ -93,7 +94,7 @@ class ApiMetrics:
         if event not in OUTCOMES:
             return
         self.jobs.labels(tenant, event).inc()
-        if event != "done":
+        if event != JobStatus.DONE.word:
             return
         model = result.get("model", "")
         self.latency.labels(model, str(result.get("steps", 0))).observe(result.get("jct_s", 0.0))

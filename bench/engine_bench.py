@@ -77,8 +77,8 @@ def set_threads(threads: int) -> None:
 
 
 def load():
-    from models.backend import load_backend
     from models.card import load_card
+    from models.loader import load_backend
     from sdaas.config import SHIPPED_TOYWORLD
 
     card = load_card(SHIPPED_TOYWORLD / "cards" / f"{MODEL}.yaml")
@@ -131,11 +131,14 @@ def catalog(job_s, factors):
 
 
 def run_engine(policy, devices, threads, jobs, job_s, factors, backend, card, process=False):
-    from engine.device_engine import DeviceEngine, ImageRequest
+    from engine.device_engine import DeviceEngine
     from engine.device_process import DeviceProcess
+    from engine.link import DeviceLink
     from scheduler.cluster import Cluster
     from scheduler.live import LIVE_CONFIG, LiveCore, LiveJob
-    from scheduler.policy import make_policy
+    from scheduler.options import Option
+    from scheduler.policies import make_policy
+    from scheduler.seam import Done, Failed, ImageRequest
 
     core = LiveCore(catalog(job_s, factors), Cluster.parse(f"{devices}xcpu"),
                     make_policy(policy), LIVE_CONFIG, clock=time.perf_counter)  # fmt: skip
@@ -143,38 +146,28 @@ def run_engine(policy, devices, threads, jobs, job_s, factors, backend, card, pr
     done, batch = {}, {}
     lock = threading.Lock()
 
-    def event(kind, sj, **data):
-        if kind in ("done", "failed"):
+    def event(e):
+        if isinstance(e, Done | Failed):
             with lock:
-                done[sj.index] = time.perf_counter()
-                batch[sj.index] = data["run"].max_batch if kind == "done" else 1
+                done[e.job] = time.perf_counter()
+                batch[e.job] = e.stats.max_batch if isinstance(e, Done) else 1
 
+    links = [DeviceLink(i, core, lambda sj: core.payload[sj.index], event)
+             for i in range(devices)]  # fmt: skip
     if process:
-        engines = [
-            DeviceProcess(
-                i,
-                core,
-                {MODEL: card},
-                [MODEL],
-                lambda sj: sj.payload,
-                event,
-                device="cpu",
-                threads=threads,
-            )  # fmt: skip
-            for i in range(devices)
-        ]
+        engines = [DeviceProcess(link, {MODEL: card}, [MODEL], device="cpu", threads=threads)
+                   for link in links]  # fmt: skip
     else:
-        engines = [
-            DeviceEngine(
-                i, core, [MODEL], lambda _k: backend, lambda sj: sj.payload, event, threads=threads
-            )  # fmt: skip
-            for i in range(devices)
-        ]
-    core.attach(engines)
+        engines = [DeviceEngine(link.index, [MODEL], lambda _k: backend, link.handle,
+                                threads=threads, on_crash=link.reset)
+                   for link in links]  # fmt: skip
+    for link, e in zip(links, engines, strict=True):
+        link.connect(e)
+    core.attach(links)
     for e in engines:
         e.start()
     if process:  # warm: the first call in a fresh process pays allocation
-        w0 = [(0, 10, 0.0)]
+        w0 = [Option(0, 10, 0.0)]
         core.submit([LiveJob("flat", 1e12, 0.0, w0, w0,
                              payload=ImageRequest(PROMPT, 0, w, h, card.guidance_scale))
                      for _ in range(devices)])  # fmt: skip
@@ -188,7 +181,7 @@ def run_engine(policy, devices, threads, jobs, job_s, factors, backend, card, pr
         while time.perf_counter() - t0 < a:
             time.sleep(0.001)
         now = time.perf_counter()
-        opt = [(0, s, job_s[s])]
+        opt = [Option(0, s, job_s[s])]
         req = ImageRequest(PROMPT, k, w, h, card.guidance_scale)
         core.submit([LiveJob("flat", now + slo, 0.0, opt, opt, payload=req)])
         arrived.append(now)
@@ -228,9 +221,9 @@ def _one_at_a_time(jobs, backend, card):
 
 
 def summarise(jobs, arrived, finish, status, batch):
-    from scheduler.simulator import DONE
+    from sdaas.job_status import JobStatus
 
-    ok = [j for j in range(len(jobs)) if status[j] == DONE]
+    ok = [j for j in range(len(jobs)) if status[j] == JobStatus.DONE]
     jct = [finish[j] - arrived[j] for j in ok]
     met = sum(1 for j in ok if finish[j] - arrived[j] <= jobs[j][2])
     span = max(finish[j] for j in ok) - arrived[0]

@@ -173,8 +173,9 @@ def real_runs(n_jobs: int, headroom: float) -> dict:
     of the sweep, compared with the predictions."""
     import numpy as np
 
-    from models.backend import GenerationRequest, load_backend
+    from models.backend import GenerationRequest
     from models.clip_score import ClipScorer
+    from models.loader import load_backend
     from pipelines.host_load import host_load
     from pipelines.profile_grid import SweepConfig
     from pipelines.profile_sweep import default_clip, run_sweep

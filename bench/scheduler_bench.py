@@ -36,7 +36,7 @@ import numpy as np
 from scheduler.catalog import load_catalog
 from scheduler.cluster import Cluster
 from scheduler.comparison import ComparisonConfig, estimate_capacity, print_progress, run_comparison
-from scheduler.policy import known_policies, make_policy
+from scheduler.policies import known_policies, make_policy
 from scheduler.simulator import SimConfig, Simulator
 from scheduler.workload import make_workload, poisson_arrivals, slo_mix
 

@@ -82,9 +82,9 @@ def main() -> None:
     from adapters.job_client import JobClient
     from adapters.kafka_broker import EmbeddedBroker
     from adapters.kafka_io import Topics
+    from engine.models import ServingModels
     from models.backend import GenerationRequest
     from pipelines.serving_driver import ServingDriver
-    from pipelines.serving_runtime import process_models
     from pipelines.serving_setup import build_spec, prepare_toy_home
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,7 +110,7 @@ def main() -> None:
         results = [r for r in driver.store.all() if r.tenant == "bench"]
         done = [r for r in results if r.status == "done"]
         # the same jobs straight through the warm backends, back to back
-        models = process_models(spec.cards, spec.clip_path)
+        models = ServingModels(spec.cards, spec.clip_path)
         raw_t0 = time.perf_counter()
         for r in done:
             key = model_key(r.model, r.model_version)

@@ -7,7 +7,7 @@ as far as it agrees with real runs (Vidur reports < 9 % error). Here:
    long enough that the stack's per-job costs are small beside them, as with real
    models), a sweep of this host (steps x batch sizes 1, 2, 4 on toy-world captions)
    and predictors trained on it: the catalog the served core and the simulator share
-   (`pipelines/serving_runtime.live_catalog`: latency per step count, and batch costs
+   (`engine/live_catalog.py`: latency per step count, and batch costs
    measured on the device engine when serving starts).
 2. The capacity, measured as `sdaas bench` defines it: CAPACITY_JOBS of the workload's
    jobs submitted at once and served FCFS, one at a time (jobs over makespan). Then per
@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 from bench_host import host_info
+
+from sdaas.job_status import JobStatus
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -133,19 +135,15 @@ def serve(settings, bootstrap: str, policy: str, jobs: list[dict], arrivals, tag
 def measure_capacity(settings, bootstrap: str, jobs: list[dict]) -> float:
     """Jobs/s this host serves `jobs` at, all queued at once, FCFS, one at a time: the
     load unit of `sdaas bench`, measured (the profile's word was 0.6-1.5x off here)."""
-    from scheduler.simulator import DONE
-
     core, _ = serve(settings, bootstrap, "fcfs", jobs, np.zeros(len(jobs)), "capacity")
-    done = np.asarray(core.status) == DONE
+    done = np.asarray(core.status) == JobStatus.DONE
     start, finish = np.asarray(core.start)[done], np.asarray(core.finish)[done]
     return float(done.sum() / (finish.max() - start.min()))
 
 
 def stats(status, arrival, finish, deadline) -> dict:
-    from scheduler.simulator import DONE
-
     status, arrival, finish = np.asarray(status), np.asarray(arrival), np.asarray(finish)
-    done = status == DONE
+    done = status == JobStatus.DONE
     jct = (finish - arrival)[done]
     met = done & (finish <= np.asarray(deadline) + 1e-9)
     return {
@@ -170,7 +168,6 @@ def errors(simulated: dict, served: dict) -> dict:
 
 def compare(core, results) -> dict:
     from scheduler.replay import replay
-    from scheduler.simulator import DONE
 
     sim, t0 = replay(core)
     served = stats(core.status, core.arrival, core.finish, core.deadline_ts)
@@ -185,7 +182,7 @@ def compare(core, results) -> dict:
     calibrated = stats(cal.status, cal.arrival, cal.finish, cal.arrival + cal.latency_slo_s)
     cal_err = errors(calibrated, served)
     done = [r for r in results if r.status == "done"]
-    ok = np.asarray(core.status) == DONE
+    ok = np.asarray(core.status) == JobStatus.DONE
     # how long the served jobs' segments took against what their options predicted
     # (first segment start to finish, over the predicted seconds): > 1 is a device
     # slower than its profile (on this 2-core host: the front end shares its cores)
@@ -195,7 +192,8 @@ def compare(core, results) -> dict:
         """Seconds a device sat idle while a job that later ran was already waiting
         (one device, jobs in start order): dispatch delay the simulator has none of."""
         order = sorted((st, a, f) for x, a, st, f in zip(status, arrival, start, finish,
-                                                        strict=True) if x == DONE)  # fmt: skip
+                                                        strict=True)
+                       if x == JobStatus.DONE)  # fmt: skip
         idle, free = 0.0, -np.inf
         for st, a, f in order:
             idle += max(0.0, st - max(a, free))
@@ -238,16 +236,15 @@ def main() -> None:
     ap.add_argument("--arms", help="only these policy:load arms, e.g. sjf:0.5,orca:1.0")
     args = ap.parse_args()
     from adapters.kafka_broker import EmbeddedBroker
+    from engine.runtime import ServingRuntime
     from pipelines.prompts import TOYWORLD_PROMPT_SET
-    from pipelines.serving_runtime import acquire_runtime, release_runtime
     from pipelines.serving_setup import build_spec, observed_corrections
 
     load0 = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         settings = prepare_home(Path(tmp))
         spec = build_spec(settings, device_processes=True)
-        acquire_runtime(spec)  # serving starts once: its probes correct the profile
-        release_runtime(spec)
+        ServingRuntime(spec).close()  # serving starts once: its probes correct the profile
         corr = observed_corrections(settings)
         planner = spec.planner
         with TOYWORLD_PROMPT_SET.open() as f:

@@ -1,1 +1,2 @@
-"""The top layer: the `sdaas` command line (`cli/main.py`) and the demos it runs."""
+"""The top layer: the `sdaas` command line (`cli/main.py`, a module per command in
+`cli/commands/`) and the demos it runs."""

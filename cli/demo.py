@@ -17,7 +17,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from models.backend import GenerationRequest, load_backend
+from models.backend import GenerationRequest
+from models.loader import load_backend
 from models.registry import Registry
 from models.tiny import make_tiny
 from pipelines.profile_grid import SweepConfig
@@ -76,7 +77,7 @@ def demo_plans(styles: list[str]) -> list[tuple[str, float, float]]:
 
 def plan_demo(settings: Settings, out=print) -> None:
     from predictor.planner import load_planner
-    from predictor.tracking import tracking_uri
+    from predictor.store import tracking_uri
     from predictor.train_cli import train_all
 
     r = train_all(settings, data="both", accept_noisy=True)  # the demo goes on, and says so

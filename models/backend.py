@@ -2,8 +2,8 @@
 
 Models are black boxes: callers hand over prompts, steps, seeds, resolution and
 guidance and get images plus timings back. Only backend implementations touch
-model internals; everything else (profiling, serving, the demo) goes through
-`load_backend(card, device)`.
+model internals; everything else (profiling, serving, the demo) loads one with
+`models.loader.load_backend(card, device)`.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def check_device(device: str) -> str:
     """Refuse a device name torch cannot use here, before any model is loaded."""
     if not isinstance(device, str) or not _DEVICE.fullmatch(device):
         raise InvalidInputError(f"device: {device!r}: not a device; use cpu, cuda, cuda:N or mps")
-    import torch
+    import torch  # here, not at the top: the interface loads without torch
 
     if device.startswith("cuda"):
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -160,16 +160,3 @@ def quiet_model_libraries() -> None:
 
     diffusers.utils.logging.set_verbosity_error()
     transformers.utils.logging.set_verbosity_error()
-
-
-def load_backend(card: ModelCard, device: str = "cpu") -> ModelBackend:
-    """Load the model a card describes onto `device` ('cpu', 'cuda', 'cuda:1', ...)."""
-    from models.diffusers_backend import DiffusersBackend
-
-    device = check_device(device)
-    threads = cpu_threads()
-    if device == "cpu" and threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    return DiffusersBackend.from_card(card, device)

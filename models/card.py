@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import string
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -173,8 +174,6 @@ class ModelCard(_Strict):
     @field_validator("style_prompt")
     @classmethod
     def _template(cls, v: str) -> str:
-        import string
-
         names = {f for _, f, _, _ in string.Formatter().parse(v) if f is not None}
         if "prompt" not in names:
             raise ValueError("must contain {prompt}")

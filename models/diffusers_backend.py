@@ -22,12 +22,14 @@ import torch
 
 from models.backend import GenerationRequest, GenerationResult, ModelBackend, StepHook
 from models.card import SCHEDULERS, DiffusersSource, ModelCard, PythonSource
+from models.step_batch import StepBatcher, supports
 from sdaas.errors import SdaasError
 
 log = logging.getLogger(__name__)
 
 
 def _load_pipeline(card: ModelCard, dtype: torch.dtype):
+    # diffusers (seconds to import) only once a model is loaded, not with this module
     from diffusers import DiffusionPipeline
     from diffusers.utils import logging as diffusers_logging
 
@@ -137,8 +139,6 @@ class DiffusersBackend(ModelBackend):
         )
 
     def stepper(self):
-        from models.step_batch import StepBatcher, supports
-
         if not supports(self._pipe):
             return None
         return StepBatcher(self._pipe_for_call, self.device)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,6 +21,9 @@ import torch
 import yaml
 
 log = logging.getLogger(__name__)
+
+# diffusers, transformers and models.tokenizer (which imports transformers) are imported in
+# the functions that build models: seconds to import, and not needed to import this module.
 
 TINY_SEED = 1234
 TINY_RESOLUTION = 64  # pixels; the tiny VAE downsamples by 2, so latents are 32x32
@@ -158,8 +162,6 @@ def build_tiny_clip(seed: int = TINY_SEED):
 
 def tiny_card(spec: TinySpec, model_dir: Path, card_dir: Path) -> dict:
     """The card a model developer would write for `spec` (source path relative to the card)."""
-    import os
-
     return {
         "name": spec.name,
         "version": "1.0",

@@ -30,8 +30,9 @@ from typing import Any
 
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from models.backend import GenerationRequest, ModelBackend, load_backend
+from models.backend import GenerationRequest, ModelBackend
 from models.card import ModelCard
+from models.loader import load_backend
 from pipelines.host_load import load_per_core
 from pipelines.profile_grid import REPEATS, ProfileCell
 from pipelines.sweep_progress import note_progress

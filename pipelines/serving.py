@@ -3,7 +3,7 @@
     records ─► ParseJobs ─┬─► dead letters (reason; stored, then published)
                           └─► jobs ─► window ─► ServeWindow: dedupe by (tenant, job_id),
                               the planner's option per accelerator, then hand them to
-                              the process's serving runtime (`pipelines/serving_runtime.py`):
+                              the serving runtime it is handed (`engine/runtime.py`):
                               the scheduling core (`scheduler/live.py`, the simulator's
                               loop and policies: admit/reject, place on a device, order,
                               batch, preempt, drop) and a device engine per device
@@ -31,18 +31,20 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import apache_beam as beam
 from apache_beam.transforms.window import FixedWindows, GlobalWindows, TimestampedValue
+from apache_beam.utils import shared
 
 from adapters.kafka_io import RawRecord
 from adapters.result_store import ResultStore
-from models.accelerators import Accelerator
-from models.card import ModelCard
+from engine.calibrator import observed_corrections_in
+from engine.runtime import ServingRuntime
+from engine.spec import ServingSpec
 from pipelines.serving_events import outcome_event
 from predictor.latency_correction import Corrections
-from predictor.planner import Planner
+from scheduler.options import Option
 from sdaas.errors import NotFoundError, SdaasError
 from sdaas.job_request import JobRefused, parse_job
 from sdaas.privacy import prompt_tokens
@@ -54,43 +56,26 @@ STALE_PROFILES = beam.metrics.Metrics.gauge("sdaas_serving", "stale_latency_prof
 _STALE_SAID: set = set()  # stale keys already logged by this process
 
 
-@dataclass(frozen=True)
-class ServingSpec:
-    """Everything the transform needs; picklable (the planner holds only its curves)."""
+class SharedRuntime:
+    """How the serving transform gets its runtime: Beam's `Shared`, as RunInference
+    shares its model: one runtime per process, made by whoever acquires it first. The
+    local driver makes it first, keeps it and closes it; a pipeline run on its own
+    makes it in its first `ServeWindow`, which closes it at teardown. Picklable."""
 
-    planner: Planner
-    cards: dict[str, ModelCard]  # model_key -> card
-    devices: tuple[Accelerator, ...]  # device instances; identical ones share a profile name
-    store_path: str
-    clip_path: str | None = None
-    policy: str = "slack-sjf"  # the serving default: ours
-    window_s: float = 2.0
-    max_backlog_s: float = 30.0  # admission, every policy: most queued predicted s per device
-    source_topic: str = "sdaas.jobs"
-    correct_latency: bool = True  # probe unproven profiles, scale by observed run time
-    threads: int | None = None  # torch CPU threads per device engine (None: torch's own)
-    # each device engine in a process of its own (engine/device_process.py); None: when
-    # there are several devices (threads of one process share the GIL)
-    device_processes: bool | None = None
-    # models resident at once per device (LRU, load time measured and charged by the
-    # core, as the simulator does); None: every model, preloaded
-    max_resident: int | None = None
-    # the transform waits for its window's outcomes and outputs them; the local driver
-    # turns this off so windows do not wait for each other
-    await_results: bool = True
+    def __init__(self, spec: ServingSpec, clock=time.time):
+        self.spec, self.clock = spec, clock
+        self._shared = shared.Shared()
 
-    @property
-    def accelerators(self) -> list[str]:
-        """The profile names of the devices (each once): what the planner costs."""
-        return list(dict.fromkeys(d.name for d in self.devices))
+    def acquire(self, made: list | None = None) -> ServingRuntime:
+        """The runtime; `made` gets it appended when this call made it."""
 
-    def device(self, instance: str) -> Accelerator:
-        return next(d for d in self.devices if d.id == instance)
+        def make() -> ServingRuntime:
+            runtime = ServingRuntime(self.spec, self.clock)
+            if made is not None:
+                made.append(runtime)
+            return runtime
 
-
-def observed_corrections_in(store: ResultStore, predictor_version: str) -> Corrections:
-    """The latency corrections the runs stored in `store` give for that predictor."""
-    return Corrections.from_observations(store.observations(predictor_version))
+        return self._shared.acquire(make)
 
 
 def source_of(topic: str, r: RawRecord) -> str:
@@ -166,24 +151,23 @@ class ServeWindow(beam.DoFn):
     the scheduling core, which admits or rejects, places, orders, batches and drops, as
     in the simulator. A job whose planning raises becomes a dead letter; the rest go on."""
 
-    def __init__(self, spec: ServingSpec, clock=time.time):
+    def __init__(self, spec: ServingSpec, runtime: SharedRuntime):
         self.spec = spec
-        self.clock = clock
+        self.handle = runtime
 
     def setup(self):
-        from pipelines.serving_runtime import acquire_runtime
-
         self.store = ResultStore(self.spec.store_path)
-        self.runtime = acquire_runtime(self.spec, self.clock)
+        made: list = []
+        self.runtime = self.handle.acquire(made)
+        self.owns = bool(made)  # made here: this DoFn closes it
         self.kinds = self.spec.accelerators
         self.model_keys = self.runtime.model_keys
 
     def teardown(self):
-        from pipelines.serving_runtime import release_runtime
-
-        if getattr(self, "runtime", None) is not None:
-            self.runtime = None
-            release_runtime(self.spec)
+        runtime, self.runtime = getattr(self, "runtime", None), None
+        if runtime is not None and self.owns:
+            runtime.drain(timeout=600)
+            runtime.close()
 
     def _observed(self) -> Corrections:
         return observed_corrections_in(self.store, self.spec.planner.predictor_version)
@@ -270,8 +254,8 @@ class ServeWindow(beam.DoFn):
             except NotFoundError:
                 continue
 
-    def _options(self, p: Job, scale) -> list:
-        """Per accelerator kind: (model index, steps, predicted s, predicted CLIP) or None."""
+    def _options(self, p: Job, scale) -> list[Option | None]:
+        """Per accelerator kind: the planner's option there, or None."""
         j = p.request
         per = self.spec.planner.per_accelerator(
             j.style,
@@ -284,7 +268,8 @@ class ServeWindow(beam.DoFn):
         for a in self.kinds:
             if a in per:
                 o, steps, pred, clip = per[a]
-                out.append((self.model_keys.index(model_key(o.name, o.version)), steps, pred, clip))
+                out.append(Option(self.model_keys.index(model_key(o.name, o.version)), steps,
+                                  pred, clip))  # fmt: skip
             else:
                 out.append(None)  # no model on this kind reaches the job's min CLIP
         return out
@@ -303,12 +288,14 @@ def _window_name(window) -> str:
 
 class ServeJobs(beam.PTransform):
     """RawRecords in; a dict of PCollections out: `results` (done, failed and rejected)
-    and `dead_letters`. Event time: the server-side arrival (see `arrival_time`)."""
+    and `dead_letters`. Event time: the server-side arrival (see `arrival_time`).
+    `runtime`: the runtime to hand jobs to (default: one made for this transform)."""
 
-    def __init__(self, spec: ServingSpec, clock=time.time):
+    def __init__(self, spec: ServingSpec, clock=time.time, runtime: SharedRuntime | None = None):
         super().__init__()
         self.spec = spec
         self.clock = clock
+        self.runtime = runtime or SharedRuntime(spec, clock)
 
     def expand(self, records):
         parsed = records | "Parse" >> beam.ParDo(ParseJobs(self.spec, self.clock)).with_outputs(
@@ -320,7 +307,7 @@ class ServeJobs(beam.PTransform):
             | "OneKeyPerWindow" >> beam.Map(lambda p: ("window", p))
             | "GatherWindow" >> beam.GroupByKey()
             | "Serve"
-            >> beam.ParDo(ServeWindow(self.spec, self.clock)).with_outputs(DEAD, main="results")
+            >> beam.ParDo(ServeWindow(self.spec, self.runtime)).with_outputs(DEAD, main="results")
         )
         late = served[DEAD] | "DeadGlobal" >> beam.WindowInto(GlobalWindows())
         dead = (parsed[DEAD], late) | "Dead" >> beam.Flatten()

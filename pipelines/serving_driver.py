@@ -38,7 +38,8 @@ from adapters import kafka_io
 from adapters.kafka_broker import reachable
 from adapters.kafka_io import JobsReader, RawRecord, Topics
 from adapters.result_store import ResultStore, StoreError
-from pipelines.serving import ServeJobs, ServingSpec, source_of
+from engine.spec import ServingSpec
+from pipelines.serving import ServeJobs, SharedRuntime, source_of
 from pipelines.serving_events import (
     CancelListener,
     EventPublisher,
@@ -46,7 +47,6 @@ from pipelines.serving_events import (
     dead_letter_event,
     outcome_event,
 )
-from pipelines.serving_runtime import acquire_runtime, release_runtime
 from sdaas.errors import SdaasError
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,8 @@ class ServingDriver:
         self.publisher = Publisher(self.store, self.bootstrap, self.topics)
         self.publisher.flush()  # what a crashed run stored but never published
         # models loaded, profiles probed, a device engine per device instance started
-        self.runtime = acquire_runtime(self.spec)
+        self.shared = SharedRuntime(self.spec)
+        self.runtime = self.shared.acquire()  # this driver owns it: it closes it
         self.faults = self.publisher.faults = self.runtime.faults
         self._front_door(self.bootstrap)  # progress out, cancel requests in
 
@@ -411,12 +412,6 @@ class ServingDriver:
             raise StoreError(fault.reason)
         raise SdaasError(f"{fault.part}: {fault.reason}")
 
-    def run_window(self, records: list[RawRecord]) -> WindowReport:
-        """One window, start to end: hand it over, wait for its outcomes, commit."""
-        self.hand_over(records)
-        self.finish()
-        return self.reports[-1]
-
     def hand_over(self, records: list[RawRecord]) -> None:
         """Run the serving transform over one window's records: parse, plan, hand the
         jobs to the runtime. Every record must now have an outcome or a job in flight."""
@@ -424,7 +419,8 @@ class ServingDriver:
         self.windows_read += 1
         options = PipelineOptions(["--runner=FnApiRunner"])
         with beam.Pipeline(runner=FnApiRunner(), options=options) as p:
-            _ = p | "Records" >> beam.Create(records, reshuffle=False) | ServeJobs(self.spec)
+            records_in = p | "Records" >> beam.Create(records, reshuffle=False)
+            _ = records_in | ServeJobs(self.spec, runtime=self.shared)
         sources = [source_of(self.topics.jobs, r) for r in records]
         flying = self.runtime.pending_sources()  # first: a job answered since is stored
         outcomes = self.store.outcomes(sources)
@@ -485,7 +481,8 @@ class ServingDriver:
         self.cancels.stop()
         self.runtime.events = None
         self.events.flush()
-        release_runtime(self.spec)
+        self.runtime.drain(timeout=600)
+        self.runtime.close()
         self.reader.close()
 
 

@@ -24,13 +24,11 @@ from dataclasses import asdict
 
 from adapters import kafka_io
 from adapters.kafka_io import Topics, TopicTail
+from engine.runtime import CANCEL_MAX_AGE_S
 from sdaas.limits import id_problem
 from sdaas.records import JobResult
 
 log = logging.getLogger(__name__)
-# a cancel request counts this long: read from the control topic, or remembered by the
-# runtime for a job not handed over yet
-CANCEL_MAX_AGE_S = 3600.0
 
 
 class EventPublisher:

@@ -3,8 +3,9 @@ accelerators, the registered cards, the CLIP scorer and the result store."""
 
 from __future__ import annotations
 
+from engine.calibrator import observed_corrections_in
+from engine.spec import ServingSpec
 from pipelines.profile_sweep import default_clip
-from pipelines.serving import ServingSpec, observed_corrections_in
 from sdaas.config import Settings
 from sdaas.errors import InvalidInputError, SdaasError
 
@@ -83,7 +84,7 @@ def build_spec(
     from models.registry import Registry
     from predictor.planner import load_planner
     from predictor.store import PredictorStoreError
-    from scheduler.policy import make_policy
+    from scheduler.policies import make_policy
 
     make_policy(policy)  # an unknown policy fails here, naming the known ones
     if max_resident is not None and (not isinstance(max_resident, int) or max_resident < 1):

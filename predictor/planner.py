@@ -22,8 +22,11 @@ import numpy as np
 import pandas as pd
 
 from models.card import ModelCard
+from models.registry import Registry
 from predictor.features import add_derived_columns
 from predictor.latency_correction import factor_at
+from predictor.store import load_predictor
+from predictor.tracking import CLIP_MODEL, LATENCY_MODEL
 from predictor.training import CLIP_COVERAGE
 from scheduler.planning_rule import fewest_steps, shortest
 from sdaas.errors import InvalidInputError
@@ -444,10 +447,6 @@ def load_planner(
     accelerators the latency predictor knows (only those in `accelerators` when given:
     serving plans for the devices it has), for `batch_sizes` (None: every batch size
     the latency predictor was trained on). Errors here are startup errors."""
-    from models.registry import Registry
-    from predictor.store import load_predictor
-    from predictor.tracking import CLIP_MODEL, LATENCY_MODEL
-
     cards = [r.card for r in Registry(settings.registry_path).list()]
     if not cards:
         raise InvalidInputError("no model registered: register one (sdaas models make-tiny)")

@@ -1,7 +1,6 @@
 """MLflow tracking and the model registry for the predictors.
 
-The store lives in the sdaas home: `mlruns/mlflow.db` (sqlite; MLflow 3 refuses the
-plain-folder store) with artifacts under `mlruns/artifacts`. Every training run logs its
+Every training run logs, into the predictor store of the sdaas home (`store.py`), its
 parameters, the profile data hash and row counts, held-out metrics, two plots and the
 model, and registers it (`sdaas-latency`, `sdaas-clip`). The new version becomes
 `champion` only if it is no worse than the current champion *on the same held-out rows*;
@@ -12,60 +11,21 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from predictor.training import TrainedModel
+from predictor.store import CHAMPION, SPEC_ARTIFACT, connect, load_registered, store_paths
+from predictor.training import TrainedModel, evaluate
 from sdaas.config import Settings
-from sdaas.errors import SdaasError
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "sdaas-predictors"
 LATENCY_MODEL = "sdaas-latency"
 CLIP_MODEL = "sdaas-clip"
-CHAMPION = "champion"
-SPEC_ARTIFACT = "feature_spec.json"
-
-os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
-os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-
-class PredictorStoreError(SdaasError):
-    """The MLflow store or a registered predictor is missing or unreadable."""
-
-
-def store_paths(settings: Settings) -> tuple[Path, Path]:
-    root = settings.home / "mlruns"
-    return root / "mlflow.db", root / "artifacts"
-
-
-def tracking_uri(settings: Settings) -> str:
-    return f"sqlite:///{store_paths(settings)[0]}"
-
-
-def connect(settings: Settings, *, create: bool):
-    """Point MLflow at this home's store. Without `create`, a missing store is an error."""
-    import mlflow
-    import mlflow.lightgbm  # noqa: F401 - makes mlflow.lightgbm available to callers
-
-    db, artifacts = store_paths(settings)
-    if not create and not db.is_file():
-        raise PredictorStoreError(
-            f"no predictor store at {db}: train predictors first with `sdaas train`"
-        )
-    if create:
-        artifacts.mkdir(parents=True, exist_ok=True)
-    elif db.stat().st_size and db.read_bytes()[:16] != b"SQLite format 3\x00":
-        raise PredictorStoreError(f"predictor store {db} is not an sqlite database (corrupt?)")
-    mlflow.set_tracking_uri(tracking_uri(settings))
-    mlflow.set_registry_uri(tracking_uri(settings))
-    return mlflow
 
 
 def _experiment_id(mlflow, settings: Settings) -> str:
@@ -89,7 +49,7 @@ class TrackedModel:
 
 
 def _plots(trained: TrainedModel, out_dir: Path) -> list[Path]:
-    import matplotlib
+    import matplotlib  # only when plotting; Agg is chosen before pyplot loads
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -133,8 +93,6 @@ def headline_metric(trained: TrainedModel) -> str:
 
 def champion_score(mlflow, name: str, trained: TrainedModel, metric: str) -> tuple[float, str]:
     """The current champion's metric on the new run's held-out rows (inf if none/unusable)."""
-    from predictor.store import load_registered
-
     client = mlflow.MlflowClient()
     try:
         mv = client.get_model_version_by_alias(name, CHAMPION)
@@ -147,8 +105,6 @@ def champion_score(mlflow, name: str, trained: TrainedModel, metric: str) -> tup
         return math.inf, f"champion v{mv.version} could not be scored ({type(exc).__name__})"
     if not np.all(np.isfinite(pred)):
         return math.inf, f"champion v{mv.version} cannot score these rows"
-    from predictor.training import evaluate
-
     y = trained.test[trained.spec.target].to_numpy(dtype=float)
     return evaluate(trained.spec, y, pred, trained.test)[metric], f"champion v{mv.version}"
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import polars as pl
+
 from predictor.dataset import load_training_data
 from predictor.features import CLIP_SPEC, LATENCY_SPEC
 from predictor.tracking import CLIP_MODEL, LATENCY_MODEL, TrackedModel, log_and_register
@@ -15,8 +17,6 @@ from sdaas.config import Settings
 
 def noisy_training_fits(frame):
     """The measured latency lines of the training rows that look noisy."""
-    import polars as pl
-
     measured = frame[frame["source"] == "measured"]
     if measured.empty:
         return []

@@ -21,7 +21,7 @@ from functools import reduce
 from scheduler.catalog import Catalog
 from scheduler.cluster import Cluster
 from scheduler.metrics import summarize
-from scheduler.policy import make_policy, policy_class
+from scheduler.policies import make_policy, policy_class
 from scheduler.simulator import SimConfig, Simulator
 from scheduler.workload import Workload
 

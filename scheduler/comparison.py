@@ -37,7 +37,7 @@ from scheduler.catalog import Catalog, load_catalog
 from scheduler.cluster import Cluster
 from scheduler.comparison_report import markdown_summary, plot, plot_needed
 from scheduler.metrics import aggregate, summarize
-from scheduler.policy import known_policies, make_policy
+from scheduler.policies import known_policies, make_policy
 from scheduler.production import PRODUCTION, production_requests
 from scheduler.production_workload import production_catalog, production_jobs
 from scheduler.simulator import SimConfig, Simulator

@@ -29,7 +29,7 @@ import numpy as np
 from scheduler.capacity_planning import gpus_needed, scaled
 from scheduler.metrics import summarize
 from scheduler.options import ClassOptions
-from scheduler.policy import make_policy
+from scheduler.policies import make_policy
 from scheduler.simulator import SimResult, Simulator
 from scheduler.workload import Workload
 
@@ -81,7 +81,7 @@ class ElasticSimulator(Simulator):
     def _up(self, i: int, t: float) -> None:
         k = self.inst_kind[i]
         self.active[i] = True
-        self.resident[i] = []
+        self.unload(i)  # it comes up empty
         self.n_inst[k] += 1
         self.idle[k].append(i)
         self.last_busy[i] = t
@@ -91,7 +91,7 @@ class ElasticSimulator(Simulator):
     def _down(self, i: int, t: float) -> None:
         k = self.inst_kind[i]
         self.active[i] = False
-        self.resident[i] = []  # its models go with it
+        self.unload(i)  # its models go with it
         self.idle[k].remove(i)
         self.n_inst[k] -= 1
         self.gpu_s += t - self.since[i]

@@ -4,8 +4,9 @@
 queue order, batching, preemption at step boundaries and drops are the policy's and the
 simulator's code, unchanged, so `sdaas serve --policy P` decides as `sdaas bench` does.
 What differs is who says when a segment ends: the simulator computes it from the work;
-here each device instance (a `DeviceSlot`, the device engine in `engine/`) runs the
-segment's jobs a denoising step at a time and reports back with `segment_end`. Jobs
+the core's segment runner sends each segment to its device instance as a typed command
+(`scheduler/seam.py`: a device engine in `engine/`), which runs the segment's jobs a
+denoising step at a time and reports back with `segment_end`. Jobs
 arrive with `submit` at any time (no window barrier: a window's jobs join the queues and
 batches of jobs already running), and `cancel` ends a queued job at once and a running
 one at its next step boundary.
@@ -36,11 +37,13 @@ from scheduler.catalog import Catalog
 from scheduler.cluster import Cluster
 from scheduler.options import ClassOptions, Option
 from scheduler.policy import Policy
-from scheduler.simulator import DONE, DROPPED, PENDING, REJECTED, SimConfig, Simulator
+from scheduler.seam import Command, Cut, Forget, SegmentJob, StartSegment
+from scheduler.simulator import SimConfig, Simulator
 from scheduler.workload import Workload
+from sdaas.job_status import JobStatus
 
-CANCELLED = 4  # a job the caller cancelled: the simulator has no such state
-FAILED = 5  # the device could not run it (the model raised)
+PENDING, DONE, FAILED, CANCELLED = (JobStatus.PENDING, JobStatus.DONE, JobStatus.FAILED,
+                                    JobStatus.CANCELLED)  # fmt: skip
 MAX_CRASHES = 2  # a job running when its device crashed this often fails, not re-runs
 
 # serving: exact options (no CLIP margin: the planner's curves are the trained ones), no
@@ -57,25 +60,11 @@ LIVE_CONFIG = SimConfig(
 )
 
 
-@dataclass(frozen=True)
-class SegmentJob:
-    """A job as a device runs it: the core's index, the catalog model, the steps it is
-    served at (the policy may have down-shifted it) and the caller's payload."""
-
-    index: int
-    model: int
-    steps: int
-    payload: Any
-
-
-class DeviceSlot(Protocol):
-    def start_segment(self, jobs: list[SegmentJob], steps: int) -> None:
-        """Run `jobs` together for `steps` denoising steps (fewer when interrupted),
-        then call `LiveCore.segment_end` with the steps run. Must not block: it is
-        called with the core's lock held."""
-
-    def interrupt(self) -> None:
-        """End the running segment at its next step boundary."""
+class Device(Protocol):
+    def send(self, command: Command) -> None:
+        """Take a command (`scheduler/seam.py`). Must not block: the core sends with its
+        lock held. A `StartSegment` is answered, later, by the device's `SegmentEnded`,
+        which its owner hands to `LiveCore.segment_end`."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +78,20 @@ class LiveJob:
     planned: list[Option | None]
     relaxed: list[Option | None]
     payload: Any = None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why the core refused a job, recorded when and where it decided: `unservable` (no
+    accelerator has an option for it), `overloaded` (over the admission bound),
+    `admission` (the policy refused it on arrival) or `dropped` (the policy gave up on
+    it in its queue). Seconds as the core saw them then."""
+
+    why: str
+    waited_s: float  # in the core, arrival to the decision
+    slo_left_s: float  # of its latency SLO at arrival
+    fastest_s: float  # its fastest option's predicted run (inf: none)
+    pred_s: float  # the run of the option it was placed on (0: never placed)
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,36 @@ class Recovery:
 Settled = Callable[[int, int, float], None]  # (job, status, t): rejected/dropped/cancelled
 
 
+class _Devices:
+    """The live core's segment runner (`scheduler/segments.py`): a segment is a
+    `StartSegment` to its device, which reports the end itself (`segment_end`); a cut
+    is a `Cut`. The simulator's runner computes both instead."""
+
+    def __init__(self, core: LiveCore):
+        self.core = core
+
+    def run(self, i: int, batch: list[int], work_start: float, work: float, factor: float):
+        """Until its first job finishes, or the policy's quantum (in whole steps) is used."""
+        core = self.core
+        batch[:] = [j for j in batch if core.status[j] == PENDING]  # cancelled in queue
+        n = min((core.steps_to_run(j) for j in batch), default=0)
+        if core.config.preempt:
+            for j in batch:
+                q = core.policy.segment_work(j)
+                if q < math.inf:
+                    n = min(n, max(1, math.ceil(q / (core.pred[j] / core.steps[j]) - 1e-9)))
+        core.seg_steps[i] = n
+        for j in batch:
+            core.ran_on[j] = i
+        jobs = tuple(SegmentJob(j, core.model[j], core.steps[j]) for j in batch)
+        core.devices[i].send(StartSegment(i, jobs, n))
+        return math.inf
+
+    def cut(self, i: int, t: float) -> None:
+        if self.core.seg_jobs[i] and self.core.config.preempt:
+            self.core.devices[i].send(Cut(i))
+
+
 class LiveCore(Simulator):
     def __init__(
         self,
@@ -121,11 +154,12 @@ class LiveCore(Simulator):
         clock: Callable[[], float] = time.time,
         on_settled: Settled | None = None,
     ):
-        super().__init__(catalog, cluster, policy, config)
+        super().__init__(catalog, cluster, policy, config, runner=_Devices(self))
         self.clock = clock
         self.lock = threading.RLock()
         self.on_settled = on_settled or (lambda j, status, t: None)
-        self.devices: list[DeviceSlot] = []
+        self.devices: list[Device] = []
+        self.refusals: dict[int, Refusal] = {}  # job -> why it was refused
         self.payload: list[Any] = []
         self.steps_left: list[int] = []
         # per job: device seconds its segments took (a batch's time shared by the jobs'
@@ -141,7 +175,7 @@ class LiveCore(Simulator):
         self.begin(empty, ClassOptions([], []))
         self.seg_steps = [0] * len(self.inst_kind)
 
-    def attach(self, devices: list[DeviceSlot]) -> None:
+    def attach(self, devices: list[Device]) -> None:
         """One device per instance, in the cluster's order (`inst_kind`)."""
         if len(devices) != len(self.inst_kind):
             raise ValueError(f"{len(devices)} devices for {len(self.inst_kind)} instances")
@@ -174,7 +208,8 @@ class LiveCore(Simulator):
             tie = self.config.gather_ties
             for x in range(n):
                 if not self.arrive(first + x, t, tie=tie and x < n - 1):
-                    self.on_settled(first + x, REJECTED, t)
+                    self.refusals[first + x] = self._refusal(first + x, t)
+                    self.on_settled(first + x, JobStatus.REJECTED, t)
             return list(range(first, first + n))
 
     def segment_end(self, i: int, steps_run: int, failed=()) -> SegmentOutcome:
@@ -200,6 +235,8 @@ class LiveCore(Simulator):
                     self.remaining[j] = self.pred[j] * self.steps_left[j] / self.steps[j]
                     carry.append(j)
             self.busy[i] += t - self.seg_start[i]
+            if cancelled:  # their step states are not needed any more
+                self.devices[i].send(Forget(i, tuple(cancelled)))
             self._dispatch(i, t, carry)
             return SegmentOutcome(done, cancelled)
 
@@ -240,7 +277,7 @@ class LiveCore(Simulator):
             running = [i for i, b in enumerate(self.seg_jobs) if b and j in b]
             if running:
                 self.cancelled.add(j)
-                self.devices[running[0]].interrupt()
+                self.devices[running[0]].send(Cut(running[0]))
             else:  # still in its queue: the dispatch skips it
                 t = self.clock()
                 self._settle(j, CANCELLED, t)
@@ -316,7 +353,7 @@ class LiveCore(Simulator):
 
     def _fail(self, j: int, t: float) -> SegmentJob:
         self._settle(j, FAILED, t)
-        return SegmentJob(j, self.model[j], self.steps[j], self.payload[j])
+        return SegmentJob(j, self.model[j], self.steps[j])
 
     def _release(self, i: int, t: float) -> None:
         """Device i's segment is over (it crashed): its time counts busy, and it is not
@@ -339,32 +376,26 @@ class LiveCore(Simulator):
         return k
 
     def drop(self, j: int, t: float) -> None:
+        self.refusals[j] = self._refusal(j, t, dropped=True)
         super().drop(j, t)
-        self.on_settled(j, DROPPED, t)
+        self.on_settled(j, JobStatus.DROPPED, t)
 
-    def interrupt(self, i: int, t: float) -> None:
-        if self.seg_jobs[i] and self.config.preempt:
-            self.devices[i].interrupt()
+    def _refusal(self, j: int, t: float, dropped: bool = False) -> Refusal:
+        """Why job j is refused now, from what the core knows at this decision."""
+        opts = [o for o in self.options.planned[self.cls[j]] if o is not None]
+        fastest = min((o.pred_s for o in opts), default=math.inf)
+        if dropped:
+            why = "dropped"
+        elif not opts:
+            why = "unservable"
+        else:
+            why = "overloaded" if j in self.overloaded else "admission"
+        slo = self.latency_slo_s[self.cls[j]]
+        return Refusal(why, t - self.arrival[j], slo, fastest, self.pred[j])
 
-    def _segment_end_time(self, i, batch, ws, work, factor):
-        """Hand the segment to device i: until its first job finishes, or the policy's
-        quantum (in whole steps) is used. Its end comes back through `segment_end`."""
-        batch[:] = [j for j in batch if self.status[j] == PENDING]  # cancelled in queue
-        n = min((self._left(j) for j in batch), default=0)
-        if self.config.preempt:
-            for j in batch:
-                q = self.policy.segment_work(j)
-                if q < math.inf:
-                    n = min(n, max(1, math.ceil(q / (self.pred[j] / self.steps[j]) - 1e-9)))
-        self.seg_steps[i] = n
-        for j in batch:
-            self.ran_on[j] = i
-        jobs = [SegmentJob(j, self.model[j], self.steps[j], self.payload[j]) for j in batch]
-        self.devices[i].start_segment(jobs, n)
-        return math.inf
-
-    def _left(self, j: int) -> int:
-        if self.steps_left[j] < 0:  # first start: the steps it is served at are final
+    def steps_to_run(self, j: int) -> int:
+        """The steps job j has left (set at its first start: they are final then)."""
+        if self.steps_left[j] < 0:
             self.steps_left[j] = self.steps[j]
         return self.steps_left[j]
 

@@ -16,7 +16,8 @@ import math
 import numpy as np
 import polars as pl
 
-from scheduler.simulator import DONE, DROPPED, REJECTED, SimResult
+from scheduler.simulator import SimResult
+from sdaas.job_status import JobStatus
 
 # two-sided 95 % Student t quantiles by degrees of freedom (no scipy at run time)
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
@@ -49,9 +50,9 @@ METRICS = (
 def summarize(r: SimResult) -> dict:
     """One row of numbers for one run."""
     n = len(r.status)
-    done = r.status == DONE
+    done = r.status == JobStatus.DONE
     jct = r.jct[done]
-    rejected, dropped = r.status == REJECTED, r.status == DROPPED
+    rejected, dropped = r.status == JobStatus.REJECTED, r.status == JobStatus.DROPPED
     lost = ~done
     waited = np.where(lost, np.nan_to_num(r.finish - r.arrival), 0.0)
     penalized = np.where(lost, waited + LOST_PENALTY_SLOS * r.latency_slo_s, r.jct)

@@ -12,21 +12,21 @@ loads, batching mechanics, preemption at step boundaries):
   segment (it then ends at its next denoising-step boundary).
 
 Serving runs the same objects in the same loop (`scheduler/live.py`): a policy is
-written once and decides in `sdaas serve` as in `sdaas bench`.
+written once and decides in `sdaas serve` as in `sdaas bench`. A policy sees the core as
+`Core` (`scheduler/job_table.py`): the per-job arrays and what it may call.
 
-Policies register under a `PolicyKey`; `make_policy` turns a key or string into one.
+Policies register under a `PolicyKey` (`register`); `scheduler.policies`, which imports
+every policy module, turns a key or string into one (`make_policy`).
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
-from sdaas.errors import InvalidInputError
-
-if TYPE_CHECKING:
-    from scheduler.simulator import Simulator
+from scheduler.job_table import Core
 
 
 class PolicyKey(enum.StrEnum):
@@ -52,9 +52,9 @@ class Policy(ABC):
     # (SimConfig.for_target); others ignore the relaxed margin
     downshifts: ClassVar[bool] = False
 
-    sim: Simulator
+    sim: Core
 
-    def bind(self, sim: Simulator) -> None:
+    def bind(self, sim: Core) -> None:
         self.sim = sim
 
     def jobs_added(self, n: int) -> None:  # noqa: B027 - optional hook
@@ -83,36 +83,16 @@ class Policy(ABC):
         return None
 
     def segment_work(self, j: int) -> float:
-        """Most batch-1 work seconds job j may run before the policy decides again."""
-        return float("inf")
+        """Most batch-1 work seconds job j may run before the policy decides again. The
+        simulator asks only a policy that overrides this (a quantum)."""
+        return math.inf
 
 
-_REGISTRY: dict[PolicyKey, type[Policy]] = {}
+# filled by `register` as policy modules are imported: look policies up through
+# `scheduler.policies`, which imports them all
+REGISTRY: dict[PolicyKey, type[Policy]] = {}
 
 
 def register(cls: type[Policy]) -> type[Policy]:
-    _REGISTRY[cls.key] = cls
+    REGISTRY[cls.key] = cls
     return cls
-
-
-def known_policies() -> list[str]:
-    _load_all()
-    return [k.value for k in PolicyKey if k in _REGISTRY]
-
-
-def policy_class(key: str | PolicyKey) -> type[Policy]:
-    _load_all()
-    try:
-        return _REGISTRY[PolicyKey(key)]
-    except ValueError:
-        raise InvalidInputError(
-            f"policy: {key!r}: unknown; known policies: {', '.join(known_policies())}"
-        ) from None
-
-
-def make_policy(key: str | PolicyKey, **kwargs) -> Policy:
-    return policy_class(key)(**kwargs)
-
-
-def _load_all() -> None:
-    import scheduler.policies  # noqa: F401  (registers every policy module)

@@ -15,7 +15,7 @@ import numpy as np
 
 from scheduler.live import LiveCore
 from scheduler.options import ClassOptions
-from scheduler.policy import make_policy
+from scheduler.policies import make_policy
 from scheduler.simulator import SimResult, Simulator
 from scheduler.workload import SloClass, Workload
 

@@ -15,78 +15,36 @@ a model is evicted last.
 Every arrived job ends in exactly one terminal state: done, rejected or dropped.
 
 The same core serves real jobs: `scheduler/live.py: LiveCore` subclasses it, adds jobs as
-they arrive (`begin`, `add_jobs`, `arrive`) and learns when a segment ends from the
-device that ran it instead of computing it, so every policy decides in serving exactly
-as here (`tests/scheduler/test_conformance.py`: the same decisions for all policies,
-batching and preemption included).
+they arrive (`begin`, `add_jobs`, `arrive`) and passes a segment runner that hands each
+segment to a device, which says when it ended (`scheduler/segments.py`), so every policy
+decides in serving exactly as here (`tests/scheduler/test_conformance.py`: the same
+decisions for all policies, batching and preemption included).
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass, replace
-from statistics import NormalDist
+from dataclasses import dataclass
 
 import numpy as np
 
 from scheduler.catalog import Catalog
 from scheduler.cluster import Cluster
-from scheduler.options import ClassOptions
+from scheduler.job_table import Core
+from scheduler.options import ClassOptions, Option
 from scheduler.policy import Policy
+from scheduler.segments import Arithmetic, SegmentRunner
+from scheduler.sim_config import SimConfig
 from scheduler.workload import Workload
 from sdaas.errors import InvalidInputError
+from sdaas.job_status import JobStatus
 
-PENDING, DONE, REJECTED, DROPPED = 0, 1, 2, 3
-
-
-@dataclass(frozen=True)
-class SimConfig:
-    """clip_margin: points over min CLIP the planner aims for, a guard against CLIP
-    prediction error (the oracle and step down-shifting may use 0). clip_noise: std of a
-    job's true CLIP around the model's curve. cold_start: charge model loads.
-
-    The default margin covers the default noise for 99 % of jobs (2.33 sigma): with 0.5
-    (1 sigma) about one job in six missed its CLIP SLO, so no policy reached 90 %
-    attainment on bursty arrivals however many GPUs it had."""
-
-    clip_margin: float = 1.2
-    # what step down-shifting keeps over min CLIP (slack-sjf under a long queue): 1.28
-    # sigma, so 90 % of down-shifted jobs still meet their min CLIP. At 0 (min CLIP
-    # exactly) half of them missed it, and slack-sjf needed 2.4x the GPUs for 95 %
-    # goodput on bursty arrivals (44 vs 18 at 0.64; 28 with no down-shift at all)
-    # (= for_target(0.90)). Which is best depends on the goodput the operator asks for:
-    # see for_target
-    relaxed_margin: float = 0.64
-    clip_noise: float = 0.5
-    cold_start: bool = True
-    # False: a started segment runs to its end (no interrupts, no quanta)
-    preempt: bool = True
-    # admission bound for every policy: reject a job placed on a kind whose queued
-    # predicted work per instance already exceeds this
-    max_backlog_s: float = math.inf
-    # queue every job that arrives at the same instant before dispatching any (serving
-    # sees a window's jobs at once); off by default so trace replays keep their results
-    gather_ties: bool = False
-    # True: every instance has its own queue; an admitted job joins the queue of the
-    # instance of its kind with the least queued predicted work (the admission bound is
-    # then per instance). False: the instances of a kind share one queue (M/M/c)
-    queue_per_device: bool = False
-    log: bool = False  # keep the decision log (admit, reject, run, drop), for comparing
-
-    def for_target(self, goodput: float) -> SimConfig:
-        """The config for an operator who asks that `goodput` of all jobs meet both SLOs:
-        step down-shifting may then miss the CLIP SLO of at most 1 - goodput of the jobs
-        it down-shifts (a margin of z(goodput) sigma of the CLIP noise, at most the
-        planner's). A fixed margin served one target well and the others badly: on the
-        seed-0 jobs at load 1.0, slack-sjf needed 72 GPUs for 99 % on bursty arrivals at
-        0.64 (the 90 % margin) and 48 at 1.16 (the 99 % one), while 1.16 cost 14 GPUs
-        instead of 12 for 90 %."""
-        if not 0 < goodput <= 1:
-            raise InvalidInputError(f"goodput target: {goodput!r}: must be a share in (0, 1]")
-        z = NormalDist().inv_cdf(goodput) if goodput < 1 else math.inf
-        margin = min(self.clip_margin, max(0.0, z * self.clip_noise))
-        return replace(self, relaxed_margin=margin)
+# only for importers not yet on JobStatus (tests/engine/test_device_process.py,
+# tests/scheduler/test_live_recovery.py, tests/scheduler/test_conformance.py): remove
+# with them
+PENDING, DONE, REJECTED, DROPPED = (JobStatus.PENDING, JobStatus.DONE, JobStatus.REJECTED,
+                                    JobStatus.DROPPED)  # fmt: skip
 
 
 @dataclass
@@ -119,13 +77,17 @@ class SimResult:
         return self.finish - self.arrival
 
 
-class Simulator:
+class Simulator(Core):
+    """The scheduling core (`Core`: what policies and segment runners may use of it).
+    `runner`: who runs segments (default: `Arithmetic`, the simulated clock)."""
+
     def __init__(
         self,
         catalog: Catalog,
         cluster: Cluster,
         policy: Policy,
         config: SimConfig | None = None,
+        runner: SegmentRunner | None = None,
     ):
         cluster.check(catalog)
         self.catalog = catalog
@@ -138,21 +100,25 @@ class Simulator:
         self.log: list[tuple] | None = None
         self.dev_queues: list | None = None  # per instance, with queue_per_device
         self.overloaded: list[int] = []
+        self.runner = runner if runner is not None else Arithmetic(self)
 
     # ---------------------------------------------------------------- placement helpers
-    def place_earliest_finish(self, j: int, options=None, loads: bool = False) -> int | None:
-        """The planner's rule: the kind with the earliest predicted finish for job j.
-        Sets the job's model/steps/prediction; None if no kind can serve its class.
-        `loads`: count the model's load time on a kind where no instance holds it."""
-        opts = (options or self.options.planned)[self.cls[j]]
+    def place_earliest_finish(
+        self, j: int, options: list[Option | None] | None = None, loads: bool = False
+    ) -> int | None:
+        """The planner's rule: the kind with the earliest predicted finish for job j, among
+        `options` (per kind; default: its class's planned ones). Sets the job's
+        model/steps/prediction; None if no kind can serve it. `loads`: count the model's
+        load time on a kind where no instance holds it."""
+        opts = self.options.planned[self.cls[j]] if options is None else options
         best_k, best_t = -1, math.inf
         backlog, n_inst = self.backlog, self.n_inst
         loads = loads and self.config.cold_start
         for k, o in enumerate(opts):
             if o is not None:
-                t = backlog[k] / n_inst[k] + o[2]
-                if loads and not self.holds(k, o[0]):
-                    t += self.catalog.load_s[o[0]]
+                t = backlog[k] / n_inst[k] + o.pred_s
+                if loads and not self.holds(k, o.model):
+                    t += self.catalog.load_s[o.model]
                 if t < best_t:
                     best_k, best_t = k, t
         if best_k < 0:
@@ -163,27 +129,34 @@ class Simulator:
 
     def holds(self, k: int, m: int) -> bool:
         """Some instance of kind k has model m resident."""
-        res = self.resident
-        return any(m in res[i] for i in self.instances_of[k])
+        return self.copies[k].get(m, 0) > 0
 
-    def assign(self, j: int, k: int, option) -> None:
-        """Serve job j on kind k with `option` (an `Option`)."""
-        m, s, pred = option[0], option[1], option[2]
+    def unload(self, i: int) -> None:
+        """Instance i holds no model any more (it left the pool)."""
+        copies = self.copies[self.inst_kind[i]]
+        for m in self.resident[i]:
+            copies[m] -= 1
+        self.resident[i].clear()
+
+    def assign(self, j: int, k: int, option: Option) -> None:
+        """Serve job j on kind k with `option`."""
+        m, s, pred = option.model, option.steps, option.pred_s
         self.model[j], self.steps[j], self.pred[j], self.kind[j] = m, s, pred, k
         self.work[j] = self.remaining[j] = pred * self.factor[j]
 
-    def reassign(self, j: int, option) -> None:
+    def reassign(self, j: int, option: Option) -> None:
         """Change a queued (not yet started) job's model/steps on its kind."""
         k = self.kind[j]
-        self.backlog[k] += option[2] - self.pred[j]
+        self.backlog[k] += option.pred_s - self.pred[j]
         if self.dev_queues is not None:
-            self.dev_backlog[self.dev_of[j]] += option[2] - self.pred[j]
+            self.dev_backlog[self.dev_of[j]] += option.pred_s - self.pred[j]
         self.assign(j, k, option)
 
     def drop(self, j: int, t: float) -> None:
+        """Job j leaves its queue unserved: it could no longer meet its SLO."""
         if self.log is not None:
             self.log.append(("drop", j, round(t, 9)))
-        self._settle(j, DROPPED, t)
+        self._settle(j, JobStatus.DROPPED, t)
 
     def _settle(self, j: int, status: int, t: float) -> None:
         """Job j leaves the system at t (done, dropped, cancelled): its work leaves the
@@ -237,10 +210,7 @@ class Simulator:
         self._check_servable(w)
         self.workload = w
         self.latency_slo_s = [c.latency_slo_s for c in w.classes]  # per SLO class
-        for name in ("arrival", "cls", "factor", "deadline_ts", "status", "start", "finish",
-                     "kind", "model", "steps", "pred", "finish_pred", "work", "remaining",
-                     "dev_of"):  # fmt: skip
-            setattr(self, name, [])
+        self.clear_jobs()
         K = len(self.kind_names)
         self.backlog = [0.0] * K
         inst_kind = [k for k in range(K) for _ in range(self.n_inst[k])]
@@ -249,6 +219,10 @@ class Simulator:
         self.instances_of = [[i for i in range(n_total) if inst_kind[i] == k] for k in range(K)]
         self.idle = [ids[::-1] for ids in self.instances_of]
         self.resident: list[list[int]] = [[] for _ in range(n_total)]
+        # [k][m]: instances of kind k with model m resident, kept with `resident`:
+        # placement asks at every arrival (counting them there was a sixth of slack-sjf's
+        # run under cProfile)
+        self.copies: list[dict[int, int]] = [{} for _ in range(K)]
         self.seg_jobs: list[list[int] | None] = [None] * n_total
         self.seg_start = [0.0] * n_total
         self.seg_work_start = [0.0] * n_total
@@ -259,6 +233,9 @@ class Simulator:
         self._events: list[tuple[float, int, int, int]] = []
         self._seq = 0
         pol.bind(self)
+        # asked per job at every dispatch, so not at all when the policy sets no quantum
+        quanta = cfg.preempt and type(pol).segment_work is not Policy.segment_work
+        self._segment_work = pol.segment_work if quanta else None
         self.queues = [pol.make_queue(k) for k in range(K)]
         per_device = cfg.queue_per_device
         self.dev_queues = [pol.make_queue(k) for k in inst_kind] if per_device else None
@@ -266,24 +243,11 @@ class Simulator:
         self.add_jobs(w.arrival.tolist(), w.cls.tolist(), w.true_factor.tolist())
 
     def add_jobs(self, arrival: list[float], cls: list[int], factor: list[float]) -> None:
-        """Append jobs (per-job lists grow in place: queues and policies hold them)."""
-        n = len(arrival)
+        """Append jobs, arrived at `arrival`, of SLO classes `cls`, true work over predicted
+        `factor`."""
         slo = self.latency_slo_s
-        self.arrival += arrival
-        self.cls += cls
-        self.factor += factor
-        self.deadline_ts += [a + slo[c] for a, c in zip(arrival, cls, strict=True)]
-        self.status += [PENDING] * n
-        self.start += [-1.0] * n
-        self.finish += [math.nan] * n
-        self.kind += [-1] * n
-        self.model += [-1] * n
-        self.steps += [0] * n
-        self.pred += [0.0] * n
-        self.finish_pred += [0.0] * n
-        self.work += [0.0] * n
-        self.remaining += [0.0] * n
-        self.dev_of += [-1] * n
+        deadline = [a + slo[c] for a, c in zip(arrival, cls, strict=True)]
+        self.extend_jobs(arrival, cls, factor, deadline)
         self.policy.jobs_added(len(self.arrival))
 
     def arrive(self, j: int, t: float, tie: bool = False) -> bool:
@@ -299,7 +263,7 @@ class Simulator:
             self.overloaded.append(j)
             k = None
         if k is None:
-            self.status[j] = REJECTED
+            self.status[j] = JobStatus.REJECTED
             self.finish[j] = t
             if self.log is not None:
                 self.log.append(("reject", j, round(t, 9)))
@@ -342,10 +306,7 @@ class Simulator:
         # it loads m: on an instance with a free slot, else one whose least recently
         # used model (the one evicted) has a copy elsewhere, else the most recently idled
         cap = self.catalog.max_resident[self.ck[k]]
-        copies: dict[int, int] = {}
-        for i in self.instances_of[k]:
-            for x in res[i]:
-                copies[x] = copies.get(x, 0) + 1
+        copies = self.copies[k]
         best, score = len(idle) - 1, -1
         for x in range(len(idle) - 1, -1, -1):
             r = res[idle[x]]
@@ -405,12 +366,15 @@ class Simulator:
             if self.config.cold_start and self.policy.pays_load:
                 load = cat.load_s[m]
             res.append(m)
+            copies = self.copies[k]
+            copies[m] = copies.get(m, 0) + 1
             if len(res) > cat.max_resident[self.ck[k]]:
+                copies[res[0]] -= 1
                 del res[0]
         factor = cat.batch_factor[(m, self.ck[k])][len(batch)] if len(batch) > 1 else 1.0
         rem = self.remaining
         start = self.start
-        seg_work = self.policy.segment_work if self.config.preempt else None
+        seg_work = self._segment_work
         work = math.inf
         for j in batch:
             if start[j] < 0:
@@ -429,17 +393,16 @@ class Simulator:
         self.seg_start[i] = t
         self.seg_work_start[i] = ws
         self.seg_speed[i] = 1.0 / factor
-        self.seg_version[i] += 1
-        end = self._segment_end_time(i, batch, ws, work, factor)
-        self.seg_end[i] = end
-        if end < math.inf:  # the live core learns the end from the device instead
-            self._seq += 1
-            heapq.heappush(self._events, (end, self._seq, i, self.seg_version[i]))
+        self.schedule_end(i, self.runner.run(i, batch, ws, work, factor))
 
-    def _segment_end_time(self, i: int, batch: list[int], ws: float, work: float, factor):
-        """When a segment that starts its work at `ws` ends: here, from the true work;
-        the live engine runs the jobs instead and returns when they really ended."""
-        return ws + work * factor
+    def schedule_end(self, i: int, t: float) -> None:
+        """Instance i's segment ends at t: an event on the heap, which voids the one it
+        had. t = inf: its runner will say (serving), no event."""
+        self.seg_end[i] = t
+        self.seg_version[i] += 1
+        if t < math.inf:
+            self._seq += 1
+            heapq.heappush(self._events, (t, self._seq, i, self.seg_version[i]))
 
     def _segment_end(self, i: int, t: float) -> None:
         ws = self.seg_work_start[i]
@@ -449,7 +412,7 @@ class Simulator:
         for j in self.seg_jobs[i]:
             r = rem[j] - done
             if r <= 1e-9 * (self.work[j] + 1.0):
-                self._settle(j, DONE, t)
+                self._settle(j, JobStatus.DONE, t)
             else:
                 rem[j] = r
                 carry.append(j)
@@ -457,34 +420,22 @@ class Simulator:
         self._dispatch(i, t, carry)
 
     def interrupt(self, i: int, t: float) -> None:
-        """End instance i's segment at its next denoising-step boundary after t."""
-        batch = self.seg_jobs[i]
-        if batch is None or not self.config.preempt:
-            return
-        ws = self.seg_work_start[i]
-        if t <= ws:
-            cut = ws
-        else:
-            step_wall = min(self.work[j] / self.steps[j] for j in batch) / self.seg_speed[i]
-            # max(): the 1e-9 slack that stops float noise adding a whole step must
-            # never put the cut before now
-            cut = max(t, ws + math.ceil((t - ws) / step_wall - 1e-9) * step_wall)
-        if cut >= self.seg_end[i] - 1e-12:
-            return
-        self.seg_end[i] = cut
-        self.seg_version[i] += 1
-        self._seq += 1
-        heapq.heappush(self._events, (cut, self._seq, i, self.seg_version[i]))
+        """End instance i's segment at its next denoising-step boundary after t (a policy
+        preempts it, or re-forms its batch); nothing when it is idle or preemption is
+        off."""
+        if self.seg_jobs[i] and self.config.preempt:
+            self.runner.cut(i, t)
 
     def _result(self, w: Workload, count: int) -> SimResult:
         status = np.asarray(self.status)
-        if (status == PENDING).any():
-            raise RuntimeError(f"{int((status == PENDING).sum())} jobs never finished")
+        pending = status == JobStatus.PENDING
+        if pending.any():
+            raise RuntimeError(f"{int(pending.sum())} jobs never finished")
         cat = self.catalog
         model = np.asarray(self.model)
         steps = np.asarray(self.steps)
         clip = np.full(w.n, np.nan)
-        done = status == DONE
+        done = status == JobStatus.DONE
         curve = np.vstack([cat.clip[m] for m in range(len(cat.models))])
         clip[done] = (
             curve[model[done], steps[done] - 1] + self.config.clip_noise * w.clip_noise[done]

@@ -68,3 +68,24 @@ class Settings:
     @property
     def salt_path(self) -> Path:
         return self.data_dir / "registry" / "prompt_salt"
+
+    @property
+    def profiles_dir(self) -> Path:
+        """Where `sdaas profile` writes its runs, one folder each."""
+        return self.data_dir / "profiles"
+
+    @property
+    def broker_state_path(self) -> Path:
+        """The embedded broker's address while it runs: how `serve`, `submit` and `api`
+        find it."""
+        return self.data_dir / "serving" / "broker.json"
+
+    @property
+    def broker_log_path(self) -> Path:
+        """The embedded broker's own output."""
+        return self.data_dir / "serving" / "broker.log"
+
+    @property
+    def tenants_path(self) -> Path:
+        """The sqlite file of tenants and their API keys (salted hashes only)."""
+        return self.data_dir / "api" / "tenants.db"

@@ -23,3 +23,8 @@ class NotFoundError(SdaasError):
     """A named thing (model, version, file) does not exist. Exit code 3."""
 
     exit_code = 3
+
+
+def brief(exc: BaseException) -> str:
+    """An exception in one line, short enough for a fault record or a job's error."""
+    return f"{type(exc).__name__}: {str(exc)[:200]}"

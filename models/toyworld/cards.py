@@ -10,6 +10,10 @@ from pathlib import Path
 
 import yaml
 
+from models.card import load_card
+from models.clip_score import ClipScorer
+from models.loader import load_backend
+from models.toyworld.evaluate import evaluate_models
 from models.toyworld.train import IMAGE, STYLE_PROMPT, ToyConfig, train_toyworld
 from models.toyworld.world import STYLES
 
@@ -52,11 +56,6 @@ def write_cards(out_dir: Path, cfg: ToyConfig) -> list[Path]:
 
 
 def evaluate_folder(out_dir: Path, cards: list[Path], **kw) -> dict:
-    from models.backend import load_backend
-    from models.card import load_card
-    from models.clip_score import ClipScorer
-    from models.toyworld.evaluate import evaluate_models
-
     scorer = ClipScorer.from_path(out_dir / "toy-clip")
     backends = {}
     for c in cards:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from models.backend import GenerationRequest
 from models.toyworld.world import COLOURS, SHAPES, STYLES, Scene, make_dataset
 
 EVAL_STEPS = (1, 2, 3, 5, 8, 12, 25, 50)
@@ -64,8 +65,6 @@ def evaluate_models(
 ) -> dict:
     """CLIP score vs steps per model (mean and std over held-out captions, random styles),
     attribute accuracy at 25 steps, and a sample grid per model."""
-    from models.backend import GenerationRequest
-
     _, captions, scenes, styles = make_dataset(n_captions, seed, held_out=True)
     out: dict = {"retrieval_top1_of_100": retrieval_top1(scorer), "models": {}}
     for name, b in backends.items():
@@ -93,8 +92,6 @@ def evaluate_models(
 
 def grid(backend, path: Path, caption: str = "two large red circles on the left") -> Path:
     """Rows: styles; columns: steps in GRID_STEPS; one seed."""
-    from models.backend import GenerationRequest
-
     w, h = backend.card.resolution_pairs[0]
     scale, pad = 3, 4
     tile = w * scale

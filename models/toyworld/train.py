@@ -24,6 +24,9 @@ from models.toyworld.world import COLOURS, SHAPES, STYLES, make_dataset
 
 log = logging.getLogger(__name__)
 
+# diffusers, transformers and models.tokenizer (which imports transformers) are imported in
+# the functions that build models: seconds to import, and not needed to import this module.
+
 IMAGE = 32
 TEXT_LEN = 24
 STYLE_PROMPT = "{prompt}, {style} style"

@@ -44,6 +44,7 @@ class FastServe(Policy):
 
     def __init__(self, q0: float = 0.05):
         self.q0 = q0
+        self.quantum = [q0 * 2**lvl for lvl in range(LEVELS)]  # work seconds, per level
 
     def bind(self, sim) -> None:
         super().bind(sim)
@@ -70,7 +71,7 @@ class FastServe(Policy):
         if k is not None:
             first_step = self.sim.pred[j] / self.sim.steps[j]
             lvl = 0
-            while lvl < LEVELS - 1 and self.q0 * 2**lvl < first_step:
+            while lvl < LEVELS - 1 and self.quantum[lvl] < first_step:
                 lvl += 1
             self.level[j] = lvl
         return k
@@ -78,4 +79,4 @@ class FastServe(Policy):
     def segment_work(self, j: int) -> float:
         sim = self.sim
         unit = sim.work[j] / sim.steps[j]  # preempt only at step boundaries
-        return math.ceil(self.q0 * 2 ** self.level[j] / unit) * unit
+        return math.ceil(self.quantum[self.level[j]] / unit) * unit

@@ -28,9 +28,9 @@ class Infaas(Policy):
         for k, o in enumerate(opts):
             if o is None:
                 continue
-            if o[2] <= slo:
-                cheap = min(cheap, (o[2] * self.price[k], k))
-            fast = min(fast, (o[2], k))
+            if o.pred_s <= slo:
+                cheap = min(cheap, (o.pred_s * self.price[k], k))
+            fast = min(fast, (o.pred_s, k))
         k = cheap[1] if cheap[1] >= 0 else fast[1]
         if k < 0:
             return None

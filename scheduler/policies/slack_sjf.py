@@ -40,47 +40,51 @@ from scheduler.policy import Policy, PolicyKey, register
 
 
 class SlackQueue:
-    """Heaps over the same jobs (SJF key, latest-start key, SJF per model) with lazy
-    deletion: a job taken through one heap is skipped when another reaches it."""
+    """A kind's queued jobs in three orders (SJF, latest start, SJF per model), keyed on
+    the job's prediction when pushed, with lazy deletion: a job taken through one order
+    is skipped when another reaches it."""
 
-    def __init__(self):
-        self.by_size: list[tuple[float, int]] = []
-        self.by_slack: list[tuple[float, int]] = []
-        self.by_model: dict[int, list[tuple[float, int]]] = {}
-        self.taken: set[int] = set()
-        self.n = 0
+    __slots__ = ("_pred", "_deadline", "_model", "_by_size", "_by_slack", "_by_model",
+                 "_taken", "_n")  # fmt: skip
 
-    def push(self, j: int, size: float, latest_start: float, model: int) -> None:
-        heapq.heappush(self.by_size, (size, j))
-        heapq.heappush(self.by_slack, (latest_start, j))
-        heapq.heappush(self.by_model.setdefault(model, []), (size, j))
-        self.n += 1
+    def __init__(self, pred: list[float], deadline_ts: list[float], model: list[int]):
+        self._pred, self._deadline, self._model = pred, deadline_ts, model
+        self._by_size: list[tuple[float, int]] = []
+        self._by_slack: list[tuple[float, int]] = []
+        self._by_model: dict[int, list[tuple[float, int]]] = {}
+        self._taken: set[int] = set()
+        self._n = 0
 
-    def _head(self, heap) -> int | None:
-        while heap and heap[0][1] in self.taken:
+    def push(self, j: int) -> None:
+        size = self._pred[j]
+        heapq.heappush(self._by_size, (size, j))
+        heapq.heappush(self._by_slack, (self._deadline[j] - size, j))
+        heapq.heappush(self._by_model.setdefault(self._model[j], []), (size, j))
+        self._n += 1
+
+    def shortest(self) -> int | None:
+        return self._first(self._by_size)
+
+    def most_urgent(self) -> int | None:
+        """The job with the earliest latest start (deadline minus predicted run)."""
+        return self._first(self._by_slack)
+
+    def shortest_of(self, model: int) -> int | None:
+        heap = self._by_model.get(model)
+        return self._first(heap) if heap else None
+
+    def take(self, j: int) -> None:
+        self._taken.add(j)
+        self._n -= 1
+
+    def _first(self, heap: list[tuple[float, int]]) -> int | None:
+        taken = self._taken
+        while heap and heap[0][1] in taken:
             heapq.heappop(heap)
         return heap[0][1] if heap else None
 
-    def take(self, j: int) -> None:
-        self.taken.add(j)
-        self.n -= 1
-
     def __len__(self) -> int:
-        return self.n
-
-
-class _Adapter:
-    """The simulator pushes plain job ids; keys come from the simulator's state."""
-
-    def __init__(self, sim, q: SlackQueue):
-        self.sim, self.q = sim, q
-
-    def push(self, j: int) -> None:
-        s = self.sim
-        self.q.push(j, s.pred[j], s.deadline_ts[j] - s.pred[j], s.model[j])
-
-    def __len__(self) -> int:
-        return len(self.q)
+        return self._n
 
 
 @register
@@ -103,94 +107,87 @@ class SlackSjf(Policy):
         k = sim.place_earliest_finish(j, loads=True)
         if k is None or sim.finish_pred[j] <= slo:
             return k
+        relaxed = sim.options.relaxed[sim.cls[j]]
         if self.downshift:
-            k = sim.place_earliest_finish(j, sim.options.relaxed, loads=True)
+            k = sim.place_earliest_finish(j, relaxed, loads=True)
             if k is not None and sim.finish_pred[j] <= slo:
                 return k
         # Backlog sums overstate waits when batches form, so only a job that misses
         # even on an idle accelerator is rejected here; the rest face the dispatch check.
-        options = sim.options.relaxed if self.downshift else sim.options.planned
-        fastest = min((o[2], k) for k, o in enumerate(options[sim.cls[j]]) if o is not None)
-        if fastest[0] > slo:
+        options = relaxed if self.downshift else sim.options.planned[sim.cls[j]]
+        pred_s, k = min((o.pred_s, k) for k, o in enumerate(options) if o is not None)
+        if pred_s > slo:
             return None
-        sim.assign(j, fastest[1], options[sim.cls[j]][fastest[1]])
-        return fastest[1]
+        sim.assign(j, k, options[k])
+        return k
 
-    def make_queue(self, kind: int) -> _Adapter:
-        return _Adapter(self.sim, SlackQueue())
+    def make_queue(self, kind: int) -> SlackQueue:
+        return SlackQueue(self.sim.pred, self.sim.deadline_ts, self.sim.model)
 
-    def next_batch(self, queue: _Adapter, inst: int, t: float, carry: list[int]) -> list[int]:
-        sim, q = self.sim, queue.q
+    def next_batch(self, queue: SlackQueue, inst: int, t: float, carry: list[int]) -> list[int]:
+        sim = self.sim
         kind = sim.inst_kind[inst]
         if carry:  # a running batch is never preempted; it may take on more jobs
-            return self._fill(q, carry, kind, t)
+            return self._fill(queue, carry, kind, t)
+        pred, deadline = sim.pred, sim.deadline_ts
         while True:
-            h = q._head(q.by_size)
+            h = queue.shortest()
             if h is None:
                 return []
-            h = self._shortest_here(q, inst, h)
-            r = q._head(q.by_slack)
+            h = self._shortest_here(queue, inst, h)
+            r = queue.most_urgent()
             # the most urgent job, if running the shortest first would make it miss
-            j = r if r != h and t + sim.pred[h] + sim.pred[r] > sim.deadline_ts[r] else h
-            q.take(j)
-            if self.downshift and len(q) >= self.long_queue * sim.n_inst[kind]:
-                relaxed = sim.options.relaxed[sim.cls[j]][kind]
-                if relaxed is not None and relaxed[2] < sim.pred[j]:
-                    sim.reassign(j, relaxed)
-            if t + sim.pred[j] <= sim.deadline_ts[j]:
-                return self._fill(q, [j], kind, t)
+            j = r if r != h and t + pred[h] + pred[r] > deadline[r] else h
+            queue.take(j)
             relaxed = sim.options.relaxed[sim.cls[j]][kind]
-            if self.downshift and relaxed is not None and t + relaxed[2] <= sim.deadline_ts[j]:
+            if self.downshift and len(queue) >= self.long_queue * sim.n_inst[kind]:
+                if relaxed is not None and relaxed.pred_s < pred[j]:
+                    sim.reassign(j, relaxed)
+            if t + pred[j] <= deadline[j]:
+                return self._fill(queue, [j], kind, t)
+            if self.downshift and relaxed is not None and t + relaxed.pred_s <= deadline[j]:
                 sim.reassign(j, relaxed)
-                return self._fill(q, [j], kind, t)
+                return self._fill(queue, [j], kind, t)
             sim.drop(j, t)
 
-    def _size_here(self, j: int, inst: int) -> float:
-        """Job j's time on instance inst: its run, plus the model load it would pay."""
+    def _shortest_here(self, queue: SlackQueue, inst: int, h: int) -> int:
+        """SJF on the time each job takes on this instance, its model's load included
+        where it is not resident: the shortest queued job of a model resident here beats
+        the queue's head when the head's run plus its load is longer."""
         sim = self.sim
-        m = sim.model[j]
-        if not sim.config.cold_start or m in sim.resident[inst]:
-            return sim.pred[j]
-        return sim.pred[j] + sim.catalog.load_s[m]
-
-    def _shortest_here(self, q: SlackQueue, inst: int, h: int) -> int:
-        """SJF on the time each job takes on this instance: the shortest queued job of a
-        model resident here beats the queue's head when the head's run plus its load is
-        longer."""
-        sim = self.sim
-        best, size = h, self._size_here(h, inst)
-        if size == sim.pred[h]:
+        m, resident = sim.model[h], sim.resident[inst]
+        if not sim.config.cold_start or m in resident:
             return h
-        for m in sim.resident[inst]:
-            heap = q.by_model.get(m)
-            x = q._head(heap) if heap else None
-            if x is not None and sim.pred[x] < size:
-                best, size = x, sim.pred[x]
+        pred = sim.pred
+        best, size = h, pred[h] + sim.catalog.load_s[m]
+        for other in resident:
+            x = queue.shortest_of(other)
+            if x is not None and pred[x] < size:
+                best, size = x, pred[x]
         return best
 
-    def _fill(self, q: SlackQueue, batch: list[int], kind: int, t: float) -> list[int]:
+    def _fill(self, queue: SlackQueue, batch: list[int], kind: int, t: float) -> list[int]:
         """The batch plus the shortest queued jobs planned on its model, up to the limit
         and only while the slower batch still meets every member's deadline."""
-        sim = self.sim
-        m = sim.model[batch[0]]
         if not self.batch:
             return batch
-        factor = sim.catalog.batch_factor[(m, sim.ck[kind])]
-        need = len(batch) + math.ceil(len(q) / sim.n_inst[kind])
-        limit = min(sim.catalog.batch_limit(m, sim.ck[kind]), need)
-        due = min(sim.deadline_ts[j] for j in batch)
-        longest = max(sim.pred[j] for j in batch)
-        heap = q.by_model.get(m)
-        while heap and len(batch) < limit:
-            x = q._head(heap)
-            if x is None:
+        sim = self.sim
+        m, ck = sim.model[batch[0]], sim.ck[kind]
+        need = len(batch) + math.ceil(len(queue) / sim.n_inst[kind])
+        limit = min(sim.catalog.batch_limit(m, ck), need)
+        if len(batch) >= limit:
+            return batch
+        pred, deadline = sim.pred, sim.deadline_ts
+        factor = sim.catalog.batch_factor[(m, ck)]
+        due = min(deadline[j] for j in batch)
+        longest = max(pred[j] for j in batch)
+        while len(batch) < limit and (x := queue.shortest_of(m)) is not None:
+            size = max(longest, pred[x])
+            if t + size * factor[len(batch) + 1] > min(due, deadline[x]):
                 break
-            size = max(longest, sim.pred[x])
-            if t + size * factor[len(batch) + 1] > min(due, sim.deadline_ts[x]):
-                break
-            q.take(x)
+            queue.take(x)
             batch.append(x)
-            due, longest = min(due, sim.deadline_ts[x]), size
+            due, longest = min(due, deadline[x]), size
         return batch
 
     def on_busy_arrival(self, j: int, kind: int, t: float) -> None:
@@ -199,8 +196,9 @@ class SlackSjf(Policy):
             return
         sim = self.sim
         m = sim.model[j]
+        limit = sim.catalog.batch_limit(m, sim.ck[kind])
         for i in sim.instances_of[kind]:
             b = sim.seg_jobs[i]
-            if b and sim.model[b[0]] == m and len(b) < sim.catalog.batch_limit(m, sim.ck[kind]):
+            if b and sim.model[b[0]] == m and len(b) < limit:
                 sim.interrupt(i, t)
                 return

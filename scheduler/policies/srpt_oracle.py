@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from scheduler.options import Option, best_option
 from scheduler.policy import Policy, PolicyKey, register
 from scheduler.queues import PerModelQueue
@@ -35,25 +37,34 @@ class SrptOracle(Policy):
 
     def bind(self, sim) -> None:
         super().bind(sim)
+        w, noise = sim.workload, sim.config.clip_noise
+        # per job: its true need, rounded up to 0.01 CLIP, so that options cached by
+        # threshold never plan a step short of it (none in serving: no noise draws)
+        min_clip = np.array([c.min_clip for c in w.classes])[w.cls]
+        need = np.ceil((min_clip - noise * w.clip_noise) * 100 - 1e-9) / 100
+        self._need = need.tolist() if noise != 0 else []
+        # memos: the options at a need per (style, need) (classes that differ only in
+        # latency SLO share them: half the option searches on the mixed SLOs), then per
+        # (class, need)
+        self._reach: dict[tuple[str, float], list[Option | None]] = {}
         self._options: dict[tuple[int, float], list[Option | None]] = {}
 
     def place(self, j: int, t: float) -> int | None:
         sim = self.sim
-        noise, w = sim.config.clip_noise, sim.workload
-        if noise == 0 or j >= len(w.clip_noise):  # serving: no noise draws to know
+        if j >= len(self._need):
             return sim.place_earliest_finish(j)
-        c = sim.cls[j]
-        cls = w.classes[c]
-        # rounded up to 0.01 CLIP, so that options cached by threshold never plan a
-        # step short of the job's true need
-        need = math.ceil((cls.min_clip - noise * float(w.clip_noise[j])) * 100 - 1e-9) / 100
+        c, need = sim.cls[j], self._need[j]
         opts = self._options.get((c, need))
         if opts is None:
-            opts = [best_option(sim.catalog, cls.style, need, k) for k in sim.ck]
-            if all(o is None for o in opts):  # out of reach: served as planned
-                opts = sim.options.planned[c]
+            style = sim.workload.classes[c].style
+            reach = self._reach.get((style, need))
+            if reach is None:
+                reach = [best_option(sim.catalog, style, need, k) for k in sim.ck]
+                self._reach[(style, need)] = reach
+            # out of reach: served as planned
+            opts = reach if any(o is not None for o in reach) else sim.options.planned[c]
             self._options[(c, need)] = opts
-        return sim.place_earliest_finish(j, {c: opts})
+        return sim.place_earliest_finish(j, opts)
 
     def make_queue(self, kind: int) -> PerModelQueue:
         return PerModelQueue(self.sim.remaining.__getitem__, self.sim.model)

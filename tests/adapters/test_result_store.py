@@ -96,6 +96,23 @@ def test_observations_round_trip_oldest_first_per_predictor_version(tmp_path):
     assert store.observations("4") == [first] and store.observations("5") == []
 
 
+def test_batch_costs_are_kept_per_predictor_version_and_a_v3_store_gets_them(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "r.db"
+    ResultStore(path)
+    with sqlite3.connect(path) as db:  # a store written by the previous schema
+        db.execute("DROP TABLE batch_costs")
+        db.execute("PRAGMA user_version=3")
+    store = ResultStore(path)
+    store.put_batch_costs("3", "m@1", "cpu-x", 8, {2: 1.4, 4: 2.1})
+    store.put_batch_costs("3", "m@1", "cpu-x", 8, {4: 2.5})  # measured again: replaced
+    store.put_batch_costs("4", "m@1", "gpu-y", 8, {2: 1.1})
+    assert store.batch_costs("3") == {("m@1", "cpu-x"): {2: 1.4, 4: 2.5}}
+    assert store.batch_costs("4") == {("m@1", "gpu-y"): {2: 1.1}}
+    assert store.batch_costs("5") == {}
+
+
 def _remove(path):
     for end in ("", "-wal", "-shm"):
         Path(f"{path}{end}").unlink(missing_ok=True)

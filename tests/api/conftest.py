@@ -78,7 +78,7 @@ class SlowSteps:
 @pytest.fixture(scope="package")
 def stack(serving_settings, tmp_path_factory):
     from adapters.kafka_broker import EmbeddedBroker
-    from pipelines.serving_runtime import ServingModels
+    from engine.models import ServingModels
 
     tmp = tmp_path_factory.mktemp("api")
     real = ServingModels.backend

@@ -17,9 +17,9 @@ from adapters import kafka_io
 from adapters.kafka_broker import EmbeddedBroker, free_port
 from adapters.kafka_io import Topics
 from api.front import ApiConfig
-from api.job_book import OUTCOMES
 from api.server import ApiServer
 from pipelines.serving_setup import build_spec
+from sdaas.job_status import OUTCOMES
 from tests.api.conftest import PROMPT
 
 pytestmark = pytest.mark.slow

@@ -225,3 +225,20 @@ def test_api_help_says_how_to_authenticate_and_where_it_listens():
     r = run_cli("api", "--help")
     assert r.returncode == 0
     assert "Bearer" in r.stdout and "127.0.0.1" in r.stdout and "tenants create" in r.stdout
+
+
+def test_every_command_module_is_listed_with_add_parser_and_run():
+    import importlib
+    import pkgutil
+    import re
+
+    import cli.commands
+    from cli.main import COMMANDS, build_parser
+
+    names = sorted(m.name for m in pkgutil.iter_modules(cli.commands.__path__))
+    assert sorted(c.__name__.rpartition(".")[2] for c in COMMANDS) == names
+    listed = build_parser().format_help()
+    for name in names:
+        module = importlib.import_module(f"cli.commands.{name}")
+        assert callable(module.add_parser) and callable(module.run), name
+        assert re.search(rf"^ +{name} ", listed, re.MULTILINE), f"sdaas --help lacks {name}"

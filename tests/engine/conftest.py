@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import fields
 
 import numpy as np
 import pytest
 
-from engine.device_engine import DeviceEngine, ImageRequest
-from models.backend import load_backend
+from engine.device_engine import DeviceEngine
+from engine.link import DeviceLink
 from models.card import load_card
+from models.loader import load_backend
 from scheduler.catalog import Catalog
 from scheduler.cluster import Cluster
 from scheduler.live import LIVE_CONFIG, LiveCore, LiveJob
-from scheduler.policy import make_policy
+from scheduler.options import Option
+from scheduler.policies import make_policy
+from scheduler.seam import Done, Failed, ImageRequest, Started, Stepped
 from sdaas.config import SHIPPED_TOYWORLD
 
 MODELS = ["toy-s", "toy-m"]
@@ -49,8 +53,12 @@ def catalog(batch_limit: int = 4) -> Catalog:
     )  # fmt: skip
 
 
+WORDS = {Started: "started", Stepped: "step", Done: "done", Failed: "failed"}
+
+
 class Events:
-    """Every engine event, in order, with the device that sent it."""
+    """Every job event, in order, as (kind, job, thread, fields): the fields of the
+    seam's record (a `Done`'s stats as `run`)."""
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -69,32 +77,42 @@ class Events:
             time.sleep(0.005)
         return ok and not core.in_flight()
 
-    def __call__(self, kind, sj, **data):
+    def __call__(self, event):
+        kind = WORDS[type(event)]
+        data = {f.name: getattr(event, f.name) for f in fields(event)}
+        data["run"] = data.pop("stats", None)
         with self.lock:
-            self.seen.append((kind, sj.index, threading.current_thread().name, data))
+            self.seen.append((kind, event.job, threading.current_thread().name, data))
             if kind == "done":
-                self.images[sj.index] = data["image"]
+                self.images[event.job] = event.image
             if sum(1 for e in self.seen if e[0] in ("done", "failed")) >= self.expect:
                 self.finished.set()
+
+
+def link_of(core: LiveCore, i: int, events, name: str = "", on_fault=None) -> DeviceLink:
+    """Device i's link; each job's image request is its payload here."""
+    return DeviceLink(i, core, lambda sj: core.payload[sj.index], events, name=name,
+                      on_fault=on_fault)  # fmt: skip
+
+
+def engine_of(core: LiveCore, i: int, backend_for, events, *, name: str = "", on_fault=None,
+              **kw) -> DeviceEngine:  # fmt: skip
+    """A thread engine for device i, linked to the core (not attached, not started)."""
+    link = link_of(core, i, events, name, on_fault)
+    engine = DeviceEngine(i, MODELS, backend_for, link.handle, name=name, on_crash=link.reset,
+                          **kw)  # fmt: skip
+    link.connect(engine)
+    engine.link = link
+    return engine
 
 
 def make_engine(toy_backends, policy="orca", devices=1, threads=None, batch_limit=4):
     core = LiveCore(catalog(batch_limit), Cluster.parse(f"{devices}xcpu"), make_policy(policy),
                     LIVE_CONFIG)  # fmt: skip
     events = Events()
-    engines = [
-        DeviceEngine(
-            i,
-            core,
-            MODELS,
-            toy_backends.__getitem__,
-            lambda sj: sj.payload,
-            events,
-            threads=threads,
-        )  # fmt: skip
-        for i in range(devices)
-    ]
-    core.attach(engines)
+    engines = [engine_of(core, i, toy_backends.__getitem__, events, threads=threads)
+               for i in range(devices)]  # fmt: skip
+    core.attach([e.link for e in engines])
     for e in engines:
         e.start()
     return core, engines, events
@@ -102,6 +120,6 @@ def make_engine(toy_backends, policy="orca", devices=1, threads=None, batch_limi
 
 def job(model: int, steps: int, seed: int, prompt="two red circles, flat style",
         guidance=4.0) -> LiveJob:  # fmt: skip
-    opt = [(model, steps, 0.02 * steps * (model + 1))]
+    opt = [Option(model, steps, 0.02 * steps * (model + 1))]
     req = ImageRequest(prompt, seed, 32, 32, guidance)
     return LiveJob("flat", 1e12, 0.0, opt, opt, payload=req)

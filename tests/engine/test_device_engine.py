@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from models.backend import GenerationRequest
-from scheduler.live import CANCELLED, DONE, FAILED
+from sdaas.job_status import JobStatus
 from tests.engine.conftest import MODELS, job, make_engine
 
 # Batched convolutions may round differently from one-image calls; measured here: 0.
@@ -30,7 +30,7 @@ def test_batched_jobs_make_the_images_they_make_alone(toy_backends):
                "three green triangles, flat style", "a yellow star, pixelated style"]  # fmt: skip
     core.submit([job(m, s, seed, p) for (m, s, seed), p in zip(specs, prompts, strict=True)])
     assert events.wait(core)
-    assert core.status[:4] == [DONE] * 4
+    assert core.status[:4] == [JobStatus.DONE] * 4
     batches = [e[3]["run"].max_batch for e in events.seen if e[0] == "done"]
     assert max(batches) >= 3  # they really ran together
     for j, ((m, s, seed), p) in enumerate(zip(specs, prompts, strict=True)):
@@ -85,7 +85,7 @@ def test_cancel_stops_a_running_job_at_its_next_step(toy_backends):
     assert events.wait(core)  # job 1 ran on the freed device
     after = sum(1 for e in events.seen if e[0] == "step" and e[1] == 0)
     assert after - before <= 1 and after < 50
-    assert core.status[:2] == [CANCELLED, DONE]
+    assert core.status[:2] == [JobStatus.CANCELLED, JobStatus.DONE]
     assert not engines[0].runs  # the cancelled job's state was let go
 
 
@@ -111,7 +111,7 @@ def test_a_failing_model_fails_its_jobs_not_the_device(toy_backends):
     events.expect = 2
     core.submit([job(0, 3, 1), job(1, 3, 2)])
     assert events.wait(core)
-    assert core.status[:2] == [FAILED, DONE]
+    assert core.status[:2] == [JobStatus.FAILED, JobStatus.DONE]
     failed = [e for e in events.seen if e[0] == "failed"]
     assert failed[0][1] == 0 and "illegal memory access" in failed[0][3]["error"]
 
@@ -122,25 +122,24 @@ def test_a_residency_bound_loads_and_evicts_as_the_core_counts(toy_backends):
     time charged) says, and images do not change."""
     from dataclasses import replace
 
-    from engine.device_engine import DeviceEngine
     from scheduler.cluster import Cluster
     from scheduler.live import LIVE_CONFIG, LiveCore
-    from scheduler.policy import make_policy
-    from tests.engine.conftest import Events, catalog
+    from scheduler.policies import make_policy
+    from tests.engine.conftest import Events, catalog, engine_of
 
     cat = replace(catalog(), load_s={0: 0.05, 1: 0.05}, max_resident={0: 1})
     core = LiveCore(cat, Cluster.parse("1xcpu"), make_policy("fcfs"),
                     replace(LIVE_CONFIG, cold_start=True, log=True))  # fmt: skip
     events, released = Events(), []
-    engine = DeviceEngine(0, core, MODELS, toy_backends.__getitem__, lambda sj: sj.payload,
-                          events, max_resident=1, release=released.append)  # fmt: skip
-    core.attach([engine])
+    engine = engine_of(core, 0, toy_backends.__getitem__, events, max_resident=1,
+                       release=released.append)  # fmt: skip
+    core.attach([engine.link])
     engine.start()
     events.expect = 4
     core.submit([job(0, 3, 1), job(1, 3, 2), job(1, 2, 3), job(0, 4, 4)])
     assert events.wait(core)
     engine.stop(5.0)
-    assert core.status[:4] == [DONE] * 4
+    assert core.status[:4] == [JobStatus.DONE] * 4
     assert [k for k, _ in engine.loads] == ["toy-s", "toy-m", "toy-s"]  # toy-m once: 2 jobs
     assert released == ["toy-s", "toy-m"]
     assert engine.resident == [MODELS[m] for m in core.resident[0]] == ["toy-s"]
@@ -152,8 +151,8 @@ def test_a_residency_bound_loads_and_evicts_as_the_core_counts(toy_backends):
 def test_time_job_steps_a_batch_together(toy_backends):
     """A probe of b jobs (what serving measures batch costs with) starts b jobs on the
     model's step batcher and steps them together to the end."""
-    from engine.device_engine import DeviceEngine, ImageRequest
-    from tests.engine.conftest import Events, catalog
+    from scheduler.seam import ImageRequest
+    from tests.engine.conftest import Events, catalog, engine_of
 
     calls = {"start": 0, "step": []}
 
@@ -180,15 +179,14 @@ def test_time_job_steps_a_batch_together(toy_backends):
 
     from scheduler.cluster import Cluster
     from scheduler.live import LIVE_CONFIG, LiveCore
-    from scheduler.policy import make_policy
+    from scheduler.policies import make_policy
 
     core = LiveCore(catalog(), Cluster.parse("1xcpu"), make_policy("fcfs"), LIVE_CONFIG)
-    e = DeviceEngine(0, core, MODELS, lambda k: Counting(toy_backends[k]), lambda sj: sj.payload,
-                     Events())  # fmt: skip
-    core.attach([e])
+    e = engine_of(core, 0, lambda k: Counting(toy_backends[k]), Events())
+    core.attach([e.link])
     e.start()
     req = ImageRequest("two red circles, flat style", 0, 32, 32, 4.0)
-    assert e.time_job("toy-m", req, 6, batch=4) > 0
+    assert e.link.probe("toy-m", req, 6, batch=4) > 0
     e.stop(5.0)
     assert calls["start"] == 4
     assert calls["step"] and set(calls["step"]) == {4}  # every step: the 4 together
@@ -201,19 +199,18 @@ def test_a_crash_of_the_loop_resets_the_engine_and_requeues_its_jobs(toy_backend
     import logging
     from collections import Counter
 
-    from engine.device_engine import DeviceEngine
     from scheduler.cluster import Cluster
     from scheduler.live import LIVE_CONFIG, LiveCore
-    from scheduler.policy import make_policy
+    from scheduler.policies import make_policy
     from sdaas.health import Faults
-    from tests.engine.conftest import Events, catalog
+    from tests.engine.conftest import Events, catalog, engine_of
     from tests.engine.test_device_process import fail_once, steps_of
 
     core = LiveCore(catalog(), Cluster.parse("1xcpu"), make_policy("orca"), LIVE_CONFIG)
     events, faults = Events(), Faults()
-    engine = DeviceEngine(0, core, MODELS, toy_backends.__getitem__, lambda sj: sj.payload,
-                          events, name="cpu:0", on_fault=faults.report)  # fmt: skip
-    core.attach([engine])
+    engine = engine_of(core, 0, toy_backends.__getitem__, events, name="cpu:0",
+                       on_fault=faults.report)  # fmt: skip
+    core.attach([engine.link])
     engine.start()
     fail_once(core, ZeroDivisionError("float division by zero"))
     events.expect = 2
@@ -221,10 +218,10 @@ def test_a_crash_of_the_loop_resets_the_engine_and_requeues_its_jobs(toy_backend
         core.submit([job(1, 3, 1), job(1, 6, 2)])
         assert events.wait(core)
     engine.stop(5.0)
-    assert core.status[:2] == [DONE, DONE]
+    assert core.status[:2] == [JobStatus.DONE, JobStatus.DONE]
     assert Counter(e[1] for e in events.seen if e[0] == "done") == {0: 1, 1: 1}
     assert steps_of(events, 1) == [1, 2, 3, *range(1, 7)]
-    assert not engine.runs and not engine.out_of_service
+    assert not engine.runs and not engine.link.out_of_service
     crash = [r for r in caplog.records if r.levelno == logging.ERROR and r.exc_info]
     assert crash and crash[0].exc_info[0] is ZeroDivisionError
     (fault,) = faults.current()

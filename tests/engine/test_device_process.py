@@ -11,16 +11,16 @@ from collections import Counter
 
 import numpy as np
 
-from engine.device_engine import Restarts
 from engine.device_process import DeviceProcess
+from engine.link import Restarts
 from models.card import load_card
 from scheduler.cluster import Cluster
-from scheduler.live import DONE, FAILED, LIVE_CONFIG, LiveCore
-from scheduler.policy import make_policy
-from scheduler.simulator import REJECTED
+from scheduler.live import LIVE_CONFIG, LiveCore
+from scheduler.policies import make_policy
 from sdaas.config import SHIPPED_TOYWORLD
 from sdaas.health import Faults
-from tests.engine.conftest import MODELS, Events, catalog, job
+from sdaas.job_status import JobStatus
+from tests.engine.conftest import MODELS, WORDS, Events, catalog, job, link_of
 
 
 def start(devices: int, policy: str = "sjf", faults: Faults | None = None):
@@ -29,26 +29,16 @@ def start(devices: int, policy: str = "sjf", faults: Faults | None = None):
     events = Events()
     stamped = []
 
-    def on_event(kind, sj, **data):
-        stamped.append((time.monotonic(), kind, sj.index, data.get("device")))
-        events(kind, sj, **data)
+    def on_event(event):
+        events(event)
+        stamped.append((time.monotonic(), WORDS[type(event)], event.job, event.device))
 
     fault = faults.report if faults else None
-    procs = [
-        DeviceProcess(
-            i,
-            core,
-            cards,
-            MODELS,
-            lambda sj: sj.payload,
-            on_event,
-            device="cpu",
-            threads=1,
-            on_fault=fault,
-        )  # fmt: skip
-        for i in range(devices)
-    ]
-    core.attach(procs)
+    links = [link_of(core, i, on_event, on_fault=fault) for i in range(devices)]
+    procs = [DeviceProcess(link, cards, MODELS, device="cpu", threads=1) for link in links]
+    for link, p in zip(links, procs, strict=True):
+        link.connect(p)
+    core.attach(links)
     for p in procs:
         p.start()
     return core, procs, events, stamped
@@ -60,7 +50,7 @@ def test_two_device_processes_run_at_once_and_answer_every_job():
         events.expect = 4
         core.submit([job(1, 30, s) for s in range(4)])
         assert events.wait(core, 120)
-        assert core.status[:4] == [DONE] * 4
+        assert core.status[:4] == [JobStatus.DONE] * 4
         spans = {}
         for t, kind, _, dev in stamped:
             if kind == "step":
@@ -107,7 +97,7 @@ def test_a_crash_in_the_pipe_reader_restarts_the_device_and_requeues_its_jobs(ca
         with caplog.at_level(logging.ERROR):
             core.submit([job(1, 4, 1), job(1, 12, 2)])
             assert events.wait(core, 120)
-        assert core.status[:2] == [DONE, DONE]
+        assert core.status[:2] == [JobStatus.DONE, JobStatus.DONE]
         assert Counter(e[1] for e in events.seen if e[0] == "done") == {0: 1, 1: 1}
         assert steps_of(events, 0) == [1, 2, 3, 4]
         assert steps_of(events, 1) == [1, 2, 3, 4, *range(1, 13)]  # again from step 0
@@ -120,7 +110,7 @@ def test_a_crash_in_the_pipe_reader_restarts_the_device_and_requeues_its_jobs(ca
         assert fault.reason.endswith("engine restarted, 1 jobs re-queued")
         events.expect = 3
         core.submit([job(0, 3, 3)])  # the device serves on
-        assert events.wait(core, 60) and core.status[2] == DONE
+        assert events.wait(core, 60) and core.status[2] == JobStatus.DONE
     finally:
         for p in procs:
             p.stop(5)
@@ -136,7 +126,7 @@ def test_a_dead_device_process_is_restarted_and_its_jobs_run_again():
             time.sleep(0.01)
         procs[0].proc.kill()
         assert events.wait(core, 120)
-        assert core.status[:2] == [DONE, DONE]
+        assert core.status[:2] == [JobStatus.DONE, JobStatus.DONE]
         assert Counter(e[1] for e in events.seen if e[0] == "done") == {0: 1, 1: 1}
         assert steps_of(events, 1)[-5:] == [1, 2, 3, 4, 5]  # the short one, run again
         (fault,) = faults.current()
@@ -151,7 +141,7 @@ def test_a_dead_device_process_is_restarted_and_its_jobs_run_again():
 def test_a_device_that_cannot_restart_fails_its_jobs_and_leaves_service():
     faults = Faults()
     core, procs, events, stamped = start(1, "sjf", faults)
-    procs[0].restarts = Restarts(limit=0)
+    procs[0].link.restarts = Restarts(limit=0)
     try:
         events.expect = 2
         core.submit([job(1, 30, 1), job(1, 30, 2)])
@@ -159,13 +149,13 @@ def test_a_device_that_cannot_restart_fails_its_jobs_and_leaves_service():
             time.sleep(0.01)
         procs[0].proc.kill()
         assert events.wait(core, 60)
-        assert core.status[:2] == [FAILED, FAILED]
+        assert core.status[:2] == [JobStatus.FAILED, JobStatus.FAILED]
         errors = [e[3]["error"] for e in events.seen if e[0] == "failed"]
         assert errors == ["device engine 0 crashed: device process died (exit code -9)"] * 2
         (fault,) = faults.current()
         assert "2 jobs failed, the device is out of service" in fault.reason
         core.submit([job(1, 5, 3)])  # no device left: refused at once, not queued
-        assert core.status[2] == REJECTED
+        assert core.status[2] == JobStatus.REJECTED
     finally:
         for p in procs:
             p.stop(5)

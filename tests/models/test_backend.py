@@ -7,8 +7,10 @@ import threading
 import numpy as np
 import pytest
 
-from models.backend import GenerationRequest, load_backend
+from models.backend import GenerationRequest
 from models.card import load_card
+from models.diffusers_backend import DiffusersBackend
+from models.loader import load_backend
 from models.tiny import TINY_SPECS
 from sdaas.errors import InvalidInputError
 
@@ -138,8 +140,6 @@ def test_unloadable_source_is_a_clear_error(tiny_dir):
 
 def test_style_reaches_the_model_through_the_card_template(backend):
     styled = backend.card.model_copy(update={"style_prompt": "{prompt}, {style} style"})
-    from models.diffusers_backend import DiffusersBackend
-
     b = DiffusersBackend(styled, backend._pipe, "cpu")
     with_style = _pixels(b.generate(_req(steps=2, style="flat")))[0]
     spelled_out = _pixels(b.generate(_req("a red cat, flat style", steps=2)))[0]

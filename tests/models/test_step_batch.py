@@ -7,8 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.backend import GenerationRequest, load_backend
+from models.backend import GenerationRequest
 from models.card import load_card
+from models.loader import load_backend
 from models.step_batch import supports
 from models.tiny import TINY_SPECS
 

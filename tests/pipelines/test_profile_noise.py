@@ -84,7 +84,7 @@ def test_a_sweep_on_a_busy_host_repeats_cells_or_flags_the_run(sweep_settings, c
 
 @pytest.mark.slow
 def test_noisy_profiles_are_not_promoted_without_accept_noisy(sweep_settings, clip_path, tmp_path):
-    from predictor.tracking import connect
+    from predictor.store import connect
     from predictor.train_cli import train_all
 
     out = sweep_settings.data_dir / "profiles" / "noisy"

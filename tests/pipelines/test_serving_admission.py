@@ -11,7 +11,7 @@ import pytest
 
 from adapters.result_store import ResultStore
 from models.accelerators import Accelerator
-from scheduler.policy import known_policies
+from scheduler.policies import known_policies
 from tests.pipelines.test_serving_hardening import _job, _records, _serve_records, _spec
 
 pytestmark = pytest.mark.slow

@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from cli.main import main
-from predictor.store import load_predictor
-from predictor.tracking import CHAMPION, CLIP_MODEL, LATENCY_MODEL, PredictorStoreError, connect
+from predictor.store import CHAMPION, PredictorStoreError, connect, load_predictor
+from predictor.tracking import CLIP_MODEL, LATENCY_MODEL
 from predictor.train_cli import train_all
 from tests.conftest import make_card
 

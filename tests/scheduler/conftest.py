@@ -64,3 +64,12 @@ def jobs(classes_and_times):
         np.ones(n),
         np.zeros(n),
     )
+
+
+def resident_copies(sim) -> list[dict[int, int]]:
+    """Per kind, the instances holding each model, counted afresh from `resident`."""
+    out: list[dict[int, int]] = [{} for _ in sim.instances_of]
+    for i, models in enumerate(sim.resident):
+        for m in models:
+            out[sim.inst_kind[i]][m] = out[sim.inst_kind[i]].get(m, 0) + 1
+    return out

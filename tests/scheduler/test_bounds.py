@@ -6,7 +6,7 @@ import pytest
 from scheduler.catalog import load_catalog
 from scheduler.cluster import Cluster
 from scheduler.comparison import estimate_capacity
-from scheduler.policy import known_policies, make_policy, policy_class
+from scheduler.policies import known_policies, make_policy, policy_class
 from scheduler.simulator import SimConfig, simulate
 from scheduler.workload import bursty_arrivals, make_workload, poisson_arrivals, slo_mix
 

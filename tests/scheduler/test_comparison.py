@@ -7,7 +7,7 @@ import pytest
 from scheduler.catalog import single_model_catalog
 from scheduler.cluster import Cluster
 from scheduler.comparison import ComparisonConfig, estimate_capacity, run_comparison
-from scheduler.policy import known_policies
+from scheduler.policies import known_policies
 from scheduler.workload import slo_mix
 from sdaas.errors import InvalidInputError
 from tests.conftest import run_cli

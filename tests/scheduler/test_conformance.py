@@ -12,7 +12,7 @@ import pytest
 from scheduler.cluster import Cluster
 from scheduler.live import CANCELLED, LIVE_CONFIG, LiveCore, LiveJob
 from scheduler.options import ClassOptions
-from scheduler.policy import known_policies, make_policy
+from scheduler.policies import known_policies, make_policy
 from scheduler.simulator import DONE, PENDING, Simulator
 from scheduler.workload import SloClass, Workload
 from tests.scheduler.conftest import toy_catalog

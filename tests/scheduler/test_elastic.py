@@ -6,9 +6,11 @@ import pytest
 from scheduler.catalog import single_model_catalog
 from scheduler.cluster import Cluster
 from scheduler.elastic import Autoscaler, ElasticSimulator
-from scheduler.policy import make_policy
-from scheduler.simulator import DONE, SimConfig, Simulator
+from scheduler.policies import make_policy
+from scheduler.simulator import SimConfig, Simulator
 from scheduler.workload import SloClass, Workload
+from sdaas.job_status import JobStatus
+from tests.scheduler.conftest import resident_copies
 
 CFG = SimConfig(clip_margin=0.0, clip_noise=0.0, cold_start=False)
 
@@ -31,7 +33,7 @@ def test_the_pool_grows_after_the_delay_shrinks_when_idle_and_bills_what_was_up(
                            CFG, scaler)  # fmt: skip
     w = steady(3.0, 1200.0, 3000.0)
     r = sim.run(w)
-    assert (r.status == DONE).all()
+    assert (r.status == JobStatus.DONE).all()
     ups = dict(sim.timeline)
     assert ups[30] > 1 and ups[60] >= 6 and max(ups.values()) <= 10  # asked for early
     assert 5 <= ups[1200] <= 7  # the steady state: 3 s of work a second at 50 %
@@ -43,6 +45,8 @@ def test_the_pool_grows_after_the_delay_shrinks_when_idle_and_bills_what_was_up(
     assert jct[(w.arrival > 600) & (w.arrival < 1200)].max() <= 2.0
     hours = np.nanmax(r.finish) / 3600
     assert 1.5 * hours < sim.gpu_hours < 0.5 * 10 * hours  # more than the floor, not all
+    # instances that went away took their models with them
+    assert [{m: n for m, n in c.items() if n} for c in sim.copies] == resident_copies(sim)
 
 
 def test_a_pool_that_never_scales_decides_as_the_fixed_cluster():
@@ -66,5 +70,5 @@ def test_bad_pool_sizes_are_clamped_to_one():
     sim = ElasticSimulator(single_model_catalog(1.0), Cluster.parse("2xX"), make_policy("fcfs"),
                            CFG, Autoscaler(start=0))  # fmt: skip
     r = sim.run(steady(1.0, 10.0, 1.0))  # over before the first tick: one instance
-    assert (r.status == DONE).all() and sim.n_inst == [1]
+    assert (r.status == JobStatus.DONE).all() and sim.n_inst == [1]
     assert sim.gpu_hours == pytest.approx(np.nanmax(r.finish) / 3600)

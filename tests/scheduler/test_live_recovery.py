@@ -8,17 +8,11 @@ from __future__ import annotations
 import pytest
 
 from scheduler.cluster import Cluster
-from scheduler.live import (
-    CANCELLED,
-    FAILED,
-    LIVE_CONFIG,
-    MAX_CRASHES,
-    LiveCore,
-    LiveJob,
-    SegmentJob,
-)
-from scheduler.policy import make_policy
-from scheduler.simulator import DONE, PENDING, REJECTED
+from scheduler.live import LIVE_CONFIG, MAX_CRASHES, LiveCore, LiveJob
+from scheduler.options import Option
+from scheduler.policies import make_policy
+from scheduler.seam import Command, Cut, StartSegment
+from sdaas.job_status import JobStatus
 from tests.scheduler.conftest import toy_catalog
 
 
@@ -29,11 +23,11 @@ class Device:
         self.segments: list[tuple[list[int], int]] = []
         self.cuts = 0
 
-    def start_segment(self, jobs: list[SegmentJob], steps: int) -> None:
-        self.segments.append(([sj.index for sj in jobs], steps))
-
-    def interrupt(self) -> None:
-        self.cuts += 1
+    def send(self, command: Command) -> None:
+        if isinstance(command, StartSegment):
+            self.segments.append(([sj.index for sj in command.jobs], command.steps))
+        elif isinstance(command, Cut):
+            self.cuts += 1
 
 
 class Clock:
@@ -54,7 +48,7 @@ def core_of(policy: str = "fcfs", devices: int = 1):
 
 
 def job(steps: int = 10, pred: float | None = None) -> LiveJob:
-    opt = [(0, steps, float(steps) if pred is None else pred)]
+    opt = [Option(0, steps, float(steps) if pred is None else pred)]
     return LiveJob("any", 1e12, 0.0, opt, opt, payload=f"req-{steps}")
 
 
@@ -71,7 +65,7 @@ def test_a_segment_of_jobs_predicted_at_zero_seconds_is_accounted(policy):
         jobs, steps = devs[0].segments[-1]
         clock.t += 1.0
         core.segment_end(0, steps)
-    assert core.status[:2] == [DONE, DONE]
+    assert core.status[:2] == [JobStatus.DONE, JobStatus.DONE]
     assert sum(core.took_s) > 0 and all(n > 0 for n in core.steps_run)
     assert list(core.measured_speed()) == [1.0, 1.0]  # nothing predicted: nothing to scale
 
@@ -88,13 +82,13 @@ def test_a_restarted_device_runs_its_segment_again_from_step_0():
     rec = core.requeue_device(0, crashed=[0])
     assert rec.requeued == [0] and rec.failed == []
     assert devs[0].segments[-1] == ([0], 10)  # all of its steps again
-    assert core.crashes[0] == 1 and core.status[:2] == [PENDING, PENDING]
+    assert core.crashes[0] == 1 and core.status[:2] == [JobStatus.PENDING, JobStatus.PENDING]
     clock.t = 13.0
     core.segment_end(0, 10)
-    assert core.status[0] == DONE and devs[0].segments[-1] == ([1], 4)
+    assert core.status[0] == JobStatus.DONE and devs[0].segments[-1] == ([1], 4)
     clock.t = 17.0
     core.segment_end(0, 4)
-    assert core.status == [DONE, DONE] and not core.in_flight()
+    assert core.status == [JobStatus.DONE, JobStatus.DONE] and not core.in_flight()
     assert core.idle[0] == [0]  # idle once, not twice
 
 
@@ -111,7 +105,7 @@ def test_a_queued_job_with_state_on_the_crashed_device_restarts_too():
     assert rec.requeued == [0, 1] and devs[0].segments[-1] == ([1], 6)
     clock.t = 9.0
     core.segment_end(0, 6)
-    assert core.status[1] == DONE and devs[0].segments[-1] == ([0], 10)
+    assert core.status[1] == JobStatus.DONE and devs[0].segments[-1] == ([0], 10)
     assert core.crashes == [0, 1]
 
 
@@ -122,8 +116,8 @@ def test_a_job_whose_end_went_out_is_not_run_again():
     core.submit([job(5), job(10)])
     assert devs[0].segments == [([0, 1], 5)]
     clock.t = 5.0
-    rec = core.requeue_device(0, crashed=[0, 1], ended={0: DONE})
-    assert core.status[0] == DONE and rec.requeued == [1]
+    rec = core.requeue_device(0, crashed=[0, 1], ended={0: JobStatus.DONE})
+    assert core.status[0] == JobStatus.DONE and rec.requeued == [1]
     assert devs[0].segments[-1] == ([1], 10)
 
 
@@ -132,8 +126,8 @@ def test_a_job_in_too_many_crashes_fails_instead_of_looping():
     core.submit([job(10), job(4)])
     for _ in range(MAX_CRASHES):
         rec = core.requeue_device(0, crashed=[0])
-    assert [sj.index for sj in rec.failed] == [0] and rec.failed[0].payload == "req-10"
-    assert core.status[:2] == [FAILED, PENDING]
+    assert [sj.index for sj in rec.failed] == [0]
+    assert core.status[:2] == [JobStatus.FAILED, JobStatus.PENDING]
     assert devs[0].segments[-1] == ([1], 4)  # the device goes on with the next job
 
 
@@ -142,7 +136,11 @@ def test_a_cancelled_running_job_settles_when_its_device_crashes():
     core.submit([job(10)])
     assert core.cancel(0) and devs[0].cuts == 1
     rec = core.requeue_device(0, crashed=[0])
-    assert core.status[0] == CANCELLED and settled == [(0, CANCELLED)] and not rec.requeued
+    assert (
+        core.status[0] == JobStatus.CANCELLED
+        and settled == [(0, JobStatus.CANCELLED)]
+        and not rec.requeued
+    )
 
 
 def test_a_device_that_cannot_come_back_leaves_service():
@@ -151,10 +149,10 @@ def test_a_device_that_cannot_come_back_leaves_service():
     on_0 = [j for j in range(3) if core.dev_of[j] == 0]
     failed = core.fail_device(0)
     assert sorted(sj.index for sj in failed) == on_0
-    assert all(core.status[j] == FAILED for j in on_0)
+    assert all(core.status[j] == JobStatus.FAILED for j in on_0)
     assert 0 in core.out_of_service and 0 not in core.idle[0]
     core.submit([job(3)])  # queued on the device still in service
-    assert core.dev_of[3] == 1 and core.status[3] == PENDING
+    assert core.dev_of[3] == 1 and core.status[3] == JobStatus.PENDING
     core.fail_device(1)
     core.submit([job(3)])  # no device left: refused at once, not queued for ever
-    assert core.status[4] == REJECTED and settled[-1] == (4, REJECTED)
+    assert core.status[4] == JobStatus.REJECTED and settled[-1] == (4, JobStatus.REJECTED)

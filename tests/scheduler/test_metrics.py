@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from scheduler.metrics import LOST_PENALTY_SLOS, summarize
-from scheduler.simulator import DONE, DROPPED, REJECTED, SimResult
+from scheduler.simulator import SimResult
+from sdaas.job_status import JobStatus
 
 
 def result(status, arrival, finish, slo, clip, min_clip) -> SimResult:
@@ -24,7 +25,13 @@ def test_lost_jobs_count_against_goodput_and_jct():
     # job 0 meets both SLOs, 1 misses its deadline, 2 misses its CLIP, 3 is rejected at
     # arrival, 4 is dropped after waiting 3 s
     r = result(
-        status=[DONE, DONE, DONE, REJECTED, DROPPED],
+        status=[
+            JobStatus.DONE,
+            JobStatus.DONE,
+            JobStatus.DONE,
+            JobStatus.REJECTED,
+            JobStatus.DROPPED,
+        ],
         arrival=[0, 0, 1, 2, 2],
         finish=[1, 3, 2, 2, 5],
         slo=[2, 2, 2, 2, 2],

@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 
 from scheduler.cluster import Cluster
-from scheduler.policy import PolicyKey, known_policies, make_policy, policy_class
-from scheduler.simulator import DONE, DROPPED, REJECTED, SimConfig, simulate
+from scheduler.policies import known_policies, make_policy, policy_class
+from scheduler.policy import PolicyKey
+from scheduler.simulator import SimConfig, simulate
 from scheduler.workload import SloClass
 from sdaas.errors import InvalidInputError
+from sdaas.job_status import JobStatus
 from tests.scheduler.conftest import jobs, toy_catalog
 
 EXACT = SimConfig(clip_margin=0.0, clip_noise=0.0)
@@ -95,7 +97,7 @@ def test_clockwork_rejects_the_impossible_and_drops_the_late():
         ]
     )
     r = run("clockwork", w)
-    assert list(r.status) == [DONE, REJECTED, DROPPED, DONE]
+    assert list(r.status) == [JobStatus.DONE, JobStatus.REJECTED, JobStatus.DROPPED, JobStatus.DONE]
     assert r.finish[3] == pytest.approx(6.0)
 
 
@@ -121,7 +123,7 @@ def test_cold_start_is_charged_once_per_load():
 def test_slack_sjf_rejects_only_what_cannot_make_it_even_when_idle():
     w = jobs([(steps(5, slo=4), 0.0), (steps(2, slo=4), 0.0)])
     r = run(make_policy("slack-sjf", downshift=False), w)
-    assert list(r.status) == [REJECTED, DONE]
+    assert list(r.status) == [JobStatus.REJECTED, JobStatus.DONE]
 
 
 def test_slack_sjf_rescues_an_urgent_job_that_plain_sjf_starves():
@@ -132,7 +134,7 @@ def test_slack_sjf_rescues_an_urgent_job_that_plain_sjf_starves():
     r = run("sjf", w)
     assert r.finish[1] == pytest.approx(7.0)
     r = run(make_policy("slack-sjf", batching=False), w)
-    assert r.finish[1] == pytest.approx(6.0) and r.status[1] == DONE
+    assert r.finish[1] == pytest.approx(6.0) and r.status[1] == JobStatus.DONE
     assert sorted(r.finish) == pytest.approx([1.0, 2.0, 6.0, 7.0])
 
 

@@ -8,10 +8,11 @@ import pytest
 
 from scheduler.cluster import Cluster
 from scheduler.comparison import ComparisonConfig, run_comparison
-from scheduler.policy import make_policy
+from scheduler.policies import make_policy
 from scheduler.production import production_requests
 from scheduler.production_workload import production_catalog, production_jobs, sd15_clip
-from scheduler.simulator import DONE, SimConfig, Simulator
+from scheduler.simulator import SimConfig, Simulator
+from sdaas.job_status import JobStatus
 
 CLUSTER = Cluster.parse("2xA100+2xT4")
 
@@ -48,7 +49,9 @@ def test_slos_and_min_clips_come_from_the_steps_asked(built):
 def test_full_models_are_served_at_20_to_40_steps(built):
     cat, bases, _, w = built
     r = Simulator(cat, CLUSTER, make_policy("fcfs"), SimConfig(cold_start=False)).run(w)
-    sd15 = (r.status == DONE) & np.isin(r.model, [i for i, b in enumerate(bases) if b == "sd-1.5"])
+    sd15 = (r.status == JobStatus.DONE) & np.isin(
+        r.model, [i for i, b in enumerate(bases) if b == "sd-1.5"]
+    )
     share = ((r.steps[sd15] >= 20) & (r.steps[sd15] <= 40)).mean()
     assert share >= 0.9
 

@@ -6,10 +6,14 @@ import pytest
 
 from scheduler.cluster import Cluster
 from scheduler.comparison import estimate_capacity
-from scheduler.policy import known_policies, make_policy, policy_class
-from scheduler.simulator import DONE, DROPPED, REJECTED, SimConfig, simulate
+from scheduler.job_table import JOB_ARRAYS
+from scheduler.policies import known_policies, make_policy, policy_class
+from scheduler.segments import Arithmetic
+from scheduler.simulator import SimConfig, Simulator, simulate
 from scheduler.workload import bursty_arrivals, make_workload, slo_mix
 from sdaas.errors import InvalidInputError
+from sdaas.job_status import JobStatus
+from tests.scheduler.conftest import resident_copies
 
 CLUSTER = Cluster.parse("4xA100+4xT4")
 
@@ -24,12 +28,15 @@ def overloaded(catalog, mixed):
 @pytest.mark.parametrize("policy", known_policies())
 def test_every_job_ends_in_exactly_one_terminal_state(catalog, overloaded, policy):
     r = simulate(catalog, CLUSTER, make_policy(policy), overloaded)
-    counts = {s: int((r.status == s).sum()) for s in (DONE, REJECTED, DROPPED)}
+    counts = {
+        s: int((r.status == s).sum())
+        for s in (JobStatus.DONE, JobStatus.REJECTED, JobStatus.DROPPED)
+    }
     assert sum(counts.values()) == overloaded.n
     if policy_class(policy).completes_all:
-        assert counts[DONE] == overloaded.n
+        assert counts[JobStatus.DONE] == overloaded.n
     assert (r.finish >= r.arrival - 1e-12).all()
-    done = r.status == DONE
+    done = r.status == JobStatus.DONE
     assert (r.start[done] >= r.arrival[done] - 1e-12).all()
     # a job runs at most at batch-1 speed, so it takes at least its true work
     assert (r.finish[done] - r.start[done] >= r.true_work_s[done] * (1 - 1e-9)).all()
@@ -59,7 +66,7 @@ def test_work_is_conserved(catalog, overloaded, policy):
     """Without model loads, busy time = the true work served (one job at a time, any
     preemption), or less when batches share steps."""
     r = simulate(catalog, CLUSTER, make_policy(policy), overloaded, SimConfig(cold_start=False))
-    served = r.true_work_s[r.status == DONE].sum()
+    served = r.true_work_s[r.status == JobStatus.DONE].sum()
     if policy_class(policy).batching:
         assert r.busy_s.sum() <= served * (1 + 1e-9)
     else:
@@ -88,7 +95,7 @@ def test_queue_per_device_joins_the_least_loaded_device_and_stays_there():
     import numpy as np
 
     from scheduler.cluster import Cluster
-    from scheduler.policy import make_policy
+    from scheduler.policies import make_policy
     from scheduler.simulator import SimConfig, Simulator
     from scheduler.workload import SloClass, Workload
     from tests.scheduler.conftest import toy_catalog
@@ -103,3 +110,43 @@ def test_queue_per_device_joins_the_least_loaded_device_and_stays_there():
         finish[per_device] = list(sim.run(w).finish)
     assert finish[True] == pytest.approx([10.0, 5.0, 11.0])  # C queued behind A on device 0
     assert finish[False] == pytest.approx([10.0, 5.0, 6.0])  # the shared queue gives C to 1
+
+
+class Recording(Arithmetic):
+    """The simulator's own runner, counting what it is asked."""
+
+    def __init__(self, core):
+        super().__init__(core)
+        self.runs = self.cuts = 0
+
+    def run(self, i, batch, work_start, work, factor):
+        self.runs += 1
+        return super().run(i, batch, work_start, work, factor)
+
+    def cut(self, i, t):
+        self.cuts += 1
+        super().cut(i, t)
+
+
+def test_every_segment_and_every_cut_goes_through_the_runner(catalog, overloaded):
+    sim = Simulator(catalog, CLUSTER, make_policy("srpt-oracle"), SimConfig(log=True))
+    sim.runner = runner = Recording(sim)
+    r = sim.run(overloaded)
+    default = simulate(catalog, CLUSTER, make_policy("srpt-oracle"), overloaded)
+    assert np.array_equal(r.finish, default.finish, equal_nan=True)
+    assert runner.runs == sum(1 for e in sim.log if e[0] == "run") and runner.cuts > 0
+
+
+def test_every_per_job_array_grows_with_the_jobs(catalog, overloaded):
+    sim = Simulator(catalog, CLUSTER, make_policy("sjf"))
+    sim.begin(overloaded)
+    sim.add_jobs([1e9], [0], [1.0])  # as the live core adds them
+    assert {len(getattr(sim, name)) for name in JOB_ARRAYS} == {overloaded.n + 1}
+
+
+@pytest.mark.parametrize("policy", ["sjf", "slack-sjf"])
+def test_the_copies_placement_counts_are_the_resident_models(catalog, overloaded, policy):
+    sim = Simulator(catalog, CLUSTER, make_policy(policy))
+    sim.run(overloaded)
+    held = [{m: n for m, n in copies.items() if n} for copies in sim.copies]
+    assert held == resident_copies(sim) and any(held)

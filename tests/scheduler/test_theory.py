@@ -7,7 +7,7 @@ import pytest
 
 from scheduler.catalog import single_model_catalog
 from scheduler.cluster import Cluster
-from scheduler.policy import make_policy
+from scheduler.policies import make_policy
 from scheduler.simulator import simulate
 from scheduler.workload import slo_mix
 from tests.scheduler.conftest import workload

@@ -2,26 +2,35 @@
 takes n * (seconds per step) * factor(b), as the simulator computes it (times the first
 job's `speed`, its real run over its prediction: 1 unless a test says), and an interrupt
 ends it at its next step boundary. Lets a test run `LiveCore` (the served system's
-core) as the simulator runs, event by event, with no threads and no sleeping."""
+core) as the simulator runs, event by event, with no threads and no sleeping. They take
+the core's commands as a device engine does (`scheduler/seam.py`)."""
 
 from __future__ import annotations
 
 import heapq
 import math
 
-from scheduler.live import LiveCore, LiveJob, SegmentJob
+from scheduler.live import LiveCore, LiveJob
+from scheduler.seam import Command, Cut, SegmentJob, StartSegment
 
 
 class VirtualDevice:
     def __init__(self, harness: VirtualCluster, i: int):
         self.h, self.i = harness, i
         self.version = 0
-        self.jobs: list[SegmentJob] = []
+        self.jobs: tuple[SegmentJob, ...] = ()
         self.start = self.step_s = 0.0
         self.steps = 0
         self.ran: list[tuple[tuple[int, ...], int]] = []  # (jobs, steps) per segment
 
-    def start_segment(self, jobs: list[SegmentJob], steps: int) -> None:
+    def send(self, command: Command) -> None:
+        """A `StartSegment` or a `Cut`; a `Forget` is nothing here (no step states)."""
+        if isinstance(command, StartSegment):
+            self.start_segment(command.jobs, command.steps)
+        elif isinstance(command, Cut):
+            self.interrupt()
+
+    def start_segment(self, jobs: tuple[SegmentJob, ...], steps: int) -> None:
         self.version += 1
         self.jobs, self.steps, self.start = jobs, steps, self.h.now
         core = self.h.core
@@ -79,6 +88,6 @@ class VirtualCluster:
             if version != dev.version:
                 continue
             self.now = t
-            dev.jobs = []
+            dev.jobs = ()
             self.core.segment_end(dev.i, steps)
         return self.core

@@ -16,9 +16,10 @@ import math
 import numpy as np
 import pytest
 
-from models.backend import GenerationRequest, load_backend
+from models.backend import GenerationRequest
 from models.card import load_card
 from models.clip_score import ClipScorer
+from models.loader import load_backend
 from models.toyworld.world import make_dataset
 from sdaas.config import SHIPPED_TOYWORLD
 

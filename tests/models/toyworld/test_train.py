@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from models.backend import GenerationRequest, load_backend
+from models.backend import GenerationRequest
 from models.card import load_card
+from models.loader import load_backend
 from models.toyworld.cards import write_cards
 from models.toyworld.train import ToyConfig, UNetSpec, train_toyworld
 from models.toyworld.world import STYLES

@@ -1,0 +1,49 @@
+"""`sdaas submit`: put one job on the jobs topic, as a client would; prints its job id."""
+
+from __future__ import annotations
+
+from cli.arguments import kafka_args, resolution
+from cli.common import bootstrap
+from sdaas.config import Settings
+
+
+def add_parser(subparsers):
+    sb = subparsers.add_parser("submit", help="submit one job; prints its job id")
+    kafka_args(sb)
+    sb.add_argument("--prompt", required=True)
+    sb.add_argument("--style", required=True)
+    sb.add_argument("--latency-slo", type=float, required=True, help="seconds")
+    sb.add_argument("--min-clip", type=float, required=True, help="0..100")
+    sb.add_argument("--tenant", default="default")
+    sb.add_argument("--job-id", help="idempotency key (default: random)")
+    sb.add_argument("--seed", type=int, default=0)
+    sb.add_argument("--resolution", type=resolution, help="WxH")
+    return sb
+
+
+def run(args, settings: Settings) -> int:
+    from adapters.job_client import JobClient
+    from adapters.kafka_io import Topics
+    from sdaas.job_request import JobRequest, parse_job
+
+    # refuse a bad job before looking for a broker
+    parse_job(
+        JobRequest(
+            args.job_id or "check", args.tenant, args.prompt, args.style, args.latency_slo,
+            args.min_clip, args.seed, args.resolution, 0.0,
+        ).to_json()
+    )  # fmt: skip
+    client = JobClient(bootstrap(args, settings), Topics(args.topic_prefix))
+    job = client.submit(
+        tenant=args.tenant,
+        prompt=args.prompt,
+        style=args.style,
+        latency_slo_s=args.latency_slo,
+        min_clip=args.min_clip,
+        job_id=args.job_id,
+        seed=args.seed,
+        resolution=args.resolution,
+    )
+    client.flush()
+    print(job.job_id)
+    return 0

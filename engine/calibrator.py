@@ -1,0 +1,130 @@
+"""What serving measures on its own devices before it decides on a profile: probe runs of
+the (model, accelerator) pairs it has no evidence for, and what a batch costs against
+one job. Both are stored in the result store per latency-predictor version and device
+kind, and reused at the next start: a restart does not measure again what it knows.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from adapters.result_store import ResultStore
+from engine.link import DeviceLink
+from engine.spec import ServingSpec
+from predictor.latency_correction import Corrections, Observation
+from scheduler.catalog import Catalog
+from scheduler.seam import ImageRequest
+
+log = logging.getLogger(__name__)
+PROBES = 2  # runs that prove a (model, accelerator) profile before jobs are decided on it
+PROBE_PROMPT = "a calibration probe"  # the system's own prompt, never a tenant's
+BATCH_PROBE_STEPS = 8  # step count batch costs are measured at (capped by the profile's)
+
+
+def observed_corrections_in(store: ResultStore, predictor_version: str) -> Corrections:
+    """The latency corrections the runs stored in `store` give for that predictor."""
+    return Corrections.from_observations(store.observations(predictor_version))
+
+
+class Calibrator:
+    """Probes and batch costs for one runtime: `runs_on` are its (model, kind) index
+    pairs, `links[kind]` the device that measures for a kind (its first instance)."""
+
+    def __init__(self, spec: ServingSpec, store: ResultStore, catalog: Catalog,
+                 runs_on: list[tuple[int, int]], model_keys: list[str], kinds: list[str],
+                 links: dict[str, DeviceLink]):  # fmt: skip
+        self.spec, self.store, self.catalog = spec, store, catalog
+        self.runs_on, self.model_keys, self.kinds, self.links = runs_on, model_keys, kinds, links
+        self.version = spec.planner.predictor_version
+        self.failed: set[tuple[str, str]] = set()  # (model, kind) whose probe raised
+
+    def run(self) -> None:
+        self.probe_unproven()
+        self.batch_costs()
+
+    def probe_unproven(self) -> None:
+        """A (model, accelerator) whose profile serving has no evidence for yet is
+        measured before any job is decided on it: `PROBES` runs of a fixed prompt at the
+        fewest and most steps it was profiled at. Without this, a profile that is too
+        slow gets every job rejected, and rejected jobs never produce the observations
+        that would correct it. Each key is probed once for the life of the store."""
+        corr = observed_corrections_in(self.store, self.version)
+        planner = self.spec.planner
+        for m, k in self.runs_on:
+            key, kind = self.model_keys[m], self.kinds[k]
+            have = corr.by_key.get((key, kind, 1))
+            missing = PROBES - (have.n if have else 0)
+            if missing <= 0:
+                continue
+            steps = planner.probe_steps(planner.options[m])[:missing]
+            try:
+                observed = self.probe(key, kind, steps)
+            except Exception as exc:  # noqa: BLE001 - a failing model fails its jobs, not serving
+                self.failed.add((key, kind))
+                log.warning("probing %s on %s failed (%s): its profile stays unproven",
+                            key, kind, type(exc).__name__)  # fmt: skip
+                continue
+            self.store.observe(observed, "probe", self.version)
+            log.info("probed %s on %s: %s", key, kind,
+                     ", ".join(f"{o.observed_s:.3f} s (predicted {o.predicted_s:.3f} s)"
+                               for o in observed))  # fmt: skip
+
+    def probe(self, key: str, kind: str, steps: tuple[int, ...]) -> list[Observation]:
+        """Timed runs on the first device of `kind`, through its engine: where and as
+        jobs run (a thread, or a device process)."""
+        link, req = self._where(key, kind)
+        link.probe(key, req, steps[0])  # untimed: the first call pays warm-up
+        planner = self.spec.planner
+        size = (req.width, req.height)
+        return [Observation((key, kind, 1), planner.predicted_s(key, kind, n, size),
+                            link.probe(key, req, n), n) for n in steps]  # fmt: skip
+
+    def _where(self, key: str, kind: str) -> tuple[DeviceLink, ImageRequest]:
+        """(the device that measures `kind`, the probe's request for model `key`)."""
+        card = self.spec.cards[key]
+        w, h = card.resolution_pairs[0]
+        req = ImageRequest(card.styled_prompt(PROBE_PROMPT, card.styles[0]), 0, w, h,
+                           card.guidance_scale)  # fmt: skip
+        return self.links[kind], req
+
+    def batch_costs(self) -> None:
+        """What a batch of b costs against one job, on a device of each kind (b probe
+        jobs stepped together vs one, at the batch sizes the model was profiled at),
+        instead of read off the latency predictor, whose batches are whole-pipeline
+        calls of the sweep: the step engine's batches cost more than those (the
+        sim-to-real bench measured 2.3-2.9x the busy time the predictor's factors
+        gave), and the core's batching and the simulator's replay rest on it. Measured
+        once per predictor version and kind; a later start reads them back."""
+        planner = self.spec.planner
+        stored = self.store.batch_costs(self.version)
+        for m, k in self.runs_on:
+            key, kind = self.model_keys[m], self.kinds[k]
+            sizes = [b for b in planner.profiled_batches.get(key, []) if b > 1]
+            if not sizes or (key, kind) in self.failed:
+                continue
+            cost = stored.get((key, kind), {})
+            if not all(b in cost for b in sizes):
+                cost = self._measure(key, kind, m, sizes)
+                if cost is None:
+                    continue
+            f = self.catalog.batch_factor[(m, k)]
+            f[1 : max(sizes) + 1] = np.interp(np.arange(1, max(sizes) + 1), [1, *sizes],
+                                              [1.0, *(cost[b] for b in sizes)])  # fmt: skip
+
+    def _measure(self, key: str, kind: str, m: int, sizes: list[int]) -> dict[int, float] | None:
+        planner = self.spec.planner
+        steps = min(BATCH_PROBE_STEPS, planner.probe_steps(planner.options[m])[1])
+        link, req = self._where(key, kind)
+        try:
+            one = min(link.probe(key, req, steps) for _ in range(2))
+            cost = {b: min(link.probe(key, req, steps, b) for _ in range(2)) / one for b in sizes}
+        except Exception as exc:  # noqa: BLE001 - the predictor's factors stay
+            log.warning("measuring batches of %s on %s failed (%s)", key, kind,
+                        type(exc).__name__)  # fmt: skip
+            return None
+        self.store.put_batch_costs(self.version, key, kind, steps, cost)
+        said = ", ".join(f"{b}: {c:.2f}x" for b, c in cost.items())
+        log.info("batch cost of %s on %s at %d steps: %s", key, kind, steps, said)
+        return cost

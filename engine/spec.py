@@ -1,0 +1,45 @@
+"""What one serving runtime serves: the planner, the model cards, the devices, the store,
+the policy and the knobs. Picklable (the planner holds only its curves), so a Beam
+worker can build the same runtime from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from models.accelerators import Accelerator
+from models.card import ModelCard
+from predictor.planner import Planner
+
+
+@dataclass(frozen=True)
+class ServingSpec:
+    """Everything the transform needs; picklable (the planner holds only its curves)."""
+
+    planner: Planner
+    cards: dict[str, ModelCard]  # model_key -> card
+    devices: tuple[Accelerator, ...]  # device instances; identical ones share a profile name
+    store_path: str
+    clip_path: str | None = None
+    policy: str = "slack-sjf"  # the serving default: ours
+    window_s: float = 2.0
+    max_backlog_s: float = 30.0  # admission, every policy: most queued predicted s per device
+    source_topic: str = "sdaas.jobs"
+    correct_latency: bool = True  # probe unproven profiles, scale by observed run time
+    threads: int | None = None  # torch CPU threads per device engine (None: torch's own)
+    # each device engine in a process of its own (engine/device_process.py); None: when
+    # there are several devices (threads of one process share the GIL)
+    device_processes: bool | None = None
+    # models resident at once per device (LRU, load time measured and charged by the
+    # core, as the simulator does); None: every model, preloaded
+    max_resident: int | None = None
+    # the transform waits for its window's outcomes and outputs them; the local driver
+    # turns this off so windows do not wait for each other
+    await_results: bool = True
+
+    @property
+    def accelerators(self) -> list[str]:
+        """The profile names of the devices (each once): what the planner costs."""
+        return list(dict.fromkeys(d.name for d in self.devices))
+
+    def device(self, instance: str) -> Accelerator:
+        return next(d for d in self.devices if d.id == instance)
