@@ -1,2 +1,4 @@
-"""The device engine: one long-lived loop per device instance that runs the scheduling
-core's segments a denoising step at a time, batching jobs of one model in one UNet call."""
+"""The serving runtime (no Beam in it): the scheduling core's device engines, one per
+device instance, running its segments a denoising step at a time and speaking only the
+seam's commands and events (`scheduler/seam.py`); the links, calibration, outcome sinks
+and the in-flight ledger around them. `pipelines/serving.py` is handed a runtime."""

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from dataclasses import replace
 
@@ -56,26 +57,49 @@ STALE_PROFILES = beam.metrics.Metrics.gauge("sdaas_serving", "stale_latency_prof
 _STALE_SAID: set = set()  # stale keys already logged by this process
 
 
+class _Slot:
+    """What Beam's `Shared` keeps per process: the runtime and how many hold it."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.runtime: ServingRuntime | None = None
+        self.users = 0
+
+
 class SharedRuntime:
     """How the serving transform gets its runtime: Beam's `Shared`, as RunInference
-    shares its model: one runtime per process, made by whoever acquires it first. The
-    local driver makes it first, keeps it and closes it; a pipeline run on its own
-    makes it in its first `ServeWindow`, which closes it at teardown. Picklable."""
+    shares its model: one runtime per process, made by the first that acquires it and
+    closed (drained first) when the last one releases it. The local driver acquires it
+    first and releases it last, so its windows share one; a pipeline run on its own
+    (a streaming runner's worker) makes its own. Picklable: a worker gets a copy."""
 
     def __init__(self, spec: ServingSpec, clock=time.time):
         self.spec, self.clock = spec, clock
         self._shared = shared.Shared()
+        self._slot: _Slot | None = None  # held while acquired (Shared keeps weak refs)
 
-    def acquire(self, made: list | None = None) -> ServingRuntime:
-        """The runtime; `made` gets it appended when this call made it."""
+    def acquire(self) -> ServingRuntime:
+        slot = self._slot = self._shared.acquire(_Slot)
+        with slot.lock:
+            if slot.runtime is None:
+                slot.runtime = ServingRuntime(self.spec, self.clock)
+            slot.users += 1
+            return slot.runtime
 
-        def make() -> ServingRuntime:
-            runtime = ServingRuntime(self.spec, self.clock)
-            if made is not None:
-                made.append(runtime)
-            return runtime
+    def release(self) -> None:
+        slot, self._slot = self._slot, None
+        if slot is None:
+            return
+        with slot.lock:
+            slot.users -= 1
+            if slot.users > 0 or slot.runtime is None:
+                return
+            runtime, slot.runtime = slot.runtime, None
+        runtime.drain(timeout=600)
+        runtime.close()
 
-        return self._shared.acquire(make)
+    def __getstate__(self):
+        return {"spec": self.spec, "clock": self.clock, "_shared": self._shared, "_slot": None}
 
 
 def source_of(topic: str, r: RawRecord) -> str:
@@ -157,17 +181,14 @@ class ServeWindow(beam.DoFn):
 
     def setup(self):
         self.store = ResultStore(self.spec.store_path)
-        made: list = []
-        self.runtime = self.handle.acquire(made)
-        self.owns = bool(made)  # made here: this DoFn closes it
+        self.runtime = self.handle.acquire()
         self.kinds = self.spec.accelerators
         self.model_keys = self.runtime.model_keys
 
     def teardown(self):
-        runtime, self.runtime = getattr(self, "runtime", None), None
-        if runtime is not None and self.owns:
-            runtime.drain(timeout=600)
-            runtime.close()
+        if getattr(self, "runtime", None) is not None:
+            self.runtime = None
+            self.handle.release()
 
     def _observed(self) -> Corrections:
         return observed_corrections_in(self.store, self.spec.planner.predictor_version)

@@ -210,7 +210,7 @@ class ServingDriver:
         self.publisher.flush()  # what a crashed run stored but never published
         # models loaded, profiles probed, a device engine per device instance started
         self.shared = SharedRuntime(self.spec)
-        self.runtime = self.shared.acquire()  # this driver owns it: it closes it
+        self.runtime = self.shared.acquire()  # held until `close`: the windows share it
         self.faults = self.publisher.faults = self.runtime.faults
         self._front_door(self.bootstrap)  # progress out, cancel requests in
 
@@ -481,8 +481,7 @@ class ServingDriver:
         self.cancels.stop()
         self.runtime.events = None
         self.events.flush()
-        self.runtime.drain(timeout=600)
-        self.runtime.close()
+        self.shared.release()  # the last holder: it drains and closes the runtime
         self.reader.close()
 
 

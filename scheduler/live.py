@@ -140,8 +140,7 @@ class _Devices:
         return math.inf
 
     def cut(self, i: int, t: float) -> None:
-        if self.core.seg_jobs[i] and self.core.config.preempt:
-            self.core.devices[i].send(Cut(i))
+        self.core.devices[i].send(Cut(i))
 
 
 class LiveCore(Simulator):

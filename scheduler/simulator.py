@@ -40,12 +40,6 @@ from scheduler.workload import Workload
 from sdaas.errors import InvalidInputError
 from sdaas.job_status import JobStatus
 
-# only for importers not yet on JobStatus (tests/engine/test_device_process.py,
-# tests/scheduler/test_live_recovery.py, tests/scheduler/test_conformance.py): remove
-# with them
-PENDING, DONE, REJECTED, DROPPED = (JobStatus.PENDING, JobStatus.DONE, JobStatus.REJECTED,
-                                    JobStatus.DROPPED)  # fmt: skip
-
 
 @dataclass
 class SimResult:

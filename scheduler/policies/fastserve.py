@@ -49,12 +49,9 @@ class FastServe(Policy):
     def bind(self, sim) -> None:
         super().bind(sim)
         self.level: list[int] = []
-        self.fresh: list[bool] = []
 
     def jobs_added(self, n: int) -> None:
-        grow = n - len(self.level)
-        self.level += [0] * grow
-        self.fresh += [True] * grow
+        self.level += [0] * (n - len(self.level))
 
     def make_queue(self, kind: int) -> MlfqQueue:
         return MlfqQueue(self.level)

@@ -75,12 +75,14 @@ class SrptOracle(Policy):
         j = queue.pop()
         if j is None:
             return []
+        batch, waiting = [j], len(queue)
+        if not waiting:
+            return batch
         sim = self.sim
         m = sim.model[j]
         k = sim.inst_kind[inst]
-        need = 1 + math.ceil(len(queue) / sim.n_inst[k])
+        need = 1 + math.ceil(waiting / sim.n_inst[k])
         limit = min(sim.catalog.batch_limit(m, sim.ck[k]), need)
-        batch = [j]
         while len(batch) < limit and (x := queue.pop_model(m)) is not None:
             batch.append(x)
         return batch

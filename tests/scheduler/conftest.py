@@ -66,10 +66,10 @@ def jobs(classes_and_times):
     )
 
 
-def resident_copies(sim) -> list[dict[int, int]]:
-    """Per kind, the instances holding each model, counted afresh from `resident`."""
-    out: list[dict[int, int]] = [{} for _ in sim.instances_of]
+def assert_copies_are_the_resident_models(sim) -> None:
+    """The per-kind model copies placement reads are `resident`, counted afresh."""
+    fresh: list[dict[int, int]] = [{} for _ in sim.instances_of]
     for i, models in enumerate(sim.resident):
         for m in models:
-            out[sim.inst_kind[i]][m] = out[sim.inst_kind[i]].get(m, 0) + 1
-    return out
+            fresh[sim.inst_kind[i]][m] = fresh[sim.inst_kind[i]].get(m, 0) + 1
+    assert [{m: n for m, n in c.items() if n} for c in sim.copies] == fresh

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from scheduler.cluster import Cluster
-from scheduler.live import CANCELLED, LIVE_CONFIG, LiveCore, LiveJob
+from scheduler.live import CANCELLED, DONE, LIVE_CONFIG, PENDING, LiveCore, LiveJob
 from scheduler.options import ClassOptions
 from scheduler.policies import known_policies, make_policy
-from scheduler.simulator import DONE, PENDING, Simulator
+from scheduler.simulator import Simulator
 from scheduler.workload import SloClass, Workload
 from tests.scheduler.conftest import toy_catalog
 from tests.scheduler.virtual_devices import VirtualCluster

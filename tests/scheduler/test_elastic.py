@@ -10,7 +10,7 @@ from scheduler.policies import make_policy
 from scheduler.simulator import SimConfig, Simulator
 from scheduler.workload import SloClass, Workload
 from sdaas.job_status import JobStatus
-from tests.scheduler.conftest import resident_copies
+from tests.scheduler.conftest import assert_copies_are_the_resident_models
 
 CFG = SimConfig(clip_margin=0.0, clip_noise=0.0, cold_start=False)
 
@@ -46,7 +46,7 @@ def test_the_pool_grows_after_the_delay_shrinks_when_idle_and_bills_what_was_up(
     hours = np.nanmax(r.finish) / 3600
     assert 1.5 * hours < sim.gpu_hours < 0.5 * 10 * hours  # more than the floor, not all
     # instances that went away took their models with them
-    assert [{m: n for m, n in c.items() if n} for c in sim.copies] == resident_copies(sim)
+    assert_copies_are_the_resident_models(sim)
 
 
 def test_a_pool_that_never_scales_decides_as_the_fixed_cluster():
