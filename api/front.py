@@ -32,6 +32,7 @@ from api.keys import TenantKeys
 from api.limits import TokenBuckets
 from api.loop_watch import LoopWatch
 from api.metrics import ApiMetrics
+from sdaas.config import TENANTS_DB
 from sdaas.job_status import OUTCOMES
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class ApiConfig:
 
     @property
     def keys_path(self) -> Path:
-        return Path(self.data_dir) / "api" / "tenants.db"
+        return Path(self.data_dir) / TENANTS_DB
 
     @property
     def book_path(self) -> Path:

@@ -204,7 +204,7 @@ def main() -> None:
         from models.registry import Registry
 
         style = Registry(settings.registry_path, model_roots=settings.model_roots).styles()[0]
-        tenants = TenantKeys(settings.data_dir / "api" / "tenants.db")
+        tenants = TenantKeys(settings.tenants_path)
         keys = {phase: [tenants.create(f"{phase}{i}") for i in range(TENANTS)]
                 for phase in ("ramp", "burst")}  # fmt: skip
         ops_key = tenants.create("ops", operator=True)

@@ -178,7 +178,7 @@ def run_sweep(
         )
     if out_dir is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        out_dir = settings.data_dir / "profiles" / f"{stamp}-{runner.lower()}"
+        out_dir = settings.profiles_dir / f"{stamp}-{runner.lower()}"
     out_dir = Path(out_dir)
     _check_writable(out_dir)
     stale = list(out_dir.glob("*.parquet")) + list(out_dir.glob("failures.jsonl"))

@@ -40,7 +40,7 @@ def load_training_data(
         raise InvalidInputError(f"--data: {choice!r}: use one of {', '.join(DATA_CHOICES)}")
     frames = []
     if choice in ("measured", "both"):
-        where = Path(profiles_dir) if profiles_dir else settings.data_dir / "profiles"
+        where = Path(profiles_dir) if profiles_dir else settings.profiles_dir
         try:
             frames.append(newest_measurements(where))
         except FileNotFoundError:

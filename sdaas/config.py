@@ -15,6 +15,7 @@ from pathlib import Path
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 # Toy-world models trained here and committed (`sdaas models train-toyworld` rebuilds them).
 SHIPPED_TOYWORLD = _PACKAGE_ROOT / "data" / "models" / "toyworld"
+TENANTS_DB = Path("api") / "tenants.db"  # under the data folder: `sdaas tenants` and the API
 
 
 def _default_home() -> Path:
@@ -88,4 +89,4 @@ class Settings:
     @property
     def tenants_path(self) -> Path:
         """The sqlite file of tenants and their API keys (salted hashes only)."""
-        return self.data_dir / "api" / "tenants.db"
+        return self.data_dir / TENANTS_DB
