@@ -169,7 +169,6 @@ class LiveCore(Simulator):
         self.cancelled: set[int] = set()
         self.ran_on: list[int] = []  # per job: the device holding its step state, or -1
         self.crashes: list[int] = []  # per job: crashes of segments it was running in
-        self.out_of_service: set[int] = set()  # devices that crashed and could not restart
         empty = Workload("serving", np.zeros(0), np.zeros(0, int), (), np.ones(0), np.zeros(0))
         self.begin(empty, ClassOptions([], []))
         self.seg_steps = [0] * len(self.inst_kind)
@@ -179,10 +178,6 @@ class LiveCore(Simulator):
         if len(devices) != len(self.inst_kind):
             raise ValueError(f"{len(devices)} devices for {len(self.inst_kind)} instances")
         self.devices = list(devices)
-
-    def _check_servable(self, w) -> None:
-        """A job no accelerator can serve (its min CLIP out of reach) is not an error
-        here: every policy's placement finds no option for it, and it is rejected."""
 
     # -------------------------------------------------------------------- the entry points
     def submit(self, jobs: list[LiveJob]) -> list[int]:
@@ -364,16 +359,6 @@ class LiveCore(Simulator):
             idle.remove(i)
 
     # ----------------------------------------------------------- the simulator's hooks
-    def _to_device(self, j: int, k: int, bound: float) -> int | None:
-        """The simulator's rule over the devices of kind k still in service."""
-        live = [i for i in self.instances_of[k] if i not in self.out_of_service]
-        i = min(live, key=self.dev_backlog.__getitem__, default=None)
-        if i is None or self.dev_backlog[i] > bound:
-            self.overloaded.append(j)
-            return None
-        self.dev_of[j] = i
-        return k
-
     def drop(self, j: int, t: float) -> None:
         self.refusals[j] = self._refusal(j, t, dropped=True)
         super().drop(j, t)

@@ -93,7 +93,8 @@ class Simulator(Core):
         self.n_inst = [n for _, n in cluster.counts]
         self.log: list[tuple] | None = None
         self.dev_queues: list | None = None  # per instance, with queue_per_device
-        self.overloaded: list[int] = []
+        self.overloaded: set[int] = set()  # jobs refused over the admission bound
+        self.out_of_service: set[int] = set()  # instances no job may be queued on
         self.runner = runner if runner is not None else Arithmetic(self)
 
     # ---------------------------------------------------------------- placement helpers
@@ -201,6 +202,7 @@ class Simulator(Core):
             cat, w.classes, self.ck, margin, cfg.relaxed_margin
         )
         self.log = [] if cfg.log else None
+        self.overloaded = set()  # a second run starts with none
         self._check_servable(w)
         self.workload = w
         self.latency_slo_s = [c.latency_slo_s for c in w.classes]  # per SLO class
@@ -254,7 +256,7 @@ class Simulator(Core):
         if cfg.queue_per_device and k is not None:
             k = self._to_device(j, k, cfg.max_backlog_s)
         elif k is not None and self.backlog[k] > cfg.max_backlog_s * self.n_inst[k]:
-            self.overloaded.append(j)
+            self.overloaded.add(j)
             k = None
         if k is None:
             self.status[j] = JobStatus.REJECTED
@@ -312,11 +314,14 @@ class Simulator(Core):
         return idle.pop(best)
 
     def _to_device(self, j: int, k: int, bound: float) -> int | None:
-        """queue_per_device: the instance of kind k with the least queued work takes j;
-        None (overloaded) when even that one has more than `bound` seconds queued."""
-        i = min(self.instances_of[k], key=self.dev_backlog.__getitem__)
-        if self.dev_backlog[i] > bound:
-            self.overloaded.append(j)
+        """queue_per_device: the instance of kind k with the least queued work takes j
+        (of those in service: serving takes a device that cannot restart out); None
+        (overloaded) when even that one has more than `bound` seconds queued."""
+        ids, out = self.instances_of[k], self.out_of_service
+        live = ids if not out else [i for i in ids if i not in out]
+        i = min(live, key=self.dev_backlog.__getitem__, default=None)
+        if i is None or self.dev_backlog[i] > bound:
+            self.overloaded.add(j)
             return None
         self.dev_of[j] = i
         return k
