@@ -94,7 +94,6 @@ class Front:
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self.watch.start(loop)
         t = self.cfg.topics
         kafka_io.ensure_topics(self.cfg.bootstrap, self._topics)
         # no lingering: each 202 waits on its own acknowledgement (5 ms saved per submit);
@@ -111,6 +110,9 @@ class Front:
         self.feed = TopicTail(self.cfg.bootstrap, t.events, self._on_events)
         self.feed.start()
         self._pruner = loop.create_task(self._prune_every(60.0))
+        # last: the set-up above blocks the loop (topics, the broker's first answer)
+        # before it serves anything, which is no stall worth a warning with a stack
+        self.watch.start(loop)
 
     async def _prune_every(self, every_s: float) -> None:
         """The book's events table would grow by a row per step of every job, forever."""
