@@ -32,6 +32,9 @@ async def _lifespan(app: FastAPI):
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
+    # last: the start-up above blocks the loop (topics, the broker's first answer, the
+    # collection) before it serves anything, which is no stall worth a warning
+    front.watch.start(asyncio.get_running_loop())
     try:
         yield
     finally:

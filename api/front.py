@@ -110,9 +110,6 @@ class Front:
         self.feed = TopicTail(self.cfg.bootstrap, t.events, self._on_events)
         self.feed.start()
         self._pruner = loop.create_task(self._prune_every(60.0))
-        # last: the set-up above blocks the loop (topics, the broker's first answer)
-        # before it serves anything, which is no stall worth a warning with a stack
-        self.watch.start(loop)
 
     async def _prune_every(self, every_s: float) -> None:
         """The book's events table would grow by a row per step of every job, forever."""
