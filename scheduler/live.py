@@ -111,6 +111,13 @@ class Recovery:
     failed: list[SegmentJob]
 
 
+# what the live core keeps per job beyond the simulator's table (`scheduler/job_table.py`),
+# and what a new job holds: the steps it has left (-1: not started, set at its first
+# start), the device seconds its segments took (a batch's time shared by the jobs'
+# predicted shares) and the steps they ran (`measured_speed`), the device holding its
+# step state (-1: none) and the crashes of segments it was running in
+_LIVE_NEW = {"steps_left": -1, "took_s": 0.0, "steps_run": 0, "ran_on": -1, "crashes": 0}
+
 Settled = Callable[[int, int, float], None]  # (job, status, t): rejected/dropped/cancelled
 
 
@@ -159,16 +166,10 @@ class LiveCore(Simulator):
         self.on_settled = on_settled or (lambda j, status, t: None)
         self.devices: list[Device] = []
         self.refusals: dict[int, Refusal] = {}  # job -> why it was refused
-        self.payload: list[Any] = []
-        self.steps_left: list[int] = []
-        # per job: device seconds its segments took (a batch's time shared by the jobs'
-        # predicted shares) and the steps they ran, for `measured_speed`
-        self.took_s: list[float] = []
-        self.steps_run: list[int] = []
-        self.seg_steps: list[int] = []
+        self.payload: list[Any] = []  # per job: the caller's, until its outcome
+        for name in _LIVE_NEW:  # per job, grown by `submit`
+            setattr(self, name, [])
         self.cancelled: set[int] = set()
-        self.ran_on: list[int] = []  # per job: the device holding its step state, or -1
-        self.crashes: list[int] = []  # per job: crashes of segments it was running in
         empty = Workload("serving", np.zeros(0), np.zeros(0, int), (), np.ones(0), np.zeros(0))
         self.begin(empty, ClassOptions([], []))
         self.seg_steps = [0] * len(self.inst_kind)
@@ -192,12 +193,9 @@ class LiveCore(Simulator):
                 self.options.planned.append(job.planned)
                 self.options.relaxed.append(job.relaxed)
                 self.payload.append(job.payload)
-                self.steps_left.append(-1)
-                self.took_s.append(0.0)
-                self.steps_run.append(0)
-                self.ran_on.append(-1)
-                self.crashes.append(0)
             n = len(jobs)
+            for name, new in _LIVE_NEW.items():
+                getattr(self, name).extend([new] * n)
             self.add_jobs([t] * n, cls, [1.0] * n)
             tie = self.config.gather_ties
             for x in range(n):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -23,7 +24,9 @@ from sdaas.job_status import JobStatus
 from tests.engine.conftest import MODELS, WORDS, Events, catalog, job, link_of
 
 
-def start(devices: int, policy: str = "sjf", faults: Faults | None = None):
+@contextmanager
+def running(devices: int, policy: str = "sjf", faults: Faults | None = None):
+    """A live core over `devices` device processes for the block; they stop at its end."""
     cards = {m: load_card(SHIPPED_TOYWORLD / "cards" / f"{m}.yaml") for m in MODELS}
     core = LiveCore(catalog(), Cluster.parse(f"{devices}xcpu"), make_policy(policy), LIVE_CONFIG)
     events = Events()
@@ -39,14 +42,17 @@ def start(devices: int, policy: str = "sjf", faults: Faults | None = None):
     for link, p in zip(links, procs, strict=True):
         link.connect(p)
     core.attach(links)
-    for p in procs:
-        p.start()
-    return core, procs, events, stamped
+    try:
+        for p in procs:
+            p.start()
+        yield core, procs, events, stamped
+    finally:
+        for p in procs:
+            p.stop(5)
 
 
 def test_two_device_processes_run_at_once_and_answer_every_job():
-    core, procs, events, stamped = start(2)
-    try:
+    with running(2) as (core, procs, events, stamped):
         events.expect = 4
         core.submit([job(1, 30, s) for s in range(4)])
         assert events.wait(core, 120)
@@ -60,9 +66,6 @@ def test_two_device_processes_run_at_once_and_answer_every_job():
         assert a0 < b1 and b0 < a1  # both devices stepped during the same interval
         assert len(events.images) == 4
         assert all(np.asarray(im).shape == (32, 32, 3) for im in events.images.values())
-    finally:
-        for p in procs:
-            p.stop(5)
 
 
 def fail_once(core, exc: Exception):
@@ -89,10 +92,9 @@ def test_a_crash_in_the_pipe_reader_restarts_the_device_and_requeues_its_jobs(ca
     the reader crashes settling it: logged with its traceback, a fault reported, a
     fresh worker runs job 1 again from step 0, and each job is done exactly once."""
     faults = Faults()
-    core, procs, events, _ = start(1, "orca", faults)
-    fail_once(core, ZeroDivisionError("float division by zero"))
-    old = procs[0].proc
-    try:
+    with running(1, "orca", faults) as (core, procs, events, _):
+        fail_once(core, ZeroDivisionError("float division by zero"))
+        old = procs[0].proc
         events.expect = 2
         with caplog.at_level(logging.ERROR):
             core.submit([job(1, 4, 1), job(1, 12, 2)])
@@ -111,15 +113,11 @@ def test_a_crash_in_the_pipe_reader_restarts_the_device_and_requeues_its_jobs(ca
         events.expect = 3
         core.submit([job(0, 3, 3)])  # the device serves on
         assert events.wait(core, 60) and core.status[2] == JobStatus.DONE
-    finally:
-        for p in procs:
-            p.stop(5)
 
 
 def test_a_dead_device_process_is_restarted_and_its_jobs_run_again():
     faults = Faults()
-    core, procs, events, stamped = start(1, "sjf", faults)
-    try:
+    with running(1, "sjf", faults) as (core, procs, events, stamped):
         events.expect = 2
         core.submit([job(1, 30, 1), job(1, 5, 2)])
         while sum(1 for e in stamped if e[1] == "step") < 3:
@@ -133,16 +131,12 @@ def test_a_dead_device_process_is_restarted_and_its_jobs_run_again():
         assert (
             fault.reason == "device process died (exit code -9); engine restarted, 1 jobs re-queued"
         )
-    finally:
-        for p in procs:
-            p.stop(5)
 
 
 def test_a_device_that_cannot_restart_fails_its_jobs_and_leaves_service():
     faults = Faults()
-    core, procs, events, stamped = start(1, "sjf", faults)
-    procs[0].link.restarts = Restarts(limit=0)
-    try:
+    with running(1, "sjf", faults) as (core, procs, events, stamped):
+        procs[0].link.restarts = Restarts(limit=0)
         events.expect = 2
         core.submit([job(1, 30, 1), job(1, 30, 2)])
         while not any(e[1] == "step" for e in stamped):
@@ -156,6 +150,3 @@ def test_a_device_that_cannot_restart_fails_its_jobs_and_leaves_service():
         assert "2 jobs failed, the device is out of service" in fault.reason
         core.submit([job(1, 5, 3)])  # no device left: refused at once, not queued
         assert core.status[2] == JobStatus.REJECTED
-    finally:
-        for p in procs:
-            p.stop(5)
