@@ -159,6 +159,32 @@ class DeviceLink:
             self.out_of_service = not self._recover(what, running, ended, why_not)
         return not self.out_of_service
 
+    def lost(self, what: str) -> None:
+        """The device is gone while others serve on (a remote engine whose actor or node
+        died): it leaves service at once and its jobs finish on other devices of its
+        kind, from step 0 (`LiveCore.leave`); a probe waiting on it fails."""
+        self._answer_probe(Probed(self.index, error=f"device engine {self.name} is gone: {what}"))
+        with self.core.lock:
+            running, ended = list(self.segment), dict(self.ended)
+            self.segment, self.ended, self.out_of_service = [], {}, True
+            try:
+                rec = self.core.leave(self.index, ended, crashed=running)
+            except Exception as exc:  # noqa: BLE001 - the core itself is broken: stop serving
+                log.exception("device engine %s: the core could not take its jobs", self.name)
+                self.on_fault(f"engine {self.name}", f"{what}; its jobs are lost ({brief(exc)})",
+                              fatal=True)  # fmt: skip
+                return
+        self._fail(rec.failed, f"device engine {self.name} is gone: {what}")
+        lost = f", {len(rec.failed)} failed" if rec.failed else ""
+        self.on_fault(f"engine {self.name}", f"{what}; out of service, {len(rec.requeued)} "
+                                             f"jobs re-queued on other engines{lost}")  # fmt: skip
+
+    def rejoined(self) -> None:
+        """The device serves again (a fresh remote engine is ready): jobs may go to it."""
+        self.out_of_service = False
+        self.core.join(self.index)
+        log.warning("device engine %s serves again", self.name)
+
     def _recover(self, what: str, running: list[int], ended: dict[int, JobStatus],
                  why_not: str) -> bool:  # fmt: skip
         part, error = f"engine {self.name}", f"device engine {self.name} crashed: {what}"

@@ -65,11 +65,20 @@ class ServingRuntime:
         self.faults = Faults()
         self.store = ResultStore(spec.store_path)
         self.models = ServingModels(spec.cards, spec.clip_path)
-        self.models.preload(spec.devices, keep=spec.max_resident is None)
+        if spec.emulate is not None:  # engines time steps from the profile: nothing to load
+            self.models.load_s.update(spec.emulate.load_s())
+        else:  # remote engines load their own: these only time the loads (and score)
+            self.models.preload(spec.devices, keep=spec.max_resident is None and not spec.ray)
         self.kinds = spec.accelerators
-        # instances in the core's order: kind by kind, devices in spec order
-        self.instances = [d for k in self.kinds for d in spec.devices if d.name == k]
-        cluster = Cluster(tuple((k, sum(d.name == k for d in spec.devices)) for k in self.kinds))
+        # instances in the core's order: kind by kind, devices in spec order (on a Ray
+        # cluster: the engines its nodes offer, kind by kind, node by node)
+        self.slots = self._ray_slots() if spec.ray else None
+        if self.slots is None:
+            self.instances = [d for k in self.kinds for d in spec.devices if d.name == k]
+        else:
+            self.instances = [replace(spec.devices[[d.name for d in spec.devices].index(s.kind)],
+                                      instance=s.name) for s in self.slots]  # fmt: skip
+        cluster = Cluster(tuple((k, sum(d.name == k for d in self.instances)) for k in self.kinds))
         options = spec.planner.options
         self.model_keys = [model_key(o.name, o.version) for o in options]
         runs_on = sorted((m, k) for m, o in enumerate(options)
@@ -100,8 +109,13 @@ class ServingRuntime:
         self.engines = [self._engine(link, d, processes)
                         for link, d in zip(self.links, self.instances, strict=True)]  # fmt: skip
         self.core.attach(self.links)
-        for e in self.engines:
-            e.start()
+        if self.slots is not None:
+            from engine.ray_device import start_all
+
+            start_all(self.engines)  # in parallel: each loads its models on its node
+        else:
+            for e in self.engines:
+                e.start()
         first = {}
         for link, d in zip(self.links, self.instances, strict=True):
             first.setdefault(d.name, link)
@@ -110,9 +124,30 @@ class ServingRuntime:
         if spec.correct_latency:  # on the devices, before any job is decided
             self.calibrator.run()
 
+    def _ray_slots(self):
+        """The engines the Ray cluster offers for the spec's kinds (`--ray`)."""
+        from engine.ray_fleet import connect, engine_slots, offered
+
+        connect(self.spec.ray, offered([d.name for d in self.spec.devices]))
+        slots = engine_slots(self.kinds)
+        if not slots:
+            raise RuntimeError(
+                f"the Ray cluster at {self.spec.ray} offers no engine for {', '.join(self.kinds)}: "
+                "start its nodes with --resources '{\"sdaas:<kind>\": <engines>}'"
+            )
+        return slots
+
     def _engine(self, link: DeviceLink, d: Accelerator, process: bool):
         spec = self.spec
-        if process:
+        if self.slots is not None:
+            from engine.ray_device import CardLoader, RayDevice
+
+            loader = spec.emulate or CardLoader({k: spec.cards[k] for k in self.model_keys},
+                                                ray_device(d.device))  # fmt: skip
+            device = RayDevice(link, self.slots[link.index], loader, self.model_keys,
+                               threads=spec.threads, max_resident=spec.max_resident,
+                               gpus=0.0 if d.device == "cpu" or spec.emulate else 1.0)  # fmt: skip
+        elif process:
             device = DeviceProcess(link, spec.cards, self.model_keys, device=d.device,
                                    threads=spec.threads,
                                    max_resident=spec.max_resident)  # fmt: skip
@@ -125,6 +160,25 @@ class ServingRuntime:
             )  # fmt: skip
         link.connect(device)
         return device
+
+    def fleet(self) -> list[dict]:
+        """The operator's view of the engines: where each runs, what it holds and runs,
+        and how fast the core's commands reach it."""
+        rows = []
+        with self.core.lock:
+            for i, (d, e) in enumerate(zip(self.instances, self.engines, strict=True)):
+                queue = self.core.dev_queues[i] if self.core.dev_queues is not None else None
+                rows.append({
+                    "engine": d.id, "kind": d.name,
+                    "node": getattr(getattr(e, "slot", None), "node_ip", "local"),
+                    "state": getattr(e, "state", "serving"),
+                    "in_service": i not in self.core.out_of_service,
+                    "resident": list(getattr(e, "resident", None) or []),
+                    "running": len(self.core.seg_jobs[i] or ()),
+                    "queued": len(queue) if queue is not None else None,
+                    "dispatch_p99_ms": _p99_ms(getattr(e, "dispatch_s", ())),
+                })  # fmt: skip
+        return rows
 
     # -- the front's side ---------------------------------------------------------------
     def in_flight(self, keys) -> set[tuple[str, str]]:
@@ -223,6 +277,10 @@ class ServingRuntime:
         for e in self.engines:
             e.stop(timeout=5.0)
         self.sink.close()
+        if self.slots is not None:
+            import ray
+
+            ray.shutdown()  # a local instance ends; from a cluster, this process leaves
 
     # -- the devices' side ----------------------------------------------------------------
     def _answered(self, j: int, key: tuple[str, str], stored: bool) -> None:
@@ -264,3 +322,14 @@ class ServingRuntime:
                 self.sink.failed(event, a)
         except Exception:  # noqa: BLE001 - a sink bug must not stop a device
             log.exception("serving: handling %s of job %d failed", event.kind, event.job)
+
+
+def ray_device(device: str) -> str:
+    """The torch device an engine uses on its node: Ray gives a GPU engine its GPU as
+    the only one it sees."""
+    return "cpu" if device == "cpu" else "cuda:0"
+
+
+def _p99_ms(values) -> float | None:
+    xs = sorted(values)
+    return round(xs[min(len(xs) - 1, int(0.99 * len(xs)))] * 1e3, 2) if xs else None

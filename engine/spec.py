@@ -32,6 +32,12 @@ class ServingSpec:
     # models resident at once per device (LRU, load time measured and charged by the
     # core, as the simulator does); None: every model, preloaded
     max_resident: int | None = None
+    # serve on a Ray cluster: "auto" (one started here, on loopback) or its address; one
+    # engine actor per engine its nodes offer (`engine/ray_fleet.py`); None: this host
+    ray: str | None = None
+    # engines time each step from the profile instead of running the model (a loader,
+    # `models.emulated.EmulatedLoader`): the scale benches' GPUs we do not have
+    emulate: object | None = None
     # the transform waits for its window's outcomes and outputs them; the local driver
     # turns this off so windows do not wait for each other
     await_results: bool = True

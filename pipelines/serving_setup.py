@@ -72,12 +72,15 @@ def build_spec(
     threads: int | None = None,
     device_processes: bool | None = None,
     max_resident: int | None = None,
+    ray: str | None = None,
 ) -> ServingSpec:
     """devices: device names (`models.accelerators.resolve_devices`; default every CUDA
     device, else the CPU). threads: torch CPU threads per device engine (default: the
     host's cores split over its CPU devices when there are several, else torch's own).
     device_processes: one process per device engine (None: when there are several).
-    max_resident: models resident at once per device (None: all, preloaded)."""
+    max_resident: models resident at once per device (None: all, preloaded).
+    ray: serve on a Ray cluster ("auto": one started here; else its address): the
+    devices' kinds are what it serves, its nodes' engines where (`engine/ray_fleet.py`)."""
     import os
 
     from models.accelerators import resolve_devices
@@ -120,4 +123,5 @@ def build_spec(
         threads=threads,
         device_processes=device_processes,
         max_resident=max_resident,
+        ray=ray,
     )

@@ -317,6 +317,76 @@ class LiveCore(Simulator):
             self.seg_jobs[i] = None
             return [self._fail(j, t) for j in sorted(mine) if not self._settle_ended(j, ended, t)]
 
+    # ------------------------------------------------- devices that leave and join (a fleet)
+    def leave(self, i: int, ended: dict[int, int] | None = None, crashed=()) -> Recovery:
+        """Device i leaves service for good while others serve on (its node left the
+        cluster, its engine cannot come back, or an idle engine scales in): no job is
+        placed on it again, and every job it held (its segment, the step states it kept,
+        its own queue) goes back to its kind's queue from step 0 and finishes on another
+        device. A job whose terminal event already went out (`ended`) settles so; when no
+        device of its kind is left in service, a job fails (the caller reports it), as
+        does one of `crashed` (the segment it ran when it died) at its MAX_CRASHES-th."""
+        with self.lock:
+            t, ended = self.clock(), ended or {}
+            k = self.inst_kind[i]
+            seg = list(self.seg_jobs[i] or ())
+            self._release(i, t)
+            self.seg_jobs[i] = None
+            if i not in self.out_of_service:
+                self.out_of_service.add(i)
+                self.n_inst[k] -= 1
+            self.unload(i)
+            held = [j for j, d in enumerate(self.ran_on) if d == i and self.status[j] == PENDING]
+            queued = []
+            if self.dev_queues is not None:
+                queued = [j for j, s in enumerate(self.status) if s == PENDING and self.dev_of[j] == i]
+                self.dev_queues[i] = self.policy.make_queue(k)
+            back, failed = [], []
+            for j in dict.fromkeys([*seg, *ended, *held, *queued]):
+                if self._settle_ended(j, ended, t):
+                    continue
+                if j in crashed:
+                    self.crashes[j] += 1
+                    if self.crashes[j] >= MAX_CRASHES:
+                        failed.append(self._fail(j, t))
+                        continue
+                self.steps_left[j], self.remaining[j], self.ran_on[j] = -1, self.work[j], -1
+                back.append(j)
+            live = [x for x in self.instances_of[k] if x not in self.out_of_service]
+            if not live:
+                return Recovery([], failed + [self._fail(j, t) for j in back])
+            if self.dev_queues is not None:  # each to the device with the least queued
+                for j in back:
+                    self.dev_backlog[i] -= self.pred[j]
+                    x = min(live, key=self.dev_backlog.__getitem__)
+                    self.dev_of[j] = x
+                    self.dev_queues[x].push(j)
+                    self.dev_backlog[x] += self.pred[j]
+            else:  # the segment's jobs were out of the queue; held ones are in it
+                for j in back:
+                    if j in seg or j in ended:
+                        self.queues[k].push(j)
+            self._dispatch_idle(t)
+            return Recovery(back, failed)
+
+    def join(self, i: int) -> None:
+        """Device i (out of service: not started yet, or left) serves from now: empty,
+        idle, and given work at once."""
+        with self.lock:
+            if i not in self.out_of_service:
+                return
+            t, k = self.clock(), self.inst_kind[i]
+            self.out_of_service.discard(i)
+            self.n_inst[k] += 1
+            self.unload(i)
+            self.seg_jobs[i] = None
+            self.idle[k].append(i)
+            self._dispatch_idle(t)
+
+    def in_service(self) -> list[int]:
+        """The devices jobs may be placed on."""
+        return [i for i in range(len(self.inst_kind)) if i not in self.out_of_service]
+
     def _requeue(self, i: int, carry: list[int]) -> None:
         """Device i's queue, built again from its waiting jobs: the crash may have come
         in the middle of the policy's `next_batch`, with the queue half-popped (per-device

@@ -110,7 +110,7 @@ class Simulator(Core):
         backlog, n_inst = self.backlog, self.n_inst
         loads = loads and self.config.cold_start
         for k, o in enumerate(opts):
-            if o is not None:
+            if o is not None and n_inst[k]:  # a kind with no instance in service: none
                 t = backlog[k] / n_inst[k] + o.pred_s
                 if loads and not self.holds(k, o.model):
                     t += self.catalog.load_s[o.model]
@@ -255,7 +255,8 @@ class Simulator(Core):
         k = self.policy.place(j, t)
         if cfg.queue_per_device and k is not None:
             k = self._to_device(j, k, cfg.max_backlog_s)
-        elif k is not None and self.backlog[k] > cfg.max_backlog_s * self.n_inst[k]:
+        elif k is not None and (self.backlog[k] > cfg.max_backlog_s * self.n_inst[k]
+                                or not self.n_inst[k]):  # fmt: skip
             self.overloaded.add(j)
             k = None
         if k is None:

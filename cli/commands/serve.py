@@ -50,6 +50,12 @@ def add_parser(subparsers):
                     "(LRU; a device switching to a model that is not loaded pays its measured "
                     "load time, and the scheduler counts it; default: every model, "
                     "preloaded)")  # fmt: skip
+    sv.add_argument("--ray", metavar="auto|ADDRESS", help="serve on a Ray cluster: one "
+                    "device engine per engine its nodes offer (a node offers N engines of a "
+                    "kind with `ray start --resources '{\"sdaas:KIND\": N}'`), under this "
+                    "process's one scheduling core; a dead node's jobs finish on the other "
+                    "engines. auto: start a one-node Ray instance here, on loopback, with the "
+                    "--devices (default: no Ray, engines on this host)")  # fmt: skip
     sv.add_argument("--max-windows", type=int, help="stop after N windows")
     sv.add_argument("--idle-exit", type=float, help="stop after S seconds without jobs (or "
                     "with the broker unreachable)")  # fmt: skip
@@ -105,6 +111,7 @@ def run(args, settings: Settings) -> int:
         threads=args.threads_per_device,
         device_processes=not args.in_process,
         max_resident=args.max_resident,
+        ray=args.ray,
     )
     broker = None
     state = settings.broker_state_path
