@@ -41,7 +41,7 @@ from engine.device_engine import DeviceEngine
 from engine.link import DeviceLink
 from engine.ray_fleet import EngineSlot, alive, resource_name
 from models.card import ModelCard
-from scheduler.seam import Command, Ready, StartSegment, Stop, decode, encode
+from scheduler.seam import Command, Ready, Stop, decode, encode
 from sdaas.errors import brief
 
 log = logging.getLogger(__name__)
@@ -269,8 +269,8 @@ class RayDevice:
         except Exception as exc:  # noqa: BLE001 - it stays out of service, loudly
             log.exception("engine %s: a fresh actor did not start", self.slot.name)
             self.state = "left"
-            self.link.on_fault(f"engine {self.link.name}", f"a fresh actor did not start "
-                                                           f"({brief(exc)}); out of service")  # fmt: skip
+            why = f"a fresh actor did not start ({brief(exc)}); out of service"
+            self.link.on_fault(f"engine {self.link.name}", why)
             return
         self.state = "serving"
         self.link.rejoined()

@@ -66,7 +66,7 @@ class ServingRuntime:
         self.store = ResultStore(spec.store_path)
         self.models = ServingModels(spec.cards, spec.clip_path)
         if spec.emulate is not None:  # engines time steps from the profile: nothing to load
-            self.models.load_s.update(spec.emulate.load_s())
+            self.models.load_s.update({k: t.load_s for k, t in spec.emulate.timings.items()})
         else:  # remote engines load their own: these only time the loads (and score)
             self.models.preload(spec.devices, keep=spec.max_resident is None and not spec.ray)
         self.kinds = spec.accelerators

@@ -261,9 +261,7 @@ def run_fleet(
 
 
 # ------------------------------------------------------------------ hosts needed
-def smallest(
-    meets: Callable[[int], bool], start: int = 1, max_units: int = 1024
-) -> int | None:
+def smallest(meets: Callable[[int], bool], start: int = 1, max_units: int = 1024) -> int | None:
     """The fewest units in [1, max_units] at which `meets` holds, assumed monotone: from
     `start`, halve while it holds or double until it does, then bisect.
     `capacity_planning.gpus_needed` searches the same way from 1; starting near the

@@ -339,7 +339,8 @@ class LiveCore(Simulator):
             held = [j for j, d in enumerate(self.ran_on) if d == i and self.status[j] == PENDING]
             queued = []
             if self.dev_queues is not None:
-                queued = [j for j, s in enumerate(self.status) if s == PENDING and self.dev_of[j] == i]
+                queued = [j for j, s in enumerate(self.status)
+                          if s == PENDING and self.dev_of[j] == i]  # fmt: skip
                 self.dev_queues[i] = self.policy.make_queue(k)
             back, failed = [], []
             for j in dict.fromkeys([*seg, *ended, *held, *queued]):
