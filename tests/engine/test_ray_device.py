@@ -16,7 +16,7 @@ from scheduler.policies import make_policy
 from sdaas.config import SHIPPED_TOYWORLD
 from sdaas.job_status import JobStatus
 from tests.engine.conftest import MODELS, Events, catalog, job, link_of
-from tests.ray_fleet import local_fleet, off_loopback, ray_processes
+from engine.ray_local import local_fleet, off_loopback, ray_processes
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,5 @@
-"""A Ray cluster of several nodes on this machine, for tests and benches: each node a
+"""A Ray cluster of several nodes on this machine, for tests and benches (a fleet you
+can kill a node of without a second host): each node a
 raylet of its own (`ray.cluster_utils.Cluster`, how Ray tests itself), all on loopback
 (`engine.ray_fleet.loopback_only`); every Ray process it started is gone when it ends."""
 
