@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 
 from engine.ray_fleet import LOOPBACK, engine_slots
+from engine.ray_local import local_fleet, off_loopback, ray_processes
 from models.card import load_card
 from scheduler.cluster import Cluster
 from scheduler.live import LIVE_CONFIG, LiveCore
@@ -16,7 +17,6 @@ from scheduler.policies import make_policy
 from sdaas.config import SHIPPED_TOYWORLD
 from sdaas.job_status import JobStatus
 from tests.engine.conftest import MODELS, Events, catalog, job, link_of
-from engine.ray_local import local_fleet, off_loopback, ray_processes
 
 pytestmark = pytest.mark.slow
 
