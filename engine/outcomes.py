@@ -20,6 +20,7 @@ from engine.spec import ServingSpec
 from predictor.latency_correction import Observation, factor_at
 from scheduler.live import LiveCore, Refusal
 from scheduler.seam import Done, Failed
+from sdaas.errors import brief
 from sdaas.health import Faults
 from sdaas.job_status import JobStatus
 from sdaas.privacy import prompt_tokens
@@ -86,8 +87,9 @@ class OutcomeSink:
             result = self.planned(j).result(status, self.spec.policy, jct_s=t - p.arrival_ts,
                                             error=why)  # fmt: skip
             self._answer(j, result)
-        except Exception:  # noqa: BLE001 - the core must go on
+        except Exception as exc:  # noqa: BLE001 - the core must go on
             log.exception("serving: storing the refusal of job %d failed", j)
+            self._answer_failed(j, f"storing its refusal failed ({brief(exc)})")
 
     def planned(self, j: int, device: str = "") -> Job:
         """The job record with what the core decided for it: model, kind, device, steps
@@ -117,8 +119,19 @@ class OutcomeSink:
                 self._store_done(event, end)
             except StoreError as exc:  # after the job's answer (its observation): fatal
                 self.faults.report("result-store", str(exc), fatal=True)
-            except Exception:  # noqa: BLE001 - one job's sink, not the others'
+            except Exception as exc:  # noqa: BLE001 - one job's sink, not the others'
                 log.exception("serving: storing the result of job %d failed", event.job)
+                self._answer_failed(event.job, f"storing its result failed ({brief(exc)})")
+
+    def _answer_failed(self, j: int, why: str) -> None:
+        """A bug between a job's end and its stored outcome must not leave it in flight
+        for ever: it is answered failed (unless its answer went out before the bug)."""
+        if self.core.payload[j] is None:
+            return
+        try:
+            self._answer(j, self.planned(j).result("failed", self.spec.policy, error=why))
+        except Exception:  # noqa: BLE001 - said loudly; the store fault path reports
+            log.exception("serving: job %d could not be answered failed either", j)
 
     def _answer(self, j: int, result: JobResult | None, failed: StoreError | None = None) -> bool:
         """Store job j's outcome. A store that vanished or takes no writes (`failed`: it

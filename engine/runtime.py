@@ -78,6 +78,7 @@ class ServingRuntime:
         else:
             self.instances = [replace(spec.devices[[d.name for d in spec.devices].index(s.kind)],
                                       instance=s.name) for s in self.slots]  # fmt: skip
+            self.spec = spec = replace(spec, devices=tuple(self.instances))
         cluster = Cluster(tuple((k, sum(d.name == k for d in self.instances)) for k in self.kinds))
         options = spec.planner.options
         self.model_keys = [model_key(o.name, o.version) for o in options]

@@ -5,8 +5,9 @@ it does not depend on how load is defined: the jobs and their arrival times are 
 only the cluster grows. Clusters grow in units of the configured cluster's mix reduced
 to its smallest whole form (8xA100+8xT4 grows as N x (1xA100+1xT4)); each policy's
 attainment (both SLOs met, share of ALL arrived jobs) is found by doubling the cluster
-until each target is met, then bisecting. Attainment is assumed
-to grow with the cluster; every answer is a size that was simulated and met the target.
+until each target is met, then bisecting (`smallest`, which the fleet comparison,
+scheduler/fleet.py, searches hosts with too). Attainment is assumed to grow with the
+cluster; every answer is a size that was simulated and met the target.
 A policy that down-shifts steps runs each target with the CLIP risk that target allows
 (`SimConfig.for_target`): the operator who asks for 99 % gets a scheduler that takes no
 more than 1 % risk on a down-shifted job.
@@ -15,6 +16,7 @@ more than 1 % risk on a down-shifted job.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import reduce
 
@@ -52,6 +54,52 @@ def scaled(unit: Cluster, units: int) -> Cluster:
     return Cluster(tuple((k, n * units) for k, n in unit.counts))
 
 
+def smallest(
+    passes: Callable[[int], bool],
+    start: int = 1,
+    limit: int = MAX_UNITS,
+    known: Iterable[int] = (),
+) -> int | None:
+    """The fewest units in [1, `limit`] at which `passes` holds, assumed to hold from
+    some size on. From `start` (clamped to [1, limit]): halve while it holds, or double
+    (capped at `limit`) until it does; then bisect between the smallest size tried that
+    passes and the largest tried below it. Starting near the answer spares a large
+    fleet the overloaded runs at a handful of units.
+
+    `known`: sizes the caller already has outcomes for (`passes` on them must be cheap,
+    e.g. cached from an earlier target); they narrow the bracket and may be the answer.
+    `passes` is called at most once per size here. Every answer is a size at which
+    `passes` held; None: it held at no size tried (not at `limit`)."""
+    got: dict[int, bool] = {}
+
+    def ok(u: int) -> bool:
+        if u not in got:
+            got[u] = passes(u)
+        return got[u]
+
+    u = max(1, min(start, limit))
+    if ok(u):
+        while u > 1:  # halve while it holds
+            u //= 2
+            if not ok(u):
+                break
+    else:
+        while u < limit:  # double until it holds
+            u = min(2 * u, limit)
+            if ok(u):
+                break
+    tried = sorted({*known, *got})
+    met = [u for u in tried if ok(u)]
+    if not met:
+        return None
+    top = met[0]
+    lo = max((u for u in tried if u < top), default=0)
+    while top - lo > 1:  # does not hold at lo (or lo = 0), holds at top
+        mid = (lo + top) // 2
+        lo, top = (lo, mid) if ok(mid) else (mid, top)
+    return top
+
+
 def gpus_needed(
     catalog: Catalog,
     cluster: Cluster,
@@ -80,18 +128,16 @@ def gpus_needed(
 
         for target in targets:
             cfg = config.for_target(target) if adapts else config
-            hi = 1
-            while attainment(hi, cfg) < target and hi < max_units:
-                hi = min(2 * hi, max_units)
+            known = list(seen.get(cfg.relaxed_margin, ()))  # from earlier targets
+
+            def meets(u: int, cfg=cfg, target=target) -> bool:
+                return attainment(u, cfg) >= target
+
+            top = smallest(meets, 1, max_units, known)
             at = seen[cfg.relaxed_margin]
-            reached = [u for u in sorted(at) if at[u] >= target]
-            if not reached:
+            if top is None:
                 out.append(Need(p, target, None, None, None, max(at.values())))
                 continue
-            lo, top = max((u for u in at if u < reached[0]), default=0), reached[0]
-            while top - lo > 1:  # attainment(lo) < target <= attainment(top)
-                mid = (lo + top) // 2
-                lo, top = (lo, mid) if attainment(mid, cfg) >= target else (mid, top)
             gpus = top * unit.size
             out.append(Need(p, target, top, gpus, gpus * hours, at[top]))
     return out

@@ -51,6 +51,22 @@ class Autoscaler:
     seed: int = 0
 
 
+def wanted(sc: Autoscaler, recent, t: float, backlog: float, instances: int,
+           max_resident: int) -> int:  # fmt: skip
+    """The instances of one kind the signal asks for at t: the work that arrived in the
+    last `window_s` (`recent`: (arrival, predicted seconds, model) of the jobs placed on
+    the kind, oldest first) as instances busy `target_util` of the time, plus the queue
+    above `queue_s` per instance, and at least enough to hold every model asked for in
+    `models_window_s`. The simulator's pool and serving's (`engine/scaling.py`) both
+    decide by it."""
+    rate = sum(w for a, w, _ in recent if a >= t - sc.window_s) / sc.window_s
+    queued = max(0.0, backlog - sc.queue_s * instances)
+    models = len({m for a, _, m in recent if a >= t - sc.models_window_s})
+    hold = math.ceil(models / max_resident)
+    work = math.ceil(rate / sc.target_util + queued / sc.window_s)
+    return max(sc.start, work, hold)
+
+
 class ElasticSimulator(Simulator):
     """The simulator on a pool whose instances come and go (see the module's text)."""
 
@@ -106,12 +122,8 @@ class ElasticSimulator(Simulator):
             recent = self.arrived_work[k]
             while recent and recent[0][0] < t - max(sc.window_s, sc.models_window_s):
                 recent.popleft()
-            rate = sum(w for a, w, _ in recent if a >= t - sc.window_s) / sc.window_s
-            queued = max(0.0, self.backlog[k] - sc.queue_s * self.n_inst[k])
-            models = len({m for a, _, m in recent if a >= t - sc.models_window_s})
-            hold = math.ceil(models / self.catalog.max_resident[self.ck[k]])
-            work = math.ceil(rate / sc.target_util + queued / sc.window_s)
-            want = max(sc.start, work, hold)
+            want = wanted(sc, recent, t, self.backlog[k], self.n_inst[k],
+                          self.catalog.max_resident[self.ck[k]])  # fmt: skip
             have = self.n_inst[k] + self.pending[k]
             free = [i for i in self.instances_of[k] if self.since[i] < 0]
             for i in free[: max(0, want - have)]:

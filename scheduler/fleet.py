@@ -7,6 +7,9 @@ same jobs on H hosts of G GPUs, arranged as
 * `central`: one Simulator over all H x G GPUs (the design);
 * `po2`: a front-end router sends each job, at arrival, to the less loaded of two
   random hosts, and each host runs its own core over its own GPUs;
+* `po2-models`: the same, model-aware (`route_po2_models`): the candidates are two
+  random hosts and the host that last got the job's model, scored by outstanding work
+  per GPU plus the model's load time where the router believes the host lacks it;
 * `random`: the router sends each job to a uniformly random host.
 
 A router at arrival decides once, so each host is simulated independently on the jobs
@@ -21,12 +24,13 @@ the fewest hosts at which a goodput target is met.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from scheduler.capacity_planning import scaled, unit_mix
+from scheduler.capacity_planning import scaled, smallest, unit_mix
 from scheduler.catalog import Catalog
 from scheduler.cluster import Cluster
 from scheduler.metrics import summarize
@@ -40,7 +44,7 @@ from scheduler.workload import Workload, at_exact_rate
 from sdaas.errors import InvalidInputError
 from sdaas.job_status import JobStatus
 
-ARRANGEMENTS = ("central", "po2", "random")
+ARRANGEMENTS = ("central", "po2", "po2-models", "random")
 GPUS_PER_HOST = 8
 
 
@@ -85,20 +89,33 @@ def fleet_workload(
 def class_options(
     catalog: Catalog, cluster: Cluster, w: Workload, policy: str, config: SimConfig
 ) -> ClassOptions:
-    """The options the Simulator would build for `w` (its `begin`), built once for the
-    whole workload: 128 hosts each building them for their share cost more than the
-    simulation."""
-    margin = policy_class(policy).clip_margin_override
-    margin = config.clip_margin if margin is None else margin
+    """The options the Simulator would build for `w` (its `begin`, the same rule:
+    `ClassOptions.for_run`), built once for the whole workload: 128 hosts each building
+    them for their share cost more than the simulation."""
     ck = [catalog.kind_index(k) for k in cluster.kinds]
-    return ClassOptions.build(catalog, w.classes, ck, margin, config.relaxed_margin)
+    margin_override = policy_class(policy).clip_margin_override
+    return ClassOptions.for_run(catalog, w.classes, ck, config, margin_override)
+
+
+def predicted_plan(options: ClassOptions, w: Workload) -> tuple[np.ndarray, np.ndarray]:
+    """Per job, its predicted seconds and its model on its fastest kind: what a router
+    that knows the job's plan but not where it will run would count it as."""
+    best = [min((o for o in opts if o is not None), key=lambda o: o.pred_s)
+            for opts in options.planned]  # fmt: skip
+    pred = np.asarray([o.pred_s for o in best])
+    model = np.asarray([o.model for o in best], dtype=np.int64)
+    return pred[w.cls], model[w.cls]
 
 
 def predicted_seconds(options: ClassOptions, w: Workload) -> np.ndarray:
-    """Per job, its predicted seconds on its fastest kind: what a router that knows the
-    job's plan but not where it will run would count it as."""
-    best = [min(o.pred_s for o in opts if o is not None) for opts in options.planned]
-    return np.asarray(best)[w.cls]
+    """Per job, its predicted seconds on its fastest kind (`predicted_plan`)."""
+    return predicted_plan(options, w)[0]
+
+
+def host_slots(catalog: Catalog, host: Cluster) -> int:
+    """Models a host holds at once: its GPUs' `max_resident` summed (4xA100+4xT4:
+    4 x 4 + 4 x 1 = 20)."""
+    return sum(catalog.max_resident[catalog.kind_index(k)] * n for k, n in host.counts)
 
 
 # -------------------------------------------------------------------------- routing
@@ -136,6 +153,67 @@ def route_po2(
         h = a if wa <= wb else b
         work[h] += p
         out[j] = h
+    return out
+
+
+def route_po2_models(
+    arrival: np.ndarray,
+    pred_s: np.ndarray,
+    model: np.ndarray,
+    load_s: np.ndarray,
+    pairs: np.ndarray,
+    gpus_per_host: int,
+    slots: int,
+) -> np.ndarray:
+    """Model-aware power of two choices. Job j's candidates are `pairs[j]` and the host
+    that last got its model (`model[j]`), if that is neither; each scores
+
+        outstanding work / `gpus_per_host` + (`load_s[j]` if the host lacks the model),
+
+    and the job goes to the lowest score (the first of pair, pair, last host on a tie).
+
+    Both terms are the router's OWN estimates, from what it has routed, as a front end
+    without the hosts' state would keep them:
+
+    * outstanding work: as `route_po2` counts it (predicted seconds sent, drained as a
+      fluid at `gpus_per_host` per second of wall time, never below 0), plus `load_s[j]`
+      for a job sent to a host believed to lack its model: a GPU spends that loading;
+    * holds the model: the host is believed to hold the `slots` models (`host_slots`)
+      most recently routed to it, an LRU over the host as one pool. The host's own
+      residency is per GPU (LRU over each GPU's `max_resident`), its dispatcher picks
+      the GPU, and a model routed there may have been evicted since, or loaded on
+      several GPUs: the estimate is optimistic where a host serves many models at once.
+
+    `load_s[j]`: the load time of job j's model (0 for all: model loads are free)."""
+    hosts = int(pairs.max()) + 1 if len(pairs) else 0
+    work = [0.0] * hosts  # outstanding at `since`
+    since = [0.0] * hosts
+    held: list[OrderedDict[int, None]] = [OrderedDict() for _ in range(hosts)]
+    last: dict[int, int] = {}  # model -> the host that last got it
+    out = np.empty(len(arrival), dtype=np.int64)
+    g = float(gpus_per_host)
+    for j, (t, p, m, load, (a, b)) in enumerate(zip(arrival.tolist(), pred_s.tolist(),
+                                                    model.tolist(), load_s.tolist(),
+                                                    pairs.tolist(), strict=True)):  # fmt: skip
+        c = last.get(m, a)
+        best, best_score, best_miss = -1, math.inf, 0.0
+        for h in (a, b) if c in (a, b) else (a, b, c):
+            w_h = max(0.0, work[h] - g * (t - since[h]))
+            work[h], since[h] = w_h, t
+            miss = 0.0 if m in held[h] else load
+            score = w_h / g + miss
+            if score < best_score:
+                best, best_score, best_miss = h, score, miss
+        work[best] += p + best_miss
+        lru = held[best]
+        if m in lru:
+            lru.move_to_end(m)
+        else:
+            lru[m] = None
+            if len(lru) > slots:
+                lru.popitem(last=False)
+        last[m] = best
+        out[j] = best
     return out
 
 
@@ -242,9 +320,16 @@ def run_fleet(
     rng = np.random.default_rng(seed)
     if arrangement == "random":
         host_of = route_random(w.n, hosts, rng)
-    else:
+    elif arrangement == "po2":
         pairs = random_pairs(w.n, hosts, rng)
         host_of = route_po2(w.arrival, predicted_seconds(options, w), pairs, host.size)
+    else:  # po2-models
+        pairs = random_pairs(w.n, hosts, rng)
+        pred, model = predicted_plan(options, w)
+        load_s = np.asarray([catalog.load_s[m] for m in range(len(catalog.models))])
+        load = load_s[model] if config.cold_start else np.zeros(w.n)
+        host_of = route_po2_models(w.arrival, pred, model, load, pairs, host.size,
+                                   host_slots(catalog, host))  # fmt: skip
     order = np.argsort(host_of, kind="stable")
     bounds = np.searchsorted(host_of[order], np.arange(hosts + 1))
     parts = []
@@ -261,34 +346,6 @@ def run_fleet(
 
 
 # ------------------------------------------------------------------ hosts needed
-def smallest(meets: Callable[[int], bool], start: int = 1, max_units: int = 1024) -> int | None:
-    """The fewest units in [1, max_units] at which `meets` holds, assumed monotone: from
-    `start`, halve while it holds or double until it does, then bisect.
-    `capacity_planning.gpus_needed` searches the same way from 1; starting near the
-    answer spares a 1,024-GPU fleet the overloaded runs at 8, 16, 32 GPUs. None: not
-    met at `max_units`."""
-    u = max(1, min(start, max_units))
-    if meets(u):
-        top = u
-        while top > 1 and meets(top // 2):
-            top //= 2
-        lo = top // 2
-    else:
-        lo, top = u, None
-        while top is None:
-            if lo >= max_units:
-                return None
-            nxt = min(2 * lo, max_units)
-            if meets(nxt):
-                top = nxt
-            else:
-                lo = nxt
-    while top - lo > 1:  # not met at lo (or lo = 0), met at top
-        mid = (lo + top) // 2
-        lo, top = (lo, mid) if meets(mid) else (mid, top)
-    return top
-
-
 @dataclass(frozen=True)
 class FleetNeed:
     """The fewest hosts at which `arrangement` meets both SLOs for `target` of all

@@ -15,6 +15,7 @@ import numpy as np
 
 from scheduler.catalog import Catalog
 from scheduler.planning_rule import fewest_steps, shortest
+from scheduler.sim_config import SimConfig
 from scheduler.workload import SloClass
 
 
@@ -58,6 +59,21 @@ class ClassOptions:
 
     planned: list[list[Option | None]]
     relaxed: list[list[Option | None]]
+
+    @classmethod
+    def for_run(
+        cls,
+        catalog: Catalog,
+        classes: tuple[SloClass, ...],
+        kinds: list[int],
+        config: SimConfig,
+        margin_override: float | None = None,
+    ) -> ClassOptions:
+        """The options a run plans with (`Simulator.begin`'s default): at the policy's
+        `clip_margin_override` where it has one (the oracle plans at min CLIP exactly),
+        else at the config's `clip_margin`; relaxed at the config's `relaxed_margin`."""
+        margin = config.clip_margin if margin_override is None else margin_override
+        return cls.build(catalog, classes, kinds, margin, config.relaxed_margin)
 
     @classmethod
     def build(

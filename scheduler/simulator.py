@@ -197,9 +197,8 @@ class Simulator(Core):
         """Set up a run over workload `w` (the live core starts with no jobs and adds
         them with `add_jobs` as they arrive)."""
         cat, cfg, pol = self.catalog, self.config, self.policy
-        margin = cfg.clip_margin if pol.clip_margin_override is None else pol.clip_margin_override
-        self.options = options or ClassOptions.build(
-            cat, w.classes, self.ck, margin, cfg.relaxed_margin
+        self.options = options or ClassOptions.for_run(
+            cat, w.classes, self.ck, cfg, pol.clip_margin_override
         )
         self.log = [] if cfg.log else None
         self.overloaded = set()  # a second run starts with none

@@ -5,16 +5,20 @@ what it says, and every arrived job is counted once."""
 import numpy as np
 import pytest
 
+from scheduler.capacity_planning import smallest
 from scheduler.cluster import Cluster
 from scheduler.fleet import (
     ARRANGEMENTS,
+    class_options,
     fleet_workload,
     host_cluster,
+    host_slots,
     hosts_needed,
+    predicted_plan,
     random_pairs,
     route_po2,
+    route_po2_models,
     run_fleet,
-    smallest,
 )
 from scheduler.metrics import summarize
 from scheduler.policies import make_policy
@@ -60,7 +64,7 @@ def test_random_with_one_host_is_central(prod):
     cat, w = prod
     cfg = SimConfig().for_target(0.9)
     central = run_fleet(cat, HOST, 1, "central", w, "slack-sjf", cfg)
-    for arrangement in ("random", "po2"):
+    for arrangement in ("random", "po2", "po2-models"):
         r = run_fleet(cat, HOST, 1, arrangement, w, "slack-sjf", cfg, seed=5)
         assert (r.host_of == 0).all()
         _same(r.result, central.result)
@@ -92,6 +96,55 @@ def test_po2_sends_a_job_to_the_less_loaded_of_its_two_hosts():
     # at 0, not below (negative counts would send it to 0); j4: host 1 has j3's 1 s;
     # j5: host 1 (1 s) over host 2 (50 s), though host 0 is empty: not one of its two
     assert got.tolist() == [0, 1, 0, 1, 2, 1]
+
+
+def _po2_models(arrival, pred, model, pairs, slots=20, load=7.0):
+    arrival, pred, model = np.asarray(arrival, float), np.asarray(pred, float), np.asarray(model)
+    load_s = np.full(len(arrival), load)
+    return route_po2_models(arrival, pred, model, load_s, np.asarray(pairs), 8, slots).tolist()
+
+
+def test_po2_models_prefers_the_host_that_holds_the_model():
+    """j2 runs model 0, which host 0 got with j0: host 0 has more work per GPU (23 / 8 =
+    2.9 s: j0's 16 s and its 7 s load) than host 1 (15 / 8 = 1.9 s), but host 1 would
+    load the model (+7 s); po2 sends j2 to host 1. j3: host 0 is not one of its two
+    random hosts but, as the host that last got model 0, its third candidate: it beats
+    the empty host 2 (0 + 7 s)."""
+    arrival = [0.0, 0.0, 0.0, 0.0]
+    pred, model = [16.0, 8.0, 1.0, 1.0], [0, 1, 0, 0]
+    pairs = [[0, 1], [1, 0], [1, 0], [1, 2]]
+    assert _po2_models(arrival, pred, model, pairs) == [0, 1, 0, 0]
+    assert route_po2(np.asarray(arrival), np.asarray(pred), np.asarray(pairs), 8)[2] == 1
+
+
+def test_po2_models_lets_load_dominate_the_model_held():
+    """Host 0 holds model 0 but has 807 / 8 = 101 s of work per GPU: the idle host 1
+    wins though it must load the model (7 s), and is then the model's last host."""
+    got = _po2_models([0.0, 0.0, 0.0], [800.0, 1.0, 1.0], [0, 0, 0], [[0, 1], [0, 1], [0, 0]])
+    assert got == [0, 1, 1]  # j2: only host 0 in its pair, host 1 is its last host
+
+
+def test_po2_models_forgets_models_beyond_a_hosts_slots():
+    """With one slot, model 1 (forced onto host 0 by its pair) evicts model 0 there: at
+    t=100, all drained, hosts 1 and 0 both score a load and the tie goes to the first.
+    With two slots host 0 still holds model 0 and wins."""
+    args = ([0.0, 0.0, 100.0], [1.0, 1.0, 1.0], [0, 1, 0], [[0, 1], [0, 0], [1, 0]])
+    assert _po2_models(*args, slots=1) == [0, 0, 1]
+    assert _po2_models(*args, slots=2) == [0, 0, 0]
+
+
+def test_po2_models_routes_by_the_plans_model_and_the_hosts_slots(prod):
+    cat, w = prod
+    assert host_slots(cat, HOST) == 4 * 4 + 4 * 1
+    r = run_fleet(cat, HOST, 4, "po2-models", w, "slack-sjf", seed=2)
+    _, model = predicted_plan(class_options(cat, HOST, w, "slack-sjf", SimConfig()), w)
+    # the job's model is the one its host ran (one model per checkpoint style)
+    np.testing.assert_array_equal(r.result.model, model)
+    # model-aware routing spreads a model over few hosts: fewer (host, model) pairs
+    po2 = run_fleet(cat, HOST, 4, "po2", w, "slack-sjf", seed=2)
+    pairs = {(h, m) for h, m in zip(r.host_of.tolist(), model.tolist(), strict=True)}
+    pairs_po2 = {(h, m) for h, m in zip(po2.host_of.tolist(), model.tolist(), strict=True)}
+    assert len(pairs) < len(pairs_po2)
 
 
 def test_random_pairs_are_two_distinct_hosts():
@@ -128,6 +181,20 @@ def test_smallest_finds_the_threshold_from_any_start():
         assert len(set(calls)) <= 2 * 8 + 2
     assert smallest(lambda u: u >= 300, 4, 200) is None
     assert smallest(lambda u: True, 16, 200) == 1
+
+
+def test_smallest_narrows_with_known_sizes():
+    """Sizes known from an earlier search (cheap to ask again) narrow the bisection:
+    from 1, doubling meets at 64; known 40 (met) and 36 (not) leave 37-39 to try."""
+    calls = []
+
+    def meets(u):
+        calls.append(u)
+        return u >= 37
+
+    assert smallest(meets, 1, 128, known=[36, 40]) == 37
+    assert calls[:7] == [1, 2, 4, 8, 16, 32, 64]
+    assert set(calls[7:]) <= {36, 40, 37, 38, 39}
 
 
 def test_hosts_needed_is_a_simulated_size_that_meets_the_target(prod):
