@@ -382,7 +382,31 @@ class LiveCore(Simulator):
             self.unload(i)
             self.seg_jobs[i] = None
             self.idle[k].append(i)
+            if self.dev_queues is not None:
+                self._rebalance(i, k)
             self._dispatch_idle(t)
+
+    def _rebalance(self, i: int, k: int) -> None:
+        """Device i joined with per-device queues: it takes the latest jobs queued on
+        the others (not started anywhere) while that evens their queued work out."""
+        others = [x for x in self.instances_of[k] if x != i and x not in self.out_of_service]
+        running = {j for x in others for j in self.seg_jobs[x] or ()}
+        waiting = [j for j, s in enumerate(self.status) if s == PENDING and self.ran_on[j] < 0
+                   and self.dev_of[j] in others and j not in running]  # fmt: skip
+        backlog, moved = self.dev_backlog, set()
+        for j in reversed(waiting):
+            x = self.dev_of[j]
+            if backlog[x] - self.pred[j] >= backlog[i] + self.pred[j]:
+                backlog[x] -= self.pred[j]
+                backlog[i] += self.pred[j]
+                self.dev_of[j] = i
+                moved.add(x)
+        rebuilt = {*moved, i}  # their queues, built again from every job queued there
+        for x in rebuilt:
+            self.dev_queues[x] = self.policy.make_queue(k)
+        for j, s in enumerate(self.status):
+            if s == PENDING and self.dev_of[j] in rebuilt and j not in running:
+                self.dev_queues[self.dev_of[j]].push(j)
 
     def in_service(self) -> list[int]:
         """The devices jobs may be placed on."""
