@@ -159,16 +159,17 @@ class DeviceLink:
             self.out_of_service = not self._recover(what, running, ended, why_not)
         return not self.out_of_service
 
-    def lost(self, what: str) -> None:
+    def lost(self, what: str, ran: bool = True) -> None:
         """The device is gone while others serve on (a remote engine whose actor or node
         died): it leaves service at once and its jobs finish on other devices of its
-        kind, from step 0 (`LiveCore.leave`); a probe waiting on it fails."""
+        kind, from step 0 (`LiveCore.leave`); a probe waiting on it fails. `ran`: its
+        last segment reached it (its jobs count a crash; MAX_CRASHES: they fail)."""
         self._answer_probe(Probed(self.index, error=f"device engine {self.name} is gone: {what}"))
         with self.core.lock:
             running, ended = list(self.segment), dict(self.ended)
             self.segment, self.ended, self.out_of_service = [], {}, True
             try:
-                rec = self.core.leave(self.index, ended, crashed=running)
+                rec = self.core.leave(self.index, ended, crashed=running if ran else ())
             except Exception as exc:  # noqa: BLE001 - the core itself is broken: stop serving
                 log.exception("device engine %s: the core could not take its jobs", self.name)
                 self.on_fault(f"engine {self.name}", f"{what}; its jobs are lost ({brief(exc)})",

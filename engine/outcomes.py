@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from adapters.result_store import ResultStore, StoreError
 from engine.models import ServingModels
 from engine.spec import ServingSpec
+from models.accelerators import Accelerator
 from predictor.latency_correction import Observation, factor_at
 from scheduler.live import LiveCore, Refusal
 from scheduler.seam import Done, Failed
@@ -47,11 +48,12 @@ class Admitted:
 
 class OutcomeSink:
     """Stores outcomes for one runtime. `answered(j, key, stored)` is the runtime's
-    in-flight ledger, told after each one."""
+    in-flight ledger, told after each one. `devices`: the core's device instances (the
+    runtime's own list: an engine that joins a Ray slot renames its instance)."""
 
     def __init__(self, spec: ServingSpec, store: ResultStore, core: LiveCore,
                  models: ServingModels, faults: Faults, answered, *, model_keys: list[str],
-                 kinds: list[str], devices: list[str], clock):  # fmt: skip
+                 kinds: list[str], devices: list[Accelerator], clock):  # fmt: skip
         self.spec, self.store, self.core, self.models = spec, store, core, models
         self.faults, self.answered, self.clock = faults, answered, clock
         self.model_keys, self.kinds, self.devices = model_keys, kinds, devices
@@ -103,7 +105,7 @@ class OutcomeSink:
             p,
             model_key=key,
             accelerator=kind,
-            device=device or (self.devices[core.dev_of[j]] if core.dev_of[j] >= 0 else ""),
+            device=device or (self.devices[core.dev_of[j]].id if core.dev_of[j] >= 0 else ""),
             steps=core.steps[j],
             predicted_s=core.pred[j],
             predicted_clip=a.options[k].clip if a.options[k] else 0.0,
@@ -154,7 +156,8 @@ class OutcomeSink:
     def _store_done(self, event: Done, end: float) -> None:
         j, run = event.job, event.stats
         a: Admitted = self.core.payload[j]
-        p = self.planned(j, self.devices[event.device])
+        device = self.devices[event.device]
+        p = self.planned(j, device.id)
         r = p.request
         path = self.store.image_path(r.tenant, r.job_id)
         try:
@@ -166,7 +169,7 @@ class OutcomeSink:
                              "the jobs it could not store are read again from Kafka")  # fmt: skip
             self._answer(j, None, failed=why)
             return
-        scorer = self.models.scorer(self.spec.device(p.device).device)
+        scorer = self.models.scorer(device.device)
         clip = scorer.score([event.image], [r.prompt])[0] if scorer else None
         jct = end - p.arrival_ts
         result = p.result(

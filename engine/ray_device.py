@@ -41,7 +41,7 @@ from engine.device_engine import DeviceEngine
 from engine.link import DeviceLink
 from engine.ray_fleet import EngineSlot, alive, resource_name
 from models.card import ModelCard
-from scheduler.seam import Command, Ready, Stop, decode, encode
+from scheduler.seam import Command, Ready, StartSegment, Stop, decode, encode
 from sdaas.errors import brief
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,7 @@ class EngineActor:
                 self.engine.send(decode(d))
                 with self._cv:
                     self._acks.append((s, time.time()))
+                    self._cv.notify_all()  # an ack goes back at once: the segment started
         except BaseException:  # noqa: BLE001 - a broken command channel ends the actor
             traceback.print_exc()
             os._exit(70)
@@ -161,7 +162,7 @@ class RayDevice:
         self.state = "starting"  # serving / restarting / left / stopped
         self.resident: list[str] = []
         self.dispatch_s: deque[float] = deque(maxlen=DISPATCH_KEPT)
-        self._seq = 0
+        self._seq = self._segment_seq = self._acked = 0  # last sent, last segment's, acked
         self._sent_at: dict[int, float] = {}
         self._send_lock = threading.Lock()
         self._stopping = False
@@ -189,6 +190,7 @@ class RayDevice:
             raise RuntimeError(f"engine {self.slot.name} failed to start: {ready.error}")
         with self._send_lock:
             self.actor, self._seq, self._sent_at = actor, 0, {}
+            self._segment_seq, self._acked = 0, 0
         self._reader = threading.Thread(target=self._read, args=(actor,), daemon=True,
                                         name=f"sdaas-ray-engine-{self.index}")  # fmt: skip
         self._reader.start()
@@ -215,6 +217,8 @@ class RayDevice:
                 return
             self._seq += 1
             self._sent_at[self._seq] = time.time()
+            if isinstance(command, StartSegment):
+                self._segment_seq = self._seq
             try:
                 actor.command.remote(self._seq, encode(command))
             except Exception:  # noqa: BLE001 - the reader sees the actor die
@@ -233,6 +237,7 @@ class RayDevice:
             with self._send_lock:
                 sent = self._sent_at
                 for seq, at in acks:
+                    self._acked = max(self._acked, seq)
                     t0 = sent.pop(seq, None)
                     if t0 is not None:
                         self.dispatch_s.append(max(0.0, at - t0))
@@ -253,9 +258,13 @@ class RayDevice:
             if self.actor is not actor:
                 return
             self.actor, self.state = None, "left"
+            # a segment counts as run on it (a crash its jobs may have caused) only once
+            # the actor took it: one sent to an actor already dead (a sibling on a node
+            # that went) did not crash anything
+            took = 0 < self._segment_seq <= self._acked
         node_up = alive(self.slot.node_id)
         where = "" if node_up else f"; node {self.slot.node_ip} left the cluster"
-        self.link.lost(f"{what}{where}")
+        self.link.lost(f"{what}{where}", ran=took)
         why_not = self.link.may_restart() if node_up else "its node is gone"
         if why_not:
             log.error("engine %s left service: %s", self.slot.name, why_not)

@@ -54,6 +54,7 @@ def local_fleet(engines_per_node: list[dict[str, int]], cpus: int = 1):
         return {"num_cpus": cpus, "node_ip_address": LOOPBACK,
                 "resources": {resource_name(k): n for k, n in offer.items()}}  # fmt: skip
 
+    before = {p.pid for p in ray_processes()}  # another cluster's: not ours to wait for
     head, *rest = engines_per_node
     cluster = Cluster(initialize_head=True,
                       head_node_args={**args(head), "include_dashboard": False})  # fmt: skip
@@ -67,5 +68,5 @@ def local_fleet(engines_per_node: list[dict[str, int]], cpus: int = 1):
         ray.shutdown()
         cluster.shutdown()
         end = time.monotonic() + 20
-        while ray_processes() and time.monotonic() < end:
+        while {p.pid for p in ray_processes()} - before and time.monotonic() < end:
             time.sleep(0.2)

@@ -34,6 +34,7 @@ from engine.outcomes import Admitted, OutcomeSink
 from engine.spec import ServingSpec
 from models.accelerators import Accelerator
 from scheduler.cluster import Cluster
+from scheduler.elastic import Autoscaler
 from scheduler.live import LIVE_CONFIG, LiveCore, LiveJob
 from scheduler.policies import make_policy
 from scheduler.seam import Done, Event, Failed, ImageRequest, SegmentJob, Started, Stepped
@@ -71,14 +72,15 @@ class ServingRuntime:
             self.models.preload(spec.devices, keep=spec.max_resident is None and not spec.ray)
         self.kinds = spec.accelerators
         # instances in the core's order: kind by kind, devices in spec order (on a Ray
-        # cluster: the engines its nodes offer, kind by kind, node by node)
-        self.slots = self._ray_slots() if spec.ray else None
-        if self.slots is None:
-            self.instances = [d for k in self.kinds for d in spec.devices if d.name == k]
+        # cluster: the engines its nodes offer, kind by kind, node by node, then room
+        # for more up to `max_engines`)
+        self.ray = self.scaling = None
+        if spec.ray:
+            from engine.ray_engines import fleet_instances
+
+            slots, self.instances = fleet_instances(spec, self.kinds)
         else:
-            self.instances = [replace(spec.devices[[d.name for d in spec.devices].index(s.kind)],
-                                      instance=s.name) for s in self.slots]  # fmt: skip
-            self.spec = spec = replace(spec, devices=tuple(self.instances))
+            self.instances = [d for k in self.kinds for d in spec.devices if d.name == k]
         cluster = Cluster(tuple((k, sum(d.name == k for d in self.instances)) for k in self.kinds))
         options = spec.planner.options
         self.model_keys = [model_key(o.name, o.version) for o in options]
@@ -94,7 +96,7 @@ class ServingRuntime:
         self.flight = InFlight()
         self.sink = OutcomeSink(spec, self.store, self.core, self.models, self.faults,
                                 self._answered, model_keys=self.model_keys, kinds=self.kinds,
-                                devices=[d.id for d in self.instances], clock=clock)  # fmt: skip
+                                devices=self.instances, clock=clock)  # fmt: skip
         self.core.on_settled = self.sink.settled
         # progress out (pipelines/serving_events.py: EventPublisher.emit); None: not sent
         self.events = None
@@ -107,48 +109,54 @@ class ServingRuntime:
         self.links = [DeviceLink(i, self.core, self._request_of, self._event, name=d.id,
                                  on_fault=self.faults.report)
                       for i, d in enumerate(self.instances)]  # fmt: skip
-        self.engines = [self._engine(link, d, processes)
-                        for link, d in zip(self.links, self.instances, strict=True)]  # fmt: skip
         self.core.attach(self.links)
-        if self.slots is not None:
-            from engine.ray_device import start_all
+        if spec.ray:
+            from engine.ray_engines import RayEngines
 
-            start_all(self.engines)  # in parallel: each loads its models on its node
+            self.ray = RayEngines(self.core, self.links, [d.name for d in self.instances],
+                                  self._ray_device, self._renamed)  # fmt: skip
+            self.engines = self.ray.devices  # filled and emptied in place
+            self.ray.start(slots)  # in parallel: each loads its models on its node
+            if spec.max_engines:  # room to grow: follow the elastic signal
+                from engine.scaling import RayAutoscaler, Scaling
+
+                self.scaling = Scaling(self.ray, self.kinds, Autoscaler(), RayAutoscaler(),
+                                       clock).start()  # fmt: skip
         else:
+            pairs = zip(self.links, self.instances, strict=True)
+            self.engines = [self._engine(link, d, processes) for link, d in pairs]
             for e in self.engines:
                 e.start()
         first = {}
         for link, d in zip(self.links, self.instances, strict=True):
-            first.setdefault(d.name, link)
+            if not link.out_of_service:
+                first.setdefault(d.name, link)
         self.calibrator = Calibrator(spec, self.store, self.catalog, runs_on, self.model_keys,
                                      self.kinds, first)  # fmt: skip
         if spec.correct_latency:  # on the devices, before any job is decided
             self.calibrator.run()
 
-    def _ray_slots(self):
-        """The engines the Ray cluster offers for the spec's kinds (`--ray`)."""
-        from engine.ray_fleet import connect, engine_slots, offered
+    def _ray_device(self, link: DeviceLink, slot):
+        """The engine actor for one of the cluster's engine slots (not started)."""
+        from engine.ray_device import CardLoader, RayDevice
 
-        connect(self.spec.ray, offered([d.name for d in self.spec.devices]))
-        slots = engine_slots(self.kinds)
-        if not slots:
-            raise RuntimeError(
-                f"the Ray cluster at {self.spec.ray} offers no engine for {', '.join(self.kinds)}: "
-                "start its nodes with --resources '{\"sdaas:<kind>\": <engines>}'"
-            )
-        return slots
+        spec, d = self.spec, self.instances[link.index]
+        loader = spec.emulate or CardLoader({k: spec.cards[k] for k in self.model_keys},
+                                            ray_device(d.device))  # fmt: skip
+        return RayDevice(link, slot, loader, self.model_keys, threads=spec.threads,
+                         max_resident=spec.max_resident,
+                         gpus=0.0 if d.device == "cpu" or spec.emulate else 1.0)  # fmt: skip
+
+    def _renamed(self, i: int, slot) -> None:
+        """Core slot i got an engine (or lost it): results name where they ran."""
+        d = self.instances[i]
+        name = slot.name if slot is not None else f"{d.name}#vacant{i}"
+        self.instances[i] = replace(d, instance=name)
+        self.links[i].name = name
 
     def _engine(self, link: DeviceLink, d: Accelerator, process: bool):
         spec = self.spec
-        if self.slots is not None:
-            from engine.ray_device import CardLoader, RayDevice
-
-            loader = spec.emulate or CardLoader({k: spec.cards[k] for k in self.model_keys},
-                                                ray_device(d.device))  # fmt: skip
-            device = RayDevice(link, self.slots[link.index], loader, self.model_keys,
-                               threads=spec.threads, max_resident=spec.max_resident,
-                               gpus=0.0 if d.device == "cpu" or spec.emulate else 1.0)  # fmt: skip
-        elif process:
+        if process:
             device = DeviceProcess(link, spec.cards, self.model_keys, device=d.device,
                                    threads=spec.threads,
                                    max_resident=spec.max_resident)  # fmt: skip
@@ -275,10 +283,12 @@ class ServingRuntime:
                 self.cancel_early[(tenant, job_id)] = now
 
     def close(self) -> None:
+        if self.scaling is not None:
+            self.scaling.stop()
         for e in self.engines:
             e.stop(timeout=5.0)
         self.sink.close()
-        if self.slots is not None:
+        if self.ray is not None:
             import ray
 
             ray.shutdown()  # a local instance ends; from a cluster, this process leaves

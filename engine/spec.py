@@ -35,6 +35,9 @@ class ServingSpec:
     # serve on a Ray cluster: "auto" (one started here, on loopback) or its address; one
     # engine actor per engine its nodes offer (`engine/ray_fleet.py`); None: this host
     ray: str | None = None
+    # most engines per kind on a Ray cluster: room for engines that join (the elastic
+    # loop asks Ray's autoscaler for them, `engine/scaling.py`); None: those found
+    max_engines: int | None = None
     # engines time each step from the profile instead of running the model (a loader,
     # `models.emulated.EmulatedLoader`): the scale benches' GPUs we do not have
     emulate: object | None = None

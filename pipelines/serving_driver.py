@@ -309,7 +309,10 @@ class ServingDriver:
         self.cancels = CancelListener(bootstrap, self.topics, self.runtime.cancel_request)
         self.cancels.start()
         self.heartbeat = Heartbeat(
-            self.events.emit, self.spec.accelerators, faults=self.runtime.faults
+            self.events.emit,
+            self.spec.accelerators,
+            faults=self.runtime.faults,
+            fleet=self.runtime.fleet,
         ).start()
         if old is not None:
             threading.Thread(target=old.stop, daemon=True).start()

@@ -70,13 +70,15 @@ class Heartbeat:
     must not look like a dead process), `stopping` when stopped; `server` tells several
     serving processes apart."""
 
-    def __init__(self, emit, accelerators: list[str], every_s: float = 5.0, faults=None):
+    def __init__(self, emit, accelerators: list[str], every_s: float = 5.0, faults=None,
+                 fleet=None):  # fmt: skip
         import os
         import socket
         import threading
 
         self.emit, self.accelerators, self.every_s = emit, list(accelerators), every_s
         self.faults = faults  # sdaas.health.Faults: what is wrong now rides on each beat
+        self.fleet = fleet  # () -> the engines' rows (ServingRuntime.fleet): the operator view
         self.server = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="serving-heartbeat", daemon=True)
@@ -94,8 +96,9 @@ class Heartbeat:
     def beat(self) -> None:
         """One `ready` now (a fault reported in between is sent at once, not 5 s later)."""
         faults = [f.to_json() for f in self.faults.current()] if self.faults else []
+        fleet = self.fleet() if self.fleet else []
         self.emit("", "", "ready", accelerators=self.accelerators, server=self.server,
-                  every_s=self.every_s, faults=faults)  # fmt: skip
+                  every_s=self.every_s, faults=faults, engines=fleet)  # fmt: skip
 
     def stop(self, reason: str = "") -> None:
         """`reason`: why it stops, when not asked to (the API's /readyz shows it)."""

@@ -73,6 +73,7 @@ def build_spec(
     device_processes: bool | None = None,
     max_resident: int | None = None,
     ray: str | None = None,
+    max_engines: int | None = None,
 ) -> ServingSpec:
     """devices: device names (`models.accelerators.resolve_devices`; default every CUDA
     device, else the CPU). threads: torch CPU threads per device engine (default: the
@@ -80,7 +81,8 @@ def build_spec(
     device_processes: one process per device engine (None: when there are several).
     max_resident: models resident at once per device (None: all, preloaded).
     ray: serve on a Ray cluster ("auto": one started here; else its address): the
-    devices' kinds are what it serves, its nodes' engines where (`engine/ray_fleet.py`)."""
+    devices' kinds are what it serves, its nodes' engines where (`engine/ray_fleet.py`);
+    max_engines: room for that many engines per kind (the elastic loop fills it)."""
     import os
 
     from models.accelerators import resolve_devices
@@ -92,6 +94,9 @@ def build_spec(
     make_policy(policy)  # an unknown policy fails here, naming the known ones
     if max_resident is not None and (not isinstance(max_resident, int) or max_resident < 1):
         raise InvalidInputError(f"--max-resident: {max_resident!r}: must be an integer >= 1")
+    if max_engines is not None and (not ray or not isinstance(max_engines, int) or max_engines < 1):
+        raise InvalidInputError(f"--max-engines: {max_engines!r}: an integer >= 1, with --ray "
+                                "(room for engines on a Ray cluster)")  # fmt: skip
     devices = resolve_devices(devices)  # every instance: 8 identical GPUs are 8 places to run
     cpus = sum(d.device == "cpu" for d in devices)
     if threads is None and cpus > 1:
@@ -124,4 +129,5 @@ def build_spec(
         device_processes=device_processes,
         max_resident=max_resident,
         ray=ray,
+        max_engines=max_engines,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from cli.arguments import comma_list, kafka_args
 from sdaas.config import Settings
@@ -56,6 +57,12 @@ def add_parser(subparsers):
                     "process's one scheduling core; a dead node's jobs finish on the other "
                     "engines. auto: start a one-node Ray instance here, on loopback, with the "
                     "--devices (default: no Ray, engines on this host)")  # fmt: skip
+    sv.add_argument("--max-engines", type=int, metavar="N", help="with --ray: room for up "
+                    "to N engines per accelerator kind; serving follows the elastic signal "
+                    "(recent work, queue, models asked for), asks Ray's autoscaler for "
+                    "engines (ray.autoscaler.sdk.request_resources), lets new ones join once "
+                    "loaded and idle ones leave (default: the engines found at start, no "
+                    "scaling)")  # fmt: skip
     sv.add_argument("--max-windows", type=int, help="stop after N windows")
     sv.add_argument("--idle-exit", type=float, help="stop after S seconds without jobs (or "
                     "with the broker unreachable)")  # fmt: skip
@@ -80,6 +87,45 @@ def _say_batching(spec) -> None:
             f"note: {spec.policy} batches, but no model was profiled at batch sizes > 1, so "
             "none is batched; profile with `sdaas profile --batch-sizes 1,2,4` and retrain"
         )
+
+
+def fleet_lines(rows: list[dict]) -> list[str]:
+    """The engines per node: what an operator of `serve --ray` reads."""
+    out = []
+    for node in sorted({r["node"] for r in rows}):
+        mine = [r for r in rows if r["node"] == node]
+        up = sum(r["in_service"] for r in mine)
+        out.append(f"node {node}: {up}/{len(mine)} engines in service")
+        for r in mine:
+            p99 = r["dispatch_p99_ms"]
+            out.append(f"  {r['engine']} [{r['state']}] running {r['running']}, queued "
+                       f"{r['queued']}, resident {', '.join(r['resident']) or '-'}"
+                       + (f", dispatch p99 {p99:.1f} ms" if p99 is not None else ""))  # fmt: skip
+    return out
+
+
+def watch_fleet(runtime, say, every_s: float = 10.0) -> None:
+    """Print the engines now, and again whenever one joins, leaves or changes state."""
+    import threading
+
+    def shape():
+        return [(r["engine"], r["state"], r["in_service"]) for r in runtime.fleet()]
+
+    def loop(last):
+        while True:
+            time.sleep(every_s)
+            try:
+                now = shape()
+                if now != last:
+                    for line in ["engines changed:", *fleet_lines(runtime.fleet())]:
+                        say(line)
+                    last = now
+            except Exception:  # noqa: BLE001 - the view is best effort
+                return
+
+    for line in fleet_lines(runtime.fleet()):
+        say(line)
+    threading.Thread(target=loop, args=(shape(),), name="sdaas-fleet-view", daemon=True).start()
 
 
 def run(args, settings: Settings) -> int:
@@ -112,6 +158,7 @@ def run(args, settings: Settings) -> int:
         device_processes=not args.in_process,
         max_resident=args.max_resident,
         ray=args.ray,
+        max_engines=args.max_engines,
     )
     broker = None
     state = settings.broker_state_path
@@ -136,6 +183,8 @@ def run(args, settings: Settings) -> int:
             f"{spec.policy}, {spec.window_s:g} s windows; jobs topic {topics.jobs} on {bootstrap}"
         )
         _say_batching(spec)
+        if spec.ray:
+            watch_fleet(driver.runtime, lambda line: print(line, flush=True))
         try:
             reports = driver.run(max_windows=args.max_windows, idle_exit_s=args.idle_exit)
         except SdaasError:
