@@ -75,7 +75,7 @@ class Front:
         self.cfg = cfg
         self.keys = TenantKeys(cfg.keys_path)
         self.book = JobBook(cfg.book_path)
-        self.metrics = ApiMetrics(self.book)
+        self.metrics = ApiMetrics(self.book, engines=self.fleet)
         self.buckets = TokenBuckets(cfg.rate_per_s, cfg.burst)
         # serving processes by their heartbeats: server -> (last seen, beat every_s)
         self.servers: dict[str, tuple[float, float]] = {}
@@ -90,6 +90,9 @@ class Front:
         # last one that stopped on its own said it stopped
         self.faults: dict[str, list[dict]] = {}
         self.last_stop = ""
+        # each live serving process's engines, as its last beat listed them (sanitised:
+        # `_engine_rows`), by server; the operator's view (/v1/ops, /metrics)
+        self.engines: dict[str, list[dict]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -284,6 +287,7 @@ class Front:
         if m["event"] == "stopping":
             self.servers.pop(server, None)
             self.faults.pop(server, None)
+            self.engines.pop(server, None)
             if isinstance(m.get("reason"), str) and m["reason"]:
                 self.last_stop = m["reason"][:500]
             return
@@ -294,13 +298,30 @@ class Front:
             faults = m.get("faults")
             self.faults[server] = [f for f in faults if isinstance(f, dict)][:20] if isinstance(
                 faults, list) else []  # fmt: skip
+            self.engines[server] = _engine_rows(m.get("engines"))
+        for gone in [s for s in self.engines if not self._alive(s, now)]:
+            del self.engines[gone]  # taken for gone: its engines are no one's view now
+
+    def _alive(self, server: str, now: float) -> bool:
+        if server not in self.servers:
+            return False
+        seen, every = self.servers[server]
+        return now - seen < MISSED_BEATS * every
+
+    def fleet(self) -> list[dict]:
+        """The engines of every live serving process (one that beat lately), each row with
+        its `server`: ordered by node, server, engine."""
+        now = self.clock()
+        rows = [{"server": server[:TEXT_MAX], **row}
+                for server, engines in list(self.engines.items()) if self._alive(server, now)
+                for row in engines]  # fmt: skip
+        return sorted(rows, key=lambda r: (r["node"], r["server"], r["engine"]))
 
     def serving_ready(self) -> tuple[bool, str]:
         """Whether some serving process beat lately and has no fatal fault; the faults
         every live one reports are named either way."""
         now = self.clock()
-        alive = [s for s, (seen, every) in self.servers.items()
-                 if now - seen < MISSED_BEATS * every]  # fmt: skip
+        alive = [s for s in self.servers if self._alive(s, now)]
         faults = [f for s in alive for f in self.faults.get(s, [])]
         said = "; ".join(f"{f.get('part', '?')}: {f.get('reason', '')}" for f in faults)
         healthy = [s for s in alive if not any(f.get("fatal") for f in self.faults.get(s, []))]
@@ -322,6 +343,62 @@ class Front:
 
 
 MISSED_BEATS = 3  # heartbeats a serving process may miss before it is taken for gone
+# bounds on what a heartbeat's `engines` may put in memory (and in /v1/ops, /metrics)
+ENGINES_MAX = 1024  # rows kept per serving process
+RESIDENT_MAX = 64  # model keys kept per engine
+TEXT_MAX = 200  # characters kept of any string
+
+
+def fleet_by_node(rows: list[dict]) -> dict[str, dict[str, int]]:
+    """node -> engines in service, engines in all, jobs running there."""
+    nodes: dict[str, dict[str, int]] = {}
+    for r in rows:
+        n = nodes.setdefault(r["node"], {"in_service": 0, "engines": 0, "running": 0})
+        n["engines"] += 1
+        n["in_service"] += r["in_service"]
+        n["running"] += r["running"] or 0
+    return nodes
+
+
+def _engine_rows(rows) -> list[dict]:
+    """A heartbeat's `engines` as rows of the known keys only (ServingRuntime.fleet's):
+    strings cut to TEXT_MAX, numbers finite or None, at most ENGINES_MAX rows of at most
+    RESIDENT_MAX resident models; a row that is no dict or names no engine is left out."""
+    if not isinstance(rows, list):
+        return []
+    out = []
+    for r in rows[:ENGINES_MAX]:
+        if not isinstance(r, dict) or not isinstance(r.get("engine"), str) or not r["engine"]:
+            continue
+        resident = r.get("resident")
+        out.append({
+            "engine": _text(r["engine"]),
+            "kind": _text(r.get("kind")),
+            "node": _text(r.get("node")) or "local",
+            "state": _text(r.get("state")) or "unknown",
+            "in_service": r.get("in_service") is True,
+            "resident": [_text(k) for k in resident[:RESIDENT_MAX] if isinstance(k, str)]
+            if isinstance(resident, list) else [],
+            "running": _count(r.get("running")),
+            "queued": _count(r.get("queued")),
+            "dispatch_p99_ms": _finite(r.get("dispatch_p99_ms")),
+        })  # fmt: skip
+    return out
+
+
+def _text(x) -> str:
+    return x[:TEXT_MAX] if isinstance(x, str) else ""
+
+
+def _finite(x) -> float | None:
+    """A number >= 0 and under 1e12 (no bool, NaN or infinity), else None."""
+    ok = isinstance(x, int | float) and not isinstance(x, bool) and 0 <= x < 1e12
+    return float(x) if ok else None
+
+
+def _count(x) -> int | None:
+    x = _finite(x)
+    return int(x) if x is not None and x == int(x) else None
 
 
 def _collect(into: list, key):

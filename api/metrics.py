@@ -1,7 +1,9 @@
 """Prometheus metrics of the front door (`/metrics`). Labels are tenants, models, step
-counts, accelerators and devices: never a prompt, never a job id."""
+counts, accelerators, devices, engines and nodes: never a prompt, never a job id."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -43,8 +45,51 @@ class _BookGauges:
         )
 
 
+class _EngineGauges:
+    """Gauges of the serving processes' engines, from their last heartbeats at scrape
+    time: engines per node, kind and state; jobs running and the core-to-engine command
+    latency's p99 per engine (an engine two live processes both name: summed, worst)."""
+
+    def __init__(self, engines: Callable[[], list[dict]]):
+        self.engines = engines
+
+    def collect(self):
+        rows = self.engines()
+        count: dict[tuple[str, str, str], int] = {}
+        running: dict[tuple[str, str], int] = {}
+        p99: dict[tuple[str, str], float] = {}
+        for r in rows:
+            at = (r["node"], r["kind"], r["state"])
+            count[at] = count.get(at, 0) + 1
+            e = (r["engine"], r["node"])
+            if r["running"] is not None:
+                running[e] = running.get(e, 0) + r["running"]
+            if r["dispatch_p99_ms"] is not None:
+                p99[e] = max(p99.get(e, 0.0), r["dispatch_p99_ms"] / 1000)
+        g = GaugeMetricFamily(
+            "sdaas_engines", "engines by node, kind and state", labels=["node", "kind", "state"]
+        )
+        for labels, n in sorted(count.items()):
+            g.add_metric(list(labels), n)
+        yield g
+        g = GaugeMetricFamily(
+            "sdaas_engine_running_jobs", "jobs running on an engine", labels=["engine", "node"]
+        )
+        for labels, n in sorted(running.items()):
+            g.add_metric(list(labels), n)
+        yield g
+        g = GaugeMetricFamily(
+            "sdaas_engine_dispatch_p99_seconds",
+            "core-to-engine command latency, p99",
+            labels=["engine", "node"],
+        )
+        for labels, s in sorted(p99.items()):
+            g.add_metric(list(labels), s)
+        yield g
+
+
 class ApiMetrics:
-    def __init__(self, book: JobBook):
+    def __init__(self, book: JobBook, engines: Callable[[], list[dict]] | None = None):
         self.registry = CollectorRegistry()
         r = self.registry
         self.jobs = Counter(
@@ -89,6 +134,8 @@ class ApiMetrics:
             registry=r,
         )
         r.register(_BookGauges(book))
+        if engines is not None:
+            r.register(_EngineGauges(engines))
 
     def outcome(self, tenant: str, event: str, result: dict) -> None:
         if event not in OUTCOMES:

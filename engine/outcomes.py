@@ -184,6 +184,7 @@ class OutcomeSink:
             image_uri=path.as_uri(),
             run_order=a.run_order,
             batch_size=run.max_batch,
+            restarts=self.core.restarts[j],
         )
         stored = self._answer(j, result)
         if stored and run.max_batch == 1 and run.segments == 1:  # alone, whole: comparable

@@ -115,8 +115,10 @@ class Recovery:
 # and what a new job holds: the steps it has left (-1: not started, set at its first
 # start), the device seconds its segments took (a batch's time shared by the jobs'
 # predicted shares) and the steps they ran (`measured_speed`), the device holding its
-# step state (-1: none) and the crashes of segments it was running in
-_LIVE_NEW = {"steps_left": -1, "took_s": 0.0, "steps_run": 0, "ran_on": -1, "crashes": 0}
+# step state (-1: none), the crashes of segments it was running in, and the times it
+# started again from step 0 (its device crashed or left holding its state)
+_LIVE_NEW = {"steps_left": -1, "took_s": 0.0, "steps_run": 0, "ran_on": -1, "crashes": 0,
+             "restarts": 0}  # fmt: skip
 
 Settled = Callable[[int, int, float], None]  # (job, status, t): rejected/dropped/cancelled
 
@@ -296,7 +298,9 @@ class LiveCore(Simulator):
                         continue
                 carry.append(j)
             held = [j for j, d in enumerate(self.ran_on) if d == i and self.status[j] == PENDING]
-            for j in held:  # from step 0: the restarted engine has no state for them
+            for j in {*carry, *held}:  # from step 0: the restarted engine has no state
+                self.restarts[j] += 1
+            for j in held:
                 self.steps_left[j], self.remaining[j], self.ran_on[j] = -1, self.work[j], -1
             self._requeue(i, carry)
             self._release(i, t)
@@ -351,6 +355,8 @@ class LiveCore(Simulator):
                     if self.crashes[j] >= MAX_CRASHES:
                         failed.append(self._fail(j, t))
                         continue
+                if self.ran_on[j] >= 0:  # it had started: it starts again from step 0
+                    self.restarts[j] += 1
                 self.steps_left[j], self.remaining[j], self.ran_on[j] = -1, self.work[j], -1
                 back.append(j)
             live = [x for x in self.instances_of[k] if x not in self.out_of_service]

@@ -87,7 +87,8 @@ class Plan:
     reason: str = ""
 
 
-JOB_SCHEMA_VERSION = 3  # 2: `device`, the instance a job ran on; 3: `batch_size`
+# 2: `device`, the instance a job ran on; 3: `batch_size`; 4: `restarts`
+JOB_SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,8 @@ class JobResult:
     latency_correction: float = 1.0  # observed/predicted factor applied to the prediction
     device: str = ""  # the device instance (e.g. cuda:3) within `accelerator`
     batch_size: int = 1  # the most jobs it shared a denoising step with (itself included)
+    # times it ran again from step 0: its engine crashed, or left (its node died)
+    restarts: int = 0
     schema_version: int = JOB_SCHEMA_VERSION
 
     def to_row(self) -> dict:

@@ -92,8 +92,33 @@ $("cancel").addEventListener("click", async () => {
   catch (err) { $("error").textContent = String(err.message || err); }
 });
 
+// what serving and tenants send (engine ids, nodes, model keys, job ids) goes into the
+// page as text only
+const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+// the serving processes' engines (an operator key's /v1/ops only), node by node; an
+// engine that is starting, restarting, has left or is out of service says so
+function engines(ops) {
+  const card = $("engines-card");
+  if (!Array.isArray(ops.engines)) { card.style.display = "none"; return; }
+  card.style.display = "block";
+  $("nodes").textContent = Object.entries(ops.nodes || {}).map(([node, n]) =>
+    `${node}: ${n.in_service} of ${n.engines} in service, ${n.running} running`).join(" \u00b7 ")
+    || "no serving process has reported its engines";
+  const list = [...ops.engines].sort((a, b) => a.node.localeCompare(b.node) || a.engine.localeCompare(b.engine));
+  const num = (v, f = (x) => x) => `<td class="num">${v == null ? "-" : esc(f(v))}</td>`;
+  $("engines").querySelector("tbody").innerHTML = list.map((e, i) => {
+    const first = i === 0 || list[i - 1].node !== e.node;
+    const state = e.state === "serving" && e.in_service ? esc(e.state)
+      : `<span class="out">${esc(e.state)}${e.in_service ? "" : " (out of service)"}</span>`;
+    return `<tr data-engine="${esc(e.engine)}"><td>${first ? esc(e.node) : ""}</td><td>${esc(e.engine)}</td>` +
+      `<td>${esc(e.kind)}</td><td>${state}</td><td>${e.resident.map(esc).join(", ") || "-"}</td>` +
+      num(e.running) + num(e.queued) + num(e.dispatch_p99_ms, (x) => x.toFixed(1)) + "</tr>";
+  }).join("") || "<tr><td class=muted colspan=8>none</td></tr>";
+}
+
 function rows(table, obj) {
-  $(table).innerHTML = Object.entries(obj).map(([k, v]) => `<tr><td>${k}</td><td>${v}</td></tr>`).join("")
+  $(table).innerHTML = Object.entries(obj).map(([k, v]) => `<tr><td>${esc(k)}</td><td>${esc(v)}</td></tr>`).join("")
     || "<tr><td class=muted>none</td></tr>";
 }
 
@@ -101,7 +126,7 @@ async function refreshOps() {
   if (!key()) return;
   let ops;
   try { ops = await api("/v1/ops"); } catch { return; }
-  rows("queues", ops.queued); rows("running", ops.running);
+  rows("queues", ops.queued); rows("running", ops.running); engines(ops);
   const svg = $("attainment"), pts = ops.attainment;
   svg.innerHTML = pts.map((p, i) => {
     const h = 76 * (p.ended ? p.met / p.ended : 0), w = 600 / Math.max(pts.length, 1);
@@ -112,7 +137,7 @@ async function refreshOps() {
   const tb = $("recent").querySelector("tbody");
   tb.innerHTML = ops.recent.map((j) => {
     const o = j.outcome || {};
-    return `<tr><td>${j.job_id}</td><td>${j.status}</td><td>${j.plan?.model || ""}</td><td>${j.plan?.steps || ""}</td>` +
+    return `<tr><td>${esc(j.job_id)}</td><td>${esc(j.status)}</td><td>${esc(j.plan?.model)}</td><td>${esc(j.plan?.steps)}</td>` +
       `<td>${o.jct_s != null ? o.jct_s.toFixed(2) : ""}</td><td>${o.status === "done" ? (o.latency_slo_met && o.clip_slo_met ? "met" : "missed") : ""}</td></tr>`;
   }).join("");
 }

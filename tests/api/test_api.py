@@ -174,6 +174,11 @@ def test_ops_shows_a_tenant_its_own_numbers_and_an_operator_all(stack):
     assert everyone["scope"] == "all tenants" and everyone["counts"] == book.counts()
     assert book.counts() != book.counts("ann")  # bob's jobs are in the first only
     assert bobs["counts"]["done"] >= 1 and job_id not in json.dumps(mine)
+    # the engines (from serving's heartbeats) are an operator's view only
+    assert "engines" not in mine and "nodes" not in mine and "engines" not in bobs
+    assert everyone["engines"] and {e["state"] for e in everyone["engines"]} <= {
+        "starting", "serving", "restarting", "left", "stopped", "vacant"}  # fmt: skip
+    assert sum(n["engines"] for n in everyone["nodes"].values()) == len(everyone["engines"])
 
 
 def test_a_retried_post_with_the_same_idempotency_key_is_one_job(stack):
@@ -316,7 +321,8 @@ def test_health_readiness_metrics_and_no_prompt_in_logs_or_metrics(stack, caplog
         page = c.get("/")
     for name in ('sdaas_jobs_total{outcome="done",tenant="ann"}', "sdaas_queue_depth",
                  "sdaas_slo_attainment", "sdaas_job_latency_seconds_bucket",
-                 "sdaas_predictor_error_ratio_bucket", "sdaas_submit_seconds_bucket"):  # fmt: skip
+                 "sdaas_predictor_error_ratio_bucket", "sdaas_submit_seconds_bucket",
+                 "sdaas_engines{", "sdaas_engine_running_jobs{"):  # fmt: skip
         assert name in text, name
     assert refused.status_code == 403 and "--operator" in refused.json()["error"]
     assert httpx.get(f"{stack.api.url}/metrics").status_code == 401

@@ -72,3 +72,68 @@ def test_the_page_submits_a_job_and_shows_its_plan_progress_and_image(stack, tmp
         wait.until(lambda b: "401" in find("error").text)
     finally:
         browser.quit()
+
+
+def test_an_operator_key_shows_the_engines_node_by_node_and_a_tenant_key_does_not(
+    tmp_path, monkeypatch
+):
+    """The API alone (its Kafka side not started), fed a heartbeat by hand: an operator's
+    page lists the engines with their states, a hostile engine id as text."""
+    import asyncio
+    import time
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from api.front import ApiConfig, Front
+    from api.server import ApiServer
+
+    monkeypatch.setattr(Front, "start", lambda self, loop: setattr(self, "_loop", loop))
+    monkeypatch.setattr(Front, "stop", lambda self: (self.watch.stop(), self.book.close()))
+    hostile = '<img src=x onerror="window.pwned=1">'
+    engines = [
+        {"engine": "cpu-x@10.0.0.2/ab#0", "kind": "cpu-x", "node": "10.0.0.2",
+         "state": "serving", "in_service": True, "resident": ["toy@1", "toy@2"], "running": 3,
+         "queued": 1, "dispatch_p99_ms": 1.5},
+        {"engine": "cpu-x@10.0.0.1/cd#1", "kind": "cpu-x", "node": "10.0.0.1", "state": "left",
+         "in_service": False, "resident": [], "running": 0, "queued": None,
+         "dispatch_p99_ms": None},
+        {"engine": hostile, "kind": "cpu-x", "node": "10.0.0.1", "state": "starting",
+         "in_service": False, "resident": [], "running": 0, "queued": 0,
+         "dispatch_p99_ms": None},
+    ]  # fmt: skip
+    cfg = ApiConfig(bootstrap="unused:1", data_dir=tmp_path, results_dir=tmp_path)
+    with ApiServer(cfg) as api:
+        front = api.front
+        keys = {"ann": front.keys.create("ann"), "ops": front.keys.create("ops", operator=True)}
+        beat = {"tenant": "", "job_id": "", "event": "ready", "ts": time.time(),
+                "server": "s1", "every_s": 60.0, "engines": engines}  # fmt: skip
+        asyncio.run_coroutine_threadsafe(front._apply([beat]), front._loop).result(10)
+        browser = chromium()
+        try:
+            browser.get(api.url + "/")
+            find = lambda i: browser.find_element(By.ID, i)  # noqa: E731
+            wait = WebDriverWait(browser, 30, poll_frequency=0.1)
+            assert not find("engines-card").is_displayed()  # no key yet
+            find("key").send_keys(keys["ops"])
+            browser.execute_script("refreshOps()")
+            wait.until(lambda b: find("engines-card").is_displayed())
+            trs = lambda: find("engines").find_elements(By.CSS_SELECTOR, "tbody tr")  # noqa: E731
+            wait.until(lambda b: len(trs()) == 3)
+            cells = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")] for tr in trs()]
+            assert cells == [  # node by node; the node named once
+                ["10.0.0.1", hostile, "cpu-x", "starting (out of service)", "-", "0", "0", "-"],
+                ["", "cpu-x@10.0.0.1/cd#1", "cpu-x", "left (out of service)", "-", "0", "-",
+                 "-"],
+                ["10.0.0.2", "cpu-x@10.0.0.2/ab#0", "cpu-x", "serving", "toy@1, toy@2", "3", "1",
+                 "1.5"],
+            ]  # fmt: skip
+            assert "10.0.0.1: 0 of 2 in service, 0 running" in find("nodes").text
+            assert browser.execute_script("return window.pwned") is None
+            browser.save_screenshot(str(tmp_path / "engines.png"))
+            find("key").clear()
+            find("key").send_keys(keys["ann"])
+            browser.execute_script("refreshOps()")
+            wait.until(lambda b: not find("engines-card").is_displayed())
+        finally:
+            browser.quit()

@@ -56,3 +56,46 @@ def test_two_ray_nodes_serve_the_e2e_mix_as_one_host_does(serving_settings, brok
     assert len(fleet) == 2 and len({row["node"] for row in fleet}) == 1  # both on loopback
     assert len({row["engine"] for row in fleet}) == 2
     assert all(row["in_service"] and row["dispatch_p99_ms"] is not None for row in fleet)
+
+
+def test_a_node_killed_mid_burst_loses_no_job_and_stores_none_twice(serving_settings, broker):
+    """Counted from the result store: every job of the burst has one result, done; the
+    ones the dead node was running ran again elsewhere and say so (`restarts`)."""
+    import threading
+    import time
+
+    spec = build_spec(serving_settings, window_s=1.0, max_backlog_s=1e9, threads=1)
+    kind = spec.devices[0].name
+    topics = Topics(f"t{uuid.uuid4().hex[:6]}")
+    with local_fleet([{kind: 1}, {kind: 1}]) as cluster:
+        spec = replace(spec, ray=cluster.address, source_topic=topics.jobs)
+        client = JobClient(broker.bootstrap, topics)
+        jobs = [client.submit(tenant="alice", prompt="two red circles, flat style",
+                              style=spec.planner.styles[0], latency_slo_s=120.0, min_clip=0.0,
+                              seed=i) for i in range(8)]  # fmt: skip
+        client.flush()
+        driver = ServingDriver(spec, broker.bootstrap, topics, progress=lambda *_: None)
+        worker = next(iter(cluster.worker_nodes))
+        runner = threading.Thread(target=driver.run, kwargs={"idle_exit_s": 3.0})
+        runner.start()
+        core, end = driver.runtime.core, time.monotonic() + 300
+        victim = next(i for i, e in enumerate(driver.runtime.engines)
+                      if e.slot.node_id == worker.node_id)  # fmt: skip
+        while victim not in core.ran_on:  # the worker node holds a job's step state
+            assert time.monotonic() < end and runner.is_alive(), "no job ran on the worker"
+            time.sleep(0.01)
+        cluster.remove_node(worker)
+        runner.join(300)
+        assert not runner.is_alive()
+        fleet = driver.runtime.fleet()
+        faults = [f.reason for f in driver.runtime.faults.current()]
+        driver.close()
+    store = ResultStore(Path(spec.store_path))
+    mine = {j.job_id for j in jobs}
+    results = [r for r in store.all() if r.job_id in mine]
+    assert sorted(r.job_id for r in results) == sorted(mine)  # one each: none lost, none twice
+    assert {r.status for r in results} == {"done"}, [(r.status, r.error) for r in results]
+    moved = [r for r in results if r.restarts]
+    assert moved and all(r.device != fleet[victim]["engine"] for r in moved)
+    assert not fleet[victim]["in_service"] and fleet[victim]["state"] == "left"
+    assert any("left the cluster" in f for f in faults), faults

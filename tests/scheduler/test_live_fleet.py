@@ -35,6 +35,8 @@ def test_a_device_that_leaves_gives_its_jobs_to_the_others(policy):
     assert [core.status[j] for j in range(4)] == [JobStatus.DONE] * 4
     for j in running[1]:
         assert core.steps_run[j] >= core.steps[j]  # from step 0 on device 0
+        assert core.restarts[j] == 1
+    assert all(core.restarts[j] == 0 for j in range(4) if j not in running[1])
 
 
 def test_a_job_that_crashed_engines_max_crashes_times_fails_instead_of_moving_on():
