@@ -51,9 +51,16 @@ def loopback_only() -> None:
     Ray would otherwise find the interface address and serve on it. Must run before
     Ray starts a node; the environment carries it to Ray's own processes."""
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # get_node_ip_address: loopback
+    no_usage_reports()
     import ray._private.ray_constants as constants
 
     constants.ENABLE_RAY_CLUSTER = False
+
+
+def no_usage_reports() -> None:
+    """Ray's dashboard reports usage to usage-stats.ray.io unless told not to: no
+    process sdaas starts sends anything off the machine (set before Ray starts)."""
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 
 
 def connect(address: str, offer: dict[str, int] | None = None) -> str:
@@ -63,6 +70,7 @@ def connect(address: str, offer: dict[str, int] | None = None) -> str:
 
     if ray.is_initialized():
         return ray.get_runtime_context().gcs_address
+    no_usage_reports()
     if address == "auto":
         loopback_only()
         resources = {resource_name(k): float(n) for k, n in (offer or {}).items()}

@@ -3,6 +3,7 @@ loopback only, and leaves no process behind."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -28,6 +29,7 @@ def test_auto_starts_a_local_instance_offering_the_devices_on_loopback():
         assert [(s.kind, s.n) for s in slots] == [("cpu-x", 0), ("cpu-x", 1), ("cuda-y", 0)]
         assert {s.node_ip for s in slots} == {LOOPBACK}
         assert not off_loopback(ray_processes())
+        assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"  # no report to ray.io
     finally:
         ray.shutdown()
     end = time.monotonic() + 20
