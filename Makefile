@@ -55,6 +55,8 @@ bench: $(STAMP)
 	$(PY) bench/serving_bench.py
 	$(PY) bench/engine_bench.py
 	$(PY) bench/sim_to_real_bench.py
+	$(PY) bench/fleet_bench.py
+	$(PY) bench/ray_bench.py
 
 mlflow-ui: $(STAMP)
 	mkdir -p mlruns/artifacts

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from engine.link import DeviceLink
 from engine.ray_device import RayDevice, start_all
-from engine.ray_fleet import EngineSlot, engine_slots
+from engine.ray_fleet import EngineSlot, engine_slots, resource_name
 from scheduler.live import LiveCore
 from sdaas.errors import brief
 
@@ -156,9 +156,10 @@ def fleet_instances(spec, kinds: list[str]) -> tuple[list[EngineSlot], list]:
     connect(spec.ray, offered([d.name for d in spec.devices]))
     slots = engine_slots(kinds)
     if not slots:
+        offer = ", ".join(f'"{resource_name(k)}": ENGINES' for k in kinds)
         raise RuntimeError(
             f"the Ray cluster at {spec.ray} offers no engine for {', '.join(kinds)}: start "
-            "its nodes with `ray start --resources '{\"sdaas:KIND\": ENGINES}'`"
+            f"its nodes with `ray start --resources '{{{offer}}}'`"
         )
     instances = []
     for kind in kinds:
