@@ -289,13 +289,8 @@ class LiveCore(Simulator):
             t, ended = self.clock(), ended or {}
             carry, failed = [], []
             for j in dict.fromkeys([*(self.seg_jobs[i] or ()), *ended, *crashed]):
-                if self._settle_ended(j, ended, t):
+                if self._settle_ended(j, ended, t) or self._crashed_out(j, crashed, t, failed):
                     continue
-                if j in crashed:
-                    self.crashes[j] += 1
-                    if self.crashes[j] >= MAX_CRASHES:
-                        failed.append(self._fail(j, t))
-                        continue
                 carry.append(j)
             held = [j for j, d in enumerate(self.ran_on) if d == i and self.status[j] == PENDING]
             for j in {*carry, *held}:  # from step 0: the restarted engine has no state
@@ -348,13 +343,8 @@ class LiveCore(Simulator):
                 self.dev_queues[i] = self.policy.make_queue(k)
             back, failed = [], []
             for j in dict.fromkeys([*seg, *ended, *held, *queued]):
-                if self._settle_ended(j, ended, t):
+                if self._settle_ended(j, ended, t) or self._crashed_out(j, crashed, t, failed):
                     continue
-                if j in crashed:
-                    self.crashes[j] += 1
-                    if self.crashes[j] >= MAX_CRASHES:
-                        failed.append(self._fail(j, t))
-                        continue
                 if self.ran_on[j] >= 0:  # it had started: it starts again from step 0
                     self.restarts[j] += 1
                 self.steps_left[j], self.remaining[j], self.ran_on[j] = -1, self.work[j], -1
@@ -429,6 +419,17 @@ class LiveCore(Simulator):
         for j, s in enumerate(self.status):
             if s == PENDING and self.dev_of[j] == i and j not in running:
                 q.push(j)
+
+    def _crashed_out(self, j: int, crashed, t: float, failed: list[SegmentJob]) -> bool:
+        """A job of a segment its device crashed running counts the crash; at its
+        MAX_CRASHES-th it fails (into `failed`), never to crash another. Whether it did."""
+        if j not in crashed:
+            return False
+        self.crashes[j] += 1
+        if self.crashes[j] < MAX_CRASHES:
+            return False
+        failed.append(self._fail(j, t))
+        return True
 
     def _settle_ended(self, j: int, ended: dict[int, int], t: float) -> bool:
         """Settle job j if it has ended: answered already (`ended`) or cancelled. False
