@@ -98,6 +98,14 @@ def engine_slots(kinds: list[str]) -> list[EngineSlot]:
     return slots
 
 
+def offered_resources() -> set[str]:
+    """The engine resources (`sdaas:<kind>`) the cluster's live nodes offer."""
+    import ray
+
+    return {r for n in ray.nodes() if n.get("Alive") for r in n["Resources"]
+            if r.startswith(RESOURCE_PREFIX)}  # fmt: skip
+
+
 def alive(node_id: str) -> bool:
     """Whether Ray still counts the node in (a node that died is out within seconds)."""
     import ray

@@ -60,6 +60,29 @@ def observed_corrections(settings: Settings):
     return observed_corrections_in(store, version)
 
 
+def cluster_devices(settings: Settings, address: str) -> list:
+    """On a Ray cluster without --devices: one device per accelerator kind the latency
+    predictor knows and the cluster's nodes offer engines of (this host need not have
+    any of them: the serving process only schedules and stores)."""
+    from engine.ray_fleet import connect, offered_resources, resource_name
+    from models.accelerators import Accelerator
+    from predictor.planner import accelerators_known_to
+    from predictor.store import load_predictor
+    from predictor.tracking import LATENCY_MODEL
+
+    connect(address)
+    offered = offered_resources()
+    known = accelerators_known_to(load_predictor(settings, LATENCY_MODEL))
+    kinds = [k for k in known if resource_name(k) in offered]
+    if not kinds:
+        raise InvalidInputError(
+            f"the Ray cluster at {address} offers engines of {sorted(offered) or 'nothing'}; "
+            f"the profiled accelerators are {known}: offer one of "
+            f"{[resource_name(k) for k in known]} on its nodes (ray start --resources)"
+        )
+    return [Accelerator("cpu" if k.startswith("cpu") else "cuda", k) for k in kinds]
+
+
 def build_spec(
     settings: Settings,
     *,
@@ -97,7 +120,10 @@ def build_spec(
     if max_engines is not None and (not ray or not isinstance(max_engines, int) or max_engines < 1):
         raise InvalidInputError(f"--max-engines: {max_engines!r}: an integer >= 1, with --ray "
                                 "(room for engines on a Ray cluster)")  # fmt: skip
-    devices = resolve_devices(devices)  # every instance: 8 identical GPUs are 8 places to run
+    if ray and ray != "auto" and not devices:  # what the cluster's nodes offer engines of
+        devices = cluster_devices(settings, ray)
+    else:
+        devices = resolve_devices(devices)  # every instance: 8 identical GPUs are 8 places
     cpus = sum(d.device == "cpu" for d in devices)
     if threads is None and cpus > 1:
         threads = max(1, (os.cpu_count() or 1) // cpus)

@@ -48,8 +48,12 @@ def test_two_ray_nodes_serve_the_e2e_mix_as_one_host_does(serving_settings, brok
     spec = build_spec(serving_settings, window_s=30.0, max_backlog_s=1e9, threads=1)
     here, here_letters, _ = serve_mix(spec, broker)
     kind = spec.devices[0].name
-    with local_fleet([{kind: 1}, {kind: 1}]) as cluster:
-        there, there_letters, fleet = serve_mix(replace(spec, ray=cluster.address), broker)
+    with local_fleet([{kind: 1}, {kind: 1}, {"cuda-unprofiled": 1}]) as cluster:
+        # no --devices: what the cluster offers of the profiled kinds (the third is not)
+        on_ray = build_spec(serving_settings, window_s=30.0, max_backlog_s=1e9, threads=1,
+                            ray=cluster.address)  # fmt: skip
+        assert [d.name for d in on_ray.devices] == [kind]
+        there, there_letters, fleet = serve_mix(on_ray, broker)
         assert not off_loopback(ray_processes())
     assert there == here and there_letters == here_letters
     assert sum(s == "done" for s in there.values()) >= 5
