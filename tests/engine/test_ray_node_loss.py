@@ -27,7 +27,9 @@ def test_a_node_of_several_engines_that_dies_fails_no_job():
     from models.emulated import EmulatedLoader, StepTiming
 
     with local_fleet([{"cpu": 1}, {"cpu": 3}]) as cluster:
-        slots = engine_slots(["cpu"])
+        # the head's engine first: the 3 jobs below go to it and to 2 of the worker's 3
+        # engines (least queued work, first index), so a dead worker engine is idle
+        slots = sorted(engine_slots(["cpu"]), key=lambda s: s.node_id != cluster.head_node.node_id)
         core = LiveCore(catalog(), Cluster.parse("4xcpu"), make_policy("fcfs"), LIVE_CONFIG)
         events, faults = Events(), []
         links = [link_of(core, i, events, name=s.name,
