@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from api.front import ApiConfig, Front
 from api.problem import Problem, answer
-from api.routes import health, jobs, ops, page
+from api.routes import health, jobs, ops, page, styles
 from api.submission import Submission
 
 
@@ -53,6 +53,6 @@ def create_app(cfg: ApiConfig) -> FastAPI:
     app.state.front = Front(cfg)
     app.state.submission = Submission(app.state.front)
     app.add_exception_handler(Problem, answer)
-    for area in (jobs, ops, health, page):  # in this order: the routes' order in /docs
+    for area in (jobs, styles, ops, health, page):  # in this order: the routes' order in /docs
         app.include_router(area.router)
     return app

@@ -26,6 +26,7 @@ def api_demo(settings: Settings, out=print) -> None:
     from adapters.kafka_io import Topics
     from api.front import ApiConfig
     from api.server import ApiServer
+    from cli.serving_demo import seed_batch_costs, served_batch_costs
     from pipelines.serving_driver import serving_in_background
     from pipelines.serving_setup import build_spec
     from sdaas.privacy import load_salt
@@ -36,6 +37,7 @@ def api_demo(settings: Settings, out=print) -> None:
         topics = Topics("demo-api")
         spec = build_spec(settings, window_s=0.5, max_backlog_s=60.0)
         spec = replace(spec, store_path=str(folder / "results" / "results.db"))
+        seed_batch_costs(spec, served_batch_costs(settings, spec))
         cfg = ApiConfig(bootstrap=broker.bootstrap, data_dir=folder, results_dir=folder / "results",
                         topics=topics, styles=tuple(spec.planner.styles),
                         resolutions=spec.planner.resolutions, salt=load_salt(settings))  # fmt: skip

@@ -3,16 +3,17 @@
 Builds the tiny models, registers them, lists the registry, generates one image
 per model for a sample prompt, saves the images and a labelled contact sheet
 under `data/outputs/`, prints a table of what ran and how long it took, then runs
-the quick profiling sweep (Beam, FnApiRunner) and prints its fitted latency lines,
-trains the LightGBM predictors (tracked in MLflow) and plans a few jobs, feasible and
-not. Later stages (simulator, serving) extend this.
+the quick profiling sweep (Beam, FnApiRunner) and prints its fitted latency lines, then
+a small sweep at batch sizes 2 and 4 (serving batches a model only at the batch sizes it
+was profiled at), trains the LightGBM predictors (tracked in MLflow) and plans a few jobs,
+feasible and not. Later stages (simulator, serving) extend this.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -34,6 +35,10 @@ log = logging.getLogger(__name__)
 # the quick grid, on captions of the toy world: the prompts its models can draw, so their
 # CLIP (and the margin plans promise below it) means something
 DEMO_SWEEP = SweepConfig(prompt_set=TOYWORLD_PROMPT_SET)
+# the batch sizes the demo profiles besides 1, so that its serving batches: a policy
+# batches a model only at the sizes it was profiled at (`sdaas serve` says which)
+DEMO_BATCH_SIZES = (2, 4)
+DEMO_BATCH_MAX_STEPS = 4
 SAMPLE_PROMPT = "two small red circles on the left"
 
 
@@ -47,6 +52,19 @@ class DemoRow:
     latency_s: float
     per_step_ms: float
     image: str
+
+
+def batch_sweep(sweep: SweepConfig) -> SweepConfig:
+    """The sweep's batch part: batch sizes `DEMO_BATCH_SIZES`, on the sweep's prompts (a
+    prompt's CLIP varies by tens of points with the seed and the caption, and the CLIP
+    predictor reads every row: fewer prompts here would skew it), at the sweep's fewest
+    and most steps up to `DEMO_BATCH_MAX_STEPS` (where the demo's jobs are planned). Batch 1
+    is the sweep itself: training takes each (model, accelerator, batch size) from the
+    newest run that measured it. Serving measures what a batch costs on its own engine
+    before it batches (`engine/calibrator.py`); these rows say that it may."""
+    low = [s for s in sweep.steps if s <= DEMO_BATCH_MAX_STEPS] or [min(sweep.steps)]
+    steps = tuple(sorted({min(low), max(low)}))
+    return replace(sweep, steps=steps, batch_sizes=DEMO_BATCH_SIZES)
 
 
 def contact_sheet(images: list[tuple[str, Image.Image]], path: Path, scale: int = 3) -> Path:
@@ -75,6 +93,29 @@ def demo_plans(styles: list[str]) -> list[tuple[str, float, float]]:
     return [(a, 2.0, 0.0), (b, 5.0, 15.0), (b, 0.001, 0.0), (a, 5.0, 99.0)]
 
 
+def batch_champion(settings: Settings, new, out=print) -> None:
+    """Serving batches a model only at the batch sizes the champion latency predictor was
+    profiled at. A home that ran the demo before this sweep profiled batches holds a
+    champion of batch 1 only, which the new version need not beat on held-out error (its
+    extra rows are a few percent): then the new version, trained on these profiles, is
+    made champion, and the demo says so."""
+    from predictor.store import CHAMPION, connect, load_predictor
+    from predictor.tracking import LATENCY_MODEL
+
+    if new.promoted:
+        return
+    champion = load_predictor(settings, LATENCY_MODEL)
+    served = [r.card.key for r in Registry(settings.registry_path).list()]
+    batches = champion.spec.profiled_batches
+    if any(b > 1 for key in served for b in batches.get(key, ())):
+        return
+    client = connect(settings, create=False).MlflowClient()
+    client.set_registered_model_alias(LATENCY_MODEL, CHAMPION, new.version)
+    out(f"{LATENCY_MODEL} v{new.version} made champion by the demo: champion "
+        f"v{champion.version} has the served models at batch size 1 only, so serving with it "
+        "would batch nothing")  # fmt: skip
+
+
 def plan_demo(settings: Settings, out=print) -> None:
     from predictor.planner import load_planner
     from predictor.store import tracking_uri
@@ -98,6 +139,7 @@ def plan_demo(settings: Settings, out=print) -> None:
             f"CLIP held-out MAE {r.clip_metrics['mae']:.2f}; {r.clip.name} v{r.clip.version}: "
             f"{r.clip.reason}"
         )
+    batch_champion(settings, r.latency, out)
     planner = load_planner(settings)
     rows = []
     for style, slo, min_clip in demo_plans(planner.styles):
@@ -245,7 +287,15 @@ def run_demo(
         report = run_sweep(settings, sweep, progress=out)
         text, _ = summary_report(Path(report.out_dir), Path(report.out_dir) / "profile.png")
         out(text)
-        out(f"inspect again with: sdaas profile --summary {report.out_dir}")
+        batches = batch_sweep(sweep)
+        sizes = ",".join(map(str, batches.batch_sizes))
+        out(f"   and at batch sizes {sizes} (serving batches a model only at sizes it was "
+            f"profiled at): steps {','.join(map(str, batches.steps))}")  # fmt: skip
+        batch_dir = Path(f"{report.out_dir}-batches")
+        run_sweep(settings, batches, out_dir=batch_dir, progress=out)
+        text, _ = summary_report(batch_dir, batch_dir / "profile.png")
+        out(text)
+        out(f"inspect again with: sdaas profile --summary {report.out_dir} (and {batch_dir})")
         out(f"== 6/{total} predictors (LightGBM, MLflow) and plans")
         plan_demo(settings, out)
     step = 5 if sweep is None else 7

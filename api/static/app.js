@@ -14,6 +14,19 @@ async function api(path, opts = {}) {
   return body;
 }
 
+// the Style list: the served styles (GET /v1/styles, any tenant's key), the first by
+// default; a choice made before the list is loaded again is kept when still served
+async function loadStyles() {
+  if (!key()) return;
+  let body;
+  try { body = await api("/v1/styles"); } catch { return; }
+  const sel = $("style"), keep = sel.value;
+  sel.replaceChildren(...body.styles.map((s) => new Option(s, s)));
+  if (!body.styles.length) sel.append(new Option("(no served styles listed)", ""));
+  if (body.styles.includes(keep)) sel.value = keep;
+}
+$("key").addEventListener("change", loadStyles);
+
 function log(line) { const d = $("log"); d.textContent += line + "\n"; d.scrollTop = d.scrollHeight; }
 
 function show(event, data) {
@@ -75,6 +88,7 @@ $("submit").addEventListener("submit", async (e) => {
   for (const id of ["plan", "steps", "outcome", "error", "log", "status"]) $(id).textContent = "";
   $("image").style.display = "none"; $("progress").value = 0;
   try {
+    if (!$("style").value) await loadStyles();  // a key typed just now: its styles first
     const job = await api("/v1/jobs", {
       method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ prompt: $("prompt").value, style: $("style").value,
@@ -141,5 +155,6 @@ async function refreshOps() {
       `<td>${o.jct_s != null ? o.jct_s.toFixed(2) : ""}</td><td>${o.status === "done" ? (o.latency_slo_met && o.clip_slo_met ? "met" : "missed") : ""}</td></tr>`;
   }).join("");
 }
+loadStyles();
 refreshOps();
 setInterval(refreshOps, 5000);

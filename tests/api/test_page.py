@@ -1,6 +1,6 @@
 """The web page in a real browser: headless Chromium (the system package, driven by
-Selenium) loads the page, submits a job with a tenant's key, and shows the plan, the
-step progress and the image."""
+Selenium) loads the page, offers the served styles, submits a job with a tenant's key,
+and shows the plan, the step progress and the image."""
 
 from __future__ import annotations
 
@@ -41,9 +41,12 @@ def test_the_page_submits_a_job_and_shows_its_plan_progress_and_image(stack, tmp
         assert "sdaas" in browser.title
         find = lambda i: browser.find_element(By.ID, i)  # noqa: E731
         find("key").send_keys(stack.keys["ann"])
-        find("prompt").send_keys(PROMPT)
-        find("style").clear()
-        find("style").send_keys(stack.styles[0])
+        find("prompt").send_keys(PROMPT)  # the key field left: its styles are listed
+        # the served styles to pick from, the first chosen; the style is left as it is
+        options = lambda: [o.get_attribute("value")  # noqa: E731
+                           for o in find("style").find_elements(By.TAG_NAME, "option")]  # fmt: skip
+        WebDriverWait(browser, 30, poll_frequency=0.1).until(lambda b: options() == stack.styles)
+        assert find("style").get_attribute("value") == stack.styles[0]
         find("slo").clear()
         find("slo").send_keys("300")
         find("go").click()
@@ -72,6 +75,57 @@ def test_the_page_submits_a_job_and_shows_its_plan_progress_and_image(stack, tmp
         wait.until(lambda b: "401" in find("error").text)
     finally:
         browser.quit()
+
+
+def test_the_style_list_is_the_served_styles_and_the_first_generate_sends_the_first(
+    tmp_path, monkeypatch
+):
+    """The API alone (its Kafka side not started): a key remembered from an earlier visit
+    lists the styles as the page loads, a key typed in does when the field is left, and
+    Generate right after typing a key sends a served style (once, a blank one answered
+    422 "style '': unknown")."""
+    import json
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from api.front import ApiConfig, Front
+    from api.server import ApiServer
+
+    monkeypatch.setattr(Front, "start", lambda self, loop: setattr(self, "_loop", loop))
+    monkeypatch.setattr(Front, "stop", lambda self: (self.watch.stop(), self.book.close()))
+    sent = []
+
+    async def send_job(self, tenant, job_id):  # what reached "Kafka"
+        sent.append(self.book.request_of(tenant, job_id))
+        self.book.sent(tenant, job_id, "t")
+
+    monkeypatch.setattr(Front, "send_job", send_job)
+    styles = ("outline", "flat", "pixel <b>art</b>")
+    cfg = ApiConfig(bootstrap="unused:1", data_dir=tmp_path, results_dir=tmp_path,
+                    styles=styles)  # fmt: skip
+    with ApiServer(cfg) as api:
+        key = api.front.keys.create("ann")
+        browser = chromium()
+        try:
+            browser.get(api.url + "/")
+            find = lambda i: browser.find_element(By.ID, i)  # noqa: E731
+            wait = WebDriverWait(browser, 30, poll_frequency=0.1)
+            listed = lambda: find("style").find_elements(By.TAG_NAME, "option")  # noqa: E731
+            options = lambda: [(o.get_attribute("value"), o.text) for o in listed()]  # noqa: E731
+            assert [v for v, _ in options()] == [""]  # no key yet: nothing listed
+            find("key").send_keys(key)
+            find("prompt").send_keys("a red circle")
+            find("go").click()  # at once: the styles are fetched before the job is sent
+            wait.until(lambda b: find("job").text not in ("", "-") or find("error").text)
+            assert not find("error").text
+            assert options() == [(s, s) for s in styles]  # as text: no markup from a name
+            assert json.loads(sent[0])["style"] == "outline"
+            browser.refresh()  # the key is remembered: the list is there without typing
+            wait.until(lambda b: [v for v, _ in options()] == list(styles))
+            assert find("style").get_attribute("value") == "outline"
+        finally:
+            browser.quit()
 
 
 def test_an_operator_key_shows_the_engines_node_by_node_and_a_tenant_key_does_not(

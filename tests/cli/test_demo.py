@@ -31,6 +31,7 @@ def test_demo_runs_every_model_and_never_prints_the_prompt(settings):
     assert "min CLIP 99 unreachable for style" in plans
     assert "fastest option meeting min CLIP 0 needs" in plans and "> 0.001 s" in plans
     assert "wrote 6 rows (0 failed cells)" in text
+    assert "wrote 12 rows (0 failed cells)" in text  # batch sizes 2 and 4 at steps 1, 2
     assert "R²" in text
     assert SAMPLE_PROMPT not in text
     sim = text.split("7/8 scheduling policies")[1].split("8/8")[0]
@@ -41,6 +42,14 @@ def test_demo_runs_every_model_and_never_prints_the_prompt(settings):
     for policy in ("slack-sjf", "sjf", "fcfs"):  # records, done, rejected, dead, duplicates
         n, done, rejected, dead, dup = (int(x) for x in table[policy][1:6])
         assert (n, done + rejected, dead, dup) == (30, 24, 5, 1)
+    # the profiled batch sizes make slack-sjf batch; sjf and fcfs run each job alone
+    batched, largest = (int(x) for x in table["slack-sjf"][-2:])
+    assert batched > 0 and 1 < largest <= 4, table["slack-sjf"]
+    assert [table[p][-2:] for p in ("sjf", "fcfs")] == [["0", "1"], ["0", "1"]]
+    assert "slack-sjf batches jobs of one model at step boundaries: toy-" in serving
+    ours = [table[f"demo-{i:02d}"] for i in range(24) if table[f"demo-{i:02d}"][2] == "done"]
+    assert any(int(row[-4]) > 1 for row in ours)  # batch, JCT, CLIP, met: a done job's last
+    assert "goodput (both SLOs met, over all 24 jobs): slack-sjf " in serving
     assert "dead letter" in serving and "not JSON" in serving
     assert "demo-23" in serving  # every job has a row
     # the front door: the API's URL, one job over HTTP, its events as they came
