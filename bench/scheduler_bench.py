@@ -5,9 +5,13 @@
    core (aim >= 100k for every policy), best of 3 with the spread and the load average
    recorded (a spread over 25 % is flagged noisy), and peak resident memory.
 2. The comparison (scheduler/comparison.py) on 8xA100+8xT4 over offered load 0.3-1.2,
-   Poisson, bursty (Gamma, CV 5), the DiffServe trace and the production-like requests,
-   every policy, several seeds: goodput, lost share, JCT, and the GPUs each policy needs
-   for 90/95/99 % goodput.
+   Poisson, bursty (Gamma, CV 5), the DiffServe trace, the production-like requests and
+   a Markov-modulated Poisson workload (`mmpp`: --mmpp-rates, --mmpp-dwell-s), plus any
+   arrival trace (--trace-file, repeatable), every policy, several seeds: goodput, lost
+   share, JCT, and the GPUs each policy needs for 90/95/99 % goodput (bisection, for
+   every workload: trace files too). It prints the headline: per workload, ours against
+   the best baseline (target <= 0.70) and against the fair bound (`fair-bound`, target
+   <= 1.15), with the true-CLIP oracle for scale.
 3. Elasticity (scheduler/elastic.py): the production-like requests in real time (2
    days), an elastic pool of A100s against the smallest fixed cluster at the same
    goodput and at 95 %, in GPU-hours.
@@ -18,7 +22,9 @@ bench/results/elastic.json: the results the README quotes (about 10 min on 2 cor
 Without (`make bench`): a quick version (200k-job speed runs, 5k jobs x 3 seeds) into
 scheduler_speed-quick.json, scheduler-quick/ and elastic-quick.json.
 Usage: python bench/scheduler_bench.py [--full] [--speed-only | --comparison-only |
---elastic-only]
+--elastic-only] [--workloads poisson,bursty,trace,production,mmpp] [--trace-file PATH ...]
+[--mmpp-rates 1,10 --mmpp-dwell-s 60,10] [--jobs N --seeds N --loads ... --policies ...]
+[--out NAME]
 """
 
 from __future__ import annotations
@@ -35,10 +41,18 @@ import numpy as np
 
 from scheduler.catalog import load_catalog
 from scheduler.cluster import Cluster
-from scheduler.comparison import ComparisonConfig, estimate_capacity, print_progress, run_comparison
+from scheduler.comparison import (
+    DEFAULT_LOADS,
+    WORKLOADS,
+    ComparisonConfig,
+    estimate_capacity,
+    print_progress,
+    run_comparison,
+)
+from scheduler.comparison_report import headline
 from scheduler.policies import known_policies, make_policy
 from scheduler.simulator import SimConfig, Simulator
-from scheduler.workload import make_workload, poisson_arrivals, slo_mix
+from scheduler.workload import MMPP_DWELL_S, MMPP_RATES, make_workload, poisson_arrivals, slo_mix
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -128,12 +142,67 @@ def elastic(tag: str) -> None:
               f"that goodput {same}; fixed for 95 % {p95}")  # fmt: skip
 
 
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a comma list of numbers") from None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def print_headline(needed) -> None:
+    """Ours against the best baseline and the fair bound, per workload and target."""
+    for t in sorted(set(needed["target"].to_list())):
+        print(f"  GPUs for {t:.0%} goodput: ours / best baseline (<= 0.70), ours / fair "
+              "bound (<= 1.15), true-CLIP oracle (reference):")  # fmt: skip
+        for h in headline(needed, t):
+
+            def g(x):
+                return "never" if x is None else str(x)
+
+            def r(x, goal):
+                return (
+                    "  -  " if x is None else f"{x:.2f} {'met' if x <= goal + 1e-9 else 'MISSED'}"
+                )
+
+            base = f"{g(h['baseline_gpus'])} {h['best_baseline'] or ''}".strip()
+            loose = f"  (fair bound loose: {', '.join(h['below_fair_bound'])})" if h[
+                "below_fair_bound"] else ""  # fmt: skip
+            print(f"    {h['workload']:18s} ours {g(h['ours']):>5s}  baseline {base:16s} "
+                  f"{r(h['vs_baseline'], h['baseline_target'])}  fair bound "
+                  f"{g(h['fair_bound']):>5s} {r(h['vs_fair_bound'], h['fair_target'])}  "
+                  f"oracle {g(h['oracle'])}{loose}")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--full", action="store_true", help="1M-job speed run, 20k jobs x 5 seeds")
     ap.add_argument("--speed-only", action="store_true", help="only the speed runs")
     ap.add_argument("--comparison-only", action="store_true", help="only the comparison")
     ap.add_argument("--elastic-only", action="store_true", help="only the elastic cluster")
+    ap.add_argument("--workloads", type=_names, default=WORKLOADS,
+                    help=f"comma list of {', '.join(WORKLOADS)} (default all)")  # fmt: skip
+    ap.add_argument("--trace-file", action="append", default=[], metavar="PATH",
+                    help="one more workload: this arrival trace (`arrival_ms[,...]` a line), "
+                         "named trace:<file stem>; repeatable")  # fmt: skip
+    ap.add_argument("--mmpp-rates", type=_floats, default=MMPP_RATES,
+                    help="mmpp: relative arrival rate of each state (default 1,10)")  # fmt: skip
+    ap.add_argument(
+        "--mmpp-dwell-s",
+        type=_floats,
+        default=MMPP_DWELL_S,
+        help="mmpp: mean seconds in each state at load 1.0 (default 60,10)",
+    )
+    ap.add_argument("--jobs", type=int, help="jobs per run (default 20000 with --full, else 5000)")
+    ap.add_argument("--seeds", type=int, help="seeds per point (default 5 with --full, else 3)")
+    ap.add_argument("--loads", type=_floats, default=DEFAULT_LOADS,
+                    help="offered loads, share of capacity (default 0.3,...,1.2)")  # fmt: skip
+    ap.add_argument("--policies", type=_names, help="comma list (default: all)")
+    ap.add_argument("--out", help="results folder under bench/results/ (default scheduler, "
+                                  "or scheduler-quick without --full)")  # fmt: skip
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     tag = "" if args.full else "-quick"
@@ -147,10 +216,25 @@ def main() -> None:
         (RESULTS / f"scheduler_speed{tag}.json").write_text(json.dumps(sp, indent=2) + "\n")
     if args.speed_only:
         return
-    cfg = ComparisonConfig(jobs=20_000 if args.full else 5_000, seeds=5 if args.full else 3)
-    print(f"comparison on {cfg.cluster}: {cfg.jobs} jobs x {cfg.seeds} seeds per point")
-    folder = RESULTS / f"scheduler{tag}"
+    cfg = ComparisonConfig(
+        jobs=args.jobs or (20_000 if args.full else 5_000),
+        seeds=args.seeds or (5 if args.full else 3),
+        loads=args.loads,
+        workloads=tuple(args.workloads) + tuple(f"trace:{p}" for p in args.trace_file),
+        mmpp_rates=args.mmpp_rates,
+        mmpp_dwell_s=args.mmpp_dwell_s,
+        **({"policies": list(args.policies)} if args.policies else {}),
+    )
+    print(f"comparison on {cfg.cluster}: {cfg.jobs} jobs x {cfg.seeds} seeds per point, "
+          f"workloads {', '.join(cfg.workloads)}")  # fmt: skip
+    folder = RESULTS / (args.out or f"scheduler{tag}")
+    t0 = time.perf_counter()
     res = run_comparison(cfg, folder, progress=print_progress)
+    print_headline(res["gpus_needed"])
+    print(f"  comparison: {time.perf_counter() - t0:.0f} s wall, load average "
+          f"{os.getloadavg()[0]:.2f}")  # fmt: skip
+    if args.comparison_only:
+        return
     elastic(tag)
     caps = ", ".join(f"{k} {c:.1f}" for k, c in res["meta"]["capacity_jobs_per_s"].items())
     print(f"  capacity (jobs/s) {caps}, "

@@ -42,10 +42,14 @@ from scheduler.production import PRODUCTION, production_requests
 from scheduler.production_workload import production_catalog, production_jobs
 from scheduler.simulator import SimConfig, Simulator
 from scheduler.workload import (
+    MMPP_DWELL_S,
+    MMPP_RATES,
     Workload,
     at_exact_rate,
     bursty_arrivals,
     make_workload,
+    mmpp_arrivals,
+    mmpp_check,
     poisson_arrivals,
     read_trace,
     realised_rate,
@@ -56,7 +60,30 @@ from sdaas.errors import InvalidInputError
 
 DEFAULT_TRACE = Path(__file__).resolve().parents[1] / "data" / "traces" / "trace_3to40qps.txt"
 DEFAULT_LOADS = (0.3, 0.5, 0.7, 0.8, 0.9, 1.0, 1.2)
-WORKLOADS = ("poisson", "bursty", "trace", "production")
+WORKLOADS = ("poisson", "bursty", "trace", "production", "mmpp")
+# any arrival trace as one more workload: `trace:PATH` (named `trace:<file stem>`)
+TRACE_PREFIX = "trace:"
+
+
+def trace_workloads(workloads, default_trace: str) -> dict[str, str]:
+    """Trace workloads by name -> file: `trace` is `default_trace`, `trace:PATH` is PATH,
+    named `trace:<stem>`."""
+    out = {}
+    for w in workloads:
+        if w == "trace":
+            out[w] = str(default_trace)
+        elif w.startswith(TRACE_PREFIX) and len(w) > len(TRACE_PREFIX):
+            path = w[len(TRACE_PREFIX) :]
+            out[TRACE_PREFIX + Path(path).stem] = path
+    return out
+
+
+def workload_names(workloads) -> list[str]:
+    """The names results are reported under (a `trace:PATH` by its file's stem)."""
+    return [
+        TRACE_PREFIX + Path(w[len(TRACE_PREFIX) :]).stem if w.startswith(TRACE_PREFIX) else w
+        for w in workloads
+    ]
 
 
 @dataclass
@@ -69,6 +96,10 @@ class ComparisonConfig:
     seeds: int = 3
     pred_error: float = 0.1
     burst_cv: float = 5.0
+    # mmpp: relative rate per state, and mean seconds in each (at load 1.0; a load
+    # rescales time, so at load 0.5 a state lasts twice as long)
+    mmpp_rates: tuple[float, ...] = MMPP_RATES
+    mmpp_dwell_s: tuple[float, ...] = MMPP_DWELL_S
     slo_mix: str = "mixed"
     trace: str = str(DEFAULT_TRACE)
     clip_margin: float = SimConfig.clip_margin
@@ -93,8 +124,18 @@ class ComparisonConfig:
         if self.seeds < 1:
             problems.append(f"seeds: {self.seeds}: must be >= 1")
         for w in self.workloads:
-            if w not in WORKLOADS:
-                problems.append(f"workload: {w!r}: one of {', '.join(WORKLOADS)}")
+            if w not in WORKLOADS and not (
+                w.startswith(TRACE_PREFIX) and len(w) > len(TRACE_PREFIX)
+            ):
+                problems.append(f"workload: {w!r}: one of {', '.join(WORKLOADS)}, or trace:PATH")
+        names = workload_names(self.workloads)
+        for w in sorted({x for x in names if names.count(x) > 1}):
+            problems.append(f"workload: {w!r} named twice (trace files need distinct names)")
+        if "mmpp" in self.workloads:
+            try:
+                mmpp_check(self.mmpp_rates, self.mmpp_dwell_s)
+            except InvalidInputError as e:
+                problems.append(str(e))
         if problems:
             raise InvalidInputError("; ".join(problems))
 
@@ -139,9 +180,10 @@ class Setup:
 def setup(
     cfg: ComparisonConfig, kind: str, cluster: Cluster, reference: Catalog, capacity: float
 ) -> Setup:
-    """poisson / bursty / trace: the reference catalog and its capacity for the SLO mix
-    (computed once for the three); production: the checkpoints' catalog and the
-    production-like requests (scheduler/production_workload.py)."""
+    """poisson / bursty / mmpp / trace (any trace file): the reference catalog and its
+    capacity for the SLO mix (computed once for all of them); production: the
+    checkpoints' catalog and the production-like requests
+    (scheduler/production_workload.py). `kind`: a workload's name (`workload_names`)."""
     if kind == "production":
         catalog, _ = production_catalog(cluster.kinds, PRODUCTION.checkpoints)
 
@@ -154,6 +196,8 @@ def setup(
 
         return Setup(catalog, capacity_of(catalog, cluster, unit(0), cfg.clip_margin), unit)
     classes = slo_mix(cfg.slo_mix, reference.all_styles)
+    traces = trace_workloads(cfg.workloads, cfg.trace)
+    times = read_trace(Path(traces[kind])) if kind in traces else None
 
     def unit(seed: int) -> Workload:
         """Jobs at mean rate 1/s; `at_load` rescales time."""
@@ -162,8 +206,11 @@ def setup(
             arr = poisson_arrivals(1.0, cfg.jobs, rng)
         elif kind == "bursty":
             arr = bursty_arrivals(1.0, cfg.jobs, rng, cv=cfg.burst_cv)
+        elif kind == "mmpp":  # drawn in seconds at load 1.0 (the states' dwell times)
+            arr = mmpp_arrivals(capacity, cfg.jobs, rng, cfg.mmpp_rates, cfg.mmpp_dwell_s)
+            arr = at_exact_rate(arr, 1.0)
         else:
-            arr = trace_arrivals(read_trace(Path(cfg.trace)), 1.0, cfg.jobs)
+            arr = trace_arrivals(times, 1.0, cfg.jobs)
         return make_workload(kind, arr, classes, rng, pred_error=cfg.pred_error)
 
     return Setup(reference, capacity, unit)
@@ -183,13 +230,14 @@ def run_comparison(cfg: ComparisonConfig, out: Path | None = None, progress=None
         make_policy(p)  # unknown names fail before any work
     classes = slo_mix(cfg.slo_mix, reference.all_styles)
     capacity = estimate_capacity(reference, cluster, classes, clip_margin=cfg.clip_margin)
-    setups = {kind: setup(cfg, kind, cluster, reference, capacity) for kind in cfg.workloads}
+    kinds = workload_names(cfg.workloads)
+    setups = {kind: setup(cfg, kind, cluster, reference, capacity) for kind in kinds}
     sim_cfg = SimConfig(clip_margin=cfg.clip_margin, cold_start=cfg.cold_start)
     rows = []
-    total = len(cfg.workloads) * cfg.seeds * len(cfg.loads) * len(cfg.policies)
+    total = len(kinds) * cfg.seeds * len(cfg.loads) * len(cfg.policies)
     done = 0
     t0 = time.perf_counter()
-    for kind in cfg.workloads:
+    for kind in kinds:
         catalog, capacity = setups[kind].catalog, setups[kind].capacity
         for seed in range(cfg.seeds):
             base = setups[kind].unit(seed)
@@ -233,6 +281,7 @@ def run_comparison(cfg: ComparisonConfig, out: Path | None = None, progress=None
     meta = {
         "config": asdict(cfg),
         "capacity_jobs_per_s": {kind: st.capacity for kind, st in setups.items()},
+        "traces": trace_workloads(cfg.workloads, cfg.trace),
         "cluster": str(cluster),
         "unit_mix": str(unit_mix(cluster)),
         "wall_s": time.perf_counter() - t0,

@@ -38,6 +38,7 @@ class PolicyKey(enum.StrEnum):
     ORCA = "orca"
     FASTSERVE = "fastserve"
     SRPT_ORACLE = "srpt-oracle"
+    FAIR_BOUND = "fair-bound"
     SLACK_SJF = "slack-sjf"
 
 
@@ -45,7 +46,7 @@ class Policy(ABC):
     key: ClassVar[PolicyKey]
     stands_for: ClassVar[str]  # the system this policy models, for tables and --help
     batching: ClassVar[bool] = False  # may run several same-model jobs per step
-    pays_load: ClassVar[bool] = True  # False only for the oracle's relaxation
+    pays_load: ClassVar[bool] = True  # False only for the true-CLIP oracle's relaxation
     clip_margin_override: ClassVar[float | None] = None  # oracle plans at min_clip exactly
     completes_all: ClassVar[bool] = True  # False for policies that reject or drop jobs
     # down-shifts steps within the min CLIP: its CLIP risk follows the goodput target

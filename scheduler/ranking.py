@@ -12,8 +12,19 @@ from __future__ import annotations
 
 import polars as pl
 
-ORACLE = "srpt-oracle"
+ORACLE = "srpt-oracle"  # the true-CLIP oracle: a reference line, out of any policy's reach
+FAIR = "fair-bound"  # the bound on the same information (scheduler/policies/fair_bound.py)
 OURS = "slack-sjf"
+BOUNDS = (ORACLE, FAIR)  # not baselines: ours is compared with the best of the rest
+LABELS = {ORACLE: "true-CLIP oracle, reference", FAIR: "fair bound", OURS: "ours"}
+
+
+def label(policy: str) -> str:
+    """A policy's name as the tables print it: `srpt-oracle (true-CLIP oracle,
+    reference)`, `fair-bound (fair bound)`, `slack-sjf (ours)`; others as they are."""
+    return f"{policy} ({LABELS[policy]})" if policy in LABELS else policy
+
+
 EQUAL_COMPLETION = 1e-9  # share of arrived jobs: equal, up to float error
 
 

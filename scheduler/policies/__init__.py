@@ -5,6 +5,7 @@ so the look-ups by key live here (`scheduler/policy.py` keeps the interface and
 from scheduler.policies import (  # noqa: F401
     clockwork,
     edf,
+    fair_bound,
     fastserve,
     fcfs,
     infaas,

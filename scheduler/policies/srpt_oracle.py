@@ -1,10 +1,14 @@
-"""srpt-oracle: the lower bound on mean JCT, not a contender. Preemptive
-shortest-remaining-time on the TRUE remaining work (an oracle no real system has), with
-the relaxations a bound may take: preemption at any step boundary is free, model loads
-cost nothing, and each job is planned on its TRUE CLIP: the fewest steps at which the
-curve plus the job's own CLIP noise reaches its min CLIP (no safety margin, and no step
-more than the job needs: the least work any policy could serve it with, and every
-served job meets its CLIP SLO; one no step count can satisfy is served as the planner
+"""srpt-oracle: the lower bound on mean JCT, not a contender; the reports call it the
+true-CLIP oracle and show it as a reference line only (its true-CLIP plan and free loads
+put it out of any policy's reach: the bound ours is held to on goodput is `fair-bound`,
+scheduler/policies/fair_bound.py).
+
+Preemptive shortest-remaining-time on the TRUE remaining work (an oracle no real system
+has), with the relaxations a bound may take: preemption at any step boundary is free,
+model loads cost nothing, and each job is planned on its TRUE CLIP: the fewest steps at
+which the curve plus the job's own CLIP noise reaches its min CLIP (no safety margin,
+and no step more than the job needs: the least work any policy could serve it with, and
+every served job meets its CLIP SLO; one no step count can satisfy is served as the planner
 would). A job that arrives shorter than some running job's remaining work preempts it.
 So the oracle bounds SLO attainment as well as JCT: planned at the min CLIP on the
 curve, as before, it missed the CLIP SLO of every job with negative noise and never

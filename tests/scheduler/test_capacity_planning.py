@@ -78,3 +78,44 @@ def test_the_down_shift_margin_grows_with_the_goodput_asked_for():
     assert cfg.for_target(0.3).relaxed_margin == 0.0  # never below min CLIP
     with pytest.raises(InvalidInputError, match="goodput target"):
         cfg.for_target(1.5)
+
+
+def test_gpus_needed_on_a_trace_file(tmp_path):
+    """A trace file's arrivals, as they are recorded: 19 requests at 0 ms and one an hour
+    later, each 1 s with a 1 s SLO: the same hand count as the burst above."""
+    from scheduler.workload import read_trace
+
+    f = tmp_path / "burst.txt"
+    f.write_text("".join("0,x\n" for _ in range(19)) + "3600000,x\n")
+    arrival = read_trace(f)
+    n = len(arrival)
+    w = Workload("trace:burst", arrival, np.zeros(n, int), (SloClass("any", 1.0, 0.0),),
+                 np.ones(n), np.zeros(n))  # fmt: skip
+    needs = gpus_needed(single_model_catalog(1.0), Cluster.parse("4xX"), ["fcfs"], w, EXACT)
+    assert [x.gpus for x in needs] == [17, 18, 19]
+
+
+def test_the_comparison_plans_gpus_for_any_trace_file_and_mmpp(tmp_path):
+    """`trace:PATH` is a workload like the built-in ones (named by the file's stem), and
+    the GPUs each policy needs are searched for it and for mmpp as for the others; the
+    headline puts ours against the best baseline and the fair bound."""
+    import polars as pl
+
+    from scheduler.comparison import DEFAULT_TRACE, ComparisonConfig, run_comparison
+
+    f = tmp_path / "mine.txt"
+    f.write_text(DEFAULT_TRACE.read_text())
+    cfg = ComparisonConfig(jobs=300, seeds=1, loads=(0.8,), cluster="2xA100+2xT4",
+                           workloads=(f"trace:{f}", "mmpp"), plan_targets=(0.9,),
+                           policies=["fcfs", "slack-sjf", "fair-bound", "srpt-oracle"])  # fmt: skip
+    res = run_comparison(cfg, tmp_path / "out")
+    needed = res["gpus_needed"]
+    assert set(needed["workload"]) == {"trace:mine", "mmpp"}
+    assert needed.height == 2 * 4 and needed["gpus"].is_not_null().sum() >= 6
+    assert res["meta"]["traces"] == {"trace:mine": str(f)}
+    md = (tmp_path / "out" / "summary.md").read_text()
+    head = md.split("## Ours against the best baseline and the fair bound")[1].split("## GPUs")[0]
+    assert "| trace:mine |" in head and "| mmpp |" in head and "ours / fair bound" in head
+    assert "srpt-oracle (true-CLIP oracle, reference)" in md
+    ours = needed.filter((pl.col("workload") == "mmpp") & (pl.col("policy") == "slack-sjf"))
+    assert f"| mmpp | {ours['gpus'][0]} |" in head

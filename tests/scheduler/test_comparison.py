@@ -23,7 +23,7 @@ def test_comparison_writes_every_policy_and_workload(tmp_path):
     cfg = ComparisonConfig(jobs=400, seeds=2, loads=(0.5, 1.1), cluster="2xA100+2xT4")
     res = run_comparison(cfg, tmp_path)
     runs = pl.read_parquet(tmp_path / "runs.parquet")
-    assert runs.height == 4 * 2 * 2 * len(known_policies())
+    assert runs.height == 5 * 2 * 2 * len(known_policies())  # 5 workloads, mmpp included
     summary = pl.read_parquet(tmp_path / "summary.parquet")
     assert set(summary["policy"]) == set(known_policies())
     assert (summary["seeds"] == 2).all() and "mean_jct_s_ci" in summary.columns
@@ -36,6 +36,7 @@ def test_comparison_writes_every_policy_and_workload(tmp_path):
     assert row["mean_jct_s"][0] == pytest.approx(one["mean_jct_s"].mean())
     md = (tmp_path / "summary.md").read_text()
     assert all(p in md for p in known_policies()) and "## trace: mean JCT" in md
+    assert "## mmpp: goodput" in md and "## Ours against the best baseline and the fair" in md
     assert (tmp_path / "jct_vs_load.png").stat().st_size > 10_000
     assert (tmp_path / "slo_vs_load.png").exists()
     meta = json.loads((tmp_path / "meta.json").read_text())
@@ -51,6 +52,8 @@ def test_comparison_writes_every_policy_and_workload(tmp_path):
         ({"loads": (0.5, 0.0)}, "load: 0.0: must be a finite number > 0"),
         ({"loads": (-1,)}, "load: -1"),
         ({"workloads": ("poisson", "weird")}, "workload: 'weird'"),
+        ({"workloads": ("trace:a/x.txt", "trace:b/x.txt")}, "'trace:x' named twice"),
+        ({"workloads": ("mmpp",), "mmpp_rates": (1.0, 2.0, 3.0)}, "mmpp dwell: 2 values"),
         ({"cluster": "2xB200"}, "'B200'"),
         ({"policies": ["sjf", "lottery"]}, "policy: 'lottery': unknown"),
     ],

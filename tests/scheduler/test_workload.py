@@ -3,8 +3,11 @@ import pytest
 
 from scheduler.comparison import DEFAULT_TRACE
 from scheduler.workload import (
+    at_exact_rate,
     bursty_arrivals,
     make_workload,
+    mmpp_arrivals,
+    mmpp_mean_rate,
     poisson_arrivals,
     read_trace,
     realised_rate,
@@ -87,3 +90,45 @@ def test_realised_load_is_the_nominal_load_for_every_workload_and_length(n):
     ):
         assert len(a) == n and a[0] == 0.0 and (np.diff(a) >= 0).all()
         assert realised_rate(a) == pytest.approx(3.0, rel=1e-12)
+
+
+def test_mmpp_runs_at_its_stationary_mean_and_is_bursty():
+    """Two states (quiet, then 10x the rate): the long-run rate is the stationary mean
+    (each state's rate weighted by its share of time, proportional to its dwell), and
+    counts per window vary far more than Poisson's (index of dispersion 1)."""
+    rates, dwell = (1.0, 10.0), (6.0, 1.0)
+    assert mmpp_mean_rate(rates, dwell) == pytest.approx((6 + 10) / 7)
+    a = mmpp_arrivals(20.0, 200_000, np.random.default_rng(3), rates, dwell)
+    assert len(a) == 200_000 and (np.diff(a) >= 0).all()
+    assert realised_rate(a) == pytest.approx(20.0, rel=0.03)  # ~1,400 sojourns
+    counts = np.histogram(a, bins=np.arange(0.0, a[-1], 1.0))[0]
+    assert counts.var() / counts.mean() > 5
+    p = np.histogram(poisson_arrivals(20.0, 200_000, np.random.default_rng(3)),
+                     bins=np.arange(0.0, 9000.0, 1.0))[0]  # fmt: skip
+    assert p.var() / p.mean() == pytest.approx(1.0, abs=0.1)
+
+
+def test_mmpp_with_three_states_is_seeded_and_spends_time_by_dwell():
+    rates, dwell = (0.0, 1.0, 5.0), (10.0, 10.0, 2.0)  # a silent state too
+    a = mmpp_arrivals(4.0, 50_000, np.random.default_rng(7), rates, dwell)
+    b = mmpp_arrivals(4.0, 50_000, np.random.default_rng(7), rates, dwell)
+    assert (a == b).all()
+    assert realised_rate(a) == pytest.approx(4.0, rel=0.05)
+    gaps = np.diff(a)
+    assert gaps.max() > 20 * gaps.mean()  # the silent state's long gaps
+    assert realised_rate(at_exact_rate(a, 1.0)) == pytest.approx(1.0, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "rates, dwell, match",
+    [
+        ((1.0,), (1.0,), "at least 2"),
+        ((1.0, 2.0), (1.0,), "1 values for 2 states"),
+        ((1.0, -2.0), (1.0, 1.0), "mmpp rate: -2.0"),
+        ((0.0, 0.0), (1.0, 1.0), "at least one must be > 0"),
+        ((1.0, 2.0), (1.0, 0.0), "mmpp dwell: 0.0 s"),
+    ],
+)
+def test_bad_mmpp_parameters_are_refused(rates, dwell, match):
+    with pytest.raises(InvalidInputError, match=match):
+        mmpp_arrivals(1.0, 10, np.random.default_rng(0), rates, dwell)
