@@ -32,8 +32,13 @@ def add_parser(subparsers):
                    help="offered loads, share of capacity (default 0.3,...,1.2)")  # fmt: skip
     b.add_argument("--workloads", type=comma_list(str, "--workloads"), default=WORKLOADS,
                    help="poisson, bursty, trace, production (the production-like "
-                        "requests: checkpoints, images, LoRAs, nights and peak hours; "
-                        "default all four)")  # fmt: skip
+                        "requests: checkpoints, images, LoRAs, nights and peak hours), mmpp "
+                        "(Markov-modulated Poisson), or trace:PATH (default all five "
+                        "built-in ones)")  # fmt: skip
+    b.add_argument("--mmpp-rates", type=comma_list(float, "--mmpp-rates"), default=None,
+                   help="mmpp: relative arrival rate of each state (default 1,10)")  # fmt: skip
+    b.add_argument("--mmpp-dwell-s", type=comma_list(float, "--mmpp-dwell-s"), default=None,
+                   help="mmpp: mean seconds in each state at load 1.0 (default 60,10)")  # fmt: skip
     b.add_argument("--trace", type=Path, default=DEFAULT_TRACE,
                    help="arrival trace, one `arrival_ms[,...]` a line, sorted")  # fmt: skip
     b.add_argument("--jobs", type=int, default=20_000, help="jobs per run (default 20000)")
@@ -74,6 +79,11 @@ def run(args, settings: Settings) -> int:
         cold_start=not args.no_cold_start,
         plan_load=args.plan_load,
         plan_targets=args.plan_targets,
+        **{
+            k: tuple(v)
+            for k, v in (("mmpp_rates", args.mmpp_rates), ("mmpp_dwell_s", args.mmpp_dwell_s))
+            if v
+        },
     )
     out = Path(args.out) if args.out else settings.outputs_dir / "scheduler-bench"
     n_runs = len(cfg.workloads) * cfg.seeds * len(cfg.loads) * len(cfg.policies)
