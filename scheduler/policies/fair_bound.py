@@ -81,6 +81,7 @@ import math
 
 import numpy as np
 
+from scheduler.policies.batch_fill import fill_batch
 from scheduler.policy import Policy, PolicyKey, register
 
 # what `FairBound._serve` says of a job on an instance
@@ -400,24 +401,8 @@ class FairBound(Policy):
         if not waiting:
             return batch
         sim = self.sim
-        m, ck = sim.model[batch[0]], sim.ck[kind]
-        need = len(batch) + math.ceil(waiting / sim.n_inst[kind])
-        limit = min(sim.catalog.batch_limit(m, ck), need)
-        if len(batch) >= limit:
-            return batch
-        remaining, deadline = sim.remaining, sim.deadline_ts
-        factor = sim.catalog.batch_factor[(m, ck)]
-        start = t + self._load(m, inst)
-        due = min(deadline[j] for j in batch)
-        longest = max(remaining[j] for j in batch)
-        while len(batch) < limit and (x := queue.shortest_of(m)) is not None:
-            size = max(longest, remaining[x])
-            if start + size * factor[len(batch) + 1] > min(due, deadline[x]):
-                break
-            queue.take(x)
-            batch.append(x)
-            due, longest = min(due, deadline[x]), size
-        return batch
+        start = t + self._load(sim.model[batch[0]], inst)
+        return fill_batch(sim, queue, batch, kind, start, sim.remaining, waiting)
 
     def on_busy_arrival(self, j: int, kind: int, t: float) -> None:
         """Join a running batch of its model with room; else cut the running segment

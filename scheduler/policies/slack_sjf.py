@@ -34,8 +34,8 @@ SLO still take accelerator time. Four changes, each cheap at dispatch:
 from __future__ import annotations
 
 import heapq
-import math
 
+from scheduler.policies.batch_fill import fill_batch
 from scheduler.policy import Policy, PolicyKey, register
 
 
@@ -171,24 +171,7 @@ class SlackSjf(Policy):
         and only while the slower batch still meets every member's deadline."""
         if not self.batch:
             return batch
-        sim = self.sim
-        m, ck = sim.model[batch[0]], sim.ck[kind]
-        need = len(batch) + math.ceil(len(queue) / sim.n_inst[kind])
-        limit = min(sim.catalog.batch_limit(m, ck), need)
-        if len(batch) >= limit:
-            return batch
-        pred, deadline = sim.pred, sim.deadline_ts
-        factor = sim.catalog.batch_factor[(m, ck)]
-        due = min(deadline[j] for j in batch)
-        longest = max(pred[j] for j in batch)
-        while len(batch) < limit and (x := queue.shortest_of(m)) is not None:
-            size = max(longest, pred[x])
-            if t + size * factor[len(batch) + 1] > min(due, deadline[x]):
-                break
-            queue.take(x)
-            batch.append(x)
-            due, longest = min(due, deadline[x]), size
-        return batch
+        return fill_batch(self.sim, queue, batch, kind, t, self.sim.pred, len(queue))
 
     def on_busy_arrival(self, j: int, kind: int, t: float) -> None:
         """Join a running batch of the same model with room (at its next step)."""
