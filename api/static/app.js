@@ -21,6 +21,8 @@ async function loadStyles() {
   let body;
   try { body = await api("/v1/styles"); } catch { return; }
   const sel = $("style"), keep = sel.value;
+  const same = [...sel.options].map((o) => o.value).join("\n") === body.styles.join("\n");
+  if (body.styles.length && same) return;  // unchanged: the list is not redrawn
   sel.replaceChildren(...body.styles.map((s) => new Option(s, s)));
   if (!body.styles.length) sel.append(new Option("(no served styles listed)", ""));
   if (body.styles.includes(keep)) sel.value = keep;

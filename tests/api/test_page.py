@@ -31,6 +31,21 @@ def chromium():
     return webdriver.Chrome(service=Service(driver), options=opts)
 
 
+def listed_styles(browser):
+    """The Style list's (value, text) pairs, read in one script: the page replaces the
+    options when the styles load, so options found first and read one by one can be gone
+    (Selenium's stale element) by the time each is read."""
+    script = "return [...document.getElementById('style').options].map(o => [o.value, o.text])"
+    return [tuple(o) for o in browser.execute_script(script)]
+
+
+def table_cells(browser, table_id):
+    """A table's body cells row by row, read in one script (the page redraws its tables)."""
+    return browser.execute_script(
+        "return [...document.querySelectorAll('#' + arguments[0] + ' tbody tr')]"
+        ".map(tr => [...tr.cells].map(td => td.innerText))", table_id)  # fmt: skip
+
+
 def test_the_page_submits_a_job_and_shows_its_plan_progress_and_image(stack, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -43,8 +58,7 @@ def test_the_page_submits_a_job_and_shows_its_plan_progress_and_image(stack, tmp
         find("key").send_keys(stack.keys["ann"])
         find("prompt").send_keys(PROMPT)  # the key field left: its styles are listed
         # the served styles to pick from, the first chosen; the style is left as it is
-        options = lambda: [o.get_attribute("value")  # noqa: E731
-                           for o in find("style").find_elements(By.TAG_NAME, "option")]  # fmt: skip
+        options = lambda: [v for v, _ in listed_styles(browser)]  # noqa: E731
         WebDriverWait(browser, 30, poll_frequency=0.1).until(lambda b: options() == stack.styles)
         assert find("style").get_attribute("value") == stack.styles[0]
         find("slo").clear()
@@ -111,8 +125,7 @@ def test_the_style_list_is_the_served_styles_and_the_first_generate_sends_the_fi
             browser.get(api.url + "/")
             find = lambda i: browser.find_element(By.ID, i)  # noqa: E731
             wait = WebDriverWait(browser, 30, poll_frequency=0.1)
-            listed = lambda: find("style").find_elements(By.TAG_NAME, "option")  # noqa: E731
-            options = lambda: [(o.get_attribute("value"), o.text) for o in listed()]  # noqa: E731
+            options = lambda: listed_styles(browser)  # noqa: E731
             assert [v for v, _ in options()] == [""]  # no key yet: nothing listed
             find("key").send_keys(key)
             find("prompt").send_keys("a red circle")
@@ -172,9 +185,8 @@ def test_an_operator_key_shows_the_engines_node_by_node_and_a_tenant_key_does_no
             find("key").send_keys(keys["ops"])
             browser.execute_script("refreshOps()")
             wait.until(lambda b: find("engines-card").is_displayed())
-            trs = lambda: find("engines").find_elements(By.CSS_SELECTOR, "tbody tr")  # noqa: E731
-            wait.until(lambda b: len(trs()) == 3)
-            cells = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")] for tr in trs()]
+            wait.until(lambda b: len(table_cells(b, "engines")) == 3)
+            cells = table_cells(browser, "engines")
             assert cells == [  # node by node; the node named once
                 ["10.0.0.1", hostile, "cpu-x", "starting (out of service)", "-", "0", "0", "-"],
                 ["", "cpu-x@10.0.0.1/cd#1", "cpu-x", "left (out of service)", "-", "0", "-",
