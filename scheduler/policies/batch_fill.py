@@ -1,17 +1,38 @@
 """Filling a step batch with more jobs of its model: the one rule slack-sjf and the fair
-bound share (they differ only in the times they fill by: predicted, or true)."""
+bound share (they differ in the times they fill by, predicted or true, and in the order
+their queues offer candidates: most urgent first, or shortest first)."""
 
 from __future__ import annotations
 
+import heapq
 import math
+
+# candidates looked at per fill: a batch holds at most 8, and a job that cannot join is
+# skipped, so a few times the limit finds the ones that can without scanning a long queue
+SCAN = 16
+
+
+def first_n(heap: list[tuple], n: int, live) -> list[int]:
+    """The first `n` live jobs of a lazily deleted heap of (key, ..., job) entries, in
+    order, the heap left holding them (stale entries on the way are dropped)."""
+    got: list[tuple] = []
+    while heap and len(got) < n:
+        entry = heapq.heappop(heap)
+        if live(entry):
+            got.append(entry)
+    for entry in got:
+        heapq.heappush(heap, entry)
+    return [entry[-1] for entry in got]
 
 
 def fill_batch(sim, queue, batch: list[int], kind: int, start: float, size, waiting: int
                ) -> list[int]:  # fmt: skip
-    """`batch` plus the shortest queued jobs of its model (`queue.shortest_of`), up to the
-    profiled batch limit and one more than the `waiting` jobs per instance, while the
-    slower batch, started at `start`, still meets every member's deadline. `size[j]`:
-    the work a job brings (predicted or true seconds at batch 1)."""
+    """`batch` plus queued jobs of its model in the queue's fill order
+    (`queue.candidates_of`), up to the profiled batch limit and one more than the
+    `waiting` jobs per instance, each joining only if the slower batch, started at
+    `start`, still meets every member's deadline (one that cannot is passed over, not
+    the end of the fill). `size[j]`: the work a job brings (predicted or true seconds at
+    batch 1)."""
     m, ck = sim.model[batch[0]], sim.ck[kind]
     need = len(batch) + math.ceil(waiting / sim.n_inst[kind])
     limit = min(sim.catalog.batch_limit(m, ck), need)
@@ -21,11 +42,13 @@ def fill_batch(sim, queue, batch: list[int], kind: int, start: float, size, wait
     factor = sim.catalog.batch_factor[(m, ck)]
     due = min(deadline[j] for j in batch)
     longest = max(size[j] for j in batch)
-    while len(batch) < limit and (x := queue.shortest_of(m)) is not None:
+    for x in queue.candidates_of(m, SCAN):
         most = max(longest, size[x])
         if start + most * factor[len(batch) + 1] > min(due, deadline[x]):
-            break
+            continue
         queue.take(x)
         batch.append(x)
         due, longest = min(due, deadline[x]), most
+        if len(batch) >= limit:
+            break
     return batch
