@@ -65,3 +65,77 @@ class PerModelQueue:
 
     def __len__(self) -> int:
         return self._n
+
+
+class SlackQueue:
+    """A kind's queued jobs in the orders slack-sjf and the fair bound decide by: by size
+    (`shortest`), by latest start, deadline minus size (`most_urgent`), and per model by
+    size (`shortest_of`) and in the order a batch is filled from (`candidates_of`: most
+    urgent first, or shortest first with `fill_shortest`). Keys are fixed when a job is
+    pushed (`size`: predicted, or true remaining seconds). A job may be pushed again
+    after it was taken (set aside, or its segment cut): each push holds a token, and an
+    entry whose token is not its job's latest is skipped (lazy deletion)."""
+
+    __slots__ = ("_size", "_deadline", "_model", "_by_size", "_by_slack", "_by_model",
+                 "_fill_of", "_fill_shortest", "_live", "_seq")  # fmt: skip
+
+    def __init__(self, size: list[float], deadline_ts: list[float], model: list[int],
+                 fill_shortest: bool = False):  # fmt: skip
+        self._size, self._deadline, self._model = size, deadline_ts, model
+        self._by_size: list[tuple[float, int, int]] = []
+        self._by_slack: list[tuple[float, int, int]] = []
+        self._by_model: dict[int, list[tuple[float, int, int]]] = {}
+        # per model, the fill order (when it is not the size order)
+        self._fill_of: dict[int, list[tuple[float, int, int]]] = {}
+        self._fill_shortest = fill_shortest
+        self._live: dict[int, int] = {}  # queued job -> its latest push
+        self._seq = 0
+
+    def push(self, j: int) -> None:
+        self._seq += 1
+        tok, size, m = self._seq, self._size[j], self._model[j]
+        slack = self._deadline[j] - size
+        self._live[j] = tok
+        heapq.heappush(self._by_size, (size, tok, j))
+        heapq.heappush(self._by_slack, (slack, tok, j))
+        heapq.heappush(self._by_model.setdefault(m, []), (size, tok, j))
+        if not self._fill_shortest:
+            heapq.heappush(self._fill_of.setdefault(m, []), (slack, tok, j))
+
+    def shortest(self) -> int | None:
+        return self._first(self._by_size)
+
+    def most_urgent(self) -> int | None:
+        """The job with the earliest latest start (deadline minus size)."""
+        return self._first(self._by_slack)
+
+    def shortest_of(self, model: int) -> int | None:
+        heap = self._by_model.get(model)
+        return self._first(heap) if heap else None
+
+    def candidates_of(self, model: int, n: int) -> list[int]:
+        """Up to `n` queued jobs of `model` in fill order, the heap left holding them:
+        most urgent first (a batch takes on the jobs that can least afford to wait for
+        the next one), or shortest first."""
+        heaps = self._by_model if self._fill_shortest else self._fill_of
+        heap, live = heaps.get(model), self._live
+        got: list[tuple[float, int, int]] = []
+        while heap and len(got) < n:
+            entry = heapq.heappop(heap)
+            if live.get(entry[2]) == entry[1]:
+                got.append(entry)
+        for entry in got:
+            heapq.heappush(heap, entry)
+        return [entry[2] for entry in got]
+
+    def take(self, j: int) -> None:
+        del self._live[j]
+
+    def _first(self, heap: list[tuple[float, int, int]]) -> int | None:
+        live = self._live
+        while heap and live.get(heap[0][2]) != heap[0][1]:
+            heapq.heappop(heap)
+        return heap[0][2] if heap else None
+
+    def __len__(self) -> int:
+        return len(self._live)

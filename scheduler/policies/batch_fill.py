@@ -4,25 +4,11 @@ their queues offer candidates: most urgent first, or shortest first)."""
 
 from __future__ import annotations
 
-import heapq
 import math
 
 # candidates looked at per fill: a batch holds at most 8, and a job that cannot join is
 # skipped, so a few times the limit finds the ones that can without scanning a long queue
 SCAN = 16
-
-
-def first_n(heap: list[tuple], n: int, live) -> list[int]:
-    """The first `n` live jobs of a lazily deleted heap of (key, ..., job) entries, in
-    order, the heap left holding them (stale entries on the way are dropped)."""
-    got: list[tuple] = []
-    while heap and len(got) < n:
-        entry = heapq.heappop(heap)
-        if live(entry):
-            got.append(entry)
-    for entry in got:
-        heapq.heappush(heap, entry)
-    return [entry[-1] for entry in got]
 
 
 def fill_batch(sim, queue, batch: list[int], kind: int, start: float, size, waiting: int

@@ -55,7 +55,9 @@ What it does with that (every decision on true times):
    again soon, run anyway so that the model gets loaded.
 5. Batching: the chosen job's batch is filled with the shortest queued jobs of its
    model, up to the profiled limit and one more than the waiting jobs per instance,
-   while the slower batch still meets every member's deadline; an arrival joins a
+   each only if the slower batch still meets every member's deadline (filling most
+   urgent first, as slack-sjf does, measured 0.944 against 0.946 mean goodput over
+   Poisson, bursty and mmpp arrivals at loads 0.5-1.3); an arrival joins a
    running batch of its model with room at its next step.
 
 Why this bounds the causal policies, and how far it can be trusted: it has every piece
@@ -76,75 +78,16 @@ prediction): it then decides as a causal SRPT with these rules.
 from __future__ import annotations
 
 import bisect
-import heapq
 import math
 
 import numpy as np
 
-from scheduler.policies.batch_fill import fill_batch, first_n
+from scheduler.policies.batch_fill import fill_batch
 from scheduler.policy import Policy, PolicyKey, register
+from scheduler.queues import SlackQueue
 
 # what `FairBound._serve` says of a job on an instance
 RUN, ELSEWHERE, HOPELESS = "run", "elsewhere", "hopeless"
-
-
-class TrueQueue:
-    """A kind's queued jobs in three orders (size, latest start, size per model), keyed
-    on their size when pushed (`size`: the true remaining work). A job may be pushed
-    again (a cut segment's jobs come back): each push holds a token, and an entry whose
-    token is not its job's latest is skipped."""
-
-    __slots__ = ("_size", "_deadline", "_model", "_by_size", "_by_slack", "_by_model",
-                 "_live", "_seq")  # fmt: skip
-
-    def __init__(self, size: list[float], deadline_ts: list[float], model: list[int]):
-        self._size, self._deadline, self._model = size, deadline_ts, model
-        self._by_size: list[tuple[float, int, int]] = []
-        self._by_slack: list[tuple[float, int, int]] = []
-        self._by_model: dict[int, list[tuple[float, int, int]]] = {}
-        self._live: dict[int, int] = {}  # queued job -> its latest push
-        self._seq = 0
-
-    def push(self, j: int) -> None:
-        self._seq += 1
-        tok, size = self._seq, self._size[j]
-        self._live[j] = tok
-        heapq.heappush(self._by_size, (size, tok, j))
-        heapq.heappush(self._by_slack, (self._deadline[j] - size, tok, j))
-        heapq.heappush(self._by_model.setdefault(self._model[j], []), (size, tok, j))
-
-    def shortest(self) -> int | None:
-        heap, live = self._by_size, self._live
-        while heap and live.get(heap[0][2]) != heap[0][1]:
-            heapq.heappop(heap)
-        return heap[0][2] if heap else None
-
-    def most_urgent(self) -> int | None:
-        return self._first(self._by_slack)
-
-    def shortest_of(self, model: int) -> int | None:
-        heap = self._by_model.get(model)
-        return self._first(heap) if heap else None
-
-    def candidates_of(self, model: int, n: int) -> list[int]:
-        """Up to `n` queued jobs of `model`, shortest first (clairvoyant, it packs by
-        size: most urgent first, as slack-sjf fills, measured 0.944 against 0.946 mean
-        goodput over three shapes and four loads)."""
-        live = self._live
-        heap = self._by_model.get(model, [])
-        return first_n(heap, n, lambda e: live.get(e[2]) == e[1])
-
-    def take(self, j: int) -> None:
-        del self._live[j]
-
-    def _first(self, heap: list[tuple[float, int, int]]) -> int | None:
-        live = self._live
-        while heap and live.get(heap[0][2]) != heap[0][1]:
-            heapq.heappop(heap)
-        return heap[0][2] if heap else None
-
-    def __len__(self) -> int:
-        return len(self._live)
 
 
 @register
@@ -243,11 +186,11 @@ class FairBound(Policy):
         sim.finish_pred[j] = best_t
         return best_k
 
-    def make_queue(self, kind: int) -> TrueQueue:
+    def make_queue(self, kind: int) -> SlackQueue:
         sim = self.sim
-        return TrueQueue(sim.remaining, sim.deadline_ts, sim.model)
+        return SlackQueue(sim.remaining, sim.deadline_ts, sim.model, fill_shortest=True)
 
-    def next_batch(self, queue: TrueQueue, inst: int, t: float, carry: list[int]) -> list[int]:
+    def next_batch(self, queue: SlackQueue, inst: int, t: float, carry: list[int]) -> list[int]:
         if not queue:  # nothing waits: the segment's jobs (if any) run on
             return carry
         sim = self.sim
@@ -287,7 +230,7 @@ class FairBound(Policy):
             queue.push(j)
         return batch
 
-    def _cut_for_queue(self, queue: TrueQueue, inst: int, t: float, carry: list[int]) -> bool:
+    def _cut_for_queue(self, queue: SlackQueue, inst: int, t: float, carry: list[int]) -> bool:
         """Whether the unfinished jobs of the segment that just ended (`carry`) go back to
         the queue rather than run on: only for a queued job that is shorter here than
         any of them, would miss its deadline if it waited for the first of them to
@@ -307,7 +250,7 @@ class FairBound(Policy):
             return False
         return all(t + size + remaining[x] <= deadline[x] for x in carry)
 
-    def _serve(self, j: int, queue: TrueQueue, inst: int, kind: int, t: float) -> str:
+    def _serve(self, j: int, queue: SlackQueue, inst: int, kind: int, t: float) -> str:
         """RUN: job j makes its deadline on instance inst from t, with the option it now
         runs (a job that has not started: the planned one, or the down-shifted one when
         the queue is long or only that one makes it). HOPELESS: no option makes it. When
@@ -351,7 +294,7 @@ class FairBound(Policy):
         if o.model != sim.model[j] or o.steps != sim.steps[j] or o.pred_s != sim.pred[j]:
             sim.reassign(j, o)
 
-    def _wanted_soon(self, queue: TrueQueue, kind: int, m: int, t: float) -> bool:
+    def _wanted_soon(self, queue: SlackQueue, kind: int, m: int, t: float) -> bool:
         """Another job of model m waits on the kind, or one planned on m there arrives
         within `invest_horizon_s` (the workload's future: the one use of it)."""
         if queue.shortest_of(m) is not None:
@@ -362,7 +305,7 @@ class FairBound(Policy):
         i = bisect.bisect_right(times, t)
         return i < len(times) and times[i] <= t + self.invest_horizon_s
 
-    def _late_by_load(self, queue: TrueQueue, kind: int, m: int, inst: int, t: float) -> str:
+    def _late_by_load(self, queue: SlackQueue, kind: int, m: int, inst: int, t: float) -> str:
         """A job of model m that only the load makes late here: ELSEWHERE when a busy
         instance of the kind holds m (it takes the job when it frees). When none holds
         it: RUN, paying the load though the job will be late, if the model is wanted
@@ -383,7 +326,7 @@ class FairBound(Policy):
         resident, seg_jobs = sim.resident, sim.seg_jobs
         return any(i != inst and seg_jobs[i] and m in resident[i] for i in sim.instances_of[kind])
 
-    def _shortest_here(self, queue: TrueQueue, inst: int, h: int) -> int:
+    def _shortest_here(self, queue: SlackQueue, inst: int, h: int) -> int:
         """The shortest job on this instance, a load counted where its model is not
         resident: the shortest queued job of a resident model beats the head when the
         head's run plus its load is longer."""
@@ -400,7 +343,7 @@ class FairBound(Policy):
         return best
 
     def _fill(
-        self, queue: TrueQueue, batch: list[int], inst: int, kind: int, t: float
+        self, queue: SlackQueue, batch: list[int], inst: int, kind: int, t: float
     ) -> list[int]:
         """The batch plus the shortest queued jobs of its model, up to the profiled limit
         and one more than the waiting jobs per instance, while the slower batch still

@@ -38,67 +38,9 @@ SLO still take accelerator time. Four changes, each cheap at dispatch:
 
 from __future__ import annotations
 
-import heapq
-
-from scheduler.policies.batch_fill import fill_batch, first_n
+from scheduler.policies.batch_fill import fill_batch
 from scheduler.policy import Policy, PolicyKey, register
-
-
-class SlackQueue:
-    """A kind's queued jobs in four orders (SJF, latest start, and per model SJF and
-    latest start), keyed on the job's prediction when pushed, with lazy deletion: a job
-    taken through one order is skipped when another reaches it."""
-
-    __slots__ = ("_pred", "_deadline", "_model", "_by_size", "_by_slack", "_by_model",
-                 "_urgent_of", "_taken", "_n")  # fmt: skip
-
-    def __init__(self, pred: list[float], deadline_ts: list[float], model: list[int]):
-        self._pred, self._deadline, self._model = pred, deadline_ts, model
-        self._by_size: list[tuple[float, int]] = []
-        self._by_slack: list[tuple[float, int]] = []
-        self._by_model: dict[int, list[tuple[float, int]]] = {}
-        self._urgent_of: dict[int, list[tuple[float, int]]] = {}
-        self._taken: set[int] = set()
-        self._n = 0
-
-    def push(self, j: int) -> None:
-        size = self._pred[j]
-        heapq.heappush(self._by_size, (size, j))
-        heapq.heappush(self._by_slack, (self._deadline[j] - size, j))
-        m = self._model[j]
-        heapq.heappush(self._by_model.setdefault(m, []), (size, j))
-        heapq.heappush(self._urgent_of.setdefault(m, []), (self._deadline[j] - size, j))
-        self._n += 1
-
-    def shortest(self) -> int | None:
-        return self._first(self._by_size)
-
-    def most_urgent(self) -> int | None:
-        """The job with the earliest latest start (deadline minus predicted run)."""
-        return self._first(self._by_slack)
-
-    def shortest_of(self, model: int) -> int | None:
-        heap = self._by_model.get(model)
-        return self._first(heap) if heap else None
-
-    def candidates_of(self, model: int, n: int) -> list[int]:
-        """Up to `n` queued jobs of `model`, most urgent first: a batch takes on the jobs
-        that can least afford to wait for the next one."""
-        taken = self._taken
-        return first_n(self._urgent_of.get(model, []), n, lambda e: e[1] not in taken)
-
-    def take(self, j: int) -> None:
-        self._taken.add(j)
-        self._n -= 1
-
-    def _first(self, heap: list[tuple[float, int]]) -> int | None:
-        taken = self._taken
-        while heap and heap[0][1] in taken:
-            heapq.heappop(heap)
-        return heap[0][1] if heap else None
-
-    def __len__(self) -> int:
-        return self._n
+from scheduler.queues import SlackQueue
 
 
 @register

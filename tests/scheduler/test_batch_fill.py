@@ -5,7 +5,7 @@ end of the fill."""
 from types import SimpleNamespace
 
 from scheduler.policies.batch_fill import fill_batch
-from scheduler.policies.slack_sjf import SlackQueue
+from scheduler.queues import SlackQueue
 
 
 class _Catalog:
