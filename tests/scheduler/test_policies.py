@@ -227,3 +227,20 @@ def test_slack_sjf_runs_the_shortest_job_on_this_instance_counting_loads():
     assert list(ours.finish) == pytest.approx([6.0, 16.0, 9.0])  # a1, a3, then load b
     sjf = run("sjf", w, cat, config=cfg)
     assert list(sjf.finish) == pytest.approx([6.0, 13.0, 21.0])  # b loads, a reloads
+
+
+def test_slack_sjf_leaves_a_job_only_a_load_makes_late_to_the_busy_instance_holding_its_model():
+    """Two instances, loads take 5 s. a (5 steps) loads on one (done at 10), b on the
+    other (done at 6). A 1-step a job due at 11.5 waits: at 6 the free instance would
+    load a and finish it at 12, late; ours leaves it to the busy twin holding a, which
+    finishes it at 11. Residency-blind SJF loads it and is late."""
+    a5, b1 = SloClass("sa", 1e6, 50.0), SloClass("sb", 1e6, 10.0)
+    a1 = SloClass("sa", 11.0, 10.0)
+    w = jobs([(a5, 0.0), (b1, 0.0), (a1, 0.5)])
+    cfg = SimConfig(clip_margin=0.0, relaxed_margin=0.0, clip_noise=0.0, cold_start=True)
+    cat, two = two_model_catalog(), Cluster.parse("2xX")
+    ours = run(make_policy("slack-sjf", batching=False, downshift=False), w, cat, two, cfg)
+    assert list(ours.finish) == pytest.approx([10.0, 6.0, 11.0])
+    assert list(ours.status) == [JobStatus.DONE] * 3
+    sjf = run("sjf", w, cat, two, cfg)
+    assert sjf.finish[2] == pytest.approx(12.0)
