@@ -80,7 +80,7 @@ class Scaling:
                 live = self.engines.in_service(kind)
                 cap = self.engines.capacity(kind)
                 n = wanted(sc, self.recent(k, t), t, core.backlog[k], max(1, len(live)),
-                           core.catalog.max_resident[core.ck[k]])  # fmt: skip
+                           core.catalog, core.ck[k])  # fmt: skip
                 want[kind], have[kind] = min(cap, n), len(live)
         self.backend.request(want)
         for kind in self.kinds:

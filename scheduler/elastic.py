@@ -6,8 +6,9 @@ the day. Here a pool (the cluster spec: the most instances of each kind) starts 
 `Autoscaler.start` instances of each kind and, every `tick_s`, follows one signal per
 kind: the work that arrived in the last `window_s` (predicted seconds), as instances
 busy `target_util` of the time, plus the queue above `queue_s` per instance, and at
-least enough instances to hold every model asked for in the window (`max_resident`
-each): with a long tail of checkpoints, loads, not work, decide how many are needed. Instances
+least enough instances to hold every model asked for in the window (their checkpoint
+sizes summed over a kind's memory budget, `Catalog.hold`): with a long tail of
+checkpoints, loads, not work, decide how many are needed. Instances
 asked for come up after a provisioning delay drawn uniformly from `delay_s` (a cloud
 VM and its container; the first job's model load is charged as usual); an instance
 idle for `idle_s` goes away while the signal asks for fewer. GPU-hours count every
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scheduler.capacity_planning import gpus_needed, scaled
+from scheduler.catalog import Catalog
 from scheduler.metrics import summarize
 from scheduler.options import ClassOptions
 from scheduler.policies import make_policy
@@ -52,17 +54,17 @@ class Autoscaler:
 
 
 def wanted(sc: Autoscaler, recent, t: float, backlog: float, instances: int,
-           max_resident: int) -> int:  # fmt: skip
-    """The instances of one kind the signal asks for at t: the work that arrived in the
-    last `window_s` (`recent`: (arrival, predicted seconds, model) of the jobs placed on
-    the kind, oldest first) as instances busy `target_util` of the time, plus the queue
-    above `queue_s` per instance, and at least enough to hold every model asked for in
-    `models_window_s`. The simulator's pool and serving's (`engine/scaling.py`) both
-    decide by it."""
+           catalog: Catalog, kind: int) -> int:  # fmt: skip
+    """The instances of one kind (`catalog`'s kind `kind`) the signal asks for at t: the
+    work that arrived in the last `window_s` (`recent`: (arrival, predicted seconds,
+    model) of the jobs placed on the kind, oldest first) as instances busy `target_util`
+    of the time, plus the queue above `queue_s` per instance, and at least enough to hold
+    every model asked for in `models_window_s` (`Catalog.hold`: their GB over the kind's
+    budget, or their count over `max_resident`). The simulator's pool and serving's
+    (`engine/scaling.py`) both decide by it."""
     rate = sum(w for a, w, _ in recent if a >= t - sc.window_s) / sc.window_s
     queued = max(0.0, backlog - sc.queue_s * instances)
-    models = len({m for a, _, m in recent if a >= t - sc.models_window_s})
-    hold = math.ceil(models / max_resident)
+    hold = catalog.hold({m for a, _, m in recent if a >= t - sc.models_window_s}, kind)
     work = math.ceil(rate / sc.target_util + queued / sc.window_s)
     return max(sc.start, work, hold)
 
@@ -122,8 +124,8 @@ class ElasticSimulator(Simulator):
             recent = self.arrived_work[k]
             while recent and recent[0][0] < t - max(sc.window_s, sc.models_window_s):
                 recent.popleft()
-            want = wanted(sc, recent, t, self.backlog[k], self.n_inst[k],
-                          self.catalog.max_resident[self.ck[k]])  # fmt: skip
+            want = wanted(sc, recent, t, self.backlog[k], self.n_inst[k], self.catalog,
+                          self.ck[k])  # fmt: skip
             have = self.n_inst[k] + self.pending[k]
             free = [i for i in self.instances_of[k] if self.since[i] < 0]
             for i in free[: max(0, want - have)]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from scheduler.capacity_planning import scaled, smallest, unit_mix
-from scheduler.catalog import Catalog
+from scheduler.catalog import Catalog, lru_evictions
 from scheduler.cluster import Cluster
 from scheduler.metrics import summarize
 from scheduler.options import ClassOptions
@@ -112,10 +112,11 @@ def predicted_seconds(options: ClassOptions, w: Workload) -> np.ndarray:
     return predicted_plan(options, w)[0]
 
 
-def host_slots(catalog: Catalog, host: Cluster) -> int:
-    """Models a host holds at once: its GPUs' `max_resident` summed (4xA100+4xT4:
-    4 x 4 + 4 x 1 = 20)."""
-    return sum(catalog.max_resident[catalog.kind_index(k)] * n for k, n in host.counts)
+def host_budget(catalog: Catalog, host: Cluster) -> float:
+    """What a host holds at once: its GPUs' residency budgets summed, GB of checkpoints
+    in a memory catalog (4xA100+4xT4: 4 x 48.5 + 4 x 13.9 = 249.5 GB), models in a count
+    catalog (4 x 4 + 4 x 1 = 20)."""
+    return sum(catalog.budget[catalog.kind_index(k)] * n for k, n in host.counts)
 
 
 # -------------------------------------------------------------------------- routing
@@ -163,7 +164,8 @@ def route_po2_models(
     load_s: np.ndarray,
     pairs: np.ndarray,
     gpus_per_host: int,
-    slots: int,
+    budget: float,
+    weight: list[float] | None = None,
 ) -> np.ndarray:
     """Model-aware power of two choices. Job j's candidates are `pairs[j]` and the host
     that last got its model (`model[j]`), if that is neither; each scores
@@ -178,17 +180,21 @@ def route_po2_models(
     * outstanding work: as `route_po2` counts it (predicted seconds sent, drained as a
       fluid at `gpus_per_host` per second of wall time, never below 0), plus `load_s[j]`
       for a job sent to a host believed to lack its model: a GPU spends that loading;
-    * holds the model: the host is believed to hold the `slots` models (`host_slots`)
-      most recently routed to it, an LRU over the host as one pool. The host's own
-      residency is per GPU (LRU over each GPU's `max_resident`), its dispatcher picks
-      the GPU, and a model routed there may have been evicted since, or loaded on
-      several GPUs: the estimate is optimistic where a host serves many models at once.
+    * holds the model: the host is believed to hold the models most recently routed to
+      it while their `weight`s (per model; None: 1 each) sum within `budget`
+      (`host_budget`), the residency rule (`lru_evictions`) over the host as one pool.
+      The host's own residency is per GPU, its dispatcher picks the GPU, and a model
+      routed there may have been evicted since, or loaded on several GPUs: the
+      estimate is optimistic where a host serves many models at once.
 
     `load_s[j]`: the load time of job j's model (0 for all: model loads are free)."""
     hosts = int(pairs.max()) + 1 if len(pairs) else 0
     work = [0.0] * hosts  # outstanding at `since`
     since = [0.0] * hosts
     held: list[OrderedDict[int, None]] = [OrderedDict() for _ in range(hosts)]
+    used = [0.0] * hosts  # the weights of the models each is believed to hold
+    if weight is None:
+        weight = [1.0] * (int(model.max()) + 1 if len(model) else 0)
     last: dict[int, int] = {}  # model -> the host that last got it
     out = np.empty(len(arrival), dtype=np.int64)
     g = float(gpus_per_host)
@@ -209,9 +215,11 @@ def route_po2_models(
         if m in lru:
             lru.move_to_end(m)
         else:
+            n = lru_evictions(list(lru), used[best], m, weight, budget)
+            for _ in range(n):
+                used[best] -= weight[lru.popitem(last=False)[0]]
             lru[m] = None
-            if len(lru) > slots:
-                lru.popitem(last=False)
+            used[best] += weight[m]
         last[m] = best
         out[j] = best
     return out
@@ -329,7 +337,7 @@ def run_fleet(
         load_s = np.asarray([catalog.load_s[m] for m in range(len(catalog.models))])
         load = load_s[model] if config.cold_start else np.zeros(w.n)
         host_of = route_po2_models(w.arrival, pred, model, load, pairs, host.size,
-                                   host_slots(catalog, host))  # fmt: skip
+                                   host_budget(catalog, host), catalog.weight)  # fmt: skip
     order = np.argsort(host_of, kind="stable")
     bounds = np.searchsorted(host_of[order], np.arange(hosts + 1))
     parts = []

@@ -4,7 +4,8 @@ a reference cluster serves.
 * Checkpoints: the long tail of 86 fine-tunes. Each is a model of its own (loaded,
   evicted and charged a cold start like any other) that serves one style,
   `ckpt-<rank>`, and costs what its base costs. ASSUMED: every SDXL_EVERY-th checkpoint
-  by popularity is SDXL-based, the rest SD 1.5-based.
+  by popularity is SDXL-based, the rest SD 1.5-based; each weighs its base's checkpoint
+  in memory (a full fine-tune: nothing shared between checkpoints).
 * Steps: the reference profiles stop at 50 steps; the rows are linear in steps by
   construction, so they are extended linearly to 100.
 * CLIP: the SD 1.5 curve is calibrated on published quality-vs-steps data. DeepCache
@@ -61,9 +62,18 @@ def _extend(lat: np.ndarray) -> np.ndarray:
     return out
 
 
-def production_catalog(kinds: list[str], checkpoints: int) -> tuple[Catalog, list[str]]:
-    """The catalog of `checkpoints` fine-tunes on `kinds`, and each one's base."""
-    ref = load_catalog(kinds, max_steps=MAX_STEPS)
+def production_catalog(
+    kinds: list[str],
+    checkpoints: int,
+    *,
+    residency: str = "memory",
+    memory_gb: dict[str, float] | None = None,
+) -> tuple[Catalog, list[str]]:
+    """The catalog of `checkpoints` fine-tunes on `kinds`, and each one's base. Residency
+    as `load_catalog` takes it: each checkpoint is the size of its base (a full
+    fine-tune: UNet, text encoders and VAE of its own), each kind's budget the reference
+    catalog's."""
+    ref = load_catalog(kinds, max_steps=MAX_STEPS, residency=residency, memory_gb=memory_gb)
     grid = ref.steps
     bases = ["sdxl" if (r + 1) % SDXL_EVERY == 0 else "sd-1.5" for r in range(checkpoints)]
     models, styles, latency, factor, clip, load_s = [], {}, {}, {}, {}, {}
@@ -88,9 +98,13 @@ def production_catalog(kinds: list[str], checkpoints: int) -> tuple[Catalog, lis
             curve[last + 1 :] = curve[last]
         clip[r] = np.where(served, curve, -np.inf)
         load_s[r] = ref.load_s[b]
+    size_gb = {r: ref.size_gb[ref.models.index(b)] for r, b in enumerate(bases)} if (
+        ref.by_memory) else {}  # fmt: skip
     cat = Catalog(models=models, kinds=list(kinds), styles=styles, steps=grid,
                   latency=latency, batch_factor=factor, clip=clip, load_s=load_s,
-                  price_per_hour=ref.price_per_hour, max_resident=ref.max_resident)  # fmt: skip
+                  price_per_hour=ref.price_per_hour,
+                  max_resident={} if ref.by_memory else ref.max_resident,
+                  size_gb=size_gb, budget_gb=ref.budget_gb)  # fmt: skip
     return cat, bases
 
 

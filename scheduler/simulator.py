@@ -8,9 +8,11 @@ earlier when the policy interrupts it (then at the next denoising-step boundary,
 work is lost or invented). A job's true work is its predicted batch-1 seconds times the
 workload's `true_factor`; a batch of b runs each job at speed 1/factor(b) from the
 profiles' batch sizes. Switching an instance to a model that is not resident costs the
-model's load time (LRU over the kind's `max_resident`); a load goes to an idle instance
-with a free slot, else to one whose evicted model has another copy, so the only copy of
-a model is evicted last.
+model's load time; it evicts the least recently used models until the newcomer fits
+(`Catalog.evictions`: checkpoint sizes against the kind's memory budget, or a count of
+models). A load goes to an idle instance where the newcomer fits beside what it holds,
+else to one whose evicted models all have another copy, so the only copy of a model is
+evicted last.
 
 Every arrived job ends in exactly one terminal state: done, rejected or dropped.
 
@@ -132,6 +134,7 @@ class Simulator(Core):
         for m in self.resident[i]:
             copies[m] -= 1
         self.resident[i].clear()
+        self.used[i] = 0.0
 
     def assign(self, j: int, k: int, option: Option) -> None:
         """Serve job j on kind k with `option`."""
@@ -214,6 +217,7 @@ class Simulator(Core):
         self.instances_of = [[i for i in range(n_total) if inst_kind[i] == k] for k in range(K)]
         self.idle = [ids[::-1] for ids in self.instances_of]
         self.resident: list[list[int]] = [[] for _ in range(n_total)]
+        self.used = [0.0] * n_total  # [i]: its resident models' weights summed
         # [k][m]: instances of kind k with model m resident, kept with `resident`:
         # placement asks at every arrival (counting them there was a sixth of slack-sjf's
         # run under cProfile)
@@ -299,14 +303,16 @@ class Simulator(Core):
         for x in range(len(idle) - 1, -1, -1):
             if m in res[idle[x]]:
                 return idle.pop(x)
-        # it loads m: on an instance with a free slot, else one whose least recently
-        # used model (the one evicted) has a copy elsewhere, else the most recently idled
-        cap = self.catalog.max_resident[self.ck[k]]
+        # it loads m: on an instance where m fits beside what it holds, else one whose
+        # evicted models (the least recently used) all have a copy elsewhere, else the
+        # most recently idled
+        evictions, ck, used = self.catalog.evictions, self.ck[k], self.used
         copies = self.copies[k]
         best, score = len(idle) - 1, -1
         for x in range(len(idle) - 1, -1, -1):
             r = res[idle[x]]
-            s = 2 if len(r) < cap else (1 if copies[r[0]] > 1 else 0)
+            n = evictions(r, used[idle[x]], m, ck)
+            s = 2 if not n else (1 if all(copies[e] > 1 for e in r[:n]) else 0)
             if s > score:
                 best, score = x, s
                 if s == 2:
@@ -364,12 +370,17 @@ class Simulator(Core):
         else:
             if self.config.cold_start and self.policy.pays_load:
                 load = cat.load_s[m]
-            res.append(m)
             copies = self.copies[k]
+            n = cat.evictions(res, self.used[i], m, self.ck[k])
+            if n:
+                weight = cat.weight
+                for e in res[:n]:
+                    copies[e] -= 1
+                    self.used[i] -= weight[e]
+                del res[:n]
+            res.append(m)
+            self.used[i] += cat.weight[m]
             copies[m] = copies.get(m, 0) + 1
-            if len(res) > cat.max_resident[self.ck[k]]:
-                copies[res[0]] -= 1
-                del res[0]
         factor = cat.batch_factor[(m, self.ck[k])][len(batch)] if len(batch) > 1 else 1.0
         rem = self.remaining
         start = self.start

@@ -69,8 +69,11 @@ def test_a_burst_brings_engines_that_serve_and_idle_ones_leave():
         scaling = Scaling(engines, ["cpu"], scaler, backend, clock)
         try:
             events.expect = 16
-            core.submit([job(j % 2, 20, seed=j) for j in range(16)])
-            assert scaling.tick() == {"cpu": 3}  # 13 s of work in a 5 s window, capped
+            # 40 steps each: about 15 s on the first engine alone, time enough for the
+            # new ones to start and load on a busy host (20 steps, 7 s, was not, at a
+            # load average of 4)
+            core.submit([job(j % 2, 40, seed=j) for j in range(16)])
+            assert scaling.tick() == {"cpu": 3}  # 26 s of work in a 5 s window, capped
             end = time.monotonic() + 120
             while len(engines.in_service("cpu")) < 3:
                 assert time.monotonic() < end, "the new engines never joined"

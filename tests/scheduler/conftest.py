@@ -50,6 +50,29 @@ def toy_catalog(*, load_s=0.0, batch2=1.5, slow_kind=False):
     )
 
 
+def gb_catalog(budget_gb: float | None = 8.5, count: int = 3):
+    """Models a, b, c, d (2 GB, SD 1.5-like) and X (6.5 GB, SDXL-like) on one kind G,
+    1 s each; residency by memory (`budget_gb` GB) or, with budget_gb None, `count`."""
+    from scheduler.catalog import Catalog
+
+    names = ["a", "b", "c", "d", "X"]
+    one = np.array([1.0])
+    return Catalog(
+        models=names,
+        kinds=["G"],
+        styles={m: (m,) for m in names},
+        steps=np.array([1]),
+        latency={(i, 0): one for i in range(len(names))},
+        batch_factor={(i, 0): np.array([np.inf, 1.0]) for i in range(len(names))},
+        clip={i: np.array([100.0]) for i in range(len(names))},
+        load_s=dict.fromkeys(range(len(names)), 0.5),
+        price_per_hour={0: 1.0},
+        max_resident={0: count},
+        size_gb={0: 2.0, 1: 2.0, 2: 2.0, 3: 2.0, 4: 6.5} if budget_gb else {},
+        budget_gb={0: budget_gb} if budget_gb else {},
+    )
+
+
 def jobs(classes_and_times):
     """A workload from [(SloClass, arrival), ...], truth = prediction."""
     from scheduler.workload import Workload

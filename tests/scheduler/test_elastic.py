@@ -1,16 +1,18 @@
 """The elastic cluster: the same policies on a pool whose instances come and go."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from scheduler.catalog import single_model_catalog
 from scheduler.cluster import Cluster
-from scheduler.elastic import Autoscaler, ElasticSimulator
+from scheduler.elastic import Autoscaler, ElasticSimulator, wanted
 from scheduler.policies import make_policy
 from scheduler.simulator import SimConfig, Simulator
 from scheduler.workload import SloClass, Workload
 from sdaas.job_status import JobStatus
-from tests.scheduler.conftest import assert_copies_are_the_resident_models
+from tests.scheduler.conftest import assert_copies_are_the_resident_models, gb_catalog
 
 CFG = SimConfig(clip_margin=0.0, clip_noise=0.0, cold_start=False)
 
@@ -72,3 +74,18 @@ def test_bad_pool_sizes_are_clamped_to_one():
     r = sim.run(steady(1.0, 10.0, 1.0))  # over before the first tick: one instance
     assert (r.status == JobStatus.DONE).all() and sim.n_inst == [1]
     assert sim.gpu_hours == pytest.approx(np.nanmax(r.finish) / 3600)
+
+
+def test_the_models_held_ask_for_their_gb_over_a_devices_budget():
+    """X (6.5 GB) and a, b, c (2 GB each) asked for in the window, with next to no work:
+    12.5 GB over an 8.5 GB budget wants 2 instances; three X-sized models would want 3.
+    The same four as a count of 4 a device want 1."""
+    sc = Autoscaler(start=1, window_s=60, models_window_s=600)
+    recent = [(100.0 + i, 0.01, m) for i, m in enumerate([4, 0, 1, 2, 0])]
+    mem, count = gb_catalog(), gb_catalog(None, 4)
+    assert wanted(sc, recent, 110.0, 0.0, 1, mem, 0) == 2
+    assert wanted(sc, recent, 110.0, 0.0, 1, count, 0) == 1
+    heavy = replace(mem, size_gb={**mem.size_gb, 0: 6.5, 1: 6.5})
+    assert wanted(sc, recent, 110.0, 0.0, 1, heavy, 0) == 3
+    # out of the models window: nothing held, the least kept
+    assert wanted(sc, recent, 110.0 + 600.0, 0.0, 1, mem, 0) == 1

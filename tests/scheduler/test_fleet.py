@@ -11,8 +11,8 @@ from scheduler.fleet import (
     ARRANGEMENTS,
     class_options,
     fleet_workload,
+    host_budget,
     host_cluster,
-    host_slots,
     hosts_needed,
     predicted_plan,
     random_pairs,
@@ -133,9 +133,26 @@ def test_po2_models_forgets_models_beyond_a_hosts_slots():
     assert _po2_models(*args, slots=2) == [0, 0, 0]
 
 
-def test_po2_models_routes_by_the_plans_model_and_the_hosts_slots(prod):
+def test_po2_models_believes_a_host_holds_what_fits_its_budget():
+    """Models 0-2 (2 GB) then 3 (6.5 GB) forced onto host 0, whose 8.5 GB the router
+    believes full: 3 evicts 0 and 1 (the least recently routed), not 2. At t=100 model
+    2 goes back to host 0 (held), model 1 scores a load on both hosts and the tie goes
+    to host 1. As a count of 3, 3 evicts only 0, and model 1 stays on host 0."""
+    arrival = np.asarray([0.0, 0.0, 0.0, 0.0, 100.0, 100.0])
+    pred, model = np.ones(6), np.asarray([0, 1, 2, 3, 2, 1])
+    pairs = np.asarray([[0, 0]] * 4 + [[1, 0], [1, 0]])
+    load = np.full(6, 7.0)
+    gb = route_po2_models(arrival, pred, model, load, pairs, 8, 8.5, [2.0, 2.0, 2.0, 6.5])
+    assert gb.tolist() == [0, 0, 0, 0, 0, 1]
+    assert route_po2_models(arrival, pred, model, load, pairs, 8, 3).tolist() == [0] * 6
+
+
+def test_po2_models_routes_by_the_plans_model_and_the_hosts_budget(prod):
     cat, w = prod
-    assert host_slots(cat, HOST) == 4 * 4 + 4 * 1
+    # memory: 4 x (A100 80 GB - 30.5 for SDXL at batch 8 - 1) + 4 x (T4 16 - 1.1 - 1)
+    assert host_budget(cat, HOST) == pytest.approx(4 * 48.52 + 4 * 13.86, abs=0.05)
+    count, _ = production_catalog(REF.kinds, 86, residency="count")
+    assert host_budget(count, HOST) == 4 * 4 + 4 * 1  # the count: models
     r = run_fleet(cat, HOST, 4, "po2-models", w, "slack-sjf", seed=2)
     _, model = predicted_plan(class_options(cat, HOST, w, "slack-sjf", SimConfig()), w)
     # the job's model is the one its host ran (one model per checkpoint style)

@@ -10,10 +10,10 @@ from scheduler.job_table import JOB_ARRAYS
 from scheduler.policies import known_policies, make_policy, policy_class
 from scheduler.segments import Arithmetic
 from scheduler.simulator import SimConfig, Simulator, simulate
-from scheduler.workload import bursty_arrivals, make_workload, slo_mix
+from scheduler.workload import SloClass, bursty_arrivals, make_workload, slo_mix
 from sdaas.errors import InvalidInputError
 from sdaas.job_status import JobStatus
-from tests.scheduler.conftest import assert_copies_are_the_resident_models
+from tests.scheduler.conftest import assert_copies_are_the_resident_models, gb_catalog, jobs
 
 CLUSTER = Cluster.parse("4xA100+4xT4")
 
@@ -150,3 +150,51 @@ def test_the_copies_placement_counts_are_the_resident_models(catalog, overloaded
     sim.run(overloaded)
     assert any(sim.resident)
     assert_copies_are_the_resident_models(sim)
+
+
+def _one_after_another(order: list[str]):
+    """One job of each model in `order`, 10 s apart (each runs alone, 1 s)."""
+    classes = {m: SloClass(m, 100.0, 0.0) for m in order}
+    return jobs([(classes[m], 10.0 * i) for i, m in enumerate(order)])
+
+
+EXACT = SimConfig(clip_margin=0.0, clip_noise=0.0)
+
+
+def test_a_load_evicts_the_least_recently_used_until_it_fits():
+    """a, b, c (2 GB each), then X (6.5 GB) on one 8.5 GB device: X evicts a and b, the
+    least recently used, and c stays; c runs again (most recent now), then a evicts X.
+    Under a count of 3 each load evicts one model, the least recently used."""
+    order = ["a", "b", "c", "X", "c", "a"]
+    for cat, after_x, end in (
+        (gb_catalog(), ["c", "X"], ["c", "a"]),
+        (gb_catalog(None, 3), ["b", "c", "X"], ["X", "c", "a"]),
+    ):
+        sim = Simulator(cat, Cluster.parse("1xG"), make_policy("fcfs"), EXACT)
+        r = sim.run(_one_after_another(order[:4]))
+        assert (r.status == JobStatus.DONE).all()
+        assert [cat.models[m] for m in sim.resident[0]] == after_x
+        r = sim.run(_one_after_another(order))
+        assert [cat.models[m] for m in sim.resident[0]] == end
+        assert sim.used[0] == pytest.approx(sum(cat.weight[m] for m in sim.resident[0]))
+        # c's second run found it resident: 5 loads of 0.5 s, 6 jobs of 1 s
+        assert sum(r.busy_s) == pytest.approx(6 * 1.0 + 5 * 0.5)
+        assert_copies_are_the_resident_models(sim)
+
+
+def test_a_load_goes_where_the_newcomer_fits_not_where_a_count_has_room():
+    """Idle instance 1 holds b, c, d (6 GB), instance 0 holds a (2 GB): X (6.5 GB) fits
+    only beside a. A count of 4 sees room on both and takes the most recently idled (1),
+    evicting nothing; the memory rule takes 0, which evicts nothing, rather than 1, which
+    would evict the only copies of b and c."""
+    for cat, chosen in ((gb_catalog(), 0), (gb_catalog(None, 4), 1)):
+        sim = Simulator(cat, Cluster.parse("2xG"), make_policy("fcfs"), EXACT)
+        sim.begin(_one_after_another(["X"]))
+        for i, held in ((0, [0]), (1, [1, 2, 3])):
+            sim.resident[i][:] = held
+            sim.used[i] = sum(cat.weight[m] for m in held)
+            for m in held:
+                sim.copies[0][m] = 1
+        sim.idle[0] = [0, 1]  # instance 1 idled last: looked at first
+        sim.model[0] = cat.models.index("X")
+        assert sim._idle_for(0, 0) == chosen
