@@ -2,7 +2,7 @@
 
 The paper's SJF minimises mean JCT but is blind to deadlines: under load a long job
 waits behind every shorter arrival (starvation) and jobs that have already missed their
-SLO still take accelerator time. Six changes, each cheap at dispatch:
+SLO still take accelerator time. Seven changes, each cheap at dispatch:
 
 1. Early rejection: at admission, a job that cannot finish within its SLO on any kind
    even on an idle accelerator and down-shifted (3) is rejected right away. (Rejecting
@@ -45,6 +45,14 @@ SLO still take accelerator time. Six changes, each cheap at dispatch:
    of one on an A100 (DiffServe's profile): most capacity comes from batching, but a
    full batch makes each job 4x slower, which only pays when no accelerator is spare
    (the adaptive size cut mean JCT 5-11 % against filling to the limit).
+7. Give way at a step boundary, never at a started job's expense: an arrival that a
+   running segment's jobs could wait for asks the segment with the most predicted work
+   left (on an instance holding its model) to end at its next step; when a segment
+   ends, its unfinished jobs run on unless a queued job shorter than them would miss
+   its deadline waiting and they can all still make theirs after it (the fair bound's
+   rule on predicted times; predicted seconds left = prediction x share of work not
+   done). Production-like at 90 %: 38 -> 34 GPUs; mean goodput over three arrival
+   shapes 0.933 -> 0.937.
 """
 
 from __future__ import annotations
@@ -69,12 +77,14 @@ class SlackSjf(Policy):
     batching = True
 
     def __init__(self, downshift: bool = True, batching: bool = True, long_queue: float = 4.0,
-                 rescue_queue: float = 4.0, calm: float = 1.0):  # fmt: skip
+                 rescue_queue: float = 4.0, calm: float = 1.0, preempt: bool = True
+                 ):  # fmt: skip
         self.downshift = downshift
         self.batch = batching
         self.long_queue = long_queue  # "the queue is long": waiting jobs per instance
         self.rescue_queue = rescue_queue  # rescues only below this many per instance
         self.calm = calm  # fewer waiting jobs per instance than this: a calm queue
+        self.preempt = preempt  # a segment's jobs give way to a short urgent one
 
     def place(self, j: int, t: float) -> int | None:
         sim = self.sim
@@ -113,8 +123,11 @@ class SlackSjf(Policy):
     def next_batch(self, queue: SlackQueue, inst: int, t: float, carry: list[int]) -> list[int]:
         sim = self.sim
         kind = sim.inst_kind[inst]
-        if carry:  # a running batch is never preempted; it may take on more jobs
-            return self._fill(queue, carry, kind, t)
+        if carry:  # a running batch takes on more jobs, or gives way to a short one
+            if not self.preempt or not self._cut_for_queue(queue, inst, t, carry):
+                return self._fill(queue, carry, kind, t)
+            for j in carry:
+                queue.push(j)
         pred, deadline, n_inst = sim.pred, sim.deadline_ts, sim.n_inst[kind]
         aside: list[int] = []  # jobs a busy twin holding their model serves in time
         batch: list[int] = []
@@ -139,6 +152,31 @@ class SlackSjf(Policy):
             queue.push(j)
         return batch
 
+    def _left(self, j: int) -> float:
+        """Job j's predicted seconds left: its prediction times the share of its work
+        not yet done (steps run are known; the truth is not)."""
+        sim = self.sim
+        if sim.start[j] < 0:
+            return sim.pred[j]
+        return sim.pred[j] * sim.remaining[j] / sim.work[j]
+
+    def _cut_for_queue(self, queue: SlackQueue, inst: int, t: float, carry: list[int]) -> bool:
+        """Whether the unfinished jobs of the segment that just ended (`carry`) go back to
+        the queue: only for a queued job shorter here than any of them that would miss
+        its deadline waiting for the first of them to finish, and after which every one
+        of them can still make its deadline (predicted times)."""
+        sim = self.sim
+        h = queue.shortest()
+        if h is None:
+            return False
+        h = self._shortest_here(queue, inst, h)
+        deadline = sim.deadline_ts
+        size = sim.pred[h] + self._load(sim.model[h], inst)
+        first = min(self._left(x) for x in carry)
+        if size >= first or t + first + size <= deadline[h]:  # h can wait for them
+            return False
+        return all(t + size + self._left(x) <= deadline[x] for x in carry)
+
     def _serve(self, j: int, queue: SlackQueue, inst: int, kind: int, t: float) -> str:
         """RUN: job j makes its deadline on instance inst from t, its model's load here
         counted, at its planned option, or at the down-shifted one when the queue is
@@ -147,6 +185,11 @@ class SlackSjf(Policy):
         Else HOPELESS: dropped."""
         sim = self.sim
         c, due = sim.cls[j], sim.deadline_ts[j]
+        if sim.start[j] >= 0:  # a cut segment's job: its option is fixed
+            m, x = sim.model[j], t + self._left(j)
+            if x + self._load(m, inst) <= due:
+                return RUN
+            return self._late_by_load(queue, kind, m, inst) if x <= due else HOPELESS
         planned = sim.options.planned[c][kind]
         relaxed = sim.options.relaxed[c][kind] if self.downshift else None
         waiting, n = len(queue), sim.n_inst[kind]
@@ -222,14 +265,33 @@ class SlackSjf(Policy):
         return fill_batch(self.sim, queue, batch, kind, t, self.sim.pred, len(queue))
 
     def on_busy_arrival(self, j: int, kind: int, t: float) -> None:
-        """Join a running batch of the same model with room (at its next step)."""
-        if not self.batch:
-            return
+        """Join a running batch of the same model with room (at its next step); else ask
+        the segment with the most predicted work left, if more than the arrival's, on an
+        instance holding the arrival's model, whose jobs can all wait for it, to end at
+        its next step (`_cut_for_queue` then decides)."""
         sim = self.sim
         m = sim.model[j]
-        limit = sim.catalog.batch_limit(m, sim.ck[kind])
+        if self.batch:
+            limit = sim.catalog.batch_limit(m, sim.ck[kind])
+            for i in sim.instances_of[kind]:
+                b = sim.seg_jobs[i]
+                if b and sim.model[b[0]] == m and len(b) < limit:
+                    sim.interrupt(i, t)
+                    return
+        if not self.preempt:
+            return
+        size, deadline, pred, work = sim.pred[j], sim.deadline_ts, sim.pred, sim.work
+        worst, worst_left = -1, size
         for i in sim.instances_of[kind]:
             b = sim.seg_jobs[i]
-            if b and sim.model[b[0]] == m and len(b) < limit:
-                sim.interrupt(i, t)
-                return
+            if not b or m not in sim.resident[i]:
+                continue
+            ws = sim.seg_work_start[i]
+            done = (t - ws) * sim.seg_speed[i] if t > ws else 0.0
+            left = [pred[x] * max(0.0, sim.remaining[x] - done) / work[x] for x in b]
+            if min(left) <= worst_left:
+                continue
+            if all(t + size + x_left <= deadline[x] for x, x_left in zip(b, left, strict=True)):
+                worst, worst_left = i, min(left)
+        if worst >= 0:
+            sim.interrupt(worst, t)

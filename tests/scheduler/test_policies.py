@@ -244,3 +244,17 @@ def test_slack_sjf_leaves_a_job_only_a_load_makes_late_to_the_busy_instance_hold
     assert list(ours.status) == [JobStatus.DONE] * 3
     sjf = run("sjf", w, cat, two, cfg)
     assert sjf.finish[2] == pytest.approx(12.0)
+
+
+def test_slack_sjf_cuts_a_long_job_at_its_next_step_for_a_short_one_that_cannot_wait():
+    """A (5 steps) runs from 0; B (1 step, due 2.5) arrives at 0.5 and would be late
+    after A: A gives way at its step boundary 1.0, B runs 1-2, A resumes and is done at
+    6. Without preemption B is dropped. A short job that can wait does not cut A."""
+    w = jobs([(steps(5), 0.0), (steps(1, slo=2.0), 0.5)])
+    ours = run(make_policy("slack-sjf", batching=False, downshift=False), w)
+    assert list(ours.finish) == pytest.approx([6.0, 2.0])
+    kept = run(make_policy("slack-sjf", batching=False, downshift=False, preempt=False), w)
+    assert list(kept.status) == [JobStatus.DONE, JobStatus.DROPPED]
+    w = jobs([(steps(5), 0.0), (steps(1, slo=9.0), 0.5)])
+    ours = run(make_policy("slack-sjf", batching=False, downshift=False), w)
+    assert list(ours.finish) == pytest.approx([5.0, 6.0])
