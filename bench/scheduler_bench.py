@@ -24,7 +24,7 @@ scheduler_speed-quick.json, scheduler-quick/ and elastic-quick.json.
 Usage: python bench/scheduler_bench.py [--full] [--speed-only | --comparison-only |
 --elastic-only] [--workloads poisson,bursty,trace,production,mmpp] [--trace-file PATH ...]
 [--mmpp-rates 1,10 --mmpp-dwell-s 60,10] [--jobs N --seeds N --loads ... --policies ...]
-[--out NAME]
+[--pred-error 0.1] [--out NAME]
 """
 
 from __future__ import annotations
@@ -201,6 +201,9 @@ def main() -> None:
     ap.add_argument("--loads", type=_floats, default=DEFAULT_LOADS,
                     help="offered loads, share of capacity (default 0.3,...,1.2)")  # fmt: skip
     ap.add_argument("--policies", type=_names, help="comma list (default: all)")
+    ap.add_argument("--pred-error", type=float, default=0.1,
+                    help="sigma of log(true / predicted run time), default 0.1; 0: every "
+                         "prediction exact (what clairvoyance on run times is worth)")  # fmt: skip
     ap.add_argument("--out", help="results folder under bench/results/ (default scheduler, "
                                   "or scheduler-quick without --full)")  # fmt: skip
     args = ap.parse_args()
@@ -223,6 +226,7 @@ def main() -> None:
         workloads=tuple(args.workloads) + tuple(f"trace:{p}" for p in args.trace_file),
         mmpp_rates=args.mmpp_rates,
         mmpp_dwell_s=args.mmpp_dwell_s,
+        pred_error=args.pred_error,
         **({"policies": list(args.policies)} if args.policies else {}),
     )
     print(f"comparison on {cfg.cluster}: {cfg.jobs} jobs x {cfg.seeds} seeds per point, "
