@@ -336,14 +336,17 @@ class ResultStore:
             )
 
     def observations(self, predictor: str = "", limit: int = 5000) -> list[Observation]:
-        """The last `limit` observations of `predictor`'s predictions, oldest first."""
+        """The last `limit` observations of `predictor`'s predictions, oldest first, each
+        with when it was stored (unix seconds: what the host drift is timed by)."""
         with self._db() as db:
             rows = db.execute(
-                "SELECT model_key, accelerator, batch_size, predicted_s, observed_s, steps "
+                "SELECT model_key, accelerator, batch_size, predicted_s, observed_s, steps, ts "
                 "FROM observations WHERE predictor = ? ORDER BY rowid DESC LIMIT ?",
                 (predictor, limit),
             ).fetchall()
-        return [Observation((m, a, int(b)), p, o, int(n)) for m, a, b, p, o, n in reversed(rows)]
+        return [
+            Observation((m, a, int(b)), p, o, int(n), t) for m, a, b, p, o, n, t in reversed(rows)
+        ]
 
     def put_batch_costs(self, predictor: str, model_key: str, accelerator: str, steps: int,
                         costs: dict[int, float]) -> None:  # fmt: skip

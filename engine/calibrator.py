@@ -2,11 +2,20 @@
 the (model, accelerator) pairs it has no evidence for, and what a batch costs against
 one job. Both are stored in the result store per latency-predictor version and device
 kind, and reused at the next start: a restart does not measure again what it knows.
+
+While serving runs, the host's speed drifts (`predictor/latency_correction.py`: `Drift`);
+jobs measure it as they end, and when there are none (`IdleProbes`: no job for
+`IDLE_AFTER_S`, at most once per `IDLE_PROBE_EVERY_S`) a reference probe does: the
+fastest model of each kind at `IDLE_PROBE_STEPS` steps, the system's own prompt, on the
+device that measures that kind (`Calibrator.reference_probe`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -21,11 +30,47 @@ log = logging.getLogger(__name__)
 PROBES = 2  # runs that prove a (model, accelerator) profile before jobs are decided on it
 PROBE_PROMPT = "a calibration probe"  # the system's own prompt, never a tenant's
 BATCH_PROBE_STEPS = 8  # step count batch costs are measured at (capped by the profile's)
+IDLE_AFTER_S = 20.0  # no job for this long: a reference probe may refresh the host drift
+IDLE_PROBE_EVERY_S = 30.0  # at most one reference probe this often (idle for long: 1 per 30 s)
+IDLE_PROBE_STEPS = 4  # the reference probe's steps (within what the model was profiled at)
 
 
-def observed_corrections_in(store: ResultStore, predictor_version: str) -> Corrections:
-    """The latency corrections the runs stored in `store` give for that predictor."""
-    return Corrections.from_observations(store.observations(predictor_version))
+def observed_corrections_in(
+    store: ResultStore, predictor_version: str, now: float | None = None
+) -> Corrections:
+    """The latency corrections the runs stored in `store` give for that predictor, with
+    the host drift as of `now` (default: the wall clock, the store's)."""
+    now = time.time() if now is None else now
+    return Corrections.from_observations(store.observations(predictor_version), now=now)
+
+
+class IdleProbes:
+    """When a reference probe is due: only after `idle_after_s` without a job (counted
+    from `started`, and from the last time `due` saw work), and at most once per
+    `every_s`. Pure: the caller passes the time and whether serving is idle."""
+
+    def __init__(self, started: float, idle_after_s: float = IDLE_AFTER_S,
+                 every_s: float = IDLE_PROBE_EVERY_S):  # fmt: skip
+        self.idle_after_s, self.every_s = idle_after_s, every_s
+        self.last_busy = started
+        self.last_probe = -math.inf
+
+    def due(self, now: float, idle: bool) -> bool:
+        if not idle:
+            self.last_busy = now
+            return False
+        return now - self.last_busy >= self.idle_after_s and now - self.last_probe >= self.every_s
+
+    def busy(self, now: float) -> None:
+        """Work arrived at `now` (between the caller's polls)."""
+        self.last_busy = max(self.last_busy, now)
+
+    def probed(self, now: float) -> None:
+        self.last_probe = now
+
+    def wait_s(self, now: float) -> float:
+        """How long until a probe could next be due (if serving stays idle)."""
+        return max(self.last_busy + self.idle_after_s, self.last_probe + self.every_s) - now
 
 
 class Calibrator:
@@ -80,6 +125,50 @@ class Calibrator:
         size = (req.width, req.height)
         return [Observation((key, kind, 1), planner.predicted_s(key, kind, n, size),
                             link.probe(key, req, n), n) for n in steps]  # fmt: skip
+
+    def reference_key(self, kind: str) -> str | None:
+        """The model a reference probe of `kind` runs: the fastest predicted at
+        `IDLE_PROBE_STEPS` among those that run there and did not fail to probe."""
+        planner, best = self.spec.planner, None
+        for m, k in self.runs_on:
+            key = self.model_keys[m]
+            if self.kinds[k] != kind or (key, kind) in self.failed:
+                continue
+            size = self.spec.cards[key].resolution_pairs[0]
+            t = planner.predicted_s(key, kind, self._reference_steps(m), size)
+            if best is None or t < best[0]:
+                best = (t, key, m)
+        return None if best is None else best[1]
+
+    def _reference_steps(self, m: int) -> int:
+        lo, hi = self.spec.planner.probe_steps(self.spec.planner.options[m])
+        return min(max(IDLE_PROBE_STEPS, lo), hi)
+
+    def reference_probe(self, idle: Callable[[], bool] = lambda: True) -> list[Observation]:
+        """One timed run of each kind's reference model, stored as a probe observation
+        (the host drift's evidence while no job runs). A kind is skipped once `idle()`
+        says work arrived: a probe never starts beside a job. Returns what it stored."""
+        out = []
+        for kind in self.kinds:
+            link = self.links.get(kind)
+            key = self.reference_key(kind) if link is not None else None
+            if key is None or getattr(link, "out_of_service", False) or not idle():
+                continue
+            m = self.model_keys.index(key)
+            link, req = self._where(key, kind)
+            steps = self._reference_steps(m)
+            try:
+                seconds = link.probe(key, req, steps)
+            except Exception as exc:  # noqa: BLE001 - the drift goes without this one
+                log.warning("reference probe of %s on %s failed (%s)", key, kind,
+                            type(exc).__name__)  # fmt: skip
+                continue
+            size = (req.width, req.height)
+            o = Observation((key, kind, 1), self.spec.planner.predicted_s(key, kind, steps, size),
+                            seconds, steps)  # fmt: skip
+            self.store.observe([o], "probe", self.version)
+            out.append(o)
+        return out
 
     def _where(self, key: str, kind: str) -> tuple[DeviceLink, ImageRequest]:
         """(the device that measures `kind`, the probe's request for model `key`)."""

@@ -13,7 +13,8 @@ is handed one and calls `submit`; the local driver owns it.
 
 No window barrier: a window's jobs join the queues and batches of jobs already running.
 Before any job is decided, the calibrator (engine/calibrator.py) measures what serving
-has no evidence for yet.
+has no evidence for yet; while serving is idle, it now and then times a reference probe
+(the host drift's evidence when no job brings any).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 from adapters.result_store import ResultStore
-from engine.calibrator import Calibrator
+from engine.calibrator import Calibrator, IdleProbes
 from engine.device_engine import DeviceEngine
 from engine.device_process import DeviceProcess
 from engine.link import DeviceLink
@@ -135,6 +136,28 @@ class ServingRuntime:
                                      self.kinds, first)  # fmt: skip
         if spec.correct_latency:  # on the devices, before any job is decided
             self.calibrator.run()
+        # reference probes while idle, when asked for: not under a residency bound (a probe
+        # would load or reorder models behind the core's back) nor on a Ray fleet
+        self.idle_probes = IdleProbes(time.monotonic())
+        self._stopping = threading.Event()
+        self._prober = None
+        if (spec.idle_probe and spec.correct_latency and spec.max_resident is None
+                and not spec.ray):  # fmt: skip
+            self._prober = threading.Thread(target=self._probe_when_idle, daemon=True,
+                                            name="sdaas-idle-probe")  # fmt: skip
+            self._prober.start()
+
+    def _probe_when_idle(self) -> None:
+        """A reference probe whenever `IdleProbes` says one is due; skipped as soon as a
+        job is in flight."""
+        sched = self.idle_probes
+        while not self._stopping.wait(min(max(sched.wait_s(time.monotonic()), 0.5), 5.0)):
+            try:
+                if sched.due(time.monotonic(), self.idle()):
+                    sched.probed(time.monotonic())
+                    self.calibrator.reference_probe(self.idle)
+            except Exception:  # noqa: BLE001 - the drift goes without it, serving goes on
+                log.exception("serving: the idle reference probe failed")
 
     def _ray_device(self, link: DeviceLink, slot):
         """The engine actor for one of the cluster's engine slots (not started)."""
@@ -199,6 +222,7 @@ class ServingRuntime:
         """Hand a window's new jobs to the core, which admits or refuses each; refusals
         are stored before this returns, the rest as they end."""
         room = 1.0 - self.spec.planner.headroom  # plan against SLO x (1 - headroom)
+        self.idle_probes.busy(time.monotonic())  # no reference probe right after these
         now = self.clock()  # an arrival is never later than now (a test's lead may be)
         jobs = []
         for p, opts in fresh:
@@ -283,6 +307,9 @@ class ServingRuntime:
                 self.cancel_early[(tenant, job_id)] = now
 
     def close(self) -> None:
+        self._stopping.set()
+        if self._prober is not None:
+            self._prober.join(timeout=5.0)
         if self.scaling is not None:
             self.scaling.stop()
         for e in self.engines:

@@ -32,6 +32,11 @@ class ServingSpec:
     # models resident at once per device (LRU, load time measured and charged by the
     # core, as the simulator does); None: every model, preloaded
     max_resident: int | None = None
+    # while idle, time a reference probe now and then (the host drift's evidence when no
+    # job brings any; `engine/calibrator.py: IdleProbes`). Off by default: it runs beside
+    # the core on a device the core thinks idle, and no quiet-host run has yet shown it
+    # helps (bench/drift_bench.py)
+    idle_probe: bool = False
     # serve on a Ray cluster: "auto" (one started here, on loopback) or its address; one
     # engine actor per engine its nodes offer (`engine/ray_fleet.py`); None: this host
     ray: str | None = None

@@ -97,6 +97,7 @@ def build_spec(
     max_resident: int | None = None,
     ray: str | None = None,
     max_engines: int | None = None,
+    idle_probe: bool = False,
 ) -> ServingSpec:
     """devices: device names (`models.accelerators.resolve_devices`; default every CUDA
     device, else the CPU). threads: torch CPU threads per device engine (default: the
@@ -105,7 +106,8 @@ def build_spec(
     max_resident: models resident at once per device (None: all, preloaded).
     ray: serve on a Ray cluster ("auto": one started here; else its address): the
     devices' kinds are what it serves, its nodes' engines where (`engine/ray_fleet.py`);
-    max_engines: room for that many engines per kind (the elastic loop fills it)."""
+    max_engines: room for that many engines per kind (the elastic loop fills it).
+    idle_probe: time a reference probe now and then while idle (the host drift)."""
     import os
 
     from models.accelerators import resolve_devices
@@ -156,4 +158,5 @@ def build_spec(
         max_resident=max_resident,
         ray=ray,
         max_engines=max_engines,
+        idle_probe=idle_probe,
     )

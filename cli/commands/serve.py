@@ -47,6 +47,11 @@ def add_parser(subparsers):
                     "threads of this process instead of one process per device (measured "
                     "here: threads are 1.2-1.4x one device, processes 1.7x; on CPU a torch "
                     "call with 2 threads is ~3x slower off the main thread)")  # fmt: skip
+    sv.add_argument("--idle-probe", action="store_true",
+                    help="while no job runs for 20 s, time a 4-step reference run of each "
+                         "kind's fastest model at most every 30 s, so the host-speed drift "
+                         "the planner scales by stays current (experimental: off by "
+                         "default)")  # fmt: skip
     sv.add_argument("--max-resident", type=int, help="models loaded at once per device "
                     "(LRU; a device switching to a model that is not loaded pays its measured "
                     "load time, and the scheduler counts it; default: every model, "
@@ -157,6 +162,7 @@ def run(args, settings: Settings) -> int:
         threads=args.threads_per_device,
         device_processes=not args.in_process,
         max_resident=args.max_resident,
+        idle_probe=args.idle_probe,
         ray=args.ray,
         max_engines=args.max_engines,
     )
