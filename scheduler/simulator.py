@@ -333,11 +333,16 @@ class Simulator(Core):
         return k
 
     def _dispatch_idle(self, t: float) -> None:
-        """Every idle instance with queued jobs starts one (gather_ties)."""
+        """Every idle instance with queued jobs is asked once for a batch (gather_ties). Once:
+        an instance may take nothing (the queue holds jobs a busy twin serves in time) and
+        go back to idle, and asking it again at the same t spun for ever."""
         for k, idle in enumerate(self.idle):
             if self.dev_queues is None:
-                while idle and len(self.queues[k]):
-                    self._dispatch(idle.pop(), t, [])
+                for i in idle[::-1]:
+                    if not len(self.queues[k]):
+                        break
+                    idle.remove(i)
+                    self._dispatch(i, t, [])
                 continue
             for i in [i for i in idle if len(self.dev_queues[i])]:
                 idle.remove(i)

@@ -258,3 +258,17 @@ def test_slack_sjf_cuts_a_long_job_at_its_next_step_for_a_short_one_that_cannot_
     w = jobs([(steps(5), 0.0), (steps(1, slo=9.0), 0.5)])
     ours = run(make_policy("slack-sjf", batching=False, downshift=False), w)
     assert list(ours.finish) == pytest.approx([5.0, 6.0])
+
+
+def test_an_idle_instance_that_leaves_the_queue_to_a_busy_twin_is_asked_once():
+    """gather_ties asks every idle instance for work at an arrival: one that takes
+    nothing (the queued job waits for the busy twin holding its model) goes back to idle
+    and is not asked again at the same time (it was, for ever: the elastic bench hung)."""
+    a5, b1 = SloClass("sa", 1e6, 50.0), SloClass("sb", 1e6, 10.0)
+    a1 = SloClass("sa", 4.0, 10.0)  # at 7: 13 with a load on the idle one, 11 on a's
+    w = jobs([(a5, 0.0), (b1, 0.0), (a1, 7.0)])
+    cfg = SimConfig(clip_margin=0.0, relaxed_margin=0.0, clip_noise=0.0, cold_start=True,
+                    gather_ties=True)  # fmt: skip
+    ours = run(make_policy("slack-sjf", batching=False, downshift=False), w,
+               two_model_catalog(), Cluster.parse("2xX"), cfg)  # fmt: skip
+    assert list(ours.finish) == pytest.approx([10.0, 6.0, 11.0])
