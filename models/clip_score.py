@@ -73,6 +73,27 @@ class ClipScorer:
         txt = getattr(txt, "pooler_output", txt)
         return img.float().cpu(), txt.float().cpu()
 
+    @torch.no_grad()
+    def embed_text(self, texts: list[str]) -> torch.Tensor:
+        """Text embeddings alone (projected, not normalised), one row per text: what a
+        prompt's CLIP-prediction features are derived from, before any image exists."""
+        if not texts:
+            raise ValueError("embed_text: no texts given")
+        tok = self.processor.tokenizer
+        with self._lock:
+            inputs = tok(
+                texts,
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=tok.model_max_length,
+            )
+        txt = self.model.get_text_features(
+            input_ids=inputs["input_ids"].to(self.device),
+            attention_mask=inputs["attention_mask"].to(self.device),
+        )
+        return getattr(txt, "pooler_output", txt).float().cpu()
+
     def score(self, images: list[Image.Image], texts: list[str]) -> list[float]:
         """CLIP score per (image, caption) pair."""
         if len(images) != len(texts):

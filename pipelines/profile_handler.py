@@ -215,4 +215,14 @@ def profile_cell(
         repeats=len(times),
         spread=relative_spread(times),
         load_avg=(load + load_per_core()) / 2,
+        **prompt_columns(cell.prompt.features),
     )
+
+
+def prompt_columns(features) -> dict:
+    """A row's prompt-feature fields from the cell's `PromptFeatures` (none: unknown)."""
+    if features is None:
+        return {}
+    out = {"prompt_objects": int(features.objects), "prompt_basis": features.basis}
+    out.update({f"prompt_pc{i}": float(c) for i, c in enumerate(features.components)})
+    return out

@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import apache_beam as beam
@@ -29,7 +29,7 @@ from pipelines.host_load import host_load
 from pipelines.parquet_io import WriteFailures, WriteParquetShard
 from pipelines.profile_grid import REPEATS, ProfileCell, SweepConfig, expand_grid, select_cards
 from pipelines.profile_handler import ProfilingModelHandler
-from pipelines.prompts import load_prompts
+from pipelines.prompts import featurize_prompts, load_prompts
 from pipelines.runners import DEFAULT_RUNNER, runner_for
 from pipelines.sweep_progress import PROGRESS_FILE, SweepProgress
 from profiles.parquet_io import CellFailure, read_failures, read_profiles
@@ -186,6 +186,13 @@ def run_sweep(
         raise InvalidInputError(
             f"--out: {str(out_dir)!r} already holds a sweep; choose an empty folder"
         )
+    # what the CLIP predictor may know of each prompt: numbers on a basis fitted on these
+    # captions, saved beside the rows (numbers only) so training can log it with the model
+    with_features, basis = featurize_prompts(prompts, Path(clip))
+    if basis is not None:
+        basis.save(out_dir)
+    by_prompt = {p.id: p for p in with_features}
+    cells = [replace(c, prompt=by_prompt[c.prompt.id]) for c in cells]
 
     per_model = Counter(c.model for c in cells)
     progress(
@@ -241,6 +248,7 @@ def run_sweep(
                 "config": {**asdict(config), "prompt_set": str(config.prompt_set)},
                 "accelerators": [a.name for a in accelerators],
                 "clip_path": str(clip),
+                "prompt_basis": basis.id if basis is not None else None,
                 "host_load": {"before": load_before, "after": host_load()},
                 "sdaas_version": __version__,
                 "created": time.time(),

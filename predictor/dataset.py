@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from predictor.features import add_derived_columns
+from predictor.prompt_features import BASIS_FILE, PC_COLUMNS, PromptBasis
 from profiles.parquet_io import read_profiles
 from profiles.reference import REFERENCE_DIR
 from sdaas.config import Settings
@@ -31,6 +32,18 @@ class TrainingData:
     choice: str
     sources: dict[str, int]  # rows per `source`
     data_hash: str
+    # the PCA basis most CLIP rows' prompt features are on (None: no prompt features)
+    prompt_basis: PromptBasis | None = None
+
+    def prompt_rows(self) -> pd.DataFrame:
+        """The rows the prompt-aware CLIP predictor learns from: a measured CLIP and
+        prompt features on `prompt_basis` (rows on another basis cannot be compared)."""
+        if self.prompt_basis is None:
+            return self.frame.iloc[:0]
+        df = self.frame
+        ok = (df["prompt_basis"] == self.prompt_basis.id) & df["clip_score"].notna()
+        ok &= df[list(PC_COLUMNS)].notna().all(axis=1)
+        return df[ok].reset_index(drop=True)
 
 
 def load_training_data(
@@ -39,10 +52,12 @@ def load_training_data(
     if choice not in DATA_CHOICES:
         raise InvalidInputError(f"--data: {choice!r}: use one of {', '.join(DATA_CHOICES)}")
     frames = []
+    basis = None
     if choice in ("measured", "both"):
         where = Path(profiles_dir) if profiles_dir else settings.profiles_dir
         try:
             frames.append(newest_measurements(where))
+            basis = main_prompt_basis(frames[-1], where)
         except FileNotFoundError:
             if choice == "measured":
                 raise InvalidInputError(
@@ -52,7 +67,25 @@ def load_training_data(
         frames.append(read_profiles(REFERENCE_DIR / "reference_profiles.parquet").to_pandas())
     df = pd.concat(frames, ignore_index=True)
     df = add_derived_columns(df)
-    return TrainingData(df, choice, df["source"].value_counts().to_dict(), frame_hash(df))
+    return TrainingData(df, choice, df["source"].value_counts().to_dict(), frame_hash(df), basis)
+
+
+def main_prompt_basis(df: pd.DataFrame, where: Path) -> PromptBasis | None:
+    """The basis (saved by the sweep beside its rows, `BASIS_FILE`) that the most rows
+    with a measured CLIP have prompt features on; None when no such rows or file."""
+    if "prompt_basis" not in df.columns:
+        return None
+    ids = df.loc[df["clip_score"].notna(), "prompt_basis"].dropna()
+    ids = ids[ids != ""]
+    if ids.empty:
+        return None
+    wanted = ids.value_counts().index[0]
+    root = where if where.is_dir() else where.parent
+    for path in sorted(root.rglob(BASIS_FILE)):
+        basis = PromptBasis.load(path)
+        if basis.id == wanted:
+            return basis
+    return None
 
 
 def newest_measurements(where: Path) -> pd.DataFrame:

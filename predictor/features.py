@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import pandas as pd
 
+from predictor.prompt_features import PROMPT_FEATURES
+
 
 @dataclass(frozen=True)
 class FeatureSpec:
@@ -39,9 +41,32 @@ class FeatureSpec:
     # at quantile CLIP_COVERAGE (prompt-grouped cross-validation, `training.clip_margins`):
     # the planner promises prediction - margin, a CLIP a user can bet a job on.
     lower_margin: dict[str, float] = field(default_factory=dict)
+    # model key -> {profiled step count: margin}: the same quantile among that step
+    # count's rows alone (the spread differs by steps; a plan lands on one step count)
+    step_margin: dict[str, dict[int, float]] = field(default_factory=dict)
 
-    def with_margins(self, margins: dict[str, float]) -> FeatureSpec:
-        return replace(self, lower_margin=dict(margins))
+    def with_margins(
+        self, margins: dict[str, float], step_margins: dict | None = None
+    ) -> FeatureSpec:
+        return replace(
+            self,
+            lower_margin=dict(margins),
+            step_margin={k: dict(v) for k, v in (step_margins or {}).items()},
+        )
+
+    def margin_at(self, key: str, steps: np.ndarray) -> np.ndarray:
+        """The margin a promise at each of `steps` takes for model `key`: the larger of
+        the step margins of the profiled step counts around it (the nearest one past the
+        profiled range); the per-model margin without step margins; 0 without either."""
+        steps = np.asarray(steps, dtype=float)
+        by_step = self.step_margin.get(key)
+        if not by_step:
+            return np.full(len(steps), self.lower_margin.get(key, 0.0))
+        at = np.array(sorted(by_step), dtype=float)
+        m = np.array([by_step[int(s)] for s in at])
+        hi = np.clip(np.searchsorted(at, steps, side="left"), 0, len(at) - 1)
+        lo = np.clip(np.searchsorted(at, steps, side="right") - 1, 0, len(at) - 1)
+        return np.maximum(m[lo], m[hi])
 
     def validate(self) -> None:
         problems = []
@@ -116,8 +141,10 @@ class FeatureSpec:
                 vals = df[f].astype(str)
                 known = vals.where(vals.isin(self.categories[f]))  # unseen -> NaN
                 out[f] = pd.Categorical(known, categories=self.categories[f])
-            else:
+            elif f in df.columns:
                 out[f] = df[f].astype(float)
+            else:  # a prompt feature of rows that have none (reference profiles): missing
+                out[f] = np.nan
         return out
 
     def to_json(self) -> str:
@@ -138,6 +165,10 @@ class FeatureSpec:
             {k: [int(x) for x in v] for k, v in d.get("profiled_steps", {}).items()},
             {k: [int(x) for x in v] for k, v in d.get("profiled_batches", {}).items()},
             {k: float(v) for k, v in d.get("lower_margin", {}).items()},
+            {
+                k: {int(s): float(m) for s, m in v.items()}
+                for k, v in d.get("step_margin", {}).items()
+            },
         )
 
 
@@ -185,6 +216,18 @@ CLIP_SPEC = FeatureSpec(
     features=("model", "log_steps", "pixels", "guidance_scale", "prompt_tokens"),
     categorical=("model",),
     monotone=(0, 1, 0, 0, 0),
+)
+
+
+# The prompt-aware CLIP predictor: the same curve inputs plus what may be known of the
+# prompt (`predictor.prompt_features`: token and object counts, the CLIP text embedding's
+# coordinates on the sweep's PCA basis). Trained only on rows that carry them; its
+# `lower_margin` is the conformal margin of prompt-grouped cross-validation, as above.
+PROMPT_CLIP_SPEC = FeatureSpec(
+    target="clip_score",
+    features=("model", "log_steps", "pixels", "guidance_scale", *PROMPT_FEATURES),
+    categorical=("model",),
+    monotone=(0, 1, 0, 0) + (0,) * len(PROMPT_FEATURES),
 )
 
 

@@ -10,11 +10,21 @@ wins (ties: the larger CLIP margin). The CLIP curves are what a plan can promise
 CLIP predictor's curve less its per-model margin for prompts it never saw
 (`training.clip_margins`: 95 % of unseen prompts reach it), so a plan's `predicted_clip`
 is a bound a job can be held to, not a mean that half of the jobs miss.
+
+Prompt-aware promises: given a job's `PromptFeatures` (or its prompt and a featurizer), and
+a prompt-aware CLIP predictor (`sdaas-clip-prompt`), the CLIP curves of that job are the
+prompt-aware prediction less its conformal margin at each step count
+(`FeatureSpec.margin_at`, calibrated on the jobs a plan would promise on:
+`training.planned_margin`), computed once per request: one LightGBM call on a prebuilt
+numeric matrix with one row per model and run of step counts the trees cannot tell
+apart, cached per prompt features. Without features, plans are exactly the prompt-blind
+ones.
 """
 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -25,8 +35,9 @@ from models.card import ModelCard
 from models.registry import Registry
 from predictor.features import add_derived_columns
 from predictor.latency_correction import factor_at
-from predictor.store import load_predictor
-from predictor.tracking import CLIP_MODEL, LATENCY_MODEL
+from predictor.prompt_features import PROMPT_FEATURES, PromptFeatures
+from predictor.store import PredictorStoreError, load_predictor
+from predictor.tracking import CLIP_MODEL, LATENCY_MODEL, PROMPT_CLIP_MODEL
 from predictor.training import CLIP_COVERAGE
 from scheduler.planning_rule import fewest_steps, shortest
 from sdaas.errors import InvalidInputError
@@ -78,6 +89,54 @@ class _StyleTable:
     clip: np.ndarray  # (n_buckets, n, S), -inf outside a model's step range
 
 
+@dataclass
+class _PromptTable:
+    """The prompt-aware CLIP predictor's input for one style table, prompt columns left to
+    fill: one row per (distinct model, run of served steps the trees cannot tell apart);
+    where each prediction lands."""
+
+    x: np.ndarray  # (rows, features) numeric, categorical columns as category codes
+    margin: np.ndarray  # (rows,) the model's promise margin
+    row_of: np.ndarray  # (models * S,) which row of x gives each (model, step); -1: none
+    label_model: np.ndarray  # (n,) distinct-model index of each table row
+    n_models: int
+
+
+def split_thresholds(booster, feature: int) -> np.ndarray:
+    """Every threshold the trees split feature `feature` at, sorted."""
+    found: set[float] = set()
+
+    def walk(node):
+        if "split_feature" not in node:
+            return
+        if node["split_feature"] == feature:
+            found.add(float(node["threshold"]))
+        walk(node["left_child"])
+        walk(node["right_child"])
+
+    for tree in booster.dump_model()["tree_info"]:
+        walk(tree["tree_structure"])
+    return np.array(sorted(found))
+
+
+PROMPT_CACHE = 4096  # prompt curves kept (a job is planned more than once: admit, place)
+
+
+def numeric_frame(spec, df: pd.DataFrame) -> np.ndarray:
+    """`spec.frame(df)` as a float matrix, categoricals as their codes (missing: NaN):
+    what LightGBM reads, without the DataFrame (one-row predicts from numpy are ~25x
+    faster)."""
+    frame = spec.frame(df)
+    cols = []
+    for f in spec.features:
+        if f in spec.categorical:
+            codes = frame[f].cat.codes.to_numpy(dtype=float)
+            cols.append(np.where(codes < 0, np.nan, codes))
+        else:
+            cols.append(frame[f].to_numpy(dtype=float))
+    return np.column_stack(cols)
+
+
 class Planner:
     """headroom: plan against `latency_slo_s * (1 - headroom)`, leaving room for the
     run-to-run noise of real latencies around the prediction (0.1 = 10 %)."""
@@ -90,7 +149,15 @@ class Planner:
         *,
         headroom: float = 0.0,
         batch_sizes: tuple[int, ...] = (1,),
+        prompt_clip=None,
+        featurizer=None,
+        blind_step_margins: bool = False,
     ):
+        """prompt_clip: the prompt-aware CLIP predictor (None: prompt-blind plans only);
+        featurizer: a `PromptFeaturizer` on its basis, so `plan(prompt=...)` works;
+        blind_step_margins: prompt-blind promises take the CLIP predictor's per-step,
+        planned-job margins (`FeatureSpec.margin_at`) instead of its per-model margin
+        (off: plans as before)."""
         if not options:
             raise InvalidInputError("no model registered: register one before planning")
         if not 0.0 <= headroom < 1.0:
@@ -118,7 +185,18 @@ class Planner:
         self._batch_latency: dict[tuple[str, tuple[int, int], int], np.ndarray] = {}
         # model key -> how far below the CLIP prediction its plans promise
         self.clip_margins: dict[str, float] = {}
+        self.prompt_clip = prompt_clip
+        self.featurizer = featurizer
+        basis = getattr(prompt_clip, "prompt_basis", None)
+        self.prompt_basis_id = basis.id if basis is not None else ""
+        # model key -> how far below the prompt-aware prediction its plans promise
+        self.prompt_clip_margins: dict[str, float] = {}
+        self._prompt_tables: dict[tuple[str, tuple[int, int]], _PromptTable] = {}
+        self._prompt_cache: OrderedDict = OrderedDict()
+        self.blind_step_margins = blind_step_margins
         self._build(latency_predictor, clip_predictor)
+        if prompt_clip is not None:
+            self._build_prompt_tables(prompt_clip)
 
     # -- precomputation -------------------------------------------------------------------
     def _curve_frame(
@@ -166,7 +244,13 @@ class Planner:
                     )
                     frame["prompt_tokens"] = tokens
                     c = np.full(len(grid), -np.inf)
-                    c[lo:hi] = clip_predictor.predict(frame) - margin
+                    if self.blind_step_margins:
+                        key = model_key(o.name, o.version)
+                        c[lo:hi] = clip_predictor.predict(frame) - clip_predictor.spec.margin_at(
+                            key, steps
+                        )
+                    else:
+                        c[lo:hi] = clip_predictor.predict(frame) - margin
                     clip_by_bucket.append(c)
                 for acc in o.accelerators:
                     lat = np.full(len(grid), np.inf)
@@ -193,6 +277,92 @@ class Planner:
                 np.vstack(lat_rows),
                 np.stack([np.vstack([c[b] for c in clip_rows]) for b in range(len(TOKEN_BUCKETS))]),
             )
+
+    def _build_prompt_tables(self, predictor) -> None:
+        spec = predictor.spec
+        if spec.target_mode != "raw" or spec.target != "clip_score":
+            raise InvalidInputError("prompt_clip: not a CLIP predictor on a raw target")
+        self._prompt_cols = [spec.features.index(f) for f in PROMPT_FEATURES]
+        self._prompt_booster = predictor.model.booster_
+        # Trees are piecewise constant in steps: steps between the same two log_steps
+        # thresholds predict alike for every prompt, so one row stands for the run
+        # (a model over 50 steps profiled at 4 counts needs ~5 rows, not 50).
+        steps_col = spec.features.index("log_steps")
+        cuts = split_thresholds(self._prompt_booster, steps_col)
+        for key, t in self._tables.items():
+            res = key[1]
+            models: list[ModelOption] = []
+            for o, _ in t.labels:
+                if o not in models:
+                    models.append(o)
+            S = len(t.steps)
+            frames, margin, row_of = [], [], np.full(len(models) * S, -1)
+            n_rows = 0
+            for i, o in enumerate(models):
+                steps = t.steps[(t.steps >= o.steps_min) & (t.steps <= o.steps_max)]
+                mk = model_key(o.name, o.version)
+                self.prompt_clip_margins[mk] = promise_margin(predictor, mk)
+                # per step count: the margin of the profiled step counts around it
+                m = spec.margin_at(mk, steps)
+                frame = self._curve_frame(o, o.accelerators[0], res, steps)
+                cell = np.searchsorted(cuts, frame["log_steps"].to_numpy(), side="left")
+                new_run = np.r_[True, (cell[1:] != cell[:-1]) | (m[1:] != m[:-1])]
+                first = np.flatnonzero(new_run)
+                frames.append(frame.iloc[first])
+                margin.append(m[first])
+                run = np.cumsum(new_run) - 1
+                row_of[i * S + steps - 1] = n_rows + run
+                n_rows += len(first)
+            x = numeric_frame(spec, pd.concat(frames, ignore_index=True))
+            self._prompt_tables[key] = _PromptTable(
+                x,
+                np.concatenate(margin),
+                row_of,
+                np.array([models.index(o) for o, _ in t.labels]),
+                len(models),
+            )
+
+    def prompt_curves(
+        self, style: str, resolution: tuple[int, int], features: PromptFeatures
+    ) -> np.ndarray:
+        """(n, S) the CLIP a plan promises a job with these prompt features, per table
+        row and step: the prompt-aware prediction less its margin (-inf off range)."""
+        key = (style, tuple(resolution), features.key())
+        hit = self._prompt_cache.get(key)
+        if hit is not None:
+            self._prompt_cache.move_to_end(key)
+            return hit
+        pt = self._prompt_tables[(style, tuple(resolution))]
+        x = pt.x.copy()
+        x[:, self._prompt_cols] = list(features.columns().values())
+        # one thread: a few rows, and no waiting on a second core another job holds
+        pred = self._prompt_booster.predict(x, num_threads=1) - pt.margin
+        by_model = np.where(pt.row_of >= 0, pred[pt.row_of], -np.inf)
+        out = by_model.reshape(pt.n_models, -1)[pt.label_model]
+        self._prompt_cache[key] = out
+        if len(self._prompt_cache) > PROMPT_CACHE:
+            self._prompt_cache.popitem(last=False)
+        return out
+
+    def _features_for(self, prompt_features, prompt) -> PromptFeatures | None:
+        """The features a plan uses: given, or computed from `prompt` by the featurizer;
+        None (prompt-blind) without a prompt-aware predictor."""
+        if self.prompt_clip is None:
+            return None
+        if prompt_features is None and prompt is not None and self.featurizer is not None:
+            prompt_features = self.featurizer.one(prompt)
+        if prompt_features is None:
+            return None
+        if not isinstance(prompt_features, PromptFeatures):
+            raise InvalidInputError(
+                f"prompt_features: a {type(prompt_features).__name__}: give PromptFeatures"
+            )
+        if prompt_features.basis and prompt_features.basis != self.prompt_basis_id:
+            raise InvalidInputError(
+                f"prompt_features: on basis {prompt_features.basis}; the prompt-aware CLIP "
+                f"predictor reads basis {self.prompt_basis_id}: compute them with its featurizer"
+            )
+        return prompt_features
 
     @property
     def resolutions(self) -> dict[str, list[tuple[int, int]]]:
@@ -280,6 +450,8 @@ class Planner:
         latency_scale: Mapping[tuple[str, str], float] | None = None,
         job_id: str = "",
         batch_size: int = 1,
+        prompt_features: PromptFeatures | None = None,
+        prompt: str | None = None,
     ) -> Plan:
         """The plan's `predicted_latency_s` is the job's own run time; `backlog_s` (seconds
         of wait per accelerator) counts toward the SLO and the choice, and the reason of an
@@ -291,10 +463,15 @@ class Planner:
         between profiling and serving); missing pairs are 1.
 
         batch_size: the expected batch occupancy (one of `batch_sizes`): predictions are
-        of a batch of that many such jobs, which finish together."""
+        of a batch of that many such jobs, which finish together.
+
+        prompt_features (or prompt, with a featurizer): promise the prompt-aware bound
+        (`prompt_curves`) instead of the prompt-blind one; ignored without a prompt-aware
+        predictor. The prompt is used for its features only, never kept."""
         res = self._validate(style, latency_slo_s, min_clip, resolution, prompt_tokens, batch_size)
+        features = self._features_for(prompt_features, prompt)
         t, clip, has, first, lat = self._candidates(
-            style, res, min_clip, prompt_tokens, latency_scale, batch_size
+            style, res, min_clip, prompt_tokens, latency_scale, batch_size, features
         )
         rows = np.arange(len(t.labels))
         own = lat  # the job's own predicted run time: what the plan reports
@@ -316,9 +493,11 @@ class Planner:
         if not has.any():
             best_row, best_col = np.unravel_index(np.argmax(clip), clip.shape)
             o, acc = t.labels[best_row]
-            margin = self.clip_margins.get(model_key(o.name, o.version), 0.0)
+            margins = self.prompt_clip_margins if features else self.clip_margins
+            margin = margins.get(model_key(o.name, o.version), 0.0)
+            mean = "this prompt's predicted mean" if features else "mean"
             promised = (
-                f" (promised for {CLIP_COVERAGE * 100:.0f} % of prompts: mean less {margin:.1f})"
+                f" (promised for {CLIP_COVERAGE * 100:.0f} % of prompts: {mean} less {margin:.1f})"
                 if margin
                 else ""
             )
@@ -350,14 +529,20 @@ class Planner:
             job_id, t, best, first[best], own[best], clip[best, first[best]], False, reason
         )
 
-    def _candidates(self, style, res, min_clip, prompt_tokens, latency_scale, batch_size=1):
+    def _candidates(
+        self, style, res, min_clip, prompt_tokens, latency_scale, batch_size=1, features=None
+    ):
         """Every (model, accelerator) curve for the style: CLIP at the job's prompt
-        length, whether and where it first reaches `min_clip` (the planning rule), and
-        the predicted run time there, corrected by `latency_scale`."""
+        length (or, with prompt features, the prompt-aware promise), whether and where it
+        first reaches `min_clip` (the planning rule), and the predicted run time there,
+        corrected by `latency_scale`."""
         t = self._tables[(style, res)]
-        tokens = DEFAULT_TOKENS if prompt_tokens is None else prompt_tokens
-        bucket = int(np.abs(np.asarray(TOKEN_BUCKETS) - tokens).argmin())
-        clip = t.clip[bucket]
+        if features is not None:
+            clip = self.prompt_curves(style, res, features)
+        else:
+            tokens = DEFAULT_TOKENS if prompt_tokens is None else prompt_tokens
+            bucket = int(np.abs(np.asarray(TOKEN_BUCKETS) - tokens).argmin())
+            clip = t.clip[bucket]
         has, first = fewest_steps(clip, min_clip)
         lat = self._latency(style, res, batch_size)[np.arange(len(t.labels)), first]
         if latency_scale:
@@ -379,13 +564,16 @@ class Planner:
         prompt_tokens: int | None = None,
         latency_scale: Mapping[tuple[str, str], float] | None = None,
         batch_size: int = 1,
+        prompt_features: PromptFeatures | None = None,
+        prompt: str | None = None,
     ) -> dict[str, tuple[ModelOption, int, float, float]]:
         """Per accelerator, what the planning rule picks there: (model, steps, predicted
         run seconds, predicted CLIP). Accelerators with no model reaching `min_clip` are
         left out. What a scheduling policy places a job with (`scheduler/live.py`)."""
         res = self._validate(style, 1.0, min_clip, resolution, prompt_tokens, batch_size)
+        features = self._features_for(prompt_features, prompt)
         t, clip, has, first, lat = self._candidates(
-            style, res, min_clip, prompt_tokens, latency_scale, batch_size
+            style, res, min_clip, prompt_tokens, latency_scale, batch_size, features
         )
         rows = np.arange(len(t.labels))
         margin = clip[rows, first] - min_clip
@@ -442,11 +630,17 @@ def load_planner(
     headroom: float = 0.0,
     accelerators: list[str] | None = None,
     batch_sizes: tuple[int, ...] | None = (1,),
+    prompt_aware: bool = True,
+    clip_path=None,
 ) -> Planner:
     """The planner for this home: champion predictors + the registered models, over the
     accelerators the latency predictor knows (only those in `accelerators` when given:
     serving plans for the devices it has), for `batch_sizes` (None: every batch size
-    the latency predictor was trained on). Errors here are startup errors."""
+    the latency predictor was trained on). Errors here are startup errors.
+
+    prompt_aware: also load the prompt-aware CLIP predictor when this home has one (plans
+    given prompt features then promise its bound); clip_path: the CLIP model whose text
+    tower computes those features from a prompt (`plan(prompt=...)`)."""
     cards = [r.card for r in Registry(settings.registry_path).list()]
     if not cards:
         raise InvalidInputError("no model registered: register one (sdaas models make-tiny)")
@@ -472,4 +666,30 @@ def load_planner(
     if batch_sizes is None:
         seen = getattr(latency.spec, "profiled_batches", {}).values()
         batch_sizes = tuple(sorted({1, *(b for v in seen for b in v)}))
-    return Planner(options, latency, clip, headroom=headroom, batch_sizes=batch_sizes)
+    prompt_clip, featurizer = None, None
+    if prompt_aware:
+        try:
+            prompt_clip = load_predictor(settings, PROMPT_CLIP_MODEL)
+        except PredictorStoreError:
+            prompt_clip = None  # none trained here (no profile with prompt features)
+    if prompt_clip is not None and prompt_clip.prompt_basis is None:
+        prompt_clip = None  # a prompt-aware predictor without its basis cannot be fed
+    if prompt_clip is not None and clip_path is not None:
+        from models.clip_score import ClipScorer
+        from predictor.prompt_features import PromptFeaturizer, clip_fingerprint
+
+        if clip_fingerprint(clip_path) != prompt_clip.prompt_basis.clip_model:
+            raise InvalidInputError(
+                f"clip_path: {str(clip_path)!r}: not the CLIP model the prompt-aware "
+                "predictor's features were computed with; pass that one"
+            )
+        featurizer = PromptFeaturizer(ClipScorer.from_path(clip_path), prompt_clip.prompt_basis)
+    return Planner(
+        options,
+        latency,
+        clip,
+        headroom=headroom,
+        batch_sizes=batch_sizes,
+        prompt_clip=prompt_clip,
+        featurizer=featurizer,
+    )

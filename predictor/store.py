@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from predictor.features import FeatureSpec
+from predictor.prompt_features import BASIS_FILE, PromptBasis
 from sdaas.config import Settings
 from sdaas.errors import SdaasError
 
@@ -68,6 +69,7 @@ class LoadedPredictor:
     version: str
     spec: FeatureSpec
     model: object  # lightgbm.LGBMRegressor
+    prompt_basis: PromptBasis | None = None  # the prompt-aware CLIP predictor's
 
     def predict(self, df: pd.DataFrame) -> np.ndarray:
         return self.spec.decode_target(self.model.predict(self.spec.frame(df)), df)
@@ -78,7 +80,12 @@ def load_registered(mlflow, name: str, mv) -> LoadedPredictor:
     path = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=SPEC_ARTIFACT)
     with open(path) as f:
         spec = FeatureSpec.from_json(json.dumps(json.load(f)))
-    return LoadedPredictor(name, str(mv.version), spec, model)
+    basis = None
+    listed = mlflow.MlflowClient().list_artifacts(mv.run_id)
+    if any(a.path == BASIS_FILE for a in listed):
+        where = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=BASIS_FILE)
+        basis = PromptBasis.load(Path(where))
+    return LoadedPredictor(name, str(mv.version), spec, model, basis)
 
 
 def load_predictor(settings: Settings, name: str, alias: str = CHAMPION) -> LoadedPredictor:

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 EXPERIMENT = "sdaas-predictors"
 LATENCY_MODEL = "sdaas-latency"
 CLIP_MODEL = "sdaas-clip"
+# CLIP from the prompt's features (`predictor.prompt_features`), with its basis artifact
+PROMPT_CLIP_MODEL = "sdaas-clip-prompt"
 
 
 def _experiment_id(mlflow, settings: Settings) -> str:
@@ -100,6 +102,10 @@ def champion_score(mlflow, name: str, trained: TrainedModel, metric: str) -> tup
         return math.inf, "no champion yet"
     try:
         champ = load_registered(mlflow, name, mv)
+        mine, theirs = trained.prompt_basis, champ.prompt_basis
+        if mine is not None and (theirs is None or theirs.id != mine.id):
+            # its features mean other directions: it cannot score these rows
+            return math.inf, f"champion v{mv.version} is on another prompt basis"
         pred = champ.predict(trained.test)
     except Exception as exc:  # noqa: BLE001 - an unloadable champion loses
         return math.inf, f"champion v{mv.version} could not be scored ({type(exc).__name__})"
@@ -141,6 +147,7 @@ def log_and_register(
                 "data_hash": data_hash,
                 "rows_train": trained.train_rows,
                 "rows_test": trained.test_rows,
+                "prompt_basis": trained.prompt_basis.id if trained.prompt_basis else "none",
                 **{f"rows_source_{k}": v for k, v in sorted(sources.items())},
             }
         )
@@ -151,6 +158,9 @@ def log_and_register(
             spec_path = Path(tmp) / SPEC_ARTIFACT
             spec_path.write_text(trained.spec.to_json())
             mlflow.log_artifact(str(spec_path))
+            if trained.prompt_basis is not None:  # numbers only: never a prompt's text
+                basis_path = trained.prompt_basis.save(Path(tmp))
+                mlflow.log_artifact(str(basis_path))
         info = mlflow.lightgbm.log_model(
             trained.model,
             name="model",

@@ -8,9 +8,15 @@ from pathlib import Path
 import polars as pl
 
 from predictor.dataset import load_training_data
-from predictor.features import CLIP_SPEC, LATENCY_SPEC
-from predictor.tracking import CLIP_MODEL, LATENCY_MODEL, TrackedModel, log_and_register
-from predictor.training import train
+from predictor.features import CLIP_SPEC, LATENCY_SPEC, PROMPT_CLIP_SPEC
+from predictor.tracking import (
+    CLIP_MODEL,
+    LATENCY_MODEL,
+    PROMPT_CLIP_MODEL,
+    TrackedModel,
+    log_and_register,
+)
+from predictor.training import PROMPT_CLIP_PARAMS, train
 from profiles.summary import describe_noise, noisy_fits, summarize
 from sdaas.config import Settings
 
@@ -35,6 +41,9 @@ class TrainReport:
     latency_metrics: dict[str, float]
     clip_metrics: dict[str, float]
     noisy: tuple[str, ...] = ()  # measured fits that say the host was noisy
+    # the prompt-aware CLIP predictor (None: no profile rows with prompt features)
+    prompt_clip: TrackedModel | None = None
+    prompt_clip_metrics: dict[str, float] | None = None
 
 
 def train_all(
@@ -79,6 +88,13 @@ def train_all(
         clip = train(td.frame, CLIP_SPEC, params, seed)
         clip_metrics = clip.metrics
         clip_t = track(CLIP_MODEL, clip)
+    prompt_t, prompt_metrics = None, None
+    rows = td.prompt_rows()
+    if rows["prompt_id"].nunique() >= 2:
+        aware_params = {**PROMPT_CLIP_PARAMS, **(params or {})}
+        aware = train(rows, PROMPT_CLIP_SPEC, aware_params, seed, prompt_basis=td.prompt_basis)
+        prompt_metrics = aware.metrics
+        prompt_t = track(PROMPT_CLIP_MODEL, aware)
     return TrainReport(
         data,
         td.data_hash,
@@ -88,4 +104,6 @@ def train_all(
         lat.metrics,
         clip_metrics,
         tuple(describe_noise([f]) for f in noisy),
+        prompt_t,
+        prompt_metrics,
     )

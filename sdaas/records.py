@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from sdaas.job_request import JobRequest
 
-PROFILE_SCHEMA_VERSION = 2  # 2: repeats, spread, load_avg
+PROFILE_SCHEMA_VERSION = 3  # 2: repeats, spread, load_avg; 3: prompt features
 
 
 def model_key(name: str, version: str) -> str:
@@ -39,6 +39,10 @@ class ProfileRecord:
     relative half-range (NaN for one call): a cell still spread after its repeat budget
     was measured on a noisy host.
     load_avg: the host's 1-minute load average per core when the cell ran (NaN unknown).
+    prompt_objects, prompt_basis, prompt_pc0..: what the CLIP predictor may know of the
+    prompt (`predictor.prompt_features`): how many objects it names (-1 unknown), and its
+    CLIP text embedding's coordinates on the sweep's PCA basis (id `prompt_basis`, written
+    beside the rows; "" and NaN when unknown). Numbers only, never the text.
     """
 
     model: str
@@ -63,6 +67,16 @@ class ProfileRecord:
     repeats: int = 1
     spread: float = math.nan
     load_avg: float = math.nan
+    prompt_objects: int = -1
+    prompt_basis: str = ""
+    prompt_pc0: float = math.nan
+    prompt_pc1: float = math.nan
+    prompt_pc2: float = math.nan
+    prompt_pc3: float = math.nan
+    prompt_pc4: float = math.nan
+    prompt_pc5: float = math.nan
+    prompt_pc6: float = math.nan
+    prompt_pc7: float = math.nan
 
     def to_row(self) -> dict:
         return asdict(self)
@@ -203,6 +217,16 @@ PROFILE_ARROW_SCHEMA = pa.schema(
         pa.field("repeats", pa.int32(), nullable=True),  # v2; null in v1 files
         pa.field("spread", pa.float64(), nullable=True),
         pa.field("load_avg", pa.float64(), nullable=True),
+        pa.field("prompt_objects", pa.int32(), nullable=True),  # v3; null before
+        pa.field("prompt_basis", pa.string(), nullable=True),
+        pa.field("prompt_pc0", pa.float64(), nullable=True),
+        pa.field("prompt_pc1", pa.float64(), nullable=True),
+        pa.field("prompt_pc2", pa.float64(), nullable=True),
+        pa.field("prompt_pc3", pa.float64(), nullable=True),
+        pa.field("prompt_pc4", pa.float64(), nullable=True),
+        pa.field("prompt_pc5", pa.float64(), nullable=True),
+        pa.field("prompt_pc6", pa.float64(), nullable=True),
+        pa.field("prompt_pc7", pa.float64(), nullable=True),
     ],
     metadata={"sdaas.profile_schema_version": str(PROFILE_SCHEMA_VERSION)},
 )

@@ -25,6 +25,9 @@ def add_parser(subparsers):
     pl.add_argument("--batch-size", type=bounded_int("--batch-size", 1, 64), default=1,
                     help="expected batch occupancy: plan for a batch of this many such "
                     "jobs, which finish together (default 1)")  # fmt: skip
+    pl.add_argument("--prompt", help="the job's prompt: plan on the CLIP promised for it "
+                    "(its features only, when a prompt-aware CLIP predictor was trained); "
+                    "never stored or printed")  # fmt: skip
     pl.add_argument("--json", action="store_true")
     return pl
 
@@ -32,9 +35,11 @@ def add_parser(subparsers):
 def run(args, settings: Settings) -> int:
     from dataclasses import asdict
 
+    from pipelines.profile_sweep import default_clip
     from predictor.planner import load_planner
 
-    planner = load_planner(settings, batch_sizes=(args.batch_size,))
+    clip_path = default_clip(settings) if args.prompt else None
+    planner = load_planner(settings, batch_sizes=(args.batch_size,), clip_path=clip_path)
     plan = planner.plan(
         args.style,
         args.latency_slo,
@@ -42,6 +47,7 @@ def run(args, settings: Settings) -> int:
         resolution=args.resolution,
         prompt_tokens=args.prompt_tokens,
         batch_size=args.batch_size,
+        prompt=args.prompt,
     )
     if args.json:
         print(json.dumps(asdict(plan), indent=2))

@@ -13,8 +13,10 @@ def add_parser(subparsers):
         "train",
         help="train the LightGBM latency and CLIP predictors, tracked in MLflow",
         description="Train both predictors on profile rows, log them to MLflow "
-        "(mlruns/mlflow.db) and register them as sdaas-latency / sdaas-clip; a new version "
-        "becomes champion only if it is no worse on the same held-out rows.",
+        "(mlruns/mlflow.db) and register them as sdaas-latency / sdaas-clip (and "
+        "sdaas-clip-prompt, from the prompt features of measured profiles, when they have "
+        "them); a new version becomes champion only if it is no worse on the same held-out "
+        "rows.",
     )
     tr.add_argument(
         "--data",
@@ -60,6 +62,10 @@ def run(args, settings: Settings) -> int:
     if r.clip is not None:
         print("clip:    " + ", ".join(f"{k} {v:.3f}" for k, v in r.clip_metrics.items()))
         print(f"  {r.clip.name} v{r.clip.version}: {r.clip.reason}")
+    if r.prompt_clip is not None:  # profiles with prompt features: the prompt-aware one
+        metrics = r.prompt_clip_metrics or {}
+        print("prompt:  " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+        print(f"  {r.prompt_clip.name} v{r.prompt_clip.version}: {r.prompt_clip.reason}")
     print("inspect: make mlflow-ui, then http://127.0.0.1:5000 (experiment sdaas-predictors)")
     if r.noisy:
         print(f"noisy profiles: {'; '.join(r.noisy)}", file=sys.stderr)

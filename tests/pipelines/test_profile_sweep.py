@@ -16,7 +16,7 @@ from models.registry import Registry
 from pipelines import parquet_io
 from pipelines.profile_grid import SweepConfig
 from pipelines.profile_sweep import SweepIncompleteError, run_sweep
-from pipelines.prompts import DEFAULT_PROMPT_SET, load_prompts
+from pipelines.prompts import DEFAULT_PROMPT_SET, load_prompts, read_prompt_texts
 from profiles.parquet_io import read_failures, read_profiles
 from profiles.summary import fit_line, summary_report
 from sdaas.errors import InvalidInputError
@@ -159,3 +159,55 @@ def test_lost_rows_fail_the_sweep_loudly(sweep_settings, clip_path, tmp_path, mo
     cfg = SweepConfig(models=("tiny-sketch-s",), steps=(1, 2), prompts=1)
     with pytest.raises(SweepIncompleteError, match="grid 2 cells, but 1 rows"):
         run_sweep(sweep_settings, cfg, out_dir=tmp_path / "r", clip_path=clip_path)
+
+
+@pytest.mark.slow
+def test_sweep_records_prompt_features_and_nothing_of_the_text(
+    sweep_settings, clip_path, tmp_path, caplog, capsys
+):
+    """Each row carries its prompt's features on the basis saved beside the rows; both
+    predictors train on them (the prompt-aware one with the basis as an MLflow artifact);
+    and no prompt text is anywhere in the home: profiles, basis, MLflow store, logs."""
+    from models.clip_score import ClipScorer
+    from predictor.dataset import load_training_data
+    from predictor.prompt_features import BASIS_FILE, PC_COLUMNS, PromptBasis, PromptFeaturizer
+    from predictor.store import load_predictor
+    from predictor.tracking import PROMPT_CLIP_MODEL
+    from predictor.train_cli import train_all
+
+    caplog.set_level(logging.INFO)
+    cfg = SweepConfig(steps=(1, 2), prompts=3, seeds=(0, 1), repeats=(1, 1))
+    run_sweep(sweep_settings, cfg, out_dir=sweep_settings.profiles_dir / "run", clip_path=clip_path)
+    out = sweep_settings.profiles_dir / "run"
+    basis = PromptBasis.load(out / BASIS_FILE)
+    assert json.loads((out / "manifest.json").read_text())["prompt_basis"] == basis.id
+    df = pl.from_arrow(read_profiles(out)).to_pandas()
+    assert set(df["prompt_basis"]) == {basis.id} and basis.prompts == 3
+    assert df[list(PC_COLUMNS)].notna().all().all()
+    # the stored numbers are what the featurizer computes from the text, per prompt
+    texts = _prompt_texts(sweep_settings, 3)
+    fresh = PromptFeaturizer(ClipScorer.from_path(clip_path), basis).features(texts)
+    ids = [p.id for p in load_prompts(DEFAULT_PROMPT_SET, 3, _salt(sweep_settings))]
+    for pid, f in zip(ids, fresh, strict=True):
+        rows = df[df["prompt_id"] == pid]
+        assert (rows["prompt_tokens"] == f.tokens).all()
+        assert (rows["prompt_objects"] == f.objects).all()
+        np.testing.assert_allclose(rows[list(PC_COLUMNS)].to_numpy()[0], f.components, atol=1e-5)
+    td = load_training_data(sweep_settings, "measured")
+    assert td.prompt_basis == basis and len(td.prompt_rows()) == len(df)
+    report = train_all(sweep_settings, data="measured", accept_noisy=True)
+    assert report.prompt_clip is not None and report.prompt_clip.promoted
+    loaded = load_predictor(sweep_settings, PROMPT_CLIP_MODEL)
+    assert loaded.prompt_basis == basis
+    assert set(loaded.spec.lower_margin) == {f"{m}@1.0" for m in df["model"].unique()}
+    blob = _all_text(sweep_settings.home)
+    logs = caplog.text + capsys.readouterr().out
+    for text in read_prompt_texts(DEFAULT_PROMPT_SET):
+        assert text.encode() not in blob, text
+        assert text not in logs
+
+
+def _salt(settings):
+    from sdaas.privacy import load_salt
+
+    return load_salt(settings)

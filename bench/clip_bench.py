@@ -1,0 +1,377 @@
+"""Benchmark the CLIP promise on captions the predictor never saw: prompt-blind against
+prompt-aware (issue 28 item 6).
+
+The toy-world captions (`data/prompts/toyworld_prompts.tsv`, 48) are split at random:
+`TRAIN_CAPTIONS` go into a real profiling sweep (Beam, the shipped toy-world models,
+the real CLIP scorer; the sweep records each prompt's features and saves their basis),
+the rest are never profiled, never part of the basis, never trained on. Then:
+
+1. held-out-caption CLIP MAE per model, prompt-blind (`sdaas-clip`) and prompt-aware
+   (`sdaas-clip-prompt`), on fresh runs of the held-out captions at the swept step
+   counts, beside a ceiling no predictor can beat: each caption's own mean over its
+   seeds (in-sample, so optimistic);
+2. the same request mix planned twice (min CLIP uniform over the swept CLIP range,
+   latency SLO 0.2-3 s, the profiled style), without and with the prompt: requests
+   refused, and for every planned job, run here with a fresh seed, the share whose CLIP
+   reaches the plan's promise (target >= 95 %);
+3. plan latency with prompt features (each request a new prompt) and the cost of
+   computing a prompt's features.
+
+Writes bench/results/clip_bench.json with the load average before and after. Torch runs
+one thread (a shared 2-core host; CLIP does not depend on timing). About 4-6 minutes
+here. Usage: python bench/clip_bench.py [--requests 320] [--train-captions 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import random
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+STEPS = (1, 2, 4, 10)
+SWEEP_SEEDS = (0, 1)
+HELD_OUT_SEEDS = (100, 101)
+SLO_RANGE = (0.2, 3.0)
+HEADROOM = 0.1
+# (target, "max" when the number must not exceed it, "min" when it must reach it)
+TARGETS = {
+    "held_out_clip_mae": (12.0, "max"),
+    "clip_promise_met_share": (0.95, "min"),
+    "refused_ratio_aware_to_blind": (0.5, "max"),
+    "refused_ratio_aware_to_blind_planned_margins": (0.5, "max"),
+    "plan_median_us_with_prompt": (1000.0, "max"),
+}
+
+
+def split_captions(n_train: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    from pipelines.prompts import TOYWORLD_PROMPT_SET, read_prompt_texts
+
+    texts = read_prompt_texts(TOYWORLD_PROMPT_SET)
+    order = list(range(len(texts)))
+    random.Random(seed).shuffle(order)
+    return [texts[i] for i in order[:n_train]], [texts[i] for i in order[n_train:]]
+
+
+def write_prompt_set(path: Path, texts: list[str]) -> Path:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f, delimiter="\t")
+        w.writerow(["source", "category", "prompt"])
+        w.writerows(["toyworld", "bench train", t] for t in texts)
+    return path
+
+
+def profile_frame(card, steps, prompt_features, n: int):
+    """Rows shaped like profile rows (after `add_derived_columns`) for a predictor."""
+    import pandas as pd
+
+    from predictor.features import add_derived_columns
+
+    w, h = card.resolution_pairs[0]
+    rows = {
+        "model": [card.name] * n,
+        "model_version": [card.version] * n,
+        "accelerator": [""] * n,
+        "steps": list(steps),
+        "height": [h] * n,
+        "width": [w] * n,
+        "batch_size": [1] * n,
+        "guidance_scale": [card.guidance_scale] * n,
+    }
+    for k, v in prompt_features.columns().items():
+        rows[k] = [v] * n
+    return add_derived_columns(pd.DataFrame(rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="bench/results/clip_bench.json")
+    parser.add_argument("--requests", type=int, default=320)
+    parser.add_argument("--train-captions", type=int, default=32)
+    args = parser.parse_args()
+    started = time.perf_counter()
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+
+    from models.backend import GenerationRequest
+    from models.clip_score import ClipScorer
+    from models.loader import load_backend
+    from pipelines.host_load import host_load
+    from pipelines.profile_grid import SweepConfig
+    from pipelines.profile_sweep import default_clip, run_sweep
+    from pipelines.serving_setup import toyworld_home
+    from predictor.planner import load_planner
+    from predictor.store import load_predictor
+    from predictor.tracking import CLIP_MODEL, PROMPT_CLIP_MODEL
+    from predictor.train_cli import train_all
+    from sdaas.privacy import prompt_tokens
+
+    load_before = host_load()
+    train_caps, held_caps = split_captions(args.train_captions)
+    home = Path(tempfile.mkdtemp(prefix="sdaas-clipbench-"))
+    s, reg = toyworld_home(home)
+    prompt_set = write_prompt_set(home / "train_captions.tsv", train_caps)
+    cfg = SweepConfig(
+        steps=STEPS,
+        prompts=len(train_caps),
+        seeds=SWEEP_SEEDS,
+        prompt_set=prompt_set,
+        repeats=(1, 1),
+    )
+    t0 = time.perf_counter()
+    sweep = run_sweep(s, cfg, progress=print)
+    sweep_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    report = train_all(s, data="measured", accept_noisy=True)
+    train_s = time.perf_counter() - t0
+    assert report.prompt_clip is not None, "no prompt-aware predictor was trained"
+    blind_pred = load_predictor(s, CLIP_MODEL)
+    aware_pred = load_predictor(s, PROMPT_CLIP_MODEL)
+    clip_path = default_clip(s)
+    planner = load_planner(s, headroom=HEADROOM, clip_path=clip_path)
+    featurizer = planner.featurizer
+    cards = {r.card.name: r.card for r in reg.list()}
+    backends = {name: load_backend(c, "cpu") for name, c in cards.items()}
+    scorer = ClipScorer.from_path(str(clip_path), "cpu")
+    images: dict[tuple, float] = {}
+
+    def clip_of(model: str, steps: int, caption: str, seed: int) -> float:
+        key = (model, steps, caption, seed)
+        if key not in images:
+            card = cards[model]
+            w, h = card.resolution_pairs[0]
+            req = GenerationRequest((caption,), (seed,), steps, w, h, card.guidance_scale,
+                                    card.styles[0])  # fmt: skip
+            res = backends[model].generate(req)
+            images[key] = scorer.score(res.images, [caption])[0]
+        return images[key]
+
+    # 1. held-out captions at the swept step counts: MAE, and how often each bound holds
+    t0 = time.perf_counter()
+    feats = {c: featurizer.one(c) for c in held_caps}
+    per_model: dict[str, dict] = {}
+    for name, card in sorted(cards.items()):
+        y, blind, aware, mean_of_caption = [], [], [], []
+        blind_bound, aware_bound = [], []
+        key = card.key
+        for cap in held_caps:
+            frame = profile_frame(card, STEPS, feats[cap], len(STEPS))
+            frame["prompt_tokens"] = prompt_tokens(cap)
+            pb, pa = blind_pred.predict(frame), aware_pred.predict(frame)
+            runs = np.array([[clip_of(name, st, cap, sd) for sd in HELD_OUT_SEEDS] for st in STEPS])
+            for j, _ in enumerate(HELD_OUT_SEEDS):
+                y.extend(runs[:, j])
+                blind.extend(pb)
+                aware.extend(pa)
+                mean_of_caption.extend(runs.mean(axis=1))
+                blind_bound.extend(pb - blind_pred.spec.lower_margin.get(key, 0.0))
+                # what a prompt-aware plan promises: its per-step margins
+                aware_bound.extend(pa - aware_pred.spec.margin_at(key, np.array(STEPS)))
+        y = np.array(y)
+        per_model[key] = {
+            "rows": len(y),
+            "mae_blind": float(np.mean(np.abs(np.array(blind) - y))),
+            "mae_prompt_aware": float(np.mean(np.abs(np.array(aware) - y))),
+            "mae_caption_mean_ceiling": float(np.mean(np.abs(np.array(mean_of_caption) - y))),
+            "margin_blind": blind_pred.spec.lower_margin.get(key, 0.0),
+            "margin_prompt_aware": aware_pred.spec.lower_margin.get(key, 0.0),
+            "step_margins_blind": blind_pred.spec.step_margin.get(key, {}),
+            "step_margins_prompt_aware": aware_pred.spec.step_margin.get(key, {}),
+            "bound_holds_blind": float(np.mean(y >= np.array(blind_bound))),
+            "bound_holds_prompt_aware": float(np.mean(y >= np.array(aware_bound))),
+            # rows where the prompt-aware bound promises anything at all (> 0)
+            "promising_rows_prompt_aware": float(np.mean(np.array(aware_bound) > 0)),
+        }
+        print(f"{key}: held-out MAE blind {per_model[key]['mae_blind']:.1f}, prompt-aware "
+              f"{per_model[key]['mae_prompt_aware']:.1f}, caption-mean ceiling "
+              f"{per_model[key]['mae_caption_mean_ceiling']:.1f}")  # fmt: skip
+    held_s = time.perf_counter() - t0
+
+    def overall(field: str) -> float:
+        rows = sum(v["rows"] for v in per_model.values())
+        return sum(v[field] * v["rows"] for v in per_model.values()) / rows
+
+    # 2. one request mix, planned without and with the prompt; planned jobs run here
+    t0 = time.perf_counter()
+    from predictor.dataset import load_training_data
+
+    measured = load_training_data(s, "measured").frame
+    lo, hi = float(measured["clip_score"].min()), float(measured["clip_score"].max())
+    style = next(iter(cards.values())).styles[0]  # the style the sweep profiled
+    rng = random.Random(1)
+    requests = [
+        (rng.choice(held_caps), rng.uniform(lo, hi), rng.uniform(*SLO_RANGE), 1000 + i)
+        for i in range(args.requests)
+    ]
+    # the prompt-blind predictor with margins calibrated the same way as the prompt-aware
+    # one (per step count, on the jobs a plan would promise on): apples to apples
+    from predictor.planner import Planner
+    from predictor.tracking import LATENCY_MODEL
+
+    blind_cal = Planner(
+        planner.options,
+        load_predictor(s, LATENCY_MODEL),
+        blind_pred,
+        headroom=HEADROOM,
+        blind_step_margins=True,
+    )
+    arms = {}
+    for arm in ("blind", "blind_planned_margins", "prompt_aware"):
+        refused = {"clip": 0, "latency": 0}
+        met_promise = met_min = jobs = 0
+        short, promised, steps_hist = [], [], {}
+        for cap, min_clip, slo, seed in requests:
+            if arm == "blind":
+                plan = planner.plan(style, slo, min_clip, prompt_tokens=prompt_tokens(cap))
+            elif arm == "blind_planned_margins":
+                plan = blind_cal.plan(style, slo, min_clip, prompt_tokens=prompt_tokens(cap))
+            else:
+                plan = planner.plan(style, slo, min_clip, prompt_features=feats[cap])
+            if not plan.feasible:
+                refused["clip" if "unreachable" in plan.reason else "latency"] += 1
+                continue
+            clip = clip_of(plan.model, plan.steps, cap, seed)
+            jobs += 1
+            met_promise += clip >= plan.predicted_clip
+            met_min += clip >= min_clip
+            short.append(plan.predicted_clip - clip)
+            promised.append(plan.predicted_clip)
+            steps_hist[plan.steps] = steps_hist.get(plan.steps, 0) + 1
+        arms[arm] = {
+            "requests": len(requests),
+            "refused": sum(refused.values()),
+            "refused_min_clip_unreachable": refused["clip"],
+            "refused_latency": refused["latency"],
+            "jobs_run": jobs,
+            "clip_promise_met_share": met_promise / jobs if jobs else float("nan"),
+            "min_clip_met_share": met_min / jobs if jobs else float("nan"),
+            "mean_clip_above_promise": float(-np.mean(short)) if short else float("nan"),
+            "planned_steps_histogram": dict(sorted(steps_hist.items())),
+            # promise met, by tercile of the promise (low, mid, high)
+            "promise_met_by_promise_tercile": [
+                float(np.mean(np.array(short)[part] <= 0))
+                for part in np.array_split(np.argsort(promised), 3)
+            ]
+            if len(short) >= 3
+            else [],
+        }
+        print(f"{arm}: refused {arms[arm]['refused']}/{len(requests)}, ran {jobs}, promise "
+              f"met {arms[arm]['clip_promise_met_share']:.3f}")  # fmt: skip
+    jobs_s = time.perf_counter() - t0
+
+    # 3. plan latency: every request a new prompt (no cache hits), features given
+    prng = np.random.default_rng(7)
+    base = np.array([feats[c].components for c in held_caps])
+    from predictor.prompt_features import PromptFeatures
+
+    new = [
+        PromptFeatures(
+            8,
+            2,
+            tuple(base[i % len(base)] + prng.normal(0, 0.01, base.shape[1])),
+            planner.prompt_basis_id,
+        )  # fmt: skip
+        for i in range(2000)
+    ]
+    t_blind, t_aware = [], []
+    for f in new:
+        mc, slo = float(prng.uniform(lo, hi)), float(prng.uniform(*SLO_RANGE))
+        t = time.perf_counter_ns()
+        planner.plan(style, slo, mc, prompt_tokens=8)
+        t_blind.append((time.perf_counter_ns() - t) / 1000)
+        t = time.perf_counter_ns()
+        planner.plan(style, slo, mc, prompt_features=f)
+        t_aware.append((time.perf_counter_ns() - t) / 1000)
+    t_feat = []
+    for cap in held_caps * 4:
+        t = time.perf_counter_ns()
+        featurizer.one(cap)
+        t_feat.append((time.perf_counter_ns() - t) / 1000)
+
+    blind_refused, aware_refused = arms["blind"]["refused"], arms["prompt_aware"]["refused"]
+    got = {
+        "held_out_clip_mae": overall("mae_prompt_aware"),
+        "clip_promise_met_share": arms["prompt_aware"]["clip_promise_met_share"],
+        "refused_ratio_aware_to_blind": aware_refused / blind_refused if blind_refused else 0.0,
+        "refused_ratio_aware_to_blind_planned_margins": aware_refused
+        / max(1, arms["blind_planned_margins"]["refused"]),
+        "plan_median_us_with_prompt": float(np.median(t_aware)),
+    }
+    result = {
+        "benchmark": "clip",
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "command": "python bench/clip_bench.py "
+        f"--requests {args.requests} --train-captions {args.train_captions}",
+        "captions": {"train": len(train_caps), "held_out": len(held_caps), "split_seed": 0},
+        "sweep": {
+            "steps": list(STEPS),
+            "seeds": list(SWEEP_SEEDS),
+            "rows": sweep.rows,
+            "wall_s": sweep_s,
+            "prompt_basis": planner.prompt_basis_id,
+        },
+        "train_s": train_s,
+        "cv_on_train_captions": {
+            "blind": {k: v for k, v in report.clip_metrics.items() if "unseen" in k},
+            "prompt_aware": {
+                k: v for k, v in (report.prompt_clip_metrics or {}).items() if "unseen" in k
+            },
+        },
+        "held_out_captions": {
+            "seeds": list(HELD_OUT_SEEDS),
+            "steps": list(STEPS),
+            "per_model": per_model,
+            "mae_blind": overall("mae_blind"),
+            "mae_prompt_aware": overall("mae_prompt_aware"),
+            "mae_caption_mean_ceiling": overall("mae_caption_mean_ceiling"),
+            "bound_holds_blind": overall("bound_holds_blind"),
+            "bound_holds_prompt_aware": overall("bound_holds_prompt_aware"),
+            "wall_s": held_s,
+        },
+        "planned_jobs": {
+            "style": style,
+            "min_clip_range": [lo, hi],
+            "latency_slo_range_s": list(SLO_RANGE),
+            "headroom": HEADROOM,
+            "arms": arms,
+            "wall_s": jobs_s,
+        },
+        "plan_latency_us": {
+            "blind_median": float(np.median(t_blind)),
+            "blind_p99": float(np.percentile(t_blind, 99)),
+            "prompt_aware_median": float(np.median(t_aware)),
+            "prompt_aware_p99": float(np.percentile(t_aware, 99)),
+            "features_per_prompt_median": float(np.median(t_feat)),
+        },
+        "host_load": {"before": load_before, "after": host_load()},
+    }
+    result["targets"] = {
+        k: {"target": t, "got": got[k], "met": got[k] <= t if way == "max" else got[k] >= t}
+        for k, (t, way) in TARGETS.items()
+    }
+    result["wall_s"] = time.perf_counter() - started
+    for k, v in result["targets"].items():
+        print(f"{k}: {v['got']:.3f} (target {v['target']}) {'ok' if v['met'] else 'MISSED'}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"written to {out} in {result['wall_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
