@@ -43,7 +43,8 @@ def test_the_policy_orders_the_window_and_a_short_job_is_not_refused_for_long_on
     assert set(outcomes.values()) == {"result"}
     store = ResultStore(spec.store_path)
     got = [store.get("alice", j["job_id"]) for j in jobs]
-    assert all(r.status == "done" and r.policy == policy for r in got), [(r.status, r.error, r.run_order) for r in got]
+    assert all(r.status == "done" and r.policy == policy for r in got), [
+        (r.status, r.error, r.run_order) for r in got]  # fmt: skip
     short = got[-1]
     # (whether it then meets its SLO is timing; the order is the policy's decision)
     if short_first:  # SJF order: it runs first, not refused for work it runs before
