@@ -36,12 +36,14 @@ IDLE_PROBE_STEPS = 4  # the reference probe's steps (within what the model was p
 
 
 def observed_corrections_in(
-    store: ResultStore, predictor_version: str, now: float | None = None
+    store: ResultStore, predictor_version: str, now: float | None = None, drift: bool = True
 ) -> Corrections:
     """The latency corrections the runs stored in `store` give for that predictor, with
-    the host drift as of `now` (default: the wall clock, the store's)."""
+    the host drift as of `now` (default: the wall clock, the store's); `drift=False`: the
+    per-model corrections of the runs as observed (what a report says was observed)."""
     now = time.time() if now is None else now
-    return Corrections.from_observations(store.observations(predictor_version), now=now)
+    obs = store.observations(predictor_version)
+    return Corrections.from_observations(obs, now=now, drift=drift)
 
 
 class IdleProbes:

@@ -46,8 +46,9 @@ def result_store_path(settings: Settings):
 
 def observed_corrections(settings: Settings):
     """What serving on this home has observed of the champion latency predictor: its
-    corrections per (model, accelerator, batch size), stale ones included. None when
-    nothing has been served here, or there is no champion."""
+    corrections per (model, accelerator, batch size) as the runs were observed (no host
+    drift taken out: what `models show` and `profile --stale` report), stale ones
+    included. None when nothing has been served here, or there is no champion."""
     from adapters.result_store import ResultStore, StoreError
     from predictor.store import PredictorStoreError, load_predictor
     from predictor.tracking import LATENCY_MODEL
@@ -57,7 +58,7 @@ def observed_corrections(settings: Settings):
         version = load_predictor(settings, LATENCY_MODEL).version
     except (StoreError, PredictorStoreError):
         return None
-    return observed_corrections_in(store, version)
+    return observed_corrections_in(store, version, drift=False)
 
 
 def cluster_devices(settings: Settings, address: str) -> list:
