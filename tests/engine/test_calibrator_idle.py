@@ -21,6 +21,7 @@ from engine.calibrator import (
 from engine.runtime import ServingRuntime
 from engine.spec import ServingSpec
 from models.accelerators import Accelerator
+from tests.engine.test_calibrator import Card
 
 FAST, SLOW, KIND, GPU = "toy-s@1", "toy-m@1", "cpu-x", "gpu-y"
 
@@ -37,16 +38,6 @@ class Link:
         if self.fail:
             raise RuntimeError("device gone")
         return 0.2 * steps
-
-
-@dataclass
-class Card:
-    resolution_pairs: tuple = ((32, 32),)
-    styles: tuple = ("flat",)
-    guidance_scale: float = 4.0
-
-    def styled_prompt(self, prompt, style):
-        return f"{prompt}, {style} style"
 
 
 @dataclass
