@@ -163,6 +163,8 @@ class SlackSjf(Policy):
         return SlackQueue(self._sizes(), sim.deadline_ts, sim.model, self.fill_shortest)
 
     def next_batch(self, queue: SlackQueue, inst: int, t: float, carry: list[int]) -> list[int]:
+        if not len(queue):  # nothing waits: the segment's jobs (if any) run on
+            return carry
         sim = self.sim
         kind = sim.inst_kind[inst]
         if carry:  # a running batch takes on more jobs, or gives way to a short one
@@ -310,7 +312,7 @@ class SlackSjf(Policy):
         """The batch plus queued jobs of its model in the queue's fill order, up to the
         limit and one more than the waiting jobs per instance, each only if the slower
         batch, started once its model is loaded, still meets every member's deadline."""
-        if not self.batch:
+        if not self.batch or not len(queue):
             return batch
         start = t + self._load(self.sim.model[batch[0]], inst)
         return fill_batch(self.sim, queue, batch, kind, start, self._sizes(), len(queue))
