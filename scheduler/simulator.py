@@ -100,24 +100,34 @@ class Simulator(Core):
         self.runner = runner if runner is not None else Arithmetic(self)
 
     # ---------------------------------------------------------------- placement helpers
-    def place_earliest_finish(
-        self, j: int, options: list[Option | None] | None = None, loads: bool = False
-    ) -> int | None:
-        """The planner's rule: the kind with the earliest predicted finish for job j, among
-        `options` (per kind; default: its class's planned ones). Sets the job's
-        model/steps/prediction; None if no kind can serve it. `loads`: count the model's
-        load time on a kind where no instance holds it."""
-        opts = self.options.planned[self.cls[j]] if options is None else options
+    def earliest_finish(
+        self, j: int, opts: list[Option | None], loads: bool = False, factor: float = 1.0
+    ) -> tuple[int, float]:
+        """The planner's rule: (the kind with the earliest finish for job j among `opts`
+        (per kind), that finish); (-1, inf) when none serves it. Finish: the kind's backlog
+        per instance in service plus the option's seconds times `factor` (1: predicted; the
+        fair bound passes the job's true factor), plus, with `loads`, the model's load time
+        on a kind where no instance holds it."""
         best_k, best_t = -1, math.inf
         backlog, n_inst = self.backlog, self.n_inst
         loads = loads and self.config.cold_start
         for k, o in enumerate(opts):
             if o is not None and n_inst[k]:  # a kind with no instance in service: none
-                t = backlog[k] / n_inst[k] + o.pred_s
+                t = backlog[k] / n_inst[k] + o.pred_s * factor
                 if loads and not self.holds(k, o.model):
                     t += self.catalog.load_s[o.model]
                 if t < best_t:
                     best_k, best_t = k, t
+        return best_k, best_t
+
+    def place_earliest_finish(
+        self, j: int, options: list[Option | None] | None = None, loads: bool = False
+    ) -> int | None:
+        """`earliest_finish` on predicted times, among `options` (default: the job's
+        class's planned ones), the job assigned there: model/steps/prediction set; None
+        if no kind can serve it."""
+        opts = self.options.planned[self.cls[j]] if options is None else options
+        best_k, best_t = self.earliest_finish(j, opts, loads)
         if best_k < 0:
             return None
         self.assign(j, best_k, opts[best_k])

@@ -78,7 +78,6 @@ prediction): it then decides as a causal SRPT with these rules.
 from __future__ import annotations
 
 import bisect
-import math
 
 import numpy as np
 
@@ -153,30 +152,13 @@ class FairBound(SlackSjf):
         return i < len(times) and times[i] <= t + self.invest_horizon_s
 
     # ------------------------------------------------------------------ placement
-    def _earliest(self, j: int, options) -> tuple[int, float]:
-        """The planner's rule on true times: the kind with the earliest finish (backlog
-        per instance + the job's true run + the load where no instance holds its model);
-        (-1, inf) when none serves it."""
-        sim = self.sim
-        f, backlog, n_inst, copies = sim.factor[j], sim.backlog, sim.n_inst, sim.copies
-        cold, load_s = sim.config.cold_start, sim.catalog.load_s
-        best_k, best_t = -1, math.inf
-        for k, o in enumerate(options):
-            if o is not None and n_inst[k]:
-                t = backlog[k] / n_inst[k] + o.pred_s * f
-                if cold and not copies[k].get(o.model, 0):  # no instance holds it
-                    t += load_s[o.model]
-                if t < best_t:
-                    best_k, best_t = k, t
-        return best_k, best_t
-
     def place(self, j: int, t: float) -> int | None:
         sim = self.sim
         c = sim.cls[j]
         slo = sim.latency_slo_s[c]
         planned, relaxed = sim.options.planned[c], sim.options.relaxed[c]
-        for options in (planned, relaxed):
-            k, finish = self._earliest(j, options)
+        for options in (planned, relaxed):  # the planner's rule on true times
+            k, finish = sim.earliest_finish(j, options, loads=True, factor=sim.factor[j])
             if k >= 0 and finish <= slo:
                 sim.assign(j, k, options[k])
                 sim.finish_pred[j] = finish
