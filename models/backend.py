@@ -135,21 +135,30 @@ def check_device(device: str) -> str:
     return device
 
 
-# torch's intra-op threads on CPU: torch's own default unless SDAAS_TORCH_THREADS says.
-# Measured here (2 cores, toy-s at 16 steps, a bare process): 1 thread 0.16 s with CV
-# 4-6 %, 2 threads 0.20-0.25 s with CV 9-10 %. But a predictor bench with 1 thread in
-# both the sweep and the direct runs put direct runs 26 % (MAPE) off the sweep's
-# predictions against 13 % with the default, so the default stays.
-def cpu_threads() -> int | None:
+# Cores a CPU host keeps for the serving front (Beam, the broker, HTTP) beside its engines.
+FRONT_CORES = 1
+
+
+def cpu_threads(devices: int = 1) -> int:
+    """torch's intra-op threads for a model on the CPU, one rule wherever it runs (the
+    sweep that profiles it, the device engine that serves it), so a profile holds as
+    served: SDAAS_TORCH_THREADS if set, else the host's cores less `FRONT_CORES`, split
+    over `devices` CPU engines (at least 1). Measured here (2 cores, `make demo`): at
+    torch's default (2 threads) serving's first probes took 1.2-2.0x the sweep's times,
+    since a thread of the front or the broker on either core stalls both of torch's; at 1
+    thread each probe was within 10 % of the sweep, and a process busy half of one core
+    beside left it unchanged (2 threads: 1.37x slower)."""
     raw = os.environ.get("SDAAS_TORCH_THREADS", "")
-    if not raw:
-        return None
-    try:
-        return max(1, int(raw))
-    except ValueError:
-        raise InvalidInputError(
-            f"SDAAS_TORCH_THREADS={raw!r}: give a positive integer, e.g. 1"
-        ) from None
+    if raw:
+        try:
+            return max(1, int(raw))
+        except ValueError:
+            raise InvalidInputError(
+                f"SDAAS_TORCH_THREADS={raw!r}: give a positive integer, e.g. 1"
+            ) from None
+    cores = os.cpu_count() or 1
+    spare = cores - FRONT_CORES if cores > FRONT_CORES else cores
+    return max(1, spare // max(1, devices))
 
 
 def quiet_model_libraries() -> None:

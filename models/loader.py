@@ -16,7 +16,6 @@ from models.diffusers_backend import DiffusersBackend
 def load_backend(card: ModelCard, device: str = "cpu") -> ModelBackend:
     """Load the model a card describes onto `device` ('cpu', 'cuda', 'cuda:1', ...)."""
     device = check_device(device)
-    threads = cpu_threads()
-    if device == "cpu" and threads:
-        torch.set_num_threads(threads)
+    if device == "cpu":  # the threads it is profiled and served at (`cpu_threads`)
+        torch.set_num_threads(cpu_threads())
     return DiffusersBackend.from_card(card, device)

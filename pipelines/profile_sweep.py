@@ -208,7 +208,7 @@ def run_sweep(
         # OMP_NUM_THREADS=1, so without this one worker would use one core of two.
         local_dask = choice.name == "DaskRunner" and choice.workers > 0
         share = max(1, (os.cpu_count() or 1) // max(1, choice.workers))
-        threads = min(cpu_threads() or share, share) if local_dask else None
+        threads = min(cpu_threads(), share) if local_dask else None
         build_sweep(p, cells, by_name, str(clip), out_dir, threads, config.repeats, timer)
         load_before = host_load()
         (out_dir / PROGRESS_FILE).unlink(missing_ok=True)
@@ -250,6 +250,8 @@ def run_sweep(
                 "clip_path": str(clip),
                 "prompt_basis": basis.id if basis is not None else None,
                 "host_load": {"before": load_before, "after": host_load()},
+                # CPU cells ran at these torch threads, serving's engines' (`cpu_threads`)
+                "torch_threads": threads or cpu_threads(),
                 "sdaas_version": __version__,
                 "created": time.time(),
             },

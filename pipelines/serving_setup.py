@@ -102,16 +102,16 @@ def build_spec(
 ) -> ServingSpec:
     """devices: device names (`models.accelerators.resolve_devices`; default every CUDA
     device, else the CPU). threads: torch CPU threads per device engine (default: the
-    host's cores split over its CPU devices when there are several, else torch's own).
+    sweep's rule, `models.backend.cpu_threads`: the host's cores less one for the front,
+    split over its CPU devices).
     device_processes: one process per device engine (None: when there are several).
     max_resident: models resident at once per device (None: all, preloaded).
     ray: serve on a Ray cluster ("auto": one started here; else its address): the
     devices' kinds are what it serves, its nodes' engines where (`engine/ray_fleet.py`);
     max_engines: room for that many engines per kind (the elastic loop fills it).
     idle_probe: time a reference probe now and then while idle (the host drift)."""
-    import os
-
     from models.accelerators import resolve_devices
+    from models.backend import cpu_threads
     from models.registry import Registry
     from predictor.planner import load_planner
     from predictor.store import PredictorStoreError
@@ -128,8 +128,8 @@ def build_spec(
     else:
         devices = resolve_devices(devices)  # every instance: 8 identical GPUs are 8 places
     cpus = sum(d.device == "cpu" for d in devices)
-    if threads is None and cpus > 1:
-        threads = max(1, (os.cpu_count() or 1) // cpus)
+    if threads is None and cpus:  # the sweep's rule, so its profile holds as served
+        threads = cpu_threads(cpus)
     try:
         planner = load_planner(
             settings,

@@ -148,3 +148,43 @@ def test_style_reaches_the_model_through_the_card_template(backend):
     assert not np.array_equal(with_style, plain)
     with pytest.raises(InvalidInputError, match="style: 'cubist'"):
         b.generate(_req(steps=2, style="cubist"))
+
+
+@pytest.mark.parametrize(
+    ("cores", "devices", "env", "want"),
+    [
+        (2, 1, "", 1),  # one core left to the serving front
+        (16, 1, "", 15),
+        (16, 3, "", 5),  # split over the CPU engines
+        (2, 2, "", 1),  # never none
+        (1, 1, "", 1),  # nothing to leave
+        (16, 1, "3", 3),  # SDAAS_TORCH_THREADS says
+    ],
+)
+def test_cpu_threads_leave_a_core_to_the_front(monkeypatch, cores, devices, env, want):
+    from models import backend as mod
+
+    monkeypatch.setattr(mod.os, "cpu_count", lambda: cores)
+    monkeypatch.setenv("SDAAS_TORCH_THREADS", env)
+    assert mod.cpu_threads(devices) == want
+
+
+def test_bad_thread_setting_says_what_to_give(monkeypatch):
+    from models.backend import cpu_threads
+
+    monkeypatch.setenv("SDAAS_TORCH_THREADS", "two")
+    with pytest.raises(InvalidInputError, match="SDAAS_TORCH_THREADS='two'"):
+        cpu_threads()
+
+
+def test_a_cpu_model_loads_at_the_threads_it_is_profiled_and_served_at(tiny_dir, monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("SDAAS_TORCH_THREADS", str(before + 1))
+    spec = TINY_SPECS[0]
+    try:
+        load_backend(load_card(tiny_dir / "cards" / f"{spec.name}.yaml"), "cpu")
+        assert torch.get_num_threads() == before + 1
+    finally:
+        torch.set_num_threads(before)

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from models.backend import cpu_threads
 from models.registry import Registry
 from pipelines import parquet_io
 from pipelines.profile_grid import SweepConfig
@@ -58,6 +59,7 @@ def test_fnapi_sweep_writes_the_grid_with_the_schema(
         assert slope > 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["rows"] == 12 and manifest["runner"] == "FnApiRunner"
+    assert manifest["torch_threads"] == cpu_threads()  # the threads serving's engines use
     # Privacy: no prompt text in files, logs or printed output.
     blob = _all_text(out)
     logs = caplog.text + capsys.readouterr().out
