@@ -74,10 +74,15 @@ class SlackQueue:
     urgent first, or shortest first with `fill_shortest`). Keys are fixed when a job is
     pushed (`size`: predicted, or true remaining seconds). A job may be pushed again
     after it was taken (set aside, or its segment cut): each push holds a token, and an
-    entry whose token is not its job's latest is skipped (lazy deletion)."""
+    entry whose token is not its job's latest is skipped (lazy deletion); a push into an
+    empty queue first clears the heaps (every entry in them is stale then), so they hold
+    only what was pushed since the queue last ran dry.
+
+    `live` (read it, never write it): queued job -> its latest token; `len(queue.live)`
+    is `len(queue)` without a Python call (policies ask at every dispatch)."""
 
     __slots__ = ("_size", "_deadline", "_model", "_by_size", "_by_slack", "_by_model",
-                 "_fill_of", "_fill_shortest", "_live", "_seq")  # fmt: skip
+                 "_fill_of", "_fill_shortest", "live", "_seq")  # fmt: skip
 
     def __init__(self, size: list[float], deadline_ts: list[float], model: list[int],
                  fill_shortest: bool = False):  # fmt: skip
@@ -88,19 +93,34 @@ class SlackQueue:
         # per model, the fill order (when it is not the size order)
         self._fill_of: dict[int, list[tuple[float, int, int]]] = {}
         self._fill_shortest = fill_shortest
-        self._live: dict[int, int] = {}  # queued job -> its latest push
+        self.live: dict[int, int] = {}  # queued job -> its latest push
         self._seq = 0
 
     def push(self, j: int) -> None:
+        live = self.live
+        if not live and self._by_size:  # ran dry: every entry is stale
+            self._by_size.clear()
+            self._by_slack.clear()
+            self._by_model.clear()
+            self._fill_of.clear()
         self._seq += 1
         tok, size, m = self._seq, self._size[j], self._model[j]
         slack = self._deadline[j] - size
-        self._live[j] = tok
-        heapq.heappush(self._by_size, (size, tok, j))
-        heapq.heappush(self._by_slack, (slack, tok, j))
-        heapq.heappush(self._by_model.setdefault(m, []), (size, tok, j))
+        live[j] = tok
+        heappush = heapq.heappush
+        heappush(self._by_size, (size, tok, j))
+        heappush(self._by_slack, (slack, tok, j))
+        heap = self._by_model.get(m)
+        if heap is None:
+            self._by_model[m] = [(size, tok, j)]
+        else:
+            heappush(heap, (size, tok, j))
         if not self._fill_shortest:
-            heapq.heappush(self._fill_of.setdefault(m, []), (slack, tok, j))
+            heap = self._fill_of.get(m)
+            if heap is None:
+                self._fill_of[m] = [(slack, tok, j)]
+            else:
+                heappush(heap, (slack, tok, j))
 
     def shortest(self) -> int | None:
         return self._first(self._by_size)
@@ -118,7 +138,7 @@ class SlackQueue:
         most urgent first (a batch takes on the jobs that can least afford to wait for
         the next one), or shortest first."""
         heaps = self._by_model if self._fill_shortest else self._fill_of
-        heap, live = heaps.get(model), self._live
+        heap, live = heaps.get(model), self.live
         got: list[tuple[float, int, int]] = []
         while heap and len(got) < n:
             entry = heapq.heappop(heap)
@@ -129,13 +149,13 @@ class SlackQueue:
         return [entry[2] for entry in got]
 
     def take(self, j: int) -> None:
-        del self._live[j]
+        del self.live[j]
 
     def _first(self, heap: list[tuple[float, int, int]]) -> int | None:
-        live = self._live
+        live = self.live
         while heap and live.get(heap[0][2]) != heap[0][1]:
             heapq.heappop(heap)
         return heap[0][2] if heap else None
 
     def __len__(self) -> int:
-        return len(self._live)
+        return len(self.live)

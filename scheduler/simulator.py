@@ -42,6 +42,8 @@ from scheduler.workload import Workload
 from sdaas.errors import InvalidInputError
 from sdaas.job_status import JobStatus
 
+DONE = JobStatus.DONE
+
 
 @dataclass
 class SimResult:
@@ -109,12 +111,12 @@ class Simulator(Core):
         fair bound passes the job's true factor), plus, with `loads`, the model's load time
         on a kind where no instance holds it."""
         best_k, best_t = -1, math.inf
-        backlog, n_inst = self.backlog, self.n_inst
+        backlog, n_inst, copies = self.backlog, self.n_inst, self.copies
         loads = loads and self.config.cold_start
         for k, o in enumerate(opts):
             if o is not None and n_inst[k]:  # a kind with no instance in service: none
                 t = backlog[k] / n_inst[k] + o.pred_s * factor
-                if loads and not self.holds(k, o.model):
+                if loads and not copies[k].get(o.model):  # not self.holds(k, o.model)
                     t += self.catalog.load_s[o.model]
                 if t < best_t:
                     best_k, best_t = k, t
@@ -396,21 +398,28 @@ class Simulator(Core):
             res.append(m)
             self.used[i] += cat.weight[m]
             copies[m] = copies.get(m, 0) + 1
-        factor = cat.batch_factor[(m, self.ck[k])][len(batch)] if len(batch) > 1 else 1.0
-        rem = self.remaining
+        n = len(batch)
+        factor = cat.batch_factor[(m, self.ck[k])][n] if n > 1 else 1.0
         start = self.start
         seg_work = self._segment_work
-        work = math.inf
-        for j in batch:
+        if n == 1 and seg_work is None:  # the common case, without the loop
+            j = batch[0]
             if start[j] < 0:
                 start[j] = t
-            w = rem[j]
-            if seg_work is not None:
-                q = seg_work(j)
-                if q < w:
-                    w = q
-            if w < work:
-                work = w
+            work = self.remaining[j]
+        else:
+            rem = self.remaining
+            work = math.inf
+            for j in batch:
+                if start[j] < 0:
+                    start[j] = t
+                w = rem[j]
+                if seg_work is not None:
+                    q = seg_work(j)
+                    if q < w:
+                        w = q
+                if w < work:
+                    work = w
         if self.log is not None:
             self.log.append(("run", tuple(batch), i, round(t, 9)))
         ws = t + load
@@ -418,7 +427,18 @@ class Simulator(Core):
         self.seg_start[i] = t
         self.seg_work_start[i] = ws
         self.seg_speed[i] = 1.0 / factor
-        self.schedule_end(i, self.runner.run(i, batch, ws, work, factor))
+        runner = self.runner  # the simulated clock's without the call (`Arithmetic.run`)
+        end = (
+            ws + work * factor
+            if type(runner) is Arithmetic
+            else runner.run(i, batch, ws, work, factor)
+        )
+        # schedule_end(i, end), inline: once per segment
+        self.seg_end[i] = end
+        version = self.seg_version[i] = self.seg_version[i] + 1
+        if end < math.inf:
+            self._seq += 1
+            heapq.heappush(self._events, (end, self._seq, i, version))
 
     def schedule_end(self, i: int, t: float) -> None:
         """Instance i's segment ends at t: an event on the heap, which voids the one it
@@ -432,12 +452,17 @@ class Simulator(Core):
     def _segment_end(self, i: int, t: float) -> None:
         ws = self.seg_work_start[i]
         done = (t - ws) * self.seg_speed[i] if t > ws else 0.0
-        rem = self.remaining
+        rem, work = self.remaining, self.work
         carry = []
         for j in self.seg_jobs[i]:
             r = rem[j] - done
-            if r <= 1e-9 * (self.work[j] + 1.0):
-                self._settle(j, JobStatus.DONE, t)
+            if r <= 1e-9 * (work[j] + 1.0):  # done: `_settle(j, DONE, t)`, inline
+                self.status[j] = DONE
+                self.finish[j] = t
+                rem[j] = 0.0
+                self.backlog[self.kind[j]] -= self.pred[j]
+                if self.dev_queues is not None:
+                    self.dev_backlog[self.dev_of[j]] -= self.pred[j]
             else:
                 rem[j] = r
                 carry.append(j)

@@ -41,8 +41,9 @@ def add_parser(subparsers):
                     "CPU device engines), cuda, cuda:0,cuda:1 (default: every CUDA device, "
                     "else the CPU)")  # fmt: skip
     sv.add_argument("--threads-per-device", type=int, help="torch CPU threads per "
-                    "device engine (default: the cores split over the CPU devices when "
-                    "several)")  # fmt: skip
+                    "CPU device engine (default: the rule the sweep profiles at, so the "
+                    "profile holds as served: the cores less one for the front, split over "
+                    "the CPU devices; SDAAS_TORCH_THREADS sets both)")  # fmt: skip
     sv.add_argument("--in-process", action="store_true", help="run the device engines as "
                     "threads of this process instead of one process per device (measured "
                     "here: threads are 1.2-1.4x one device, processes 1.7x; on CPU a torch "

@@ -81,14 +81,24 @@ class SlackSjf(Policy):
     fill_shortest = False  # batches are filled most urgent first
 
     def __init__(self, downshift: bool = True, batching: bool = True, long_queue: float = 4.0,
-                 rescue_queue: float = 4.0, calm: float = 1.0, preempt: bool = True
-                 ):  # fmt: skip
+                 rescue_queue: float = 4.0, calm: float = 1.0, preempt: bool = True,
+                 observe: bool = True, risk: float = 0.2):  # fmt: skip
         self.downshift = downshift
         self.batch = batching
         self.long_queue = long_queue  # "the queue is long": waiting jobs per instance
         self.rescue_queue = rescue_queue  # rescues only below this many per instance
         self.calm = calm  # fewer waiting jobs per instance than this: a calm queue
         self.preempt = preempt  # a segment's jobs give way to a short urgent one
+        self.observe = observe  # a job at risk runs one step, then is judged on its rate
+        self.risk = risk  # at risk: late if it ran this share slower than predicted
+        self._watch: set[int] = set()
+        import os
+
+        self.safe = float(os.environ.get("SAFE", 0))
+        self.hope = float(os.environ.get("HOPE", 0))
+        self.risk = float(os.environ.get("RISK", risk))
+        self.observe = observe and not os.environ.get("NOOBS")
+        self.nowatch = bool(os.environ.get("NOWATCH"))
 
     # ------------------------------------------------------------- what it believes
     def _sizes(self) -> list[float]:
@@ -120,11 +130,18 @@ class SlackSjf(Policy):
     # ------------------------------------------------------------------ the decisions
     def place(self, j: int, t: float) -> int | None:
         sim = self.sim
-        slo = sim.latency_slo_s[sim.cls[j]]
-        k = sim.place_earliest_finish(j, loads=True)
-        if k is None or sim.finish_pred[j] <= slo:
+        c = sim.cls[j]
+        planned = sim.options.planned[c]
+        # sim.place_earliest_finish(j, loads=True), without a call
+        k, finish = sim.earliest_finish(j, planned, True)
+        if k < 0:
+            return None
+        sim.assign(j, k, planned[k])
+        sim.finish_pred[j] = finish
+        slo = sim.latency_slo_s[c]
+        if finish <= slo:
             return k
-        relaxed = sim.options.relaxed[sim.cls[j]]
+        relaxed = sim.options.relaxed[c]
         if self.downshift:
             k = sim.place_earliest_finish(j, relaxed, loads=True)
             if k is not None and sim.finish_pred[j] <= slo:
@@ -162,8 +179,62 @@ class SlackSjf(Policy):
         sim = self.sim
         return SlackQueue(self._sizes(), sim.deadline_ts, sim.model, self.fill_shortest)
 
+    def bind(self, sim) -> None:
+        super().bind(sim)
+        # the hooks' answers where they are the predictions, read without a call on
+        # the paths taken at every dispatch
+        self._run_is_pred = type(self)._run_s is SlackSjf._run_s
+        # watching needs an uncertain time: not for the fair bound, who knows the truth
+        self._watching = self.observe and self._run_is_pred and self.sim.config.preempt
+        self._watch = set()
+
     def next_batch(self, queue: SlackQueue, inst: int, t: float, carry: list[int]) -> list[int]:
-        if not len(queue):  # nothing waits: the segment's jobs (if any) run on
+        if not self._watching:
+            return self._next_batch(queue, inst, t, carry)
+        if carry:
+            carry = self._drop_seen_late(carry, t)
+        batch = self._next_batch(queue, inst, t, carry)
+        if batch and not self.nowatch:
+            self._watch_risky(batch, inst, t)
+        return batch
+
+    def _drop_seen_late(self, carry: list[int], t: float) -> list[int]:
+        """The segment's unfinished jobs less those that, at the rate they have run, miss
+        their deadline even alone from now: dropped."""
+        sim = self.sim
+        deadline, rem, work = sim.deadline_ts, sim.remaining, sim.work
+        keep = []
+        for x in carry:
+            if rem[x] < work[x] and t + rem[x] > deadline[x]:
+                sim.drop(x, t)
+            else:
+                keep.append(x)
+        return keep
+
+    def _watch_risky(self, batch: list[int], inst: int, t: float) -> None:
+        sim = self.sim
+        m = sim.model[batch[0]]
+        start = t + self._load(m, inst)
+        n = len(batch)
+        f = sim.catalog.batch_factor[(m, sim.ck[sim.inst_kind[inst]])][n] if n > 1 else 1.0
+        f *= 1.0 + self.risk
+        rem, work, pred, deadline = sim.remaining, sim.work, sim.pred, sim.deadline_ts
+        for j in batch:
+            if rem[j] == work[j] and start + pred[j] * f > deadline[j]:
+                self._watch.add(j)
+
+    def segment_work(self, j: int) -> float:
+        """One step for a job at risk that has not run yet (its rate is then seen), else
+        no limit."""
+        if j in self._watch:
+            self._watch.discard(j)
+            sim = self.sim
+            return sim.work[j] / sim.steps[j]  # a step: preempt only at step boundaries
+        return math.inf
+
+    def _next_batch(self, queue: SlackQueue, inst: int, t: float, carry: list[int]) -> list[int]:
+        live = queue.live
+        if not live:  # nothing waits: the segment's jobs (if any) run on
             return carry
         sim = self.sim
         kind = sim.inst_kind[inst]
@@ -172,28 +243,36 @@ class SlackSjf(Policy):
                 return self._fill(queue, carry, inst, kind, t)
             for j in carry:  # a cut segment's jobs compete again
                 queue.push(j)
-        size, deadline, n_inst = self._sizes(), sim.deadline_ts, sim.n_inst[kind]
+        size, deadline, model = self._sizes(), sim.deadline_ts, sim.model
+        cold, resident = sim.config.cold_start, sim.resident[inst]
+        rescue = self.rescue_queue * sim.n_inst[kind]
         aside: list[int] = []  # jobs a busy twin holding their model serves in time
         batch: list[int] = []
         while not batch:
-            h = queue.shortest()
-            if h is None:
+            waiting = len(live)
+            if waiting == 1:  # the only queued job is the shortest and the most urgent
+                j = next(iter(live))
+            elif not waiting:
                 break
-            h = self._shortest_here(queue, inst, h)
-            j = h
-            # the most urgent job, if running the shortest first would make it miss,
-            # while the queue is short: in a long one rescues only make more jobs late
-            if len(queue) < self.rescue_queue * n_inst:
-                r = queue.most_urgent()
-                if r != h:
-                    sh = size[h] + self._load(sim.model[h], inst)
-                    sr = size[r] + self._load(sim.model[r], inst)
-                    if t + sh + sr > deadline[r]:
-                        j = r
+            else:
+                h = queue.shortest()
+                if cold and model[h] not in resident:
+                    h = self._shortest_here(queue, inst, h)
+                j = h
+                # the most urgent job, if running the shortest first would make it
+                # miss, while the queue is short: in a long one rescues only make more
+                # jobs late
+                if waiting < rescue:
+                    r = queue.most_urgent()
+                    if r != h:
+                        sh = size[h] + self._load(model[h], inst)
+                        sr = size[r] + self._load(model[r], inst)
+                        if t + sh + sr > deadline[r]:
+                            j = r
             queue.take(j)
             verdict = self._serve(j, queue, inst, kind, t)
             if verdict is RUN:
-                batch = self._fill(queue, [j], inst, kind, t)
+                batch = self._fill(queue, [j], inst, kind, t) if live and self.batch else [j]
             elif verdict is ELSEWHERE:
                 aside.append(j)
             else:
@@ -236,22 +315,48 @@ class SlackSjf(Policy):
             if x + self._load(m, inst) <= due:
                 return RUN
             return self._late_by_load(queue, kind, m, inst, t) if x <= due else HOPELESS
-        planned = sim.options.planned[c][kind]
-        relaxed = sim.options.relaxed[c][kind] if self.downshift else None
-        waiting, n = len(queue), sim.n_inst[kind]
-        placed_down = planned is None or (sim.model[j], sim.steps[j]) != planned[:2]
+        options = sim.options
+        planned = options.planned[c][kind]
+        relaxed = options.relaxed[c][kind] if self.downshift else None
+        waiting, n = len(queue.live), sim.n_inst[kind]
+        placed_down = (planned is None or sim.model[j] != planned.model
+                       or sim.steps[j] != planned.steps)  # fmt: skip
         down = waiting >= self.long_queue * n or (placed_down and waiting >= self.calm * n)
         order = (relaxed, planned) if down else (planned, relaxed)
+        cold, resident, load_s = sim.config.cold_start, sim.resident[inst], sim.catalog.load_s
+        pred = self._run_is_pred
         late = None  # the first option only its load makes late
+        if self._run_is_pred and self.safe:
+            for o in order:
+                if o is None:
+                    continue
+                m = o.model
+                x = t + o.pred_s * (1 + self.safe)
+                if x + (0.0 if not cold or m in resident else load_s[m]) <= due:  # _load
+                    if m != sim.model[j] or o.steps != sim.steps[j] or o.pred_s != sim.pred[j]:
+                        sim.reassign(j, o)  # _runs
+                    return RUN
         for o in order:
             if o is None:
                 continue
-            x = t + self._run_s(j, o)
-            if x + self._load(o.model, inst) <= due:
-                self._runs(j, o)
+            m = o.model
+            x = t + (o.pred_s if pred else self._run_s(j, o))
+            if x + (0.0 if not cold or m in resident else load_s[m]) <= due:  # _load
+                if m != sim.model[j] or o.steps != sim.steps[j] or o.pred_s != sim.pred[j]:
+                    sim.reassign(j, o)  # _runs
                 return RUN
             if x <= due and late is None:
                 late = o
+        if self._watching and self.hope:
+            for o in order:
+                if o is None:
+                    continue
+                m = o.model
+                x = t + o.pred_s * (1 - self.hope)
+                if x + (0.0 if not cold or m in resident else load_s[m]) <= due:  # _load
+                    if m != sim.model[j] or o.steps != sim.steps[j] or o.pred_s != sim.pred[j]:
+                        sim.reassign(j, o)  # _runs
+                    return RUN
         if late is None:
             return HOPELESS
         verdict = self._late_by_load(queue, kind, late.model, inst, t)
@@ -312,10 +417,11 @@ class SlackSjf(Policy):
         """The batch plus queued jobs of its model in the queue's fill order, up to the
         limit and one more than the waiting jobs per instance, each only if the slower
         batch, started once its model is loaded, still meets every member's deadline."""
-        if not self.batch or not len(queue):
+        waiting = len(queue.live)
+        if not self.batch or not waiting:
             return batch
         start = t + self._load(self.sim.model[batch[0]], inst)
-        return fill_batch(self.sim, queue, batch, kind, start, self._sizes(), len(queue))
+        return fill_batch(self.sim, queue, batch, kind, start, self._sizes(), waiting)
 
     def on_busy_arrival(self, j: int, kind: int, t: float) -> None:
         """Join a running batch of the same model with room (at its next step); else ask
