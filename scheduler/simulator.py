@@ -402,11 +402,15 @@ class Simulator(Core):
         factor = cat.batch_factor[(m, self.ck[k])][n] if n > 1 else 1.0
         start = self.start
         seg_work = self._segment_work
-        if n == 1 and seg_work is None:  # the common case, without the loop
+        if n == 1:  # the common case, without the loop
             j = batch[0]
             if start[j] < 0:
                 start[j] = t
             work = self.remaining[j]
+            if seg_work is not None:
+                q = seg_work(j)
+                if q < work:
+                    work = q
         else:
             rem = self.remaining
             work = math.inf

@@ -2,7 +2,7 @@
 
 The paper's SJF minimises mean JCT but is blind to deadlines: under load a long job
 waits behind every shorter arrival (starvation) and jobs that have already missed their
-SLO still take accelerator time. Seven changes, each cheap at dispatch:
+SLO still take accelerator time. Nine changes, each cheap at dispatch:
 
 1. Early rejection: at admission, a job that cannot finish within its SLO on any kind
    even on an idle accelerator and down-shifted (3) is rejected right away. (Rejecting
@@ -53,6 +53,23 @@ SLO still take accelerator time. Seven changes, each cheap at dispatch:
    rule on predicted times; predicted seconds left = prediction x share of work not
    done). Production-like at 90 %: 38 -> 34 GPUs; mean goodput over three arrival
    shapes 0.933 -> 0.937.
+8. A margin for the predictor's error: a job's true run time is its prediction give or
+   take some 10 % (unknown per job), so a plan that just makes its deadline on the
+   prediction is late about half the time. At placement a kind is taken at the
+   planned option only if the job makes its SLO there with `margin` (15 %) of its
+   predicted run to spare, and at dispatch the first option (in the order of 3) that
+   makes the deadline with that margin runs; only when none does, the first that makes
+   it on the bare prediction. Production-like at 90 %: 34 -> 30 GPUs (the fair bound
+   needs 26; 28 with exact predictions); three-shape mean goodput 0.9380 -> 0.9381.
+   (Inflating every prediction instead, queue keys and backlogs included, gave 32-34.)
+9. Watch the jobs at risk: a job that starts without that margin runs one step first
+   (`segment_work`); its rate is then seen (seconds per step measured), and a job that
+   even alone can no longer make its deadline at that rate is dropped at once, one step
+   spent instead of a whole late run. Any segment's unfinished jobs are judged so when
+   it ends. Three-shape mean goodput 0.9381 -> 0.9414 (on top of 8; poisson, bursty and
+   mmpp alike); production-like unchanged at 30 GPUs. In serving the core's remaining
+   seconds are the prediction's (`scheduler/live.py`), so there it only drops a job
+   whose predicted rest, from now, is late.
 """
 
 from __future__ import annotations
@@ -82,23 +99,18 @@ class SlackSjf(Policy):
 
     def __init__(self, downshift: bool = True, batching: bool = True, long_queue: float = 4.0,
                  rescue_queue: float = 4.0, calm: float = 1.0, preempt: bool = True,
-                 observe: bool = True, risk: float = 0.2):  # fmt: skip
+                 margin: float = 0.15, observe: bool = True):  # fmt: skip
         self.downshift = downshift
         self.batch = batching
         self.long_queue = long_queue  # "the queue is long": waiting jobs per instance
         self.rescue_queue = rescue_queue  # rescues only below this many per instance
         self.calm = calm  # fewer waiting jobs per instance than this: a calm queue
         self.preempt = preempt  # a segment's jobs give way to a short urgent one
+        # a predicted run time may be this share too short: an option is safe when it
+        # makes the deadline with that to spare (8), a job without it is watched (9)
+        self.margin = margin
         self.observe = observe  # a job at risk runs one step, then is judged on its rate
-        self.risk = risk  # at risk: late if it ran this share slower than predicted
-        self._watch: set[int] = set()
-        import os
-
-        self.safe = float(os.environ.get("SAFE", 0))
-        self.hope = float(os.environ.get("HOPE", 0))
-        self.risk = float(os.environ.get("RISK", risk))
-        self.observe = observe and not os.environ.get("NOOBS")
-        self.nowatch = bool(os.environ.get("NOWATCH"))
+        self._watch: set[int] = set()  # jobs of the batch just chosen that run one step
 
     # ------------------------------------------------------------- what it believes
     def _sizes(self) -> list[float]:
@@ -139,7 +151,7 @@ class SlackSjf(Policy):
         sim.assign(j, k, planned[k])
         sim.finish_pred[j] = finish
         slo = sim.latency_slo_s[c]
-        if finish <= slo:
+        if finish + self._spare * planned[k].pred_s <= slo:  # in time, with the margin
             return k
         relaxed = sim.options.relaxed[c]
         if self.downshift:
@@ -184,63 +196,65 @@ class SlackSjf(Policy):
         # the hooks' answers where they are the predictions, read without a call on
         # the paths taken at every dispatch
         self._run_is_pred = type(self)._run_s is SlackSjf._run_s
-        # watching needs an uncertain time: not for the fair bound, who knows the truth
+        # the margin and the watch guard predicted times: the fair bound knows the truth
+        self._spare = self.margin if self._run_is_pred else 0.0
         self._watching = self.observe and self._run_is_pred and self.sim.config.preempt
         self._watch = set()
 
-    def next_batch(self, queue: SlackQueue, inst: int, t: float, carry: list[int]) -> list[int]:
-        if not self._watching:
-            return self._next_batch(queue, inst, t, carry)
-        if carry:
-            carry = self._drop_seen_late(carry, t)
-        batch = self._next_batch(queue, inst, t, carry)
-        if batch and not self.nowatch:
-            self._watch_risky(batch, inst, t)
-        return batch
-
-    def _drop_seen_late(self, carry: list[int], t: float) -> list[int]:
-        """The segment's unfinished jobs less those that, at the rate they have run, miss
-        their deadline even alone from now: dropped."""
+    def _seen_late(self, carry: list[int], t: float) -> list[int]:
+        """`carry` less the jobs that, at the rate they have run, miss their deadline
+        even alone from now: dropped. (After a step, a job's rate is seen: its true
+        seconds left are `remaining`, steps left times seconds per step as measured; in
+        serving the core keeps the prediction there.)"""
         sim = self.sim
-        deadline, rem, work = sim.deadline_ts, sim.remaining, sim.work
-        keep = []
+        deadline, rem, work, kept = sim.deadline_ts, sim.remaining, sim.work, []
         for x in carry:
             if rem[x] < work[x] and t + rem[x] > deadline[x]:
                 sim.drop(x, t)
             else:
-                keep.append(x)
-        return keep
+                kept.append(x)
+        return kept
 
-    def _watch_risky(self, batch: list[int], inst: int, t: float) -> None:
+    def _watch_risky(self, batch: list[int], inst: int, t: float) -> list[int]:
+        """The batch; its jobs that have not run yet and would miss their deadline if
+        they ran `margin` slower than predicted run one step first (`segment_work`)."""
         sim = self.sim
-        m = sim.model[batch[0]]
-        start = t + self._load(m, inst)
-        n = len(batch)
-        f = sim.catalog.batch_factor[(m, sim.ck[sim.inst_kind[inst]])][n] if n > 1 else 1.0
-        f *= 1.0 + self.risk
         rem, work, pred, deadline = sim.remaining, sim.work, sim.pred, sim.deadline_ts
+        n = len(batch)
+        if n == 1 and rem[batch[0]] != work[batch[0]]:  # it has run: its rate is seen
+            return batch
+        m = sim.model[batch[0]]
+        f = sim.catalog.batch_factor[(m, sim.ck[sim.inst_kind[inst]])][n] if n > 1 else 1.0
+        start, f = t + self._load(m, inst), f * (1.0 + self.margin)
         for j in batch:
             if rem[j] == work[j] and start + pred[j] * f > deadline[j]:
                 self._watch.add(j)
+        return batch
 
     def segment_work(self, j: int) -> float:
-        """One step for a job at risk that has not run yet (its rate is then seen), else
-        no limit."""
+        """One step for a job of the batch just chosen that is watched (its rate is
+        known after it: `next_batch` then drops it if that rate makes it late), else no
+        limit. The same answer however often it is asked for that batch (the live core
+        asks again when it hands the segment to its device)."""
         if j in self._watch:
-            self._watch.discard(j)
             sim = self.sim
-            return sim.work[j] / sim.steps[j]  # a step: preempt only at step boundaries
+            return sim.work[j] / sim.steps[j]  # one step: cuts land on step boundaries
         return math.inf
 
-    def _next_batch(self, queue: SlackQueue, inst: int, t: float, carry: list[int]) -> list[int]:
-        live = queue.live
+    def next_batch(self, queue: SlackQueue, inst: int, t: float, carry: list[int]) -> list[int]:
+        live, watching = queue.live, self._watching
+        if watching and self._watch:  # the last batch's watched jobs have had their step
+            self._watch.clear()
+        if carry and watching:
+            carry = self._seen_late(carry, t)
         if not live:  # nothing waits: the segment's jobs (if any) run on
-            return carry
+            return self._watch_risky(carry, inst, t) if carry and watching else carry
         sim = self.sim
         kind = sim.inst_kind[inst]
         if carry:  # a running batch takes on more jobs, or gives way to a short one
             if not self.preempt or not self._cut_for_queue(queue, inst, t, carry):
-                return self._fill(queue, carry, inst, kind, t)
+                batch = self._fill(queue, carry, inst, kind, t)
+                return self._watch_risky(batch, inst, t) if watching else batch
             for j in carry:  # a cut segment's jobs compete again
                 queue.push(j)
         size, deadline, model = self._sizes(), sim.deadline_ts, sim.model
@@ -279,7 +293,7 @@ class SlackSjf(Policy):
                 sim.drop(j, t)
         for j in aside:
             queue.push(j)
-        return batch
+        return self._watch_risky(batch, inst, t) if batch and watching else batch
 
     def _cut_for_queue(self, queue: SlackQueue, inst: int, t: float, carry: list[int]) -> bool:
         """Whether the unfinished jobs of the segment that just ended (`carry`) go back to
@@ -326,15 +340,17 @@ class SlackSjf(Policy):
         cold, resident, load_s = sim.config.cold_start, sim.resident[inst], sim.catalog.load_s
         pred = self._run_is_pred
         late = None  # the first option only its load makes late
-        if self._run_is_pred and self.safe:
+        spare = self._spare
+        if spare:  # first one that makes the deadline with the margin to spare
+            spare += 1.0
             for o in order:
                 if o is None:
                     continue
                 m = o.model
-                x = t + o.pred_s * (1 + self.safe)
-                if x + (0.0 if not cold or m in resident else load_s[m]) <= due:  # _load
+                x = t + o.pred_s * spare
+                if x + (0.0 if not cold or m in resident else load_s[m]) <= due:
                     if m != sim.model[j] or o.steps != sim.steps[j] or o.pred_s != sim.pred[j]:
-                        sim.reassign(j, o)  # _runs
+                        sim.reassign(j, o)
                     return RUN
         for o in order:
             if o is None:
@@ -347,16 +363,6 @@ class SlackSjf(Policy):
                 return RUN
             if x <= due and late is None:
                 late = o
-        if self._watching and self.hope:
-            for o in order:
-                if o is None:
-                    continue
-                m = o.model
-                x = t + o.pred_s * (1 - self.hope)
-                if x + (0.0 if not cold or m in resident else load_s[m]) <= due:  # _load
-                    if m != sim.model[j] or o.steps != sim.steps[j] or o.pred_s != sim.pred[j]:
-                        sim.reassign(j, o)  # _runs
-                    return RUN
         if late is None:
             return HOPELESS
         verdict = self._late_by_load(queue, kind, late.model, inst, t)
