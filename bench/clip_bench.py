@@ -4,22 +4,32 @@ prompt-aware (issue 28 item 6).
 The toy-world captions (`data/prompts/toyworld_prompts.tsv`, 48) are split at random:
 `TRAIN_CAPTIONS` go into a real profiling sweep (Beam, the shipped toy-world models,
 the real CLIP scorer; the sweep records each prompt's features and saves their basis),
-the rest are never profiled, never part of the basis, never trained on. Then:
+the rest, with `--fresh-captions` more drawn from the same generator
+(`models.toyworld.world.prompt_set`, past the 48), are never profiled, never part of the
+basis, never trained on. Each held-out caption gets `HELD_OUT_SEEDS` seeds of its own
+(serving draws a new seed per job; the sweep reuses its seeds for every caption). Then:
 
 1. held-out-caption CLIP MAE per model, prompt-blind (`sdaas-clip`) and prompt-aware
-   (`sdaas-clip-prompt`), on fresh runs of the held-out captions at the swept step
-   counts, beside a ceiling no predictor can beat: each caption's own mean over its
-   seeds (in-sample, so optimistic);
-2. the same request mix planned twice (min CLIP uniform over the swept CLIP range,
-   latency SLO 0.2-3 s, the profiled style), without and with the prompt: requests
-   refused, and for every planned job, run here with a fresh seed, the share whose CLIP
-   reaches the plan's promise (target >= 95 %);
+   (`sdaas-clip-prompt`), at the swept step counts, beside a ceiling no predictor can
+   beat: each caption's own mean over its seeds (in-sample, so optimistic), and the
+   error a predictor knowing each caption's true mean would still make (the seed's
+   noise, estimated from each caption's two seeds);
+2. the same request mix planned by each arm (min CLIP uniform over the swept CLIP
+   range, latency SLO 0.2-3 s, the profiled style; each request a held-out caption at
+   one of its seeds): requests refused, and for every planned job, run here, the share
+   whose CLIP reaches the plan's promise (target >= 95 %), with a 95 % interval
+   clustered by caption (jobs of one caption are not independent). Arms: prompt-blind
+   as trained (`blind`), with its per-step planned margins (`blind_planned_margins`),
+   with margins calibrated exactly as the prompt-aware ones (`blind_same_calibration`:
+   `training.prompt_clip_margins` on the blind features), and prompt-aware;
 3. plan latency with prompt features (each request a new prompt) and the cost of
    computing a prompt's features.
 
-Writes bench/results/clip_bench.json with the load average before and after. Torch runs
-one thread (a shared 2-core host; CLIP does not depend on timing). About 4-6 minutes
-here. Usage: python bench/clip_bench.py [--requests 320] [--train-captions 32]
+Images are generated in batches of one model and step count (the same image as one at a
+time, to float rounding). Writes bench/results/clip_bench.json with the load average
+before and after. Torch runs one thread (a shared 2-core host; CLIP does not depend on
+timing). About 5 minutes here.
+Usage: python bench/clip_bench.py [--requests 1600] [--train-captions 32] [--fresh-captions 32]
 """
 
 from __future__ import annotations
@@ -40,7 +50,8 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 STEPS = (1, 2, 4, 10)
 SWEEP_SEEDS = (0, 1)
-HELD_OUT_SEEDS = (100, 101)
+HELD_OUT_SEEDS = 2  # seeds per held-out caption, its own (100000 + 2 * caption + j)
+GEN_BATCH = 16
 SLO_RANGE = (0.2, 3.0)
 HEADROOM = 0.1
 # (target, "max" when the number must not exceed it, "min" when it must reach it)
@@ -49,6 +60,7 @@ TARGETS = {
     "clip_promise_met_share": (0.95, "min"),
     "refused_ratio_aware_to_blind": (0.5, "max"),
     "refused_ratio_aware_to_blind_planned_margins": (0.5, "max"),
+    "refused_ratio_aware_to_blind_same_calibration": (0.5, "max"),
     "plan_median_us_with_prompt": (1000.0, "max"),
 }
 
@@ -60,6 +72,33 @@ def split_captions(n_train: int, seed: int = 0) -> tuple[list[str], list[str]]:
     order = list(range(len(texts)))
     random.Random(seed).shuffle(order)
     return [texts[i] for i in order[:n_train]], [texts[i] for i in order[n_train:]]
+
+
+def fresh_captions(n: int, taken: list[str]) -> list[str]:
+    """n more captions of the toy world, from the generator the prompt set came from
+    (`prompt_set` continues past the shipped 48), none of them in `taken`."""
+    from models.toyworld.world import prompt_set
+
+    seen = set(taken)
+    more = [t for _, t in prompt_set(len(taken) + n)[len(taken) :]]
+    assert not seen & set(more), "fresh captions must be new"
+    return more
+
+
+def clustered_share(hits: list[bool], groups: list[str]) -> tuple[float, float]:
+    """(share, half-width of its 95 % interval), the ratio estimator's standard error
+    clustered by group (one caption's jobs move together)."""
+    import numpy as np
+
+    h = np.asarray(hits, dtype=float)
+    if not len(h):
+        return float("nan"), float("nan")
+    share = float(h.mean())
+    g = np.unique(np.asarray(groups), return_inverse=True)[1]
+    dev = np.bincount(g, weights=h - share)
+    k = len(dev)
+    se = float(np.sqrt(np.sum(dev**2) * k / max(k - 1, 1)) / len(h))
+    return share, 1.96 * se
 
 
 def write_prompt_set(path: Path, texts: list[str]) -> Path:
@@ -95,8 +134,9 @@ def profile_frame(card, steps, prompt_features, n: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="bench/results/clip_bench.json")
-    parser.add_argument("--requests", type=int, default=320)
+    parser.add_argument("--requests", type=int, default=1600)
     parser.add_argument("--train-captions", type=int, default=32)
+    parser.add_argument("--fresh-captions", type=int, default=32)
     args = parser.parse_args()
     started = time.perf_counter()
 
@@ -120,6 +160,12 @@ def main() -> None:
 
     load_before = host_load()
     train_caps, held_caps = split_captions(args.train_captions)
+    tsv_held = len(held_caps)
+    held_caps = held_caps + fresh_captions(args.fresh_captions, train_caps + held_caps)
+    seeds_of = {
+        c: tuple(100_000 + HELD_OUT_SEEDS * i + j for j in range(HELD_OUT_SEEDS))
+        for i, c in enumerate(held_caps)
+    }
     home = Path(tempfile.mkdtemp(prefix="sdaas-clipbench-"))
     s, reg = toyworld_home(home)
     prompt_set = write_prompt_set(home / "train_captions.tsv", train_caps)
@@ -147,31 +193,49 @@ def main() -> None:
     scorer = ClipScorer.from_path(str(clip_path), "cpu")
     images: dict[tuple, float] = {}
 
-    def clip_of(model: str, steps: int, caption: str, seed: int) -> float:
-        key = (model, steps, caption, seed)
-        if key not in images:
+    def generate(keys) -> None:
+        """CLIP of every (model, steps, caption, seed) in `keys` not yet known, in
+        batches of one model and step count."""
+        todo: dict[tuple, list] = {}
+        for key in dict.fromkeys(keys):
+            if key not in images:
+                todo.setdefault(key[:2], []).append(key[2:])
+        for (model, steps), items in sorted(todo.items()):
             card = cards[model]
             w, h = card.resolution_pairs[0]
-            req = GenerationRequest((caption,), (seed,), steps, w, h, card.guidance_scale,
-                                    card.styles[0])  # fmt: skip
-            res = backends[model].generate(req)
-            images[key] = scorer.score(res.images, [caption])[0]
-        return images[key]
+            for i in range(0, len(items), GEN_BATCH):
+                part = items[i : i + GEN_BATCH]
+                caps, seeds = tuple(c for c, _ in part), tuple(sd for _, sd in part)
+                req = GenerationRequest(caps, seeds, steps, w, h, card.guidance_scale,
+                                        card.styles[0])  # fmt: skip
+                scores = scorer.score(backends[model].generate(req).images, list(caps))
+                for (c, sd), v in zip(part, scores, strict=True):
+                    images[(model, steps, c, sd)] = v
 
     # 1. held-out captions at the swept step counts: MAE, and how often each bound holds
     t0 = time.perf_counter()
     feats = {c: featurizer.one(c) for c in held_caps}
+    generate(
+        (name, st, cap, sd)
+        for name in sorted(cards)
+        for st in STEPS
+        for cap in held_caps
+        for sd in seeds_of[cap]
+    )
     per_model: dict[str, dict] = {}
     for name, card in sorted(cards.items()):
-        y, blind, aware, mean_of_caption = [], [], [], []
+        y, blind, aware, mean_of_caption, floor = [], [], [], [], []
         blind_bound, aware_bound = [], []
         key = card.key
         for cap in held_caps:
             frame = profile_frame(card, STEPS, feats[cap], len(STEPS))
             frame["prompt_tokens"] = prompt_tokens(cap)
             pb, pa = blind_pred.predict(frame), aware_pred.predict(frame)
-            runs = np.array([[clip_of(name, st, cap, sd) for sd in HELD_OUT_SEEDS] for st in STEPS])
-            for j, _ in enumerate(HELD_OUT_SEEDS):
+            runs = np.array([[images[(name, st, cap, sd)] for sd in seeds_of[cap]] for st in STEPS])
+            # a predictor knowing each caption's true mean still errs by the seed's
+            # noise: E|y - mean| = E|y1 - y2| / sqrt(2) for two seeds (normal noise)
+            floor.extend(np.abs(runs[:, 0] - runs[:, 1]) / np.sqrt(2))
+            for j in range(HELD_OUT_SEEDS):
                 y.extend(runs[:, j])
                 blind.extend(pb)
                 aware.extend(pa)
@@ -185,6 +249,7 @@ def main() -> None:
             "mae_blind": float(np.mean(np.abs(np.array(blind) - y))),
             "mae_prompt_aware": float(np.mean(np.abs(np.array(aware) - y))),
             "mae_caption_mean_ceiling": float(np.mean(np.abs(np.array(mean_of_caption) - y))),
+            "mae_true_caption_mean_floor": float(np.mean(floor)),
             "margin_blind": blind_pred.spec.lower_margin.get(key, 0.0),
             "margin_prompt_aware": aware_pred.spec.lower_margin.get(key, 0.0),
             "step_margins_blind": blind_pred.spec.step_margin.get(key, {}),
@@ -196,66 +261,100 @@ def main() -> None:
         }
         print(f"{key}: held-out MAE blind {per_model[key]['mae_blind']:.1f}, prompt-aware "
               f"{per_model[key]['mae_prompt_aware']:.1f}, caption-mean ceiling "
-              f"{per_model[key]['mae_caption_mean_ceiling']:.1f}")  # fmt: skip
+              f"{per_model[key]['mae_caption_mean_ceiling']:.1f}, true-caption-mean floor "
+              f"{per_model[key]['mae_true_caption_mean_floor']:.1f}")  # fmt: skip
     held_s = time.perf_counter() - t0
 
     def overall(field: str) -> float:
         rows = sum(v["rows"] for v in per_model.values())
         return sum(v[field] * v["rows"] for v in per_model.values()) / rows
 
-    # 2. one request mix, planned without and with the prompt; planned jobs run here
+    # 2. one request mix, planned by each arm; planned jobs run here
     t0 = time.perf_counter()
-    from predictor.dataset import load_training_data
+    from dataclasses import replace
 
-    measured = load_training_data(s, "measured").frame
+    from predictor.dataset import load_training_data
+    from predictor.features import CLIP_SPEC
+    from predictor.planner import Planner
+    from predictor.tracking import LATENCY_MODEL
+    from predictor.training import DEFAULT_PARAMS, PROMPT_CLIP_PARAMS, prompt_clip_margins
+
+    td = load_training_data(s, "measured")
+    measured = td.frame
     lo, hi = float(measured["clip_score"].min()), float(measured["clip_score"].max())
     style = next(iter(cards.values())).styles[0]  # the style the sweep profiled
     rng = random.Random(1)
-    requests = [
-        (rng.choice(held_caps), rng.uniform(lo, hi), rng.uniform(*SLO_RANGE), 1000 + i)
-        for i in range(args.requests)
-    ]
+    requests = []
+    for _ in range(args.requests):
+        cap = rng.choice(held_caps)
+        requests.append(
+            (cap, rng.uniform(lo, hi), rng.uniform(*SLO_RANGE), rng.choice(seeds_of[cap]))
+        )
+    latency_pred = load_predictor(s, LATENCY_MODEL)
     # the prompt-blind predictor with margins calibrated the same way as the prompt-aware
     # one (per step count, on the jobs a plan would promise on): apples to apples
-    from predictor.planner import Planner
-    from predictor.tracking import LATENCY_MODEL
-
     blind_cal = Planner(
+        planner.options, latency_pred, blind_pred, headroom=HEADROOM, blind_step_margins=True
+    )
+    # ... and with exactly the prompt-aware calibration (`prompt_clip_margins`): the blind
+    # features of the same rows, the same cross-fit, replay and level
+    rows = td.prompt_rows()
+    params = {**DEFAULT_PARAMS, **PROMPT_CLIP_PARAMS, "random_state": 0}
+    same_margins, same_metrics, same_steps = prompt_clip_margins(rows, CLIP_SPEC, params)
+    blind_same = Planner(
         planner.options,
-        load_predictor(s, LATENCY_MODEL),
-        blind_pred,
+        latency_pred,
+        replace(blind_pred, spec=blind_pred.spec.with_margins(same_margins, same_steps)),
         headroom=HEADROOM,
         blind_step_margins=True,
     )
-    arms = {}
-    for arm in ("blind", "blind_planned_margins", "prompt_aware"):
-        refused = {"clip": 0, "latency": 0}
-        met_promise = met_min = jobs = 0
-        short, promised, steps_hist = [], [], {}
-        for cap, min_clip, slo, seed in requests:
+    arm_plans: dict[str, list] = {}
+    for arm in ("blind", "blind_planned_margins", "blind_same_calibration", "prompt_aware"):
+        plans = []
+        for cap, min_clip, slo, _ in requests:
             if arm == "blind":
                 plan = planner.plan(style, slo, min_clip, prompt_tokens=prompt_tokens(cap))
             elif arm == "blind_planned_margins":
                 plan = blind_cal.plan(style, slo, min_clip, prompt_tokens=prompt_tokens(cap))
+            elif arm == "blind_same_calibration":
+                plan = blind_same.plan(style, slo, min_clip, prompt_tokens=prompt_tokens(cap))
             else:
                 plan = planner.plan(style, slo, min_clip, prompt_features=feats[cap])
+            plans.append(plan)
+        arm_plans[arm] = plans
+    generate(
+        (p.model, p.steps, cap, seed)
+        for plans in arm_plans.values()
+        for p, (cap, _, _, seed) in zip(plans, requests, strict=True)
+        if p.feasible
+    )
+    arms = {}
+    for arm, plans in arm_plans.items():
+        refused = {"clip": 0, "latency": 0}
+        met_min = 0
+        hits, groups, short, promised, steps_hist = [], [], [], [], {}
+        for plan, (cap, min_clip, _, seed) in zip(plans, requests, strict=True):
             if not plan.feasible:
                 refused["clip" if "unreachable" in plan.reason else "latency"] += 1
                 continue
-            clip = clip_of(plan.model, plan.steps, cap, seed)
-            jobs += 1
-            met_promise += clip >= plan.predicted_clip
+            clip = images[(plan.model, plan.steps, cap, seed)]
+            hits.append(clip >= plan.predicted_clip)
+            groups.append(cap)
             met_min += clip >= min_clip
             short.append(plan.predicted_clip - clip)
             promised.append(plan.predicted_clip)
             steps_hist[plan.steps] = steps_hist.get(plan.steps, 0) + 1
+        jobs = len(hits)
+        share, half = clustered_share(hits, groups)
         arms[arm] = {
             "requests": len(requests),
             "refused": sum(refused.values()),
             "refused_min_clip_unreachable": refused["clip"],
             "refused_latency": refused["latency"],
             "jobs_run": jobs,
-            "clip_promise_met_share": met_promise / jobs if jobs else float("nan"),
+            "captions_planned": len(set(groups)),
+            "clip_promise_met_share": share,
+            "clip_promise_met_ci95": [share - half, min(1.0, share + half)],
             "min_clip_met_share": met_min / jobs if jobs else float("nan"),
             "mean_clip_above_promise": float(-np.mean(short)) if short else float("nan"),
             "planned_steps_histogram": dict(sorted(steps_hist.items())),
@@ -268,7 +367,7 @@ def main() -> None:
             else [],
         }
         print(f"{arm}: refused {arms[arm]['refused']}/{len(requests)}, ran {jobs}, promise "
-              f"met {arms[arm]['clip_promise_met_share']:.3f}")  # fmt: skip
+              f"met {share:.3f} +- {half:.3f}")  # fmt: skip
     jobs_s = time.perf_counter() - t0
 
     # 3. plan latency: every request a new prompt (no cache hits), features given
@@ -307,6 +406,8 @@ def main() -> None:
         "refused_ratio_aware_to_blind": aware_refused / blind_refused if blind_refused else 0.0,
         "refused_ratio_aware_to_blind_planned_margins": aware_refused
         / max(1, arms["blind_planned_margins"]["refused"]),
+        "refused_ratio_aware_to_blind_same_calibration": aware_refused
+        / max(1, arms["blind_same_calibration"]["refused"]),
         "plan_median_us_with_prompt": float(np.median(t_aware)),
     }
     result = {
@@ -316,8 +417,15 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "command": "python bench/clip_bench.py "
-        f"--requests {args.requests} --train-captions {args.train_captions}",
-        "captions": {"train": len(train_caps), "held_out": len(held_caps), "split_seed": 0},
+        f"--requests {args.requests} --train-captions {args.train_captions} "
+        f"--fresh-captions {args.fresh_captions}",
+        "captions": {
+            "train": len(train_caps),
+            "held_out": len(held_caps),
+            "held_out_from_prompt_set": tsv_held,
+            "held_out_fresh": len(held_caps) - tsv_held,
+            "split_seed": 0,
+        },
         "sweep": {
             "steps": list(STEPS),
             "seeds": list(SWEEP_SEEDS),
@@ -329,16 +437,19 @@ def main() -> None:
         "cv_on_train_captions": {
             "blind": {k: v for k, v in report.clip_metrics.items() if "unseen" in k},
             "prompt_aware": {
-                k: v for k, v in (report.prompt_clip_metrics or {}).items() if "unseen" in k
+                k: v
+                for k, v in (report.prompt_clip_metrics or {}).items()
+                if "unseen" in k or "promise" in k
             },
         },
         "held_out_captions": {
-            "seeds": list(HELD_OUT_SEEDS),
+            "seeds_per_caption": HELD_OUT_SEEDS,
             "steps": list(STEPS),
             "per_model": per_model,
             "mae_blind": overall("mae_blind"),
             "mae_prompt_aware": overall("mae_prompt_aware"),
             "mae_caption_mean_ceiling": overall("mae_caption_mean_ceiling"),
+            "mae_true_caption_mean_floor": overall("mae_true_caption_mean_floor"),
             "bound_holds_blind": overall("bound_holds_blind"),
             "bound_holds_prompt_aware": overall("bound_holds_prompt_aware"),
             "wall_s": held_s,
@@ -349,6 +460,7 @@ def main() -> None:
             "latency_slo_range_s": list(SLO_RANGE),
             "headroom": HEADROOM,
             "arms": arms,
+            "blind_same_calibration_metrics": same_metrics,
             "wall_s": jobs_s,
         },
         "plan_latency_us": {

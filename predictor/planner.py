@@ -13,12 +13,13 @@ is a bound a job can be held to, not a mean that half of the jobs miss.
 
 Prompt-aware promises: given a job's `PromptFeatures` (or its prompt and a featurizer), and
 a prompt-aware CLIP predictor (`sdaas-clip-prompt`), the CLIP curves of that job are the
-prompt-aware prediction less its conformal margin at each step count
-(`FeatureSpec.margin_at`, calibrated on the jobs a plan would promise on:
-`training.planned_margin`), computed once per request: one LightGBM call on a prebuilt
-numeric matrix with one row per model and run of step counts the trees cannot tell
-apart, cached per prompt features. Without features, plans are exactly the prompt-blind
-ones.
+prompt-aware prediction less its margin at each profiled step count (held up to the next
+one, so such jobs are planned at profiled step counts), calibrated by replaying this
+planning rule on captions and seeds the predictor never saw
+(`training.prompt_clip_margins`); computed once per request: one LightGBM call on a
+prebuilt numeric matrix with one row per model and profiled step count, cached per
+prompt features. A model the prompt-aware predictor has no margins for keeps its
+prompt-blind curve. Without features, plans are exactly the prompt-blind ones.
 """
 
 from __future__ import annotations
@@ -92,31 +93,14 @@ class _StyleTable:
 @dataclass
 class _PromptTable:
     """The prompt-aware CLIP predictor's input for one style table, prompt columns left to
-    fill: one row per (distinct model, run of served steps the trees cannot tell apart);
-    where each prediction lands."""
+    fill: one row per (distinct model, profiled step count); where each promise lands."""
 
     x: np.ndarray  # (rows, features) numeric, categorical columns as category codes
-    margin: np.ndarray  # (rows,) the model's promise margin
-    row_of: np.ndarray  # (models * S,) which row of x gives each (model, step); -1: none
+    margin: np.ndarray  # (rows,) the promise margin at that model and step count
+    row_of: np.ndarray  # (models * S,) which row of x each (model, step) promises; -1: none
     label_model: np.ndarray  # (n,) distinct-model index of each table row
     n_models: int
-
-
-def split_thresholds(booster, feature: int) -> np.ndarray:
-    """Every threshold the trees split feature `feature` at, sorted."""
-    found: set[float] = set()
-
-    def walk(node):
-        if "split_feature" not in node:
-            return
-        if node["split_feature"] == feature:
-            found.add(float(node["threshold"]))
-        walk(node["left_child"])
-        walk(node["right_child"])
-
-    for tree in booster.dump_model()["tree_info"]:
-        walk(tree["tree_structure"])
-    return np.array(sorted(found))
+    blind: np.ndarray  # (n,) bool: rows whose model the predictor has no promise for
 
 
 PROMPT_CACHE = 4096  # prompt curves kept (a job is planned more than once: admit, place)
@@ -279,16 +263,18 @@ class Planner:
             )
 
     def _build_prompt_tables(self, predictor) -> None:
+        """A prompt-aware promise stands only where it was measured: at a model's profiled
+        step counts, with that step count's margin (`training.prompt_clip_margins`
+        calibrates them there). Between them a curve holds the promise of the profiled
+        step count below (more steps do not lower CLIP), so the planning rule, which takes
+        the fewest steps reaching min CLIP, plans prompt-aware jobs at profiled step
+        counts only; below the first one nothing is promised. A model the predictor has
+        no margins for (not profiled with prompt features) keeps its prompt-blind curve."""
         spec = predictor.spec
         if spec.target_mode != "raw" or spec.target != "clip_score":
             raise InvalidInputError("prompt_clip: not a CLIP predictor on a raw target")
         self._prompt_cols = [spec.features.index(f) for f in PROMPT_FEATURES]
         self._prompt_booster = predictor.model.booster_
-        # Trees are piecewise constant in steps: steps between the same two log_steps
-        # thresholds predict alike for every prompt, so one row stands for the run
-        # (a model over 50 steps profiled at 4 counts needs ~5 rows, not 50).
-        steps_col = spec.features.index("log_steps")
-        cuts = split_thresholds(self._prompt_booster, steps_col)
         for key, t in self._tables.items():
             res = key[1]
             models: list[ModelOption] = []
@@ -297,48 +283,71 @@ class Planner:
                     models.append(o)
             S = len(t.steps)
             frames, margin, row_of = [], [], np.full(len(models) * S, -1)
+            blind_models = set()
             n_rows = 0
             for i, o in enumerate(models):
-                steps = t.steps[(t.steps >= o.steps_min) & (t.steps <= o.steps_max)]
                 mk = model_key(o.name, o.version)
+                profiled = np.array(
+                    sorted(
+                        s
+                        for s in spec.profiled_steps.get(mk, [])
+                        if o.steps_min <= s <= o.steps_max and s in spec.step_margin.get(mk, {})
+                    ),
+                    dtype=int,
+                )
+                if not len(profiled):
+                    blind_models.add(i)
+                    continue
+                m = spec.margin_at(mk, profiled)
                 self.prompt_clip_margins[mk] = promise_margin(predictor, mk)
-                # per step count: the margin of the profiled step counts around it
-                m = spec.margin_at(mk, steps)
-                frame = self._curve_frame(o, o.accelerators[0], res, steps)
-                cell = np.searchsorted(cuts, frame["log_steps"].to_numpy(), side="left")
-                new_run = np.r_[True, (cell[1:] != cell[:-1]) | (m[1:] != m[:-1])]
-                first = np.flatnonzero(new_run)
-                frames.append(frame.iloc[first])
-                margin.append(m[first])
-                run = np.cumsum(new_run) - 1
-                row_of[i * S + steps - 1] = n_rows + run
-                n_rows += len(first)
-            x = numeric_frame(spec, pd.concat(frames, ignore_index=True))
+                frames.append(self._curve_frame(o, o.accelerators[0], res, profiled))
+                margin.append(m)
+                steps = t.steps[(t.steps >= o.steps_min) & (t.steps <= o.steps_max)]
+                below = np.searchsorted(profiled, steps, side="right") - 1
+                row_of[i * S + steps - 1] = np.where(below >= 0, n_rows + below, -1)
+                n_rows += len(profiled)
+            n_cols = len(spec.features)
+            x = (
+                numeric_frame(spec, pd.concat(frames, ignore_index=True))
+                if frames
+                else np.zeros((0, n_cols))
+            )
+            label_model = np.array([models.index(o) for o, _ in t.labels])
             self._prompt_tables[key] = _PromptTable(
                 x,
-                np.concatenate(margin),
+                np.concatenate(margin) if margin else np.zeros(0),
                 row_of,
-                np.array([models.index(o) for o, _ in t.labels]),
+                label_model,
                 len(models),
+                np.isin(label_model, sorted(blind_models)),
             )
 
     def prompt_curves(
         self, style: str, resolution: tuple[int, int], features: PromptFeatures
     ) -> np.ndarray:
         """(n, S) the CLIP a plan promises a job with these prompt features, per table
-        row and step: the prompt-aware prediction less its margin (-inf off range)."""
+        row and step: the prompt-aware prediction less its margin at the profiled step
+        count at or below (-inf below the first and off range; the prompt-blind curve at
+        the prompt's token count for a model without prompt-aware margins)."""
         key = (style, tuple(resolution), features.key())
         hit = self._prompt_cache.get(key)
         if hit is not None:
             self._prompt_cache.move_to_end(key)
             return hit
         pt = self._prompt_tables[(style, tuple(resolution))]
-        x = pt.x.copy()
-        x[:, self._prompt_cols] = list(features.columns().values())
-        # one thread: a few rows, and no waiting on a second core another job holds
-        pred = self._prompt_booster.predict(x, num_threads=1) - pt.margin
-        by_model = np.where(pt.row_of >= 0, pred[pt.row_of], -np.inf)
+        if len(pt.x):
+            x = pt.x.copy()
+            x[:, self._prompt_cols] = list(features.columns().values())
+            # one thread: a few rows, and no waiting on a second core another job holds
+            pred = self._prompt_booster.predict(x, num_threads=1) - pt.margin
+            by_model = np.where(pt.row_of >= 0, pred[pt.row_of], -np.inf)
+        else:
+            by_model = np.full(len(pt.row_of), -np.inf)
         out = by_model.reshape(pt.n_models, -1)[pt.label_model]
+        if pt.blind.any():
+            t = self._tables[(style, tuple(resolution))]
+            bucket = int(np.abs(np.asarray(TOKEN_BUCKETS) - features.tokens).argmin())
+            out[pt.blind] = t.clip[bucket][pt.blind]
         self._prompt_cache[key] = out
         if len(self._prompt_cache) > PROMPT_CACHE:
             self._prompt_cache.popitem(last=False)
@@ -493,9 +502,14 @@ class Planner:
         if not has.any():
             best_row, best_col = np.unravel_index(np.argmax(clip), clip.shape)
             o, acc = t.labels[best_row]
-            margins = self.prompt_clip_margins if features else self.clip_margins
-            margin = margins.get(model_key(o.name, o.version), 0.0)
-            mean = "this prompt's predicted mean" if features else "mean"
+            pt = self._prompt_tables.get((style, res)) if features is not None else None
+            aware = pt is not None and not pt.blind[best_row]
+            if aware:  # the margin of the profiled step count the best promise stands at
+                at = pt.row_of[pt.label_model[best_row] * len(t.steps) + best_col]
+                margin = float(pt.margin[at]) if at >= 0 else 0.0
+            else:
+                margin = self.clip_margins.get(model_key(o.name, o.version), 0.0)
+            mean = "this prompt's predicted mean" if aware else "mean"
             promised = (
                 f" (promised for {CLIP_COVERAGE * 100:.0f} % of prompts: {mean} less {margin:.1f})"
                 if margin

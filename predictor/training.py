@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import lightgbm as lgb
 import numpy as np
@@ -94,6 +94,9 @@ PROMPT_CLIP_PARAMS: dict = {
     "min_child_samples": 20,
     "n_estimators": 200,
     "colsample_bytree": 0.7,
+    # a few hundred rows: one thread is as fast, and 4-5x faster on a busy host, where
+    # OpenMP threads wait for a core another process holds (the calibration fits 16x)
+    "n_jobs": 1,
 }
 
 CLIP_COVERAGE = 0.95  # the share of unseen prompts whose CLIP reaches what a plan promises
@@ -110,7 +113,7 @@ def clip_margins(
     margins and, per model, the MAE on unseen prompts (logged with the metrics). No
     margin (0) for a model whose rows span fewer than 2 prompts (published curves).
     Third, per model and profiled step count, the margin of a promise at that step
-    count (`FeatureSpec.step_margin`, what prompt-aware plans promise by): the step's own
+    count (`FeatureSpec.step_margin`, what `blind_step_margins` plans promise by): the step's own
     lower tail scaled by one per-model factor calibrated on the jobs plans would promise
     on (`planned_margin`); NO_PROMISE where no margin holds for CLIP_COVERAGE of them."""
     prompts = data["prompt_id"].astype(str)
@@ -222,6 +225,182 @@ def planned_margin(
     return max(0.0, m)
 
 
+# The prompt-aware predictor's promise (`prompt_clip_margins`): what a plan promises is
+# the prediction at a profiled step count less lambda times that (model, step count)'s
+# spread of errors on captions (and seeds) the predictor never saw; one lambda, the
+# smallest for which the planning rule, replayed on those errors, keeps CLIP_COVERAGE of
+# the jobs it plans, with the finite-sample correction of `promise_level` (a job lands
+# where its bound first reaches min CLIP, on the fastest model: the selection a per-row
+# quantile ignores, and which the old per-row margins missed).
+# caption folds of the cross-fit: leave one caption out up to this many captions (no
+# luck of a fold draw: the salted prompt ids would draw other folds in every home)
+PROMPT_CLIP_FOLDS = 32
+SEED_FOLDS = 2  # seed folds, where the sweep gave several captions the same seeds
+PLANNED_MIN_CLIPS = 64  # min CLIPs, evenly over the measured range, the replay plans
+LAMBDA_GRID = np.round(np.arange(0.0, 8.0001, 0.025), 3)
+
+
+def is_prompt_aware(spec: FeatureSpec) -> bool:
+    return spec.target == "clip_score" and "prompt_pc0" in spec.features
+
+
+def cross_fit_folds(prompts: np.ndarray, seeds: np.ndarray, folds: int = PROMPT_CLIP_FOLDS):
+    """(fit rows, predicted rows) masks of a cross-fit in which no row is predicted by a
+    model that saw its caption, nor its seed where seeds are shared by captions.
+
+    A new job is a new caption and, in serving, a new seed. The sweep runs every caption
+    at the same few seeds (the same initial noise), and the noise moves every caption's
+    CLIP alike: a fold that kept the held-out seed would learn that seed's luck. So with
+    shared seeds the folds are captions x seed groups (the fits then see a fraction of
+    the seeds: their errors are, if anything, larger than the final model's)."""
+    prompts = np.asarray(prompts).astype(str)
+    seeds = np.asarray(seeds)
+    uniq = np.array(sorted(set(prompts)))
+    k = min(folds, len(uniq))
+    fold = pd.Series(np.arange(len(uniq)) % k, index=uniq).loc[prompts].to_numpy()
+    useed = np.unique(seeds)
+    shared = len(useed) > 1 and pd.Series(prompts).groupby(seeds).nunique().max() > 1
+    groups = min(SEED_FOLDS, len(useed)) if shared else 1
+    seed_fold = pd.Series(np.arange(len(useed)) % groups, index=useed).loc[seeds].to_numpy()
+    out = []
+    for f in range(k):
+        for g in range(groups):
+            held = (fold == f) & (seed_fold == g)
+            fit = (fold != f) & ((seed_fold != g) if groups > 1 else True)
+            if held.any() and fit.any():
+                out.append((fit, held))
+    return out
+
+
+def _cross_fit(data: pd.DataFrame, spec: FeatureSpec, params: dict) -> np.ndarray:
+    """Every row's CLIP predicted by a model that never saw its caption (nor its seed)."""
+    pred = np.full(len(data), np.nan)
+    y = data[spec.target].to_numpy(dtype=float)
+    params = {**params, "n_jobs": 1}  # many small fits: see PROMPT_CLIP_PARAMS
+    for fit, held in cross_fit_folds(data["prompt_id"].to_numpy(), data["seed"].to_numpy()):
+        fit_spec = spec.with_categories(data[fit])
+        model = lgb.LGBMRegressor(monotone_constraints=list(fit_spec.monotone), **params)
+        model.fit(fit_spec.frame(data[fit]), y[fit], categorical_feature=list(fit_spec.categorical))
+        pred[held] = model.predict(fit_spec.frame(data[held]))
+    return pred
+
+
+@dataclass
+class PlanReplay:
+    """Cross-fitted predictions and measured CLIP as (unit, model, step) cubes, a unit
+    being one caption at one seed (NaN where not measured), and each (model, step)'s
+    latency: what `coverage` replays the planning rule on."""
+
+    pred: np.ndarray
+    clip: np.ndarray
+    latency: np.ndarray  # (models, steps)
+    caption: np.ndarray  # (units,) caption of each unit
+    models: list[str]
+    steps: list[int]
+
+    @classmethod
+    def build(cls, data: pd.DataFrame, pred: np.ndarray) -> PlanReplay:
+        unit = data["prompt_id"].astype(str) + "|" + data["seed"].astype(str)
+        units, ui = np.unique(unit.to_numpy(), return_inverse=True)
+        models, mi = np.unique(data["model"].astype(str).to_numpy(), return_inverse=True)
+        steps, si = np.unique(data["steps"].to_numpy(dtype=int), return_inverse=True)
+        shape = (len(units), len(models), len(steps))
+        p, y = np.full(shape, np.nan), np.full(shape, np.nan)
+        p[ui, mi, si] = pred
+        y[ui, mi, si] = data["clip_score"].to_numpy(dtype=float)
+        lat = np.tile(steps.astype(float), (len(models), 1))  # no latencies: steps rank
+        if "latency_s" in data.columns:
+            cell = pd.DataFrame({"m": mi, "s": si, "l": data["latency_s"].astype(float)})
+            med = cell.groupby(["m", "s"])["l"].median()
+            med = med[np.isfinite(med)]
+            if len(med) == len(cell.groupby(["m", "s"])):
+                lat[med.index.get_level_values(0), med.index.get_level_values(1)] = med
+        caption = np.array([u.split("|", 1)[0] for u in units])
+        return cls(p, y, lat, caption, list(models), [int(s) for s in steps])
+
+    def coverage(self, margins: np.ndarray, min_clips: np.ndarray) -> tuple[float, float]:
+        """(share of planned jobs whose CLIP reaches the promise, share of requests
+        refused) when every unit is planned at every min CLIP of `min_clips`: per model
+        the fewest steps whose bound (prediction - margin) reaches min CLIP, the fastest
+        such model, its bound the promise (as `Planner.plan` with prompt features)."""
+        bound = np.where(np.isnan(self.pred), -np.inf, self.pred - margins[None])
+        n, nm, _ = bound.shape
+        rows, cols = np.arange(n), np.arange(nm)[None]
+        met = planned = 0
+        for u in min_clips:
+            ok = bound >= u
+            has, first = ok.any(axis=2), ok.argmax(axis=2)
+            lat = np.where(has, self.latency[cols, first], np.inf)
+            best = lat.argmin(axis=1)
+            feasible = has.any(axis=1)
+            st = first[rows, best]
+            met += np.sum(feasible & (self.clip[rows, best, st] >= bound[rows, best, st]))
+            planned += feasible.sum()
+        total = n * len(min_clips)
+        return (met / planned if planned else 1.0), 1.0 - planned / total
+
+
+def promise_level(captions: int) -> float:
+    """The coverage the replay must show for CLIP_COVERAGE on new captions: the split
+    conformal level (1 + 1/n) * CLIP_COVERAGE, captions being the exchangeable units."""
+    return min(1.0, CLIP_COVERAGE * (1.0 + 1.0 / max(captions, 1)))
+
+
+def prompt_clip_margins(
+    data: pd.DataFrame, spec: FeatureSpec, params: dict
+) -> tuple[dict[str, float], dict[str, float], dict[str, dict[int, float]]]:
+    """The prompt-aware CLIP predictor's promise margins: per model key and profiled
+    step count, lambda times the spread (sd) of the cross-fitted errors there, lambda
+    the smallest of LAMBDA_GRID from which on the replayed plans (`PlanReplay`, min CLIPs
+    evenly over the measured range) meet their promise at `promise_level`; NO_PROMISE
+    everywhere when none does. Returns (per model: the margin at its most steps, what a
+    refusal quotes), metrics (MAE on unseen captions per model, lambda, the replayed
+    coverage and refused share), and the step margins (`FeatureSpec.step_margin`)."""
+    prompts = data["prompt_id"].astype(str)
+    if prompts.nunique() < 2:
+        return {}, {}, {}
+    keep = data.groupby("model")["prompt_id"].transform("nunique") >= 2
+    data = data[keep.to_numpy()].reset_index(drop=True)
+    pred = _cross_fit(data, spec, params)
+    ok = np.isfinite(pred)
+    if "batch_size" in data.columns and (data["batch_size"] == 1).any():
+        ok &= (data["batch_size"] == 1).to_numpy()  # a promise is per image: batch-1 rows
+    data, pred = data[ok].reset_index(drop=True), pred[ok]
+    replay = PlanReplay.build(data, pred)
+    err = replay.pred - replay.clip
+    with np.errstate(invalid="ignore"):
+        spread = np.nan_to_num(np.nanstd(err, axis=0), nan=NO_PROMISE)
+    y = data["clip_score"].to_numpy(dtype=float)
+    min_clips = np.linspace(float(y.min()), float(y.max()), PLANNED_MIN_CLIPS)
+    level = promise_level(data["prompt_id"].nunique())
+    lam, cov, refused = math.inf, 1.0, 1.0
+    for candidate in LAMBDA_GRID[::-1]:  # the smallest lambda from which on all hold
+        c, r = replay.coverage(candidate * spread, min_clips)
+        if c < level:
+            break
+        lam, cov, refused = float(candidate), c, r
+    margins, metrics, step_margins = {}, {}, {}
+    for i, key in enumerate(replay.models):
+        m = np.minimum(lam * spread[i], NO_PROMISE) if math.isfinite(lam) else None
+        step_margins[key] = {
+            st: (float(m[j]) if m is not None else NO_PROMISE)
+            for j, st in enumerate(replay.steps)
+            if np.isfinite(replay.clip[:, i, j]).any()
+        }
+        margins[key] = step_margins[key][max(step_margins[key])]
+        e = np.abs(err[:, i])
+        metrics[f"mae_unseen_prompts/{key.replace('@', '_v')}"] = float(np.nanmean(e))
+    metrics.update(
+        {
+            "promise_lambda": lam if math.isfinite(lam) else -1.0,
+            "promise_replay_coverage": float(cov),
+            "promise_replay_refused": float(refused),
+            "promise_replay_level": level,
+        }
+    )
+    return margins, metrics, step_margins
+
+
 def train(
     df: pd.DataFrame,
     spec: FeatureSpec,
@@ -252,7 +431,21 @@ def train(
     pred = spec.decode_target(model.predict(spec.frame(test_df)), test_df)
     y = test_df[spec.target].astype(float).to_numpy()
     metrics = evaluate(spec, y, pred, test_df)
-    if spec.target == "clip_score":
+    if is_prompt_aware(spec):
+        margins, unseen, step_margins = prompt_clip_margins(data, spec, params)
+        spec = spec.with_margins(margins, step_margins)
+        metrics.update(unseen)
+        # the held-out rows have said what they can; the model serving promises is the
+        # one that learnt every caption and seed (few captions: each one counts)
+        refit = spec.with_categories(data)
+        spec = replace(refit, lower_margin=spec.lower_margin, step_margin=spec.step_margin)
+        model = lgb.LGBMRegressor(monotone_constraints=list(spec.monotone), **params)
+        model.fit(
+            spec.frame(data),
+            data[spec.target].to_numpy(dtype=float),
+            categorical_feature=list(spec.categorical),
+        )
+    elif spec.target == "clip_score":
         margins, unseen, step_margins = clip_margins(data, spec, params)
         spec = spec.with_margins(margins, step_margins)
         metrics.update(unseen)

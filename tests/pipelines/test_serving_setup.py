@@ -15,7 +15,6 @@ def test_a_residency_bound_must_be_a_positive_integer(tmp_path, bound):
         build_spec(Settings(home=tmp_path), max_resident=bound)
 
 
-
 def test_cpu_engines_default_to_the_threads_the_sweep_profiled_at(serving_settings):
     """A profile holds as served only if the sweep and the engines ran torch at the same
     threads: one rule, `cpu_threads`."""

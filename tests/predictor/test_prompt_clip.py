@@ -7,6 +7,7 @@ mean, a prompt-aware one close to the prompt's own curve, and both promises must
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -14,7 +15,7 @@ import pandas as pd
 import pytest
 
 from predictor.features import CLIP_SPEC, PROMPT_CLIP_SPEC, add_derived_columns
-from predictor.planner import ModelOption, Planner, numeric_frame
+from predictor.planner import TOKEN_BUCKETS, ModelOption, Planner, numeric_frame
 from predictor.prompt_features import PC_COLUMNS, PROMPT_COMPONENTS, PromptFeatures
 from predictor.training import train
 from sdaas.errors import InvalidInputError
@@ -75,7 +76,7 @@ def world():
     rng = np.random.default_rng(0)
     seen, unseen = prompt_world(60, rng), prompt_world(40, rng, first=1000)
     train_df = frame(seen, rng)
-    params = {"n_estimators": 200}
+    params = {"n_estimators": 200, "n_jobs": 1}  # small fits: one thread is faster
     return dict(
         seen=seen,
         unseen=unseen,
@@ -148,18 +149,30 @@ def test_without_features_plans_are_unchanged(planners):
 
 
 def test_prompt_curves_are_the_bound_of_this_prompt(world, planners):
+    """At a profiled step count: this prompt's prediction less that step's margin; in
+    between, the promise of the profiled step count below (nothing is promised where
+    nothing was measured)."""
     _, planner = planners
     aware = world["aware"]
     f = world["unseen"][0]["features"]
     curves = planner.prompt_curves("photo", (64, 64), f)
     t = planner.curves("photo", (64, 64))
+    at = np.array([1, 2, 2, 4, 4, 4, 4, 8, 8, 8, 8, 8, 8, 8, 8, 16])  # steps 1..16
     for row, (o, acc) in enumerate(t.labels):
-        grid = planner._curve_frame(o, acc, (64, 64), np.arange(1, 17))
+        grid = planner._curve_frame(o, acc, (64, 64), at)
         for col, v in f.columns().items():
             grid[col] = v
-        want = aware.predict(grid) - aware.spec.margin_at(f"{o.name}@1", np.arange(1, 17))
+        want = aware.predict(grid) - aware.spec.margin_at(f"{o.name}@1", at)
         np.testing.assert_allclose(curves[row, :16], want, atol=1e-6)
         assert np.all(np.diff(aware.predict(grid)) >= -1e-9)  # the mean: monotone in steps
+    # so a prompt-aware plan lands on a profiled step count, promising its bound there
+    rng = np.random.default_rng(11)
+    for p in world["unseen"][:10]:
+        for mc in rng.uniform(0.0, 60.0, 5):
+            plan = planner.plan("photo", 3600.0, float(mc), prompt_features=p["features"])
+            if plan.feasible:
+                assert plan.steps in STEPS, plan
+                assert plan.predicted_clip >= mc
     # the numpy matrix the planner feeds LightGBM is the DataFrame's, in codes
     grid = planner._curve_frame(t.labels[1][0], ACC, (64, 64), np.arange(1, 4))
     x = numeric_frame(aware.spec, grid)
@@ -185,6 +198,12 @@ def test_easy_prompts_get_plans_hard_ones_are_refused(world, planners):
     refused = planner.plan("photo", 3600.0, target, prompt_features=hard)
     assert not refused.feasible
     assert "this prompt's predicted mean less" in refused.reason
+    # the margin it quotes is the one of the step count its best promise stands at
+    steps, model, margin = re.search(
+        r"at (\d+) steps on (\S+) .* less ([\d.]+)\)", refused.reason
+    ).groups()
+    want = world["aware"].spec.margin_at(f"{model}@1", np.array([int(steps)]))[0]
+    assert float(margin) == pytest.approx(want, abs=0.05)
     # per accelerator, the same choice
     per = planner.per_accelerator("photo", target, prompt_features=easy)
     assert per[ACC][1] == plan.steps
@@ -270,3 +289,122 @@ def test_planned_margin_covers_the_jobs_a_plan_would_promise():
     promised = pred - m > 0
     assert np.mean(y[promised] >= (pred - m)[promised]) >= CLIP_COVERAGE - 0.01
     assert np.mean(y[~low] >= pred[~low] - plain) < 0.92  # the plain one falls short there
+
+
+def test_cross_fit_holds_out_the_caption_and_a_shared_seed():
+    """No row is predicted by a fit that saw its caption, nor, where the sweep ran every
+    caption at the same seeds, its seed; every row is predicted exactly once."""
+    from predictor.training import cross_fit_folds
+
+    prompts = np.repeat([f"p{i}" for i in range(10)], 4)
+    shared = np.tile([0, 1, 0, 1], 10)
+    folds = cross_fit_folds(prompts, shared, folds=5)
+    assert len(folds) == 10  # 5 caption folds x 2 seed groups
+    times = np.zeros(len(prompts), dtype=int)
+    for fit, held in folds:
+        times += held
+        assert not set(prompts[fit]) & set(prompts[held])
+        assert not set(shared[fit]) & set(shared[held])
+        assert fit.sum() > 0
+    assert np.all(times == 1)
+    # a seed of its own per caption: caption folds only, every other row fitted on
+    own = np.arange(len(prompts))
+    folds = cross_fit_folds(prompts, own, folds=5)
+    assert len(folds) == 5
+    for fit, held in folds:
+        assert not set(prompts[fit]) & set(prompts[held])
+        assert np.all(fit == ~held)
+
+
+def test_replay_plans_by_the_planning_rule():
+    """One caption, a fast and a slow model at two step counts: each min CLIP lands on
+    the fastest (model, fewest steps) whose bound reaches it, and is met or not by that
+    job's measured CLIP."""
+    from predictor.training import PlanReplay
+
+    replay = PlanReplay(
+        pred=np.array([[[30.0, 50.0], [60.0, 70.0]]]),
+        clip=np.array([[[25.0, 55.0], [65.0, 60.0]]]),
+        latency=np.array([[1.0, 2.0], [3.0, 4.0]]),
+        caption=np.array(["p0"]),
+        models=["fast", "slow"],
+        steps=[1, 2],
+    )
+    # 20: fast@1 promises 30, gets 25 (missed); 40: fast@2 (2 s) beats slow@1 (3 s),
+    # promises 50, gets 55; 55: slow@1, 60 <= 65; 65: slow@2, 70 > 60 (missed); 80: none
+    cov, refused = replay.coverage(np.zeros((2, 2)), np.array([20.0, 40.0, 55.0, 65.0, 80.0]))
+    assert (cov, refused) == pytest.approx((0.5, 0.2))
+    # a margin of 10 on every promise: all four planned jobs meet theirs
+    cov, refused = replay.coverage(np.full((2, 2), 10.0), np.array([10.0, 30.0, 45.0, 55.0]))
+    assert (cov, refused) == pytest.approx((1.0, 0.0))
+
+
+def test_prompt_aware_plans_keep_their_promise_on_unseen_prompts(world, planners):
+    """Requests for prompts never trained on, each job's CLIP drawn fresh: at least
+    CLIP_COVERAGE of the planned jobs reach what their plan promised (a few points of
+    sampling slack), and fewer requests are refused than prompt-blind."""
+    from predictor.training import CLIP_COVERAGE
+
+    blind, planner = planners
+    rng = np.random.default_rng(21)
+    met = planned = refused_aware = refused_blind = 0
+    for _ in range(1500):
+        p = world["unseen"][int(rng.integers(len(world["unseen"])))]
+        mc = float(rng.uniform(0.0, 70.0))
+        plan = planner.plan("photo", 3600.0, mc, prompt_features=p["features"])
+        refused_blind += not blind.plan("photo", 3600.0, mc).feasible
+        if not plan.feasible:
+            refused_aware += 1
+            continue
+        clip = curve(plan.model, plan.steps) + p["offset"] + rng.normal(0.0, SEED_SD)
+        met += clip >= plan.predicted_clip
+        planned += 1
+    assert planned > 300
+    assert met / planned >= CLIP_COVERAGE - 0.03, met / planned
+    assert refused_aware < 0.8 * refused_blind, (refused_aware, refused_blind)
+
+
+def test_a_seed_shared_by_captions_widens_the_margins():
+    """Each seed moves every caption's CLIP alike (the same initial noise): held out by
+    seed, the cross-fit sees that luck and the margins grow; with the same rows given
+    seeds of their own it cannot (nothing to hold out), so they are narrower."""
+    from predictor.training import prompt_clip_margins
+
+    rng = np.random.default_rng(4)
+    prompts = prompt_world(40, rng)
+    df = frame(prompts, rng, seeds=(0, 1))
+    luck = np.where(df["seed"] == 0, 8.0, -8.0)
+    df["clip_score"] = df["clip_score"] + luck
+    params = {"n_estimators": 100, "verbose": -1, "n_jobs": 1}
+    _, _, shared = prompt_clip_margins(df, PROMPT_CLIP_SPEC, params)
+    own = df.assign(seed=df["prompt_id"].str[1:].astype(int) * 2 + df["seed"])
+    _, _, separate = prompt_clip_margins(own, PROMPT_CLIP_SPEC, params)
+    for key in shared:
+        for st in STEPS:
+            assert shared[key][st] > separate[key][st] + 3.0, (key, st, shared, separate)
+
+
+def test_a_model_without_prompt_margins_keeps_its_blind_curve(world, latency_model):
+    """The prompt-aware predictor promises nothing it has not calibrated: a model it has
+    no margins for is planned on its prompt-blind curve, even with prompt features."""
+    from dataclasses import replace
+
+    aware = world["aware"]
+    spec = aware.spec
+    only_a = spec.with_margins(
+        {"m-a@1": spec.lower_margin["m-a@1"]}, {"m-a@1": spec.step_margin["m-a@1"]}
+    )
+    opts = [
+        ModelOption("m-a", "1", ("photo",), 1, 16, ((64, 64),), 7.5, (ACC,)),
+        ModelOption("m-b", "1", ("photo",), 1, 16, ((64, 64),), 7.5, (ACC,)),
+    ]
+    planner = Planner(opts, latency_model, world["blind"], prompt_clip=replace(aware, spec=only_a))
+    f = world["unseen"][2]["features"]
+    curves = planner.prompt_curves("photo", (64, 64), f)
+    t = planner.curves("photo", (64, 64))
+    bucket = int(np.abs(np.array(TOKEN_BUCKETS) - f.tokens).argmin())
+    for row, (o, _) in enumerate(t.labels):
+        if o.name == "m-b":
+            np.testing.assert_array_equal(curves[row], t.clip[bucket][row])
+        else:
+            assert not np.array_equal(curves[row], t.clip[bucket][row])
