@@ -222,7 +222,8 @@ CLIP_SPEC = FeatureSpec(
 # The prompt-aware CLIP predictor: the same curve inputs plus what may be known of the
 # prompt (`predictor.prompt_features`: token and object counts, the CLIP text embedding's
 # coordinates on the sweep's PCA basis). Trained only on rows that carry them; its
-# `lower_margin` is the conformal margin of prompt-grouped cross-validation, as above.
+# `step_margin` is calibrated on the planning rule replayed on caption-held-out errors
+# (`predictor.training.prompt_clip_margins`).
 PROMPT_CLIP_SPEC = FeatureSpec(
     target="clip_score",
     features=("model", "log_steps", "pixels", "guidance_scale", *PROMPT_FEATURES),
