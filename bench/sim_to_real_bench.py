@@ -237,6 +237,7 @@ def main() -> None:
     args = ap.parse_args()
     from adapters.kafka_broker import EmbeddedBroker
     from engine.runtime import ServingRuntime
+    from models.backend import cpu_threads
     from pipelines.prompts import TOYWORLD_PROMPT_SET
     from pipelines.serving_setup import build_spec, observed_corrections
 
@@ -294,7 +295,8 @@ def main() -> None:
         "benchmark": "sim_to_real",
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
         "host": host_info(load0),
-        "hardware": "CPU (this host): one device engine, torch's default threads",
+        "hardware": f"CPU (this host): one device engine at serving's {cpu_threads()} torch "
+        "thread(s) (models.backend.cpu_threads)",
         "workload": {
             "jobs_per_arm": len(jobs),
             "steps_planned": steps,
