@@ -143,15 +143,11 @@ class SlackSjf(Policy):
     def place(self, j: int, t: float) -> int | None:
         sim = self.sim
         c = sim.cls[j]
-        planned = sim.options.planned[c]
-        # sim.place_earliest_finish(j, loads=True), without a call
-        k, finish = sim.earliest_finish(j, planned, True)
-        if k < 0:
+        k = sim.place_earliest_finish(j, loads=True)
+        if k is None:
             return None
-        sim.assign(j, k, planned[k])
-        sim.finish_pred[j] = finish
         slo = sim.latency_slo_s[c]
-        if finish + self._spare * planned[k].pred_s <= slo:  # in time, with the margin
+        if sim.finish_pred[j] + self._spare * sim.pred[j] <= slo:  # in time, with the margin
             return k
         relaxed = sim.options.relaxed[c]
         if self.downshift:
@@ -340,29 +336,19 @@ class SlackSjf(Policy):
         cold, resident, load_s = sim.config.cold_start, sim.resident[inst], sim.catalog.load_s
         pred = self._run_is_pred
         late = None  # the first option only its load makes late
-        spare = self._spare
-        if spare:  # first one that makes the deadline with the margin to spare
-            spare += 1.0
+        # first the options that make the deadline with the margin to spare (8), then on
+        # the bare prediction
+        for f in (1.0 + self._spare, 1.0) if self._spare else (1.0,):
             for o in order:
                 if o is None:
                     continue
                 m = o.model
-                x = t + o.pred_s * spare
-                if x + (0.0 if not cold or m in resident else load_s[m]) <= due:
-                    if m != sim.model[j] or o.steps != sim.steps[j] or o.pred_s != sim.pred[j]:
-                        sim.reassign(j, o)
+                x = t + (o.pred_s if pred else self._run_s(j, o)) * f
+                if x + (0.0 if not cold or m in resident else load_s[m]) <= due:  # _load
+                    self._runs(j, o)
                     return RUN
-        for o in order:
-            if o is None:
-                continue
-            m = o.model
-            x = t + (o.pred_s if pred else self._run_s(j, o))
-            if x + (0.0 if not cold or m in resident else load_s[m]) <= due:  # _load
-                if m != sim.model[j] or o.steps != sim.steps[j] or o.pred_s != sim.pred[j]:
-                    sim.reassign(j, o)  # _runs
-                return RUN
-            if x <= due and late is None:
-                late = o
+                if f == 1.0 and x <= due and late is None:
+                    late = o
         if late is None:
             return HOPELESS
         verdict = self._late_by_load(queue, kind, late.model, inst, t)
