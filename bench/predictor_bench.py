@@ -173,11 +173,12 @@ def noise_verdict(real: dict) -> str:
     return f"quiet: no measured fit flagged; load {load:.2f}/core after{floor_note}"
 
 
-def first_served_probes(settings) -> dict:
+def first_served_probes(settings) -> tuple[dict, list]:
     """Serving started on the bench's home as `sdaas serve` starts it (its device engine
     at serving's torch threads) probes each model at its fewest and most profiled steps
     before any job: how far those first served runs are from the sweep's predictions
-    (issue 28 item 4: profiles measured as served)."""
+    (issue 28 item 4: profiles measured as served). Returns the summary and the probes'
+    observations (serving's first evidence: the direct runs' predictions start from it)."""
     import numpy as np
 
     from adapters.result_store import ResultStore
@@ -205,8 +206,7 @@ def first_served_probes(settings) -> dict:
         "share_within_15pct": float(share),
         "median_error_pct": float(100 * np.median(err)),
         "worst_error_pct": float(100 * worst),
-        "observations": obs,  # taken out before the JSON: the direct runs start from them
-    }
+    }, obs
 
 
 def real_runs(n_jobs: int, headroom: float) -> dict:
@@ -241,7 +241,7 @@ def real_runs(n_jobs: int, headroom: float) -> dict:
 
     frame = load_training_data(s, "measured").frame
     clip_eval = clip_on_held_out_prompts(frame)
-    served = first_served_probes(s)
+    served, probes = first_served_probes(s)
     print(f"CLIP on held-out prompts: MAE {clip_eval['mae']:.2f} ({clip_eval['mae_by_model']})")
     cards = {r.card.name: r.card for r in reg.list()}
     backends = {name: load_backend(c, "cpu") for name, c in cards.items()}
@@ -268,7 +268,9 @@ def real_runs(n_jobs: int, headroom: float) -> dict:
     ref_prompt = prompts[0]
     # what serving has seen (its probes, then every run here): the prediction made just
     # before a run, as serving makes it, is the profile's corrected by these (drift too)
-    seen = list(served.pop("observations"))
+    seen = list(probes)
+    ref_card = cards[REF_CELL[0]]
+    ref_pred = planner.predicted_s(ref_card.key, acc, REF_CELL[1], ref_card.resolution_pairs[0], 1)
 
     def observe(model: str, steps: int, batch: int, pred: float, took: float) -> None:
         key = (cards[model].key, acc, batch)
@@ -296,9 +298,6 @@ def real_runs(n_jobs: int, headroom: float) -> dict:
         # one fixed reference cell after every direct run: how this host's speed drifts
         # over the minutes the direct runs take (a profile is one moment of it)
         reference.append(run(REF_CELL[0], REF_CELL[1], 1, ref_prompt, 0)[0].latency_s)
-        ref_card = cards[REF_CELL[0]]
-        ref_pred = planner.predicted_s(ref_card.key, acc, REF_CELL[1],
-                                       ref_card.resolution_pairs[0], 1)  # fmt: skip
         observe(REF_CELL[0], REF_CELL[1], 1, ref_pred, reference[-1])
     direct_arr, tracked_arr = np.array(direct), np.array(tracked)
     floor = float(np.mean(np.array(self_dev) <= 0.15))
