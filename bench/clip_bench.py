@@ -7,7 +7,8 @@ the real CLIP scorer; the sweep records each prompt's features and saves their b
 the rest, with `--fresh-captions` more drawn from the same generator
 (`models.toyworld.world.prompt_set`, past the 48), are never profiled, never part of the
 basis, never trained on. Each held-out caption gets `HELD_OUT_SEEDS` seeds of its own
-(serving draws a new seed per job; the sweep reuses its seeds for every caption). Then:
+(a job brings a seed of its own; the sweep too gives every caption seeds of its own,
+`pipelines.profile_grid.noise_seed`). Then:
 
 1. held-out-caption CLIP MAE per model, prompt-blind (`sdaas-clip`) and prompt-aware
    (`sdaas-clip-prompt`), at the swept step counts, beside a ceiling no predictor can

@@ -1,7 +1,7 @@
 """Training data: which profile rows, how they are split, and a hash that names them.
 
 Held-out data is chosen by step count (per model: every third interior step count) and
-by seed (the highest seed, when there are several), so the metrics say how well the
+by seed (each prompt's highest seed, when it has several), so the metrics say how well the
 predictor interpolates to step counts and prompts-with-seeds it never saw.
 """
 
@@ -114,14 +114,16 @@ def frame_hash(df: pd.DataFrame) -> str:
 
 
 def holdout_mask(df: pd.DataFrame) -> np.ndarray:
-    """True for held-out rows: some interior step counts per model, and the top seed."""
+    """True for held-out rows: some interior step counts per model, and each prompt's top
+    seed."""
     mask = np.zeros(len(df), dtype=bool)
     for _, idx in df.groupby("model").groups.items():
         steps = sorted(df.loc[idx, "steps"].unique())
         interior = steps[1:-1]
         held = interior[1::3] if len(interior) >= 4 else interior[len(interior) // 2 :][:1]
         mask[df.index.get_indexer(idx)] |= df.loc[idx, "steps"].isin(held).to_numpy()
-    seeds = sorted(df["seed"].unique())
-    if len(seeds) > 1:
-        mask |= (df["seed"] == seeds[-1]).to_numpy()
+    # each prompt's top seed (prompts run at seeds of their own: `noise_seed`)
+    by_prompt = df.groupby("prompt_id")["seed"]
+    several = (by_prompt.transform("nunique") > 1).to_numpy()
+    mask |= several & (df["seed"] == by_prompt.transform("max")).to_numpy()
     return mask

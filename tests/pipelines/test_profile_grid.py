@@ -6,7 +6,7 @@ import pytest
 
 from models.accelerators import Accelerator
 from models.registry import Registry
-from pipelines.profile_grid import SweepConfig, expand_grid, select_cards
+from pipelines.profile_grid import SEED_STRIDE, SweepConfig, expand_grid, select_cards
 from pipelines.prompts import Prompt, load_prompts
 from sdaas.errors import InvalidInputError
 
@@ -29,6 +29,22 @@ def test_grid_is_the_full_product(cards):
     assert {(c.width, c.height) for c in cells} == {(64, 64)}
 
 
+def test_every_prompt_runs_at_seeds_of_its_own(cards):
+    """The same seeds under every caption would move every caption's CLIP alike, and the
+    margins learnt from them would be too small: no seed is shared by two prompts, and a
+    prompt's seeds (and a batch's, one per image) keep their order."""
+    cfg = SweepConfig(steps=(1,), seeds=(0, 1), batch_sizes=(1,))
+    cells = expand_grid(cards[:1], CPU, cfg, PROMPTS)
+    by_prompt = {}
+    for c in cells:
+        by_prompt.setdefault(c.prompt.id, set()).add(c.seed)
+    assert len(by_prompt) == len(PROMPTS) > 1
+    seeds = [s for v in by_prompt.values() for s in v]
+    assert len(seeds) == len(set(seeds)) == 2 * len(PROMPTS)
+    assert by_prompt[PROMPTS[0].id] == {0, 1}  # the first prompt keeps the seeds asked
+    assert by_prompt[PROMPTS[1].id] == {SEED_STRIDE, SEED_STRIDE + 1}
+
+
 def test_unknown_model_is_named_with_the_registered_ones(sweep_settings):
     reg = Registry(sweep_settings.registry_path, model_roots=sweep_settings.model_roots)
     with pytest.raises(InvalidInputError, match="--models: nope: not registered; registered: "):
@@ -45,6 +61,8 @@ def test_empty_registry_says_what_to_do(settings):
     [
         (SweepConfig(steps=()), "--steps: empty"),
         (SweepConfig(seeds=()), "--seeds: empty"),
+        (SweepConfig(seeds=(-1,)), "--seeds"),
+        (SweepConfig(seeds=(999,), batch_sizes=(1, 2)), "each must be in 0..998"),
         (SweepConfig(batch_sizes=(0,)), "--batch-sizes"),
         (SweepConfig(steps=(1, 60)), "serves 1..50, asked 60"),
     ],

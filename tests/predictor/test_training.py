@@ -54,6 +54,7 @@ def test_holdout_takes_interior_steps_per_model_and_the_top_seed():
             "model": ["a"] * 12 + ["b"] * 4,
             "steps": [1, 2, 4, 8, 16, 25] * 2 + [1, 2, 3, 4],
             "seed": [0] * 6 + [1] * 6 + [0] * 4,
+            "prompt_id": ["p"] * 16,
         }
     )
     held = holdout_mask(df)
@@ -62,6 +63,20 @@ def test_holdout_takes_interior_steps_per_model_and_the_top_seed():
     assert held[(df.model == "a") & (df.seed == 1)].all()  # top seed held out whole
     b = df[df.model == "b"]
     assert held[b.index].sum() == 1 and not held[b.index][[0, 3]].any()  # ends kept
+
+
+def test_holdout_takes_each_prompts_top_seed():
+    """Prompts run at seeds of their own (`noise_seed`): each one's top seed is held out,
+    not only the prompt that happens to hold the highest seed of all."""
+    df = pd.DataFrame(
+        {
+            "model": ["a"] * 6,
+            "steps": [1] * 6,
+            "prompt_id": ["p", "p", "q", "q", "r", "r"],
+            "seed": [0, 1, 1000, 1001, 2000, 2000],  # r: one seed, nothing to hold out
+        }
+    )
+    assert holdout_mask(df).tolist() == [False, True, False, True, False, False]
 
 
 def test_noisy_measured_like_profiles_interpolate_within_5_percent():
