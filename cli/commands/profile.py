@@ -30,8 +30,9 @@ def add_parser(subparsers):
     )
     pr.add_argument("--steps", type=comma_list(int, "--steps"), help="comma list, e.g. 1,2,4,8")
     pr.add_argument("--prompts", type=int, help="how many prompts of the prompt set")
-    pr.add_argument("--seeds", type=comma_list(int, "--seeds"), help="comma list (default 0); each prompt "
-                    "runs at seeds of its own: prompt k at k*1000 + each")  # fmt: skip
+    pr.add_argument("--seeds", type=comma_list(int, "--seeds"),
+                    help="comma list (default 0); every prompt runs at seeds of its own: "
+                    "prompt k at k*1000 + each")  # fmt: skip
     pr.add_argument("--batch-sizes", type=comma_list(int, "--batch-sizes"),
                     help="comma list (default 1; 1,2,4 with --full)")  # fmt: skip
     pr.add_argument(
