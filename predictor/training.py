@@ -409,7 +409,8 @@ def train(
     *,
     prompt_basis: PromptBasis | None = None,
 ):
-    """Fit on the non-held-out rows, report metrics on the held-out ones. prompt_basis:
+    """Fit on the non-held-out rows, report metrics on the held-out ones, then refit the
+    model that serves on every row. prompt_basis:
     the basis of the rows' prompt features, kept with the model (the prompt-aware CLIP
     predictor; a request's features must be computed on the same basis)."""
     spec.validate()
@@ -431,24 +432,19 @@ def train(
     pred = spec.decode_target(model.predict(spec.frame(test_df)), test_df)
     y = test_df[spec.target].astype(float).to_numpy()
     metrics = evaluate(spec, y, pred, test_df)
-    if is_prompt_aware(spec):
-        margins, unseen, step_margins = prompt_clip_margins(data, spec, params)
+    if spec.target == "clip_score":
+        fit_margins = prompt_clip_margins if is_prompt_aware(spec) else clip_margins
+        margins, unseen, step_margins = fit_margins(data, spec, params)
         spec = spec.with_margins(margins, step_margins)
         metrics.update(unseen)
-        # the held-out rows have said what they can; the model serving promises is the
-        # one that learnt every caption and seed (few captions: each one counts)
-        refit = spec.with_categories(data)
-        spec = replace(refit, lower_margin=spec.lower_margin, step_margin=spec.step_margin)
-        model = lgb.LGBMRegressor(monotone_constraints=list(spec.monotone), **params)
-        model.fit(
-            spec.frame(data),
-            data[spec.target].to_numpy(dtype=float),
-            categorical_feature=list(spec.categorical),
-        )
-    elif spec.target == "clip_score":
-        margins, unseen, step_margins = clip_margins(data, spec, params)
-        spec = spec.with_margins(margins, step_margins)
-        metrics.update(unseen)
+    # The held-out rows have said what they can; the model that serves is refit on every
+    # row (a third or more were held out: every caption and seed counts, and a step count
+    # held out is one the planner may plan at).
+    refit = spec.with_categories(data)
+    spec = replace(refit, lower_margin=spec.lower_margin, step_margin=spec.step_margin)
+    model = lgb.LGBMRegressor(monotone_constraints=list(spec.monotone), **params)
+    y_all = spec.encode_target(data[spec.target].to_numpy(dtype=float), data)
+    model.fit(spec.frame(data), y_all, categorical_feature=list(spec.categorical))
     return TrainedModel(
         spec,
         model,
