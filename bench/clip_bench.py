@@ -45,6 +45,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_stats import clustered_share
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
@@ -84,22 +86,6 @@ def fresh_captions(n: int, taken: list[str]) -> list[str]:
     more = [t for _, t in prompt_set(len(taken) + n)[len(taken) :]]
     assert not seen & set(more), "fresh captions must be new"
     return more
-
-
-def clustered_share(hits: list[bool], groups: list[str]) -> tuple[float, float]:
-    """(share, half-width of its 95 % interval), the ratio estimator's standard error
-    clustered by group (one caption's jobs move together)."""
-    import numpy as np
-
-    h = np.asarray(hits, dtype=float)
-    if not len(h):
-        return float("nan"), float("nan")
-    share = float(h.mean())
-    g = np.unique(np.asarray(groups), return_inverse=True)[1]
-    dev = np.bincount(g, weights=h - share)
-    k = len(dev)
-    se = float(np.sqrt(np.sum(dev**2) * k / max(k - 1, 1)) / len(h))
-    return share, 1.96 * se
 
 
 def write_prompt_set(path: Path, texts: list[str]) -> Path:
