@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 import time
 from collections.abc import Callable
 
@@ -23,6 +24,7 @@ from adapters.result_store import ResultStore
 from engine.link import DeviceLink
 from engine.spec import ServingSpec
 from predictor.latency_correction import Corrections, Observation
+from profiles.timing import timed_repeats
 from scheduler.catalog import Catalog
 from scheduler.seam import ImageRequest
 
@@ -120,13 +122,19 @@ class Calibrator:
 
     def probe(self, key: str, kind: str, steps: tuple[int, ...]) -> list[Observation]:
         """Timed runs on the first device of `kind`, through its engine: where and as
-        jobs run (a thread, or a device process)."""
+        jobs run (a thread, or a device process). Each step count is timed as the sweep
+        times a cell (`timed_repeats`: 2-5 calls until they agree, their median), so the
+        probe and the profile it checks carry the same noise."""
         link, req = self._where(key, kind)
         link.probe(key, req, steps[0])  # untimed: the first call pays warm-up
         planner = self.spec.planner
         size = (req.width, req.height)
-        return [Observation((key, kind, 1), planner.predicted_s(key, kind, n, size),
-                            link.probe(key, req, n), n) for n in steps]  # fmt: skip
+        out = []
+        for n in steps:
+            times, _ = timed_repeats(lambda n=n: (link.probe(key, req, n), None))
+            predicted = planner.predicted_s(key, kind, n, size)
+            out.append(Observation((key, kind, 1), predicted, statistics.median(times), n))
+        return out
 
     def reference_key(self, kind: str) -> str | None:
         """The model a reference probe of `kind` runs: the fastest predicted at

@@ -16,12 +16,12 @@ from models.card import ModelCard
 from models.registry import Registry
 from pipelines.prompts import DEFAULT_PROMPT_SET, Prompt
 from profiles.steps import QUICK_STEPS
+from profiles.timing import REPEATS
 from sdaas.errors import InvalidInputError
 from sdaas.records import model_key
 
 log = logging.getLogger(__name__)
 
-REPEATS = (2, 5)  # timed calls per cell: at least, at most (until they agree)
 # Every prompt is profiled at seeds of its own: prompt k's seed s is k * SEED_STRIDE + s.
 # The seed moves a CLIP score about as much as the caption does (toy-m at 4 steps: sd 23
 # within a caption at seeds of its own), and the same few seeds under every caption (the

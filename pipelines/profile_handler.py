@@ -6,7 +6,7 @@ row carries the cold start, and each cell (fed as a singleton batch, so every ce
 timed alone) becomes a `ProfileRecord` with its warm latency, mean per-step
 time and CLIP score.
 
-Noise: a cell is timed `REPEATS[0]` times or more, until the calls agree within
+Noise: a cell is timed `REPEATS[0]` times or more (`profiles.timing`), until the calls agree within
 `SPREAD_TARGET` or `REPEATS[1]` calls are spent; the row holds their median, how many
 there were and their spread, with the host's load per core. A busy host so either
 yields settled cells or says it did not.
@@ -34,41 +34,15 @@ from models.backend import GenerationRequest, ModelBackend
 from models.card import ModelCard
 from models.loader import load_backend
 from pipelines.host_load import load_per_core
-from pipelines.profile_grid import REPEATS, ProfileCell
+from pipelines.profile_grid import ProfileCell
 from pipelines.sweep_progress import note_progress
 from profiles.parquet_io import CellFailure
-from profiles.summary import SPREAD_TARGET
+from profiles.timing import REPEATS, relative_spread, timed_repeats
 from sdaas import __version__
 from sdaas.privacy import prompt_tokens
 from sdaas.records import ProfileRecord
 
 log = logging.getLogger(__name__)
-
-
-def relative_spread(values: list[float]) -> float:
-    """How much timed calls of one cell disagree, relative to their median: half the
-    range for two calls, the robust standard deviation (1.4826 MAD) for more, so one
-    call slowed by a burst of background load does not keep a cell unsettled."""
-    if len(values) < 2:
-        return math.nan
-    mid = statistics.median(values)
-    if mid <= 0:
-        return math.inf
-    if len(values) == 2:
-        return (max(values) - min(values)) / (2 * mid)
-    return 1.4826 * statistics.median(abs(v - mid) for v in values) / mid
-
-
-def timed_repeats(run, *, repeats=REPEATS, target=SPREAD_TARGET):
-    """Call `run()` (it returns seconds) until `repeats[0]` calls agree within `target`
-    or `repeats[1]` calls are spent; the calls' seconds, the last call's other output."""
-    times, out = [], None
-    while len(times) < repeats[1]:
-        seconds, out = run()
-        times.append(seconds)
-        if len(times) >= repeats[0] and relative_spread(times) <= target:
-            break
-    return times, out
 
 
 @dataclass

@@ -27,12 +27,13 @@ from models.backend import cpu_threads
 from models.registry import Registry
 from pipelines.host_load import host_load
 from pipelines.parquet_io import WriteFailures, WriteParquetShard
-from pipelines.profile_grid import REPEATS, ProfileCell, SweepConfig, expand_grid, select_cards
+from pipelines.profile_grid import ProfileCell, SweepConfig, expand_grid, select_cards
 from pipelines.profile_handler import ProfilingModelHandler
 from pipelines.prompts import featurize_prompts, load_prompts
 from pipelines.runners import DEFAULT_RUNNER, runner_for
 from pipelines.sweep_progress import PROGRESS_FILE, SweepProgress
 from profiles.parquet_io import CellFailure, read_failures, read_profiles
+from profiles.timing import REPEATS
 from sdaas import __version__
 from sdaas.config import Settings
 from sdaas.errors import InvalidInputError, SdaasError

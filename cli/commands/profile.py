@@ -84,10 +84,11 @@ def add_parser(subparsers):
 
 
 def run(args, settings: Settings) -> int:
-    from pipelines.profile_grid import REPEATS, SweepConfig
+    from pipelines.profile_grid import SweepConfig
     from pipelines.prompts import DEFAULT_PROMPT_SET
     from profiles.steps import FULL_STEPS, QUICK_STEPS
     from profiles.summary import latest_run, summary_report
+    from profiles.timing import REPEATS
 
     if args.reference:
         from profiles.reference import write_reference

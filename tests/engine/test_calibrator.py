@@ -78,3 +78,36 @@ def test_batch_costs_are_measured_once_per_predictor_version_and_reused(tmp_path
     assert np.allclose(cat.batch_factor[(0, 0)][1:], want)
     retrained, _ = calibrate(store, "4")  # a new predictor: its own evidence
     assert retrained.probes
+
+
+class BurstyDevice(Device):
+    """Answers probes from a script of seconds: a burst of background load in the middle."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = iter(seconds)
+
+    def probe(self, key, request, steps, batch=1):
+        self.probes.append((steps, batch))
+        return next(self.seconds)
+
+
+class PredictingPlanner(Planner):
+    def predicted_s(self, key, kind, steps, size, batch=1):
+        return 0.1 * steps
+
+
+def test_a_probe_is_timed_as_the_sweep_times_a_cell(tmp_path):
+    """A first probe is compared with a profile row, the median of 2-5 calls that agree:
+    one call slowed by a burst would have read 3x the truth; the probe repeats until its
+    calls agree and stores their median."""
+    spec = ServingSpec(PredictingPlanner("3"), {KEY: Card()}, (Accelerator("cpu", KIND),), "x")
+    # warm-up, then steps 2: one burst outvoted; steps 10: two calls that agree
+    device = BurstyDevice([9.0, 0.2, 0.6, 0.202, 1.0, 1.01])
+    cal = Calibrator(spec, ResultStore(tmp_path / "r.db"), catalog(), [(0, 0)], [KEY], [KIND],
+                     {KIND: device})  # fmt: skip
+    obs = cal.probe(KEY, KIND, (2, 10))
+    assert [o.steps for o in obs] == [2, 10]
+    assert [o.observed_s for o in obs] == [0.202, pytest.approx(1.005)]
+    assert [o.predicted_s for o in obs] == [pytest.approx(0.2), pytest.approx(1.0)]
+    assert len(device.probes) == 6  # warm-up + 3 + 2
