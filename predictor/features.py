@@ -44,6 +44,11 @@ class FeatureSpec:
     # model key -> {profiled step count: margin}: the same quantile among that step
     # count's rows alone (the spread differs by steps; a plan lands on one step count)
     step_margin: dict[str, dict[int, float]] = field(default_factory=dict)
+    # model key -> {profiled step count: the CLIP that CLIP_COVERAGE of its profiled images
+    # (one caption and seed each) reached}: no promise there exceeds it. Some images score
+    # 0 whatever the mean (toy-s: 16-28 % at every step count), which no margin under the
+    # mean covers where the mean is high (`training.clip_floors`)
+    clip_floor: dict[str, dict[int, float]] = field(default_factory=dict)
 
     def with_margins(
         self, margins: dict[str, float], step_margins: dict | None = None
@@ -53,6 +58,20 @@ class FeatureSpec:
             lower_margin=dict(margins),
             step_margin={k: dict(v) for k, v in (step_margins or {}).items()},
         )
+
+    def floor_at(self, key: str, steps: np.ndarray) -> np.ndarray:
+        """The most a promise at each of `steps` may be for model `key`: the lower of the
+        floors of the profiled step counts around it (the nearest past the profiled
+        range); infinite (no cap) for a model without floors."""
+        steps = np.asarray(steps, dtype=float)
+        by_step = self.clip_floor.get(key)
+        if not by_step:
+            return np.full(len(steps), np.inf)
+        at = np.array(sorted(by_step), dtype=float)
+        f = np.array([by_step[int(s)] for s in at])
+        hi = np.clip(np.searchsorted(at, steps, side="left"), 0, len(at) - 1)
+        lo = np.clip(np.searchsorted(at, steps, side="right") - 1, 0, len(at) - 1)
+        return np.minimum(f[lo], f[hi])
 
     def margin_at(self, key: str, steps: np.ndarray) -> np.ndarray:
         """The margin a promise at each of `steps` takes for model `key`: the larger of
@@ -168,6 +187,10 @@ class FeatureSpec:
             {
                 k: {int(s): float(m) for s, m in v.items()}
                 for k, v in d.get("step_margin", {}).items()
+            },
+            {
+                k: {int(s): float(m) for s, m in v.items()}
+                for k, v in d.get("clip_floor", {}).items()
             },
         )
 

@@ -228,13 +228,15 @@ class Planner:
                     )
                     frame["prompt_tokens"] = tokens
                     c = np.full(len(grid), -np.inf)
+                    key = model_key(o.name, o.version)
                     if self.blind_step_margins:
-                        key = model_key(o.name, o.version)
                         c[lo:hi] = clip_predictor.predict(frame) - clip_predictor.spec.margin_at(
                             key, steps
                         )
                     else:
                         c[lo:hi] = clip_predictor.predict(frame) - margin
+                    # never above what 95 % of the profiled images there reached
+                    c[lo:hi] = np.minimum(c[lo:hi], clip_predictor.spec.floor_at(key, steps))
                     clip_by_bucket.append(c)
                 for acc in o.accelerators:
                     lat = np.full(len(grid), np.inf)

@@ -175,6 +175,29 @@ def clip_margins(
 NO_PROMISE = 100.0  # a margin no CLIP prediction clears: nothing is promised there
 
 
+def clip_floors(data: pd.DataFrame) -> dict[str, dict[int, float]]:
+    """Per model key and profiled step count, the CLIP that CLIP_COVERAGE of its images
+    reached (rows of one image, one caption and seed each): the split-conformal order
+    statistic, the floor(0.05 (n + 1))-th lowest of n, so a new caption's image reaches
+    it with probability >= 0.95; below 19 images, the lowest seen (probability
+    n / (n + 1)). A promise under the mean by a margin misses every image that scores 0
+    (toy-s: 16-28 % of them at every step count); this caps it. None for a model whose
+    rows span fewer than 2 prompts (published curves)."""
+    rows = data[data["clip_score"].notna()]
+    if "batch_size" in rows.columns and (rows["batch_size"] == 1).any():
+        rows = rows[rows["batch_size"] == 1]
+    out: dict[str, dict[int, float]] = {}
+    for key, g in rows.groupby(rows["model"].astype(str)):
+        if g["prompt_id"].nunique() < 2:
+            continue
+        out[key] = {}
+        for st, cell in g.groupby("steps"):
+            y = np.sort(cell["clip_score"].to_numpy(dtype=float))
+            k = max(1, math.floor((1.0 - CLIP_COVERAGE) * (len(y) + 1)))
+            out[key][int(st)] = float(y[k - 1])
+    return out
+
+
 def weighted_quantile(x: np.ndarray, w: np.ndarray, q: float, w_next: float = 0.0) -> float:
     """The q-quantile of x weighted by w, with weight `w_next` more at +inf: weighted
     split conformal (Tibshirani et al. 2019), the next job being that +inf. Infinite when
@@ -443,12 +466,15 @@ def train(
         fit_margins = prompt_clip_margins if is_prompt_aware(spec) else clip_margins
         margins, unseen, step_margins = fit_margins(data, spec, params)
         spec = spec.with_margins(margins, step_margins)
+        if not is_prompt_aware(spec):  # (the prompt-aware calibration replays the zeros)
+            spec = replace(spec, clip_floor=clip_floors(data))
         metrics.update(unseen)
     # The held-out rows have said what they can; the model that serves is refit on every
     # row (a third or more were held out: every caption and seed counts, and a step count
     # held out is one the planner may plan at).
     refit = spec.with_categories(data)
-    spec = replace(refit, lower_margin=spec.lower_margin, step_margin=spec.step_margin)
+    spec = replace(refit, lower_margin=spec.lower_margin, step_margin=spec.step_margin,
+                   clip_floor=spec.clip_floor)  # fmt: skip
     model = lgb.LGBMRegressor(monotone_constraints=list(spec.monotone), **params)
     y_all = spec.encode_target(data[spec.target].to_numpy(dtype=float), data)
     model.fit(spec.frame(data), y_all, categorical_feature=list(spec.categorical))

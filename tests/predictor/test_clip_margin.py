@@ -12,7 +12,7 @@ import pytest
 
 from predictor.features import CLIP_SPEC, FeatureSpec, add_derived_columns
 from predictor.planner import ModelOption, Planner
-from predictor.training import CLIP_COVERAGE, train
+from predictor.training import CLIP_COVERAGE, clip_floors, train
 
 STEPS = (1, 2, 4, 8, 12, 16, 25)
 PROMPT_SD, SEED_SD = 4.0, 1.0
@@ -99,6 +99,35 @@ def test_no_margin_from_a_single_prompt():
 def test_margins_survive_the_saved_spec(trained):
     again = FeatureSpec.from_json(trained.spec.to_json())
     assert again.lower_margin == trained.spec.lower_margin
+    assert again.clip_floor == trained.spec.clip_floor and again.clip_floor
+
+
+def test_floors_are_the_conformal_order_statistic_of_each_cell():
+    """floor(0.05 (n + 1))-th lowest of a cell's n images (the lowest below 19), from
+    rows of one image; none for a model of one prompt."""
+    rows = [dict(model="m@1", steps=4, batch_size=1, prompt_id=f"p{i}", clip_score=float(i))
+            for i in range(39)]  # fmt: skip
+    rows += [dict(model="m@1", steps=8, batch_size=1, prompt_id=f"p{i}", clip_score=10.0 + i)
+             for i in range(10)]  # fmt: skip
+    rows += [dict(model="m@1", steps=8, batch_size=4, prompt_id="p0", clip_score=0.0)]
+    rows += [dict(model="one@1", steps=4, batch_size=1, prompt_id="p0", clip_score=5.0)]
+    assert clip_floors(pd.DataFrame(rows)) == {"m@1": {4: 1.0, 8: 10.0}}
+
+
+def test_no_promise_above_what_images_reach_when_a_share_scores_zero():
+    """A fifth of m-b's images score 0 whatever the caption (as toy-s's do): the margin
+    under the mean does not see that, the floor does, so nothing above 0 is promised on
+    m-b, while m-a (no zeros) keeps its promises."""
+    df = frame(16, np.random.default_rng(3))
+    zero = (df["model"] == "m-b@1") & (df["prompt_id"].str[1:].astype(int) % 5 == 0)
+    df.loc[zero, "clip_score"] = 0.0
+    spec = train(df, CLIP_SPEC, {"n_estimators": 150}).spec
+    steps = np.array(STEPS)
+    assert (spec.floor_at("m-b@1", steps) == 0.0).all()
+    assert (spec.floor_at("m-a@1", steps) > 20.0).all()
+    np.testing.assert_array_equal(
+        spec.floor_at("m-a@1", [3]), min(spec.clip_floor["m-a@1"][2], spec.clip_floor["m-a@1"][4])
+    )
 
 
 def test_planner_promises_the_lower_bound(trained, latency_model):
@@ -111,7 +140,8 @@ def test_planner_promises_the_lower_bound(trained, latency_model):
     grid = planner._curve_frame(opt, acc, (64, 64), np.arange(1, 26))
     mean = trained.predict(grid)
     margin = trained.spec.lower_margin["m-a@1"]
-    np.testing.assert_allclose(table.clip[0, 0, :], mean - margin, atol=1e-6)
+    floor = trained.spec.floor_at("m-a@1", np.arange(1, 26))
+    np.testing.assert_allclose(table.clip[0, 0, :], np.minimum(mean - margin, floor), atol=1e-6)
     assert planner.clip_margins == {"m-a@1": margin}
     # a min CLIP the mean reaches at 4 steps is promised only later
     target = float(mean[3])
