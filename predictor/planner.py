@@ -169,6 +169,7 @@ class Planner:
         self._batch_latency: dict[tuple[str, tuple[int, int], int], np.ndarray] = {}
         # model key -> how far below the CLIP prediction its plans promise
         self.clip_margins: dict[str, float] = {}
+        self._clip_spec = None  # the prompt-blind predictor's spec: its floors
         self.prompt_clip = prompt_clip
         self.featurizer = featurizer
         basis = getattr(prompt_clip, "prompt_basis", None)
@@ -221,6 +222,7 @@ class Planner:
                 # prompts the predictor never saw (none for published curves)
                 margin = promise_margin(clip_predictor, model_key(o.name, o.version))
                 self.clip_margins[model_key(o.name, o.version)] = margin
+                self._clip_spec = clip_predictor.spec  # its floors, for a refusal's reason
                 clip_by_bucket = []
                 for tokens in TOKEN_BUCKETS:
                     frame = self._curve_frame(
@@ -517,6 +519,11 @@ class Planner:
                 if margin
                 else ""
             )
+            spec, step = self._clip_spec, t.steps[best_col]
+            floor = spec.floor_at(model_key(o.name, o.version), [step])[0] if spec else np.inf
+            if not aware and clip[best_row, best_col] >= floor:  # the floor, not the margin
+                share = f"{CLIP_COVERAGE * 100:.0f} %"
+                promised = f" (promised: the CLIP {share} of its profiled images there reached)"
             reason = (
                 f"min CLIP {min_clip:g} unreachable for style {style}: best "
                 f"{clip[best_row, best_col]:.1f} at {t.steps[best_col]} steps on {o.name}"

@@ -114,20 +114,27 @@ def test_floors_are_the_conformal_order_statistic_of_each_cell():
     assert clip_floors(pd.DataFrame(rows)) == {"m@1": {4: 1.0, 8: 10.0}}
 
 
-def test_no_promise_above_what_images_reach_when_a_share_scores_zero():
+def test_no_promise_above_what_images_reach_when_a_share_scores_zero(latency_model):
     """A fifth of m-b's images score 0 whatever the caption (as toy-s's do): the margin
     under the mean does not see that, the floor does, so nothing above 0 is promised on
     m-b, while m-a (no zeros) keeps its promises."""
     df = frame(16, np.random.default_rng(3))
     zero = (df["model"] == "m-b@1") & (df["prompt_id"].str[1:].astype(int) % 5 == 0)
     df.loc[zero, "clip_score"] = 0.0
-    spec = train(df, CLIP_SPEC, {"n_estimators": 150}).spec
+    trained = train(df, CLIP_SPEC, {"n_estimators": 150})
+    spec = trained.spec
     steps = np.array(STEPS)
     assert (spec.floor_at("m-b@1", steps) == 0.0).all()
     assert (spec.floor_at("m-a@1", steps) > 20.0).all()
     np.testing.assert_array_equal(
         spec.floor_at("m-a@1", [3]), min(spec.clip_floor["m-a@1"][2], spec.clip_floor["m-a@1"][4])
     )
+    # the planner: nothing above 0 on m-b, and the refusal says why
+    acc = "cuda-NVIDIA A100"
+    opt = ModelOption("m-b", "1", ("photo",), 1, 25, ((64, 64),), 7.5, (acc,))
+    planner = Planner([opt], latency_model, trained)
+    assert planner.curves("photo", (64, 64)).clip[0, 0, :].max() <= 0.0
+    assert not planner.plan("photo", 3600.0, 5.0).feasible
 
 
 def test_planner_promises_the_lower_bound(trained, latency_model):
@@ -152,4 +159,9 @@ def test_planner_promises_the_lower_bound(trained, latency_model):
     # above every promise: refused, and the reason says the promise is a bound
     refused = planner.plan("photo", 3600.0, float(mean.max()) - 1.0)
     assert not refused.feasible
-    assert "promised for 95 % of prompts: mean less" in refused.reason
+    # the reason names what bounds the best promise: the margin, or the cell's floor
+    at = int(np.argmax(table.clip[0, 0, :]))
+    if floor[at] < mean[at] - margin:
+        assert "promised: the CLIP 95 % of its profiled images there reached" in refused.reason
+    else:
+        assert "promised for 95 % of prompts: mean less" in refused.reason
