@@ -18,6 +18,19 @@ import pandas as pd
 from predictor.prompt_features import PROMPT_FEATURES
 
 
+def _around(by_step: dict[int, float] | None, steps, combine, default: float) -> np.ndarray:
+    """Per step of `steps`: `combine` of the values of the profiled step counts around it
+    (the nearest one past the profiled range); `default` where there are none."""
+    steps = np.asarray(steps, dtype=float)
+    if not by_step:
+        return np.full(len(steps), default)
+    at = np.array(sorted(by_step), dtype=float)
+    v = np.array([by_step[int(s)] for s in at])
+    hi = np.clip(np.searchsorted(at, steps, side="left"), 0, len(at) - 1)
+    lo = np.clip(np.searchsorted(at, steps, side="right") - 1, 0, len(at) - 1)
+    return combine(v[lo], v[hi])
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
     """What a predictor reads. `categories` is filled from the training data."""
@@ -63,29 +76,14 @@ class FeatureSpec:
         """The most a promise at each of `steps` may be for model `key`: the lower of the
         floors of the profiled step counts around it (the nearest past the profiled
         range); infinite (no cap) for a model without floors."""
-        steps = np.asarray(steps, dtype=float)
-        by_step = self.clip_floor.get(key)
-        if not by_step:
-            return np.full(len(steps), np.inf)
-        at = np.array(sorted(by_step), dtype=float)
-        f = np.array([by_step[int(s)] for s in at])
-        hi = np.clip(np.searchsorted(at, steps, side="left"), 0, len(at) - 1)
-        lo = np.clip(np.searchsorted(at, steps, side="right") - 1, 0, len(at) - 1)
-        return np.minimum(f[lo], f[hi])
+        return _around(self.clip_floor.get(key), steps, np.minimum, np.inf)
 
     def margin_at(self, key: str, steps: np.ndarray) -> np.ndarray:
         """The margin a promise at each of `steps` takes for model `key`: the larger of
         the step margins of the profiled step counts around it (the nearest one past the
         profiled range); the per-model margin without step margins; 0 without either."""
-        steps = np.asarray(steps, dtype=float)
-        by_step = self.step_margin.get(key)
-        if not by_step:
-            return np.full(len(steps), self.lower_margin.get(key, 0.0))
-        at = np.array(sorted(by_step), dtype=float)
-        m = np.array([by_step[int(s)] for s in at])
-        hi = np.clip(np.searchsorted(at, steps, side="left"), 0, len(at) - 1)
-        lo = np.clip(np.searchsorted(at, steps, side="right") - 1, 0, len(at) - 1)
-        return np.maximum(m[lo], m[hi])
+        return _around(self.step_margin.get(key), steps, np.maximum,
+                       self.lower_margin.get(key, 0.0))  # fmt: skip
 
     def validate(self) -> None:
         problems = []
@@ -124,17 +122,13 @@ class FeatureSpec:
             batches = {
                 str(m): sorted(int(x) for x in g["batch_size"]) for m, g in rows.groupby("model")
             }
-        return FeatureSpec(
-            self.target,
-            self.features,
-            self.categorical,
-            self.monotone,
-            cats,
-            self.target_mode,
-            offsets,
-            profiled,
-            profiled_steps,
-            batches,
+        return replace(  # margins and floors stay: they are not learnt from categories
+            self,
+            categories=cats,
+            step_offsets=offsets,
+            profiled=profiled,
+            profiled_steps=profiled_steps,
+            profiled_batches=batches,
         )
 
     def offsets_for(self, df: pd.DataFrame) -> np.ndarray:

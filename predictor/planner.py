@@ -169,7 +169,6 @@ class Planner:
         self._batch_latency: dict[tuple[str, tuple[int, int], int], np.ndarray] = {}
         # model key -> how far below the CLIP prediction its plans promise
         self.clip_margins: dict[str, float] = {}
-        self._clip_spec = None  # the prompt-blind predictor's spec: its floors
         self.prompt_clip = prompt_clip
         self.featurizer = featurizer
         basis = getattr(prompt_clip, "prompt_basis", None)
@@ -210,6 +209,7 @@ class Planner:
         max_steps = max(o.steps_max for o in self.options)
         grid = np.arange(1, max_steps + 1)
         keys = {(s, r) for o in self.options for s in o.styles for r in o.resolutions}
+        self._clip_spec = clip_predictor.spec  # its floors, for a refusal's reason
         for style, res in sorted(keys):
             labels, lat_rows, clip_rows = [], [], []
             batch_rows: dict[int, list[np.ndarray]] = {b: [] for b in self.batch_sizes[1:]}
@@ -220,9 +220,11 @@ class Planner:
                 lo, hi = o.steps_min - 1, o.steps_max
                 # the CLIP a plan promises: the prediction less the model's margin for
                 # prompts the predictor never saw (none for published curves)
-                margin = promise_margin(clip_predictor, model_key(o.name, o.version))
-                self.clip_margins[model_key(o.name, o.version)] = margin
-                self._clip_spec = clip_predictor.spec  # its floors, for a refusal's reason
+                key = model_key(o.name, o.version)
+                margin = promise_margin(clip_predictor, key)
+                self.clip_margins[key] = margin
+                # never above what 95 % of the profiled images there reached
+                floor = clip_predictor.spec.floor_at(key, steps)
                 clip_by_bucket = []
                 for tokens in TOKEN_BUCKETS:
                     frame = self._curve_frame(
@@ -230,15 +232,13 @@ class Planner:
                     )
                     frame["prompt_tokens"] = tokens
                     c = np.full(len(grid), -np.inf)
-                    key = model_key(o.name, o.version)
                     if self.blind_step_margins:
                         c[lo:hi] = clip_predictor.predict(frame) - clip_predictor.spec.margin_at(
                             key, steps
                         )
                     else:
                         c[lo:hi] = clip_predictor.predict(frame) - margin
-                    # never above what 95 % of the profiled images there reached
-                    c[lo:hi] = np.minimum(c[lo:hi], clip_predictor.spec.floor_at(key, steps))
+                    c[lo:hi] = np.minimum(c[lo:hi], floor)
                     clip_by_bucket.append(c)
                 for acc in o.accelerators:
                     lat = np.full(len(grid), np.inf)
@@ -508,22 +508,21 @@ class Planner:
             o, acc = t.labels[best_row]
             pt = self._prompt_tables.get((style, res)) if features is not None else None
             aware = pt is not None and not pt.blind[best_row]
+            key = model_key(o.name, o.version)
             if aware:  # the margin of the profiled step count the best promise stands at
                 at = pt.row_of[pt.label_model[best_row] * len(t.steps) + best_col]
                 margin = float(pt.margin[at]) if at >= 0 else 0.0
             else:
-                margin = self.clip_margins.get(model_key(o.name, o.version), 0.0)
+                margin = self.clip_margins.get(key, 0.0)
             mean = "this prompt's predicted mean" if aware else "mean"
-            promised = (
-                f" (promised for {CLIP_COVERAGE * 100:.0f} % of prompts: {mean} less {margin:.1f})"
-                if margin
-                else ""
-            )
-            spec, step = self._clip_spec, t.steps[best_col]
-            floor = spec.floor_at(model_key(o.name, o.version), [step])[0] if spec else np.inf
+            share = f"{CLIP_COVERAGE * 100:.0f} %"
+            floor = self._clip_spec.floor_at(key, [t.steps[best_col]])[0]
             if not aware and clip[best_row, best_col] >= floor:  # the floor, not the margin
-                share = f"{CLIP_COVERAGE * 100:.0f} %"
                 promised = f" (promised: the CLIP {share} of its profiled images there reached)"
+            elif margin:
+                promised = f" (promised for {share} of prompts: {mean} less {margin:.1f})"
+            else:
+                promised = ""
             reason = (
                 f"min CLIP {min_clip:g} unreachable for style {style}: best "
                 f"{clip[best_row, best_col]:.1f} at {t.steps[best_col]} steps on {o.name}"

@@ -100,6 +100,17 @@ PROMPT_CLIP_PARAMS: dict = {
 }
 
 CLIP_COVERAGE = 0.95  # the share of unseen prompts whose CLIP reaches what a plan promises
+
+
+def one_image(data: pd.DataFrame) -> np.ndarray:
+    """The rows a promise is learnt from: a promise is per image, and a batch row's CLIP
+    is the mean of its images, whose spread is narrower (toy-m at 25 steps: errors of sd
+    27 at batch 1, 5 at batch 4). Batch-1 rows where there are any, else every row."""
+    if "batch_size" in data.columns and (data["batch_size"] == 1).any():
+        return (data["batch_size"] == 1).to_numpy()
+    return np.ones(len(data), dtype=bool)
+
+
 MARGIN_FOLDS = 5
 
 
@@ -108,15 +119,16 @@ def clip_margins(
 ) -> tuple[dict[str, float], dict[str, float], dict[str, dict[int, float]]]:
     """Per model key, the CLIP_COVERAGE quantile of (prediction - measured CLIP) over
     prompts the predictor did not see (folds grouped by prompt id), on rows of one image
-    (batch size 1) where there are any: a job's CLIP
-    depends mostly on its prompt, which the predictor sees only as a token count, so a
-    plan on the mean curve meets a per-image minimum about half the time. Returns the
+    (`one_image`): a job's CLIP depends mostly on its prompt, which the predictor sees
+    only as a token count, so a plan on the mean curve meets a per-image minimum about
+    half the time. Returns the
     margins and, per model, the MAE on unseen prompts (logged with the metrics). No
     margin (0) for a model whose rows span fewer than 2 prompts (published curves).
     Third, per model and profiled step count, the margin of a promise at that step
-    count (`FeatureSpec.step_margin`, what `blind_step_margins` plans promise by): the step's own
-    lower tail scaled by one per-model factor calibrated on the jobs plans would promise
-    on (`planned_margin`); NO_PROMISE where no margin holds for CLIP_COVERAGE of them."""
+    count (`FeatureSpec.step_margin`, what `blind_step_margins` plans promise by): the
+    step's own lower tail scaled by one per-model factor calibrated on the jobs plans
+    would promise on (`planned_margin`); NO_PROMISE where no margin holds for
+    CLIP_COVERAGE of them."""
     prompts = data["prompt_id"].astype(str)
     unique = sorted(prompts.unique())
     if len(unique) < 2:
@@ -138,11 +150,7 @@ def clip_margins(
             held, spec.target
         ].to_numpy(dtype=float)
     margins, mae_unseen, step_margins = {}, {}, {}
-    per_image = np.ones(len(data), dtype=bool)
-    if "batch_size" in data.columns and (data["batch_size"] == 1).any():
-        # a promise is per image: a batch row's CLIP is the mean of its images, whose
-        # spread is narrower (toy-m at 25 steps: errors of sd 27 at batch 1, 5 at batch 4)
-        per_image = (data["batch_size"] == 1).to_numpy()
+    per_image = one_image(data)
     resid = pd.Series(resid, index=data.index)[per_image]
     for key, r in resid.groupby(data["model"].astype(str)[per_image]):
         if data.loc[r.index, "prompt_id"].nunique() < 2:
@@ -184,8 +192,7 @@ def clip_floors(data: pd.DataFrame) -> dict[str, dict[int, float]]:
     (toy-s: 16-28 % of them at every step count); this caps it. None for a model whose
     rows span fewer than 2 prompts (published curves)."""
     rows = data[data["clip_score"].notna()]
-    if "batch_size" in rows.columns and (rows["batch_size"] == 1).any():
-        rows = rows[rows["batch_size"] == 1]
+    rows = rows[one_image(rows)]
     out: dict[str, dict[int, float]] = {}
     for key, g in rows.groupby(rows["model"].astype(str)):
         if g["prompt_id"].nunique() < 2:
@@ -278,10 +285,11 @@ def cross_fit_folds(prompts: np.ndarray, seeds: np.ndarray, folds: int = PROMPT_
     """(fit rows, predicted rows) masks of a cross-fit in which no row is predicted by a
     model that saw its caption, nor its seed where seeds are shared by captions.
 
-    A new job is a new caption and, in serving, a new seed. The sweep runs every caption
-    at the same few seeds (the same initial noise), and the noise moves every caption's
-    CLIP alike: a fold that kept the held-out seed would learn that seed's luck. So with
-    shared seeds the folds are captions x seed groups (the fits then see a fraction of
+    A new job is a new caption and, in serving, a new seed. Profiles from before
+    `pipelines.profile_grid.noise_seed` ran every caption at the same few seeds (the same
+    initial noise), which moves every caption's CLIP alike: a fold that kept the held-out
+    seed would learn that seed's luck. So with shared seeds the folds are captions x seed
+    groups (the fits then see a fraction of
     the seeds: their errors are, if anything, larger than the final model's)."""
     prompts = np.asarray(prompts).astype(str)
     seeds = np.asarray(seeds)
@@ -392,9 +400,7 @@ def prompt_clip_margins(
     keep = data.groupby("model")["prompt_id"].transform("nunique") >= 2
     data = data[keep.to_numpy()].reset_index(drop=True)
     pred = _cross_fit(data, spec, params)
-    ok = np.isfinite(pred)
-    if "batch_size" in data.columns and (data["batch_size"] == 1).any():
-        ok &= (data["batch_size"] == 1).to_numpy()  # a promise is per image: batch-1 rows
+    ok = np.isfinite(pred) & one_image(data)
     data, pred = data[ok].reset_index(drop=True), pred[ok]
     replay = PlanReplay.build(data, pred)
     err = replay.pred - replay.clip
@@ -472,9 +478,7 @@ def train(
     # The held-out rows have said what they can; the model that serves is refit on every
     # row (a third or more were held out: every caption and seed counts, and a step count
     # held out is one the planner may plan at).
-    refit = spec.with_categories(data)
-    spec = replace(refit, lower_margin=spec.lower_margin, step_margin=spec.step_margin,
-                   clip_floor=spec.clip_floor)  # fmt: skip
+    spec = spec.with_categories(data)
     model = lgb.LGBMRegressor(monotone_constraints=list(spec.monotone), **params)
     y_all = spec.encode_target(data[spec.target].to_numpy(dtype=float), data)
     model.fit(spec.frame(data), y_all, categorical_feature=list(spec.categorical))
