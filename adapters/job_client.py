@@ -28,7 +28,7 @@ class JobClient:
         latency_slo_s: float,
         min_clip: float,
         job_id: str | None = None,
-        seed: int = 0,
+        seed: int | None = None,
         resolution: tuple[int, int] | None = None,
     ) -> JobRequest:
         """Validate locally (same rules as the server, bar the style list), then send."""

@@ -4,6 +4,7 @@ and becomes a dead letter; nothing else in the window is affected."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -39,7 +40,7 @@ class JobRequest:
     style: str
     latency_slo_s: float
     min_clip: float
-    seed: int = 0
+    seed: int | None = None  # None: the server derives one (`identity_seed`)
     resolution: tuple[int, int] | None = None
     submitted_ts: float | None = None
 
@@ -146,8 +147,10 @@ def parse_job(
     clip = _number(d, "min_clip", problems) if "min_clip" in d else None
     if clip is not None and not 0 <= clip <= 100:
         problems.append(f"min_clip: {clip!r}: must be in [0, 100]")
-    seed = d.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+    seed = d.get("seed")
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63
+    ):
         problems.append(f"seed: {show(seed)}: must be an integer in [0, 2**63)")
     resolution = None
     if d.get("resolution") is not None:
@@ -173,6 +176,17 @@ def parse_job(
             )
     if problems:
         raise JobRefused("; ".join(problems), ids.get("job_id", ""), ids.get("tenant", ""))
+    if seed is None:
+        seed = identity_seed(d["tenant"], d["job_id"])
     return JobRequest(
         d["job_id"], d["tenant"], d["prompt"], d["style"], slo, clip, seed, resolution, ts
     )
+
+
+def identity_seed(tenant: str, job_id: str) -> int:
+    """The seed of a job sent without one, derived from its identity (tenant, job_id): each
+    job gets a seed of its own (a CLIP promise holds over seeds; one shared seed would give
+    every job of a caption the same draw) and a replay after a crash or a broker restart
+    draws the same one, with no state to keep."""
+    digest = hashlib.blake2b(json.dumps([tenant, job_id]).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % 2**31

@@ -16,7 +16,13 @@ def add_parser(subparsers):
     sb.add_argument("--min-clip", type=float, required=True, help="0..100")
     sb.add_argument("--tenant", default="default")
     sb.add_argument("--job-id", help="idempotency key (default: random)")
-    sb.add_argument("--seed", type=int, default=0)
+    sb.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="the image's seed (default: one derived from the tenant and job id, "
+        "the same on every replay)",
+    )
     sb.add_argument("--resolution", type=resolution, help="WxH")
     return sb
 

@@ -5,7 +5,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sdaas.job_request import MAX_MESSAGE_BYTES, JobRefused, JobRequest, parse_job
+from sdaas.job_request import (
+    MAX_MESSAGE_BYTES,
+    JobRefused,
+    JobRequest,
+    identity_seed,
+    parse_job,
+)
 
 STYLES = ["flat", "outline"]
 SECRET = "a secret prompt about my cat"
@@ -35,6 +41,23 @@ def test_a_good_request_round_trips():
     )
     assert (j.seed, j.resolution) == (7, (32, 32))
     assert parse_job(j.to_json(), STYLES) == j
+
+
+def test_a_job_sent_without_a_seed_gets_one_of_its_own_and_keeps_it():
+    """No seed (or null): one derived from (tenant, job_id), so jobs do not all share
+    seed 0, and the same job parsed again (a replay) draws the same image."""
+    seeds = {(t, i): parse_job(good(tenant=t, job_id=i), STYLES).seed
+             for t in ("acme", "beta") for i in ("j-1", "j-2", "j-3")}  # fmt: skip
+    assert len(set(seeds.values())) == 6 and 0 not in seeds.values()
+    assert parse_job(good(job_id="j-2"), STYLES).seed == seeds[("acme", "j-2")]
+    assert parse_job(good(job_id="j-2", seed=None), STYLES).seed == seeds[("acme", "j-2")]
+    assert seeds[("acme", "j-1")] == identity_seed("acme", "j-1")
+    # a client that leaves it out sends none; the record carries no seed to replay wrong
+    sent = JobRequest("j-9", "acme", SECRET, "flat", 2.0, 30.0)
+    assert "seed" not in json.loads(sent.to_json())
+    assert parse_job(sent.to_json(), STYLES).seed == identity_seed("acme", "j-9")
+    # a seed given is kept, 0 included
+    assert parse_job(good(seed=0), STYLES).seed == 0
 
 
 @pytest.mark.parametrize(
