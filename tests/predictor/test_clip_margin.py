@@ -114,6 +114,17 @@ def test_floors_are_the_conformal_order_statistic_of_each_cell():
     assert clip_floors(pd.DataFrame(rows)) == {"m@1": {4: 1.0, 8: 10.0}}
 
 
+def test_a_floor_counts_each_caption_once_by_its_lowest_image():
+    """20 captions x 2 seeds; one caption scores 0 on one seed. Counted by image (40, the
+    2nd lowest) the floor would be 51, above that caption's 0; counted by caption (20,
+    each by its lowest; the lowest of them), it is 0."""
+    rows = [dict(model="m@1", steps=4, batch_size=1, prompt_id=f"p{i}", seed=s,
+                 clip_score=0.0 if i == 0 else 50.0 + i + s)
+            for i in range(20) for s in (0, 1)]  # fmt: skip
+    rows[1]["clip_score"] = 60.0  # the zero caption's other seed scores well
+    assert clip_floors(pd.DataFrame(rows)) == {"m@1": {4: 0.0}}
+
+
 def test_no_promise_above_what_images_reach_when_a_share_scores_zero(latency_model):
     """A fifth of m-b's images score 0 whatever the caption (as toy-s's do): the margin
     under the mean does not see that, the floor does, so nothing above 0 is promised on
