@@ -394,7 +394,9 @@ def real_runs(n_jobs: int, headroom: float, n_planned: int = 400, captions: int 
             "stopped_at_refusal_cap": jobs < n_planned,
             "headroom": headroom,
             "clip_margins": planner.clip_margins,
-            "clip_below_promise_share": float(np.mean(np.array(clip_short) > 0)),
+            "clip_below_promise_share": (
+                float(np.mean(np.array(clip_short) > 0)) if clip_short else None
+            ),
             "latency_slo_met_share": met_lat / max(jobs, 1),
             "clip_slo_met_share": met_clip / max(jobs, 1),
             # an image scoring 0 misses every min CLIP > 0, whatever was promised: on
