@@ -70,8 +70,8 @@ class PerModelQueue:
 class SlackQueue:
     """A kind's queued jobs in the orders slack-sjf and the fair bound decide by: by size
     (`shortest`), by latest start, deadline minus size (`most_urgent`), and per model by
-    size (`shortest_of`) and in the order a batch is filled from (`candidates_of`: most
-    urgent first, or shortest first with `fill_shortest`). Keys are fixed when a job is
+    size (`shortest_of`) and in the orders a batch is filled from (`candidates_of`: most
+    urgent first, or shortest first). Keys are fixed when a job is
     pushed (`size`: predicted, or true remaining seconds). A job may be pushed again
     after it was taken (set aside, or its segment cut): each push holds a token, and an
     entry whose token is not its job's latest is skipped (lazy deletion); a push into an
@@ -82,17 +82,15 @@ class SlackQueue:
     is `len(queue)` without a Python call (policies ask at every dispatch)."""
 
     __slots__ = ("_size", "_deadline", "_model", "_by_size", "_by_slack", "_by_model",
-                 "_fill_of", "_fill_shortest", "live", "_seq")  # fmt: skip
+                 "_fill_of", "live", "_seq")  # fmt: skip
 
-    def __init__(self, size: list[float], deadline_ts: list[float], model: list[int],
-                 fill_shortest: bool = False):  # fmt: skip
+    def __init__(self, size: list[float], deadline_ts: list[float], model: list[int]):
         self._size, self._deadline, self._model = size, deadline_ts, model
         self._by_size: list[tuple[float, int, int]] = []
         self._by_slack: list[tuple[float, int, int]] = []
         self._by_model: dict[int, list[tuple[float, int, int]]] = {}
-        # per model, the fill order (when it is not the size order)
+        # per model, by latest start (the most urgent fill order)
         self._fill_of: dict[int, list[tuple[float, int, int]]] = {}
-        self._fill_shortest = fill_shortest
         self.live: dict[int, int] = {}  # queued job -> its latest push
         self._seq = 0
 
@@ -115,12 +113,11 @@ class SlackQueue:
             self._by_model[m] = [(size, tok, j)]
         else:
             heappush(heap, (size, tok, j))
-        if not self._fill_shortest:
-            heap = self._fill_of.get(m)
-            if heap is None:
-                self._fill_of[m] = [(slack, tok, j)]
-            else:
-                heappush(heap, (slack, tok, j))
+        heap = self._fill_of.get(m)
+        if heap is None:
+            self._fill_of[m] = [(slack, tok, j)]
+        else:
+            heappush(heap, (slack, tok, j))
 
     def shortest(self) -> int | None:
         return self._first(self._by_size)
@@ -133,11 +130,11 @@ class SlackQueue:
         heap = self._by_model.get(model)
         return self._first(heap) if heap else None
 
-    def candidates_of(self, model: int, n: int) -> list[int]:
+    def candidates_of(self, model: int, n: int, shortest: bool = False) -> list[int]:
         """Up to `n` queued jobs of `model` in fill order, the heap left holding them:
         most urgent first (a batch takes on the jobs that can least afford to wait for
-        the next one), or shortest first."""
-        heaps = self._by_model if self._fill_shortest else self._fill_of
+        the next one), or with `shortest` shortest first (the most jobs per batch)."""
+        heaps = self._by_model if shortest else self._fill_of
         heap, live = heaps.get(model), self.live
         got: list[tuple[float, int, int]] = []
         while heap and len(got) < n:

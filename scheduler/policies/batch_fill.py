@@ -11,14 +11,14 @@ import math
 SCAN = 16
 
 
-def fill_batch(sim, queue, batch: list[int], kind: int, start: float, size, waiting: int
-               ) -> list[int]:  # fmt: skip
+def fill_batch(sim, queue, batch: list[int], kind: int, start: float, size, waiting: int,
+               shortest: bool = False) -> list[int]:  # fmt: skip
     """`batch` plus queued jobs of its model in the queue's fill order
-    (`queue.candidates_of`), up to the profiled batch limit and one more than the
-    `waiting` jobs per instance, each joining only if the slower batch, started at
-    `start`, still meets every member's deadline (one that cannot is passed over, not
-    the end of the fill). `size[j]`: the work a job brings (predicted or true seconds at
-    batch 1)."""
+    (`queue.candidates_of`: most urgent first, or shortest first when `shortest`), up to
+    the profiled batch limit and one more than the `waiting` jobs per instance, each
+    joining only if the slower batch, started at `start`, still meets every member's
+    deadline (one that cannot is passed over, not the end of the fill). `size[j]`: the
+    work a job brings (predicted or true seconds at batch 1)."""
     m, ck = sim.model[batch[0]], sim.ck[kind]
     need = len(batch) + math.ceil(waiting / sim.n_inst[kind])
     limit = min(sim.catalog.batch_limit(m, ck), need)
@@ -28,7 +28,7 @@ def fill_batch(sim, queue, batch: list[int], kind: int, start: float, size, wait
     factor = sim.catalog.batch_factor[(m, ck)]
     due = min(deadline[j] for j in batch)
     longest = max(size[j] for j in batch)
-    for x in queue.candidates_of(m, SCAN):
+    for x in queue.candidates_of(m, SCAN, shortest):
         most = max(longest, size[x])
         if start + most * factor[len(batch) + 1] > min(due, deadline[x]):
             continue

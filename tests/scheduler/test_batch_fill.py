@@ -51,3 +51,36 @@ def test_a_job_that_would_be_late_is_passed_over_and_the_next_one_joins():
     q2 = SlackQueue(pred, deadline, sim.model)
     q2.push(3)
     assert fill_batch(sim, q2, [0], 0, 25.0, pred, waiting=1) == [0]
+
+
+def _policy_on(sim):
+    from scheduler.policies.slack_sjf import SlackSjf
+
+    p = SlackSjf()
+    p.sim = sim
+    return p
+
+
+def test_slack_sjf_fills_most_urgent_first_on_a_short_queue_and_shortest_on_a_long_one():
+    """Rule 6: while fewer than 4 jobs wait per instance the batch takes the most urgent
+    (they can least afford the next batch); from 4 on, the shortest (an urgent-first fill
+    there serves each job at its last moment, as EDF does, and packs fewer per batch)."""
+    # job 0 runs; queued: jobs 1, 2 long and urgent (4 s, latest starts 16 and 17), jobs
+    # 3, 4, 5 short and relaxed (1 s, latest starts 39-41); a batch of 4 takes 2.5x its
+    # longest job, so either fill meets every deadline
+    pred = [1.0, 4.0, 4.0, 1.0, 1.0, 1.0]
+    deadline = [50.0, 20.0, 21.0, 40.0, 41.0, 42.0]
+    sim = _sim(pred, deadline, [0] * 6)
+    sim.config = SimpleNamespace(cold_start=False)
+    sim.n_inst = [2]  # 2 instances: the queue is long from 8 waiting
+    policy = _policy_on(sim)
+    q = SlackQueue(pred, deadline, sim.model)
+    for j in range(1, 6):
+        q.push(j)
+    # 5 waiting on 2 instances: short; the fill may add ceil(5 / 2) = 3 jobs, urgent first
+    assert policy._fill(q, [0], inst=0, kind=0, t=0.0) == [0, 1, 2, 3]
+    sim.n_inst = [1]  # the same 5 on 1 instance: long; the 3 shortest join
+    q = SlackQueue(pred, deadline, sim.model)
+    for j in range(1, 6):
+        q.push(j)
+    assert policy._fill(q, [0], inst=0, kind=0, t=0.0) == [0, 3, 4, 5]
