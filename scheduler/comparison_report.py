@@ -78,8 +78,8 @@ def markdown_summary(summary: pl.DataFrame, needed: pl.DataFrame, meta: dict) ->
         f"`{OURS}` is ours; `{FAIR}` is the fair bound (clairvoyant on run times; the same "
         "predicted CLIP, margins and model loads as every policy); "
         f"`{ORACLE}` is the true-CLIP oracle, a reference line: it plans on each job's true "
-        "CLIP draw and loads models for free, so no policy can reach it. Neither bound is a "
-        "baseline.",
+        "CLIP draw and loads models for free, but orders by SRPT and batches less, so it is "
+        "not a bound where batching decides. Neither is a baseline.",
         "",
     ]
     lines += headline_section(needed)
