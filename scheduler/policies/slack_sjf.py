@@ -46,11 +46,12 @@ SLO still take accelerator time. Nine changes, each cheap at dispatch:
    the batch late passed over, up to the profiled limit and to one more than the waiting
    jobs per instance. The switch: mmpp at 90 % goodput 30 -> 24 GPUs (the fair bound
    22), the trace 12 -> 10, three-shape mean goodput 0.9414 -> 0.9436 (seeds 1-2; 0.9202
-   -> 0.9256 on seeds 3-5), bursty alone 0.3-1 point lower. Few-step models run 8 jobs
-   in 4x the time of one on an A100 (DiffServe's profile): most capacity comes from
-   batching, but a full batch makes each job 4x slower, which only pays when no
-   accelerator is spare (the adaptive size cut mean JCT 5-11 % against filling to the
-   limit).
+   -> 0.9256 on seeds 3-5), bursty alone 0.3-1 point lower; the demo's 24 jobs at once
+   on one device, 22/24 against 24/24 (two tight-SLO jobs passed over until late).
+   Few-step models run 8 jobs in 4x the time of one on an A100 (DiffServe's profile): most
+   capacity comes from batching, but a full batch makes each job 4x slower, which only
+   pays when no accelerator is spare (the adaptive size cut mean JCT 5-11 % against
+   filling to the limit).
 7. Give way at a step boundary, never at a started job's expense: an arrival that a
    running segment's jobs could wait for asks the segment with the most predicted work
    left (on an instance holding its model) to end at its next step; when a segment
