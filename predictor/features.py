@@ -57,8 +57,9 @@ class FeatureSpec:
     # model key -> {profiled step count: margin}: the same quantile among that step
     # count's rows alone (the spread differs by steps; a plan lands on one step count)
     step_margin: dict[str, dict[int, float]] = field(default_factory=dict)
-    # model key -> {profiled step count: the CLIP that CLIP_COVERAGE of its profiled images
-    # (one caption and seed each) reached}: no promise there exceeds it. Some images score
+    # model key -> {profiled step count: the CLIP a new caption's image reaches with
+    # probability CLIP_COVERAGE, split conformal over the profiled captions}: no promise
+    # there exceeds it. Some images score
     # 0 whatever the mean (toy-s: 16-28 % at every step count), which no margin under the
     # mean covers where the mean is high (`training.clip_floors`)
     clip_floor: dict[str, dict[int, float]] = field(default_factory=dict)

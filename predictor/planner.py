@@ -223,7 +223,7 @@ class Planner:
                 key = model_key(o.name, o.version)
                 margin = promise_margin(clip_predictor, key)
                 self.clip_margins[key] = margin
-                # never above what 95 % of the profiled images there reached
+                # never above what a new caption's image reaches there 95 % of the time
                 floor = clip_predictor.spec.floor_at(key, steps)
                 clip_by_bucket = []
                 for tokens in TOKEN_BUCKETS:

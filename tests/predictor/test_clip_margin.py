@@ -103,7 +103,7 @@ def test_margins_survive_the_saved_spec(trained):
 
 
 def test_floors_are_the_conformal_order_statistic_of_each_cell():
-    """floor(0.05 (n + 1))-th lowest of a cell's n images (the lowest below 19), from
+    """floor(0.05 (n + 1))-th lowest of a cell's n captions (the lowest below 19), from
     rows of one image; none for a model of one prompt."""
     rows = [dict(model="m@1", steps=4, batch_size=1, prompt_id=f"p{i}", clip_score=float(i))
             for i in range(39)]  # fmt: skip

@@ -5,6 +5,7 @@ end of the fill."""
 from types import SimpleNamespace
 
 from scheduler.policies.batch_fill import fill_batch
+from scheduler.policies.slack_sjf import SlackSjf
 from scheduler.queues import SlackQueue
 
 
@@ -54,8 +55,6 @@ def test_a_job_that_would_be_late_is_passed_over_and_the_next_one_joins():
 
 
 def _policy_on(sim):
-    from scheduler.policies.slack_sjf import SlackSjf
-
     p = SlackSjf()
     p.sim = sim
     return p
