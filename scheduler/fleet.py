@@ -260,8 +260,7 @@ def _subset(w: Workload, idx: np.ndarray, options: ClassOptions):
     sub = Workload(w.name, w.arrival[idx], cls.astype(np.int64),
                    tuple(w.classes[c] for c in used), w.true_factor[idx],
                    w.clip_noise[idx])  # fmt: skip
-    opts = ClassOptions([options.planned[c] for c in used], [options.relaxed[c] for c in used])
-    return sub, opts
+    return sub, options.subset(used.tolist())
 
 
 def _merge(parts: list[tuple[np.ndarray, SimResult | None]], w: Workload, host: Cluster):

@@ -70,7 +70,8 @@ class Device(Protocol):
 @dataclass(frozen=True)
 class LiveJob:
     """What the core needs of an arriving job: its class, its options per kind (the
-    planner's `planned` and down-shifted `relaxed`), and the caller's payload."""
+    planner's `planned`, down-shifted `relaxed` and the step counts `between` them per
+    kind, none by default), and the caller's payload."""
 
     style: str
     deadline_ts: float  # the latency SLO as a point in the core's clock
@@ -78,6 +79,7 @@ class LiveJob:
     planned: list[Option | None]
     relaxed: list[Option | None]
     payload: Any = None
+    between: list[tuple[Option, ...]] | None = None
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,7 @@ class LiveCore(Simulator):
                 self.latency_slo_s.append(job.deadline_ts - t)
                 self.options.planned.append(job.planned)
                 self.options.relaxed.append(job.relaxed)
+                self.options.between.append(job.between or [()] * len(job.planned))
                 self.payload.append(job.payload)
             n = len(jobs)
             for name, new in _LIVE_NEW.items():

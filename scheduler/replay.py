@@ -14,7 +14,6 @@ from __future__ import annotations
 import numpy as np
 
 from scheduler.live import LiveCore
-from scheduler.options import ClassOptions
 from scheduler.policies import make_policy
 from scheduler.simulator import SimResult, Simulator
 from scheduler.workload import SloClass, Workload
@@ -34,8 +33,7 @@ def replay(
         arrival = np.asarray(core.arrival[first:], dtype=float)
         cls = list(core.cls[first:])
         slo = [core.latency_slo_s[c] for c in cls]
-        planned = [core.options.planned[c] for c in cls]
-        relaxed = [core.options.relaxed[c] for c in cls]
+        options = core.options.subset(cls)
     n = len(arrival)
     factor = np.broadcast_to(np.asarray(speed, dtype=float), (len(core.arrival),))[first:]
     t0 = float(arrival[0]) if n else 0.0
@@ -43,4 +41,4 @@ def replay(
     classes = tuple(SloClass("served", s, 0.0) for s in slo)
     w = Workload("replay", arrival - t0, np.arange(n), classes, np.array(factor), np.zeros(n))
     sim = Simulator(core.catalog, core.cluster, make_policy(core.policy.key), core.config)
-    return sim.run(w, ClassOptions(planned, relaxed)), t0
+    return sim.run(w, options), t0

@@ -42,17 +42,18 @@ def live_jobs(w: Workload, options: ClassOptions) -> list[tuple[float, LiveJob]]
     out = []
     for j, (a, c) in enumerate(zip(w.arrival.tolist(), w.cls.tolist(), strict=True)):
         cl = w.classes[c]
+        between = [options.between_of(c, k) for k in range(len(options.planned[c]))]
         job = LiveJob(cl.style, a + cl.latency_slo_s, cl.min_clip, options.planned[c],
-                      options.relaxed[c], payload=j)  # fmt: skip
+                      options.relaxed[c], payload=j, between=between)  # fmt: skip
         out.append((a, job))
     return out
 
 
-def run_both(policy: str, catalog):
-    w = scenario()
-    sim = Simulator(catalog, TWO_KINDS, make_policy(policy), CONFIG)
+def run_both(policy: str, catalog, config=CONFIG, w: Workload | None = None):
+    w = scenario() if w is None else w
+    sim = Simulator(catalog, TWO_KINDS, make_policy(policy), config)
     sim_result = sim.run(w)
-    core = LiveCore(catalog, TWO_KINDS, make_policy(policy), CONFIG)
+    core = LiveCore(catalog, TWO_KINDS, make_policy(policy), config)
     cluster = VirtualCluster(core)
     cluster.run(live_jobs(w, sim.options))
     return sim, sim_result, core, cluster
@@ -67,6 +68,24 @@ def test_simulator_and_serving_core_make_the_same_decisions(policy):
     for d in cluster.devices:  # what each device ran is what the core decided, in order
         decided = [e[1] for e in sim.log if e[0] == "run" and e[2] == d.i and e[1]]
         assert [b for b, _ in d.ran] == decided
+
+
+def test_the_cores_agree_where_jobs_may_run_fewer_steps_than_planned():
+    """With a CLIP margin over a down-shift margin, a plan late on its instance runs at
+    the most steps between the two that make its deadline (slack-sjf's rule 3): both
+    cores are handed the same steps in between and choose alike. The scenario, and one
+    more tight job when every device is idle again."""
+    config = CONFIG.__class__(**{**CONFIG.__dict__, "clip_margin": 15.0})
+    w = scenario()
+    n = w.n + 1
+    w = Workload(w.name, np.append(w.arrival, 60.0), np.append(w.cls, 1), w.classes,
+                 np.ones(n), np.zeros(n))  # fmt: skip
+    sim, sim_result, core, _ = run_both("slack-sjf", toy_catalog(slow_kind=True), config, w)
+    assert core.log == sim.log and core.status == list(sim_result.status)
+    planned = [sim.options.planned[c][k].steps for c, k in zip(sim.cls, sim.kind, strict=True)]
+    relaxed = [sim.options.relaxed[c][k].steps for c, k in zip(sim.cls, sim.kind, strict=True)]
+    between = [r < s < p for s, p, r in zip(sim.steps, planned, relaxed, strict=True)]
+    assert any(between)  # the rule was used, not only allowed
 
 
 def test_the_scenario_tells_policies_apart():

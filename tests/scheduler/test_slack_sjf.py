@@ -105,3 +105,27 @@ def test_the_queue_orders_hold_across_dry_spells_and_re_pushes():
         got.append(j)
         q.take(j)
     assert got == [3, 4, 0]
+
+
+WIDE = SimConfig(clip_margin=25.0, relaxed_margin=0.0, clip_noise=0.0, log=True)
+
+
+def test_a_late_plan_runs_at_the_most_steps_that_make_the_deadline_not_the_fewest():
+    # planned at min CLIP 40 + 25: 7 steps (7 s); down-shifted: 4 steps; in between 6
+    # and 5. SLO 6.5 s on an idle instance: 7 s is late, 6 s makes it only on the bare
+    # prediction (6.9 s with the margin), 5 s with the margin (5.75 s): 5 steps, CLIP 50
+    # where the down-shifted option would give 40, its min CLIP exactly.
+    from scheduler.options import ClassOptions
+
+    cl = SloClass("any", 6.5, 40.0)
+    opts = ClassOptions.build(toy_catalog(), (cl,), [0], 25.0, 0.0)
+    assert [o.steps for o in opts.between_of(0, 0)] == [6, 5]
+    w = jobs([(cl, 0.0)])
+    sim = Simulator(toy_catalog(batch2=float("inf")), ONE, make_policy("slack-sjf"), WIDE)
+    r = sim.run(w)
+    assert (r.steps[0], r.finish[0], r.clip[0]) == (5, pytest.approx(5.0), 50.0)
+    # the fair bound knows the run takes 6 s: 6 steps
+    sim = Simulator(toy_catalog(batch2=float("inf")), ONE, make_policy("fair-bound"), WIDE)
+    assert sim.run(w).steps[0] == 6
+    # adjacent step counts leave nothing in between
+    assert ClassOptions.build(toy_catalog(), (cl,), [0], 5.0, 0.0).between_of(0, 0) == ()
