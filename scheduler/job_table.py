@@ -77,6 +77,7 @@ class Core(JobTable, Protocol):
     workload: Workload
     options: ClassOptions  # [c][k]: the planned and the down-shifted option, or None
     latency_slo_s: list[float]  # [c]
+    min_clip: list[float]  # [c]
     ck: list[int]  # [k]: its catalog kind
     n_inst: list[int]  # [k]: its instances
     instances_of: list[list[int]]  # [k]

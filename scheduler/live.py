@@ -194,6 +194,7 @@ class LiveCore(Simulator):
             for job in jobs:
                 cls.append(len(self.latency_slo_s))
                 self.latency_slo_s.append(job.deadline_ts - t)
+                self.min_clip.append(job.min_clip)
                 self.options.planned.append(job.planned)
                 self.options.relaxed.append(job.relaxed)
                 self.options.between.append(job.between or [()] * len(job.planned))

@@ -220,6 +220,7 @@ class Simulator(Core):
         self._check_servable(w)
         self.workload = w
         self.latency_slo_s = [c.latency_slo_s for c in w.classes]  # per SLO class
+        self.min_clip = [c.min_clip for c in w.classes]
         self.clear_jobs()
         K = len(self.kind_names)
         self.backlog = [0.0] * K

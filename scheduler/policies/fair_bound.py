@@ -48,9 +48,10 @@ What it does with that (every decision on true times):
 4. Steps: a job that has not started runs the planned option when it makes its
    deadline and the queue is short; the down-shifted one when the queue is long, when
    only that one makes it, or when it was placed down-shifted and the queue is not
-   calm (at least `calm` waiting per instance); on a queue that is not long, a plan
-   that is late gives way to the most steps in between that make the deadline before
-   the down-shifted option (as ours: its rule 3). A job no option lets make its deadline
+   calm (at least `calm` waiting per instance). On a queue that is not long, ours'
+   rule 3 on true times: of the plan, the step counts in between and the down-shifted
+   option, the one least likely to miss min CLIP among those that make the deadline,
+   which is the one with the most steps. A job no option lets make its deadline
    on this instance is dropped (no accelerator time goes to a job that will be late),
    unless the load alone is what makes it late: then it is left for a busy twin that
    holds its model, or, where no instance of the kind holds it and the model is wanted

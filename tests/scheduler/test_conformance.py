@@ -75,7 +75,7 @@ def test_the_cores_agree_where_jobs_may_run_fewer_steps_than_planned():
     the most steps between the two that make its deadline (slack-sjf's rule 3): both
     cores are handed the same steps in between and choose alike. The scenario, and one
     more tight job when every device is idle again."""
-    config = CONFIG.__class__(**{**CONFIG.__dict__, "clip_margin": 15.0})
+    config = CONFIG.__class__(**{**CONFIG.__dict__, "clip_margin": 15.0, "clip_noise": 5.0})
     w = scenario()
     n = w.n + 1
     w = Workload(w.name, np.append(w.arrival, 60.0), np.append(w.cls, 1), w.classes,
