@@ -518,7 +518,10 @@ class Planner:
             share = f"{CLIP_COVERAGE * 100:.0f} %"
             floor = self._clip_spec.floor_at(key, [t.steps[best_col]])[0]
             if not aware and clip[best_row, best_col] >= floor:  # the floor, not the margin
-                promised = f" (promised: the CLIP {share} of its profiled images there reached)"
+                promised = (
+                    f" (promised: the CLIP every image of {share} of its profiled "
+                    "captions there reached)"
+                )
             elif margin:
                 promised = f" (promised for {share} of prompts: {mean} less {margin:.1f})"
             else:

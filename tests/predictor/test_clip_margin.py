@@ -173,6 +173,9 @@ def test_planner_promises_the_lower_bound(trained, latency_model):
     # the reason names what bounds the best promise: the margin, or the cell's floor
     at = int(np.argmax(table.clip[0, 0, :]))
     if floor[at] < mean[at] - margin:
-        assert "promised: the CLIP 95 % of its profiled images there reached" in refused.reason
+        assert (
+            "promised: the CLIP every image of 95 % of its profiled captions there reached"
+            in refused.reason
+        )
     else:
         assert "promised for 95 % of prompts: mean less" in refused.reason
