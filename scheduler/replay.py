@@ -33,12 +33,13 @@ def replay(
         arrival = np.asarray(core.arrival[first:], dtype=float)
         cls = list(core.cls[first:])
         slo = [core.latency_slo_s[c] for c in cls]
+        min_clip = [core.min_clip[c] for c in cls]
         options = core.options.subset(cls)
     n = len(arrival)
     factor = np.broadcast_to(np.asarray(speed, dtype=float), (len(core.arrival),))[first:]
     t0 = float(arrival[0]) if n else 0.0
     # one class per job: each served job has its own deadline and options
-    classes = tuple(SloClass("served", s, 0.0) for s in slo)
+    classes = tuple(SloClass("served", s, m) for s, m in zip(slo, min_clip, strict=True))
     w = Workload("replay", arrival - t0, np.arange(n), classes, np.array(factor), np.zeros(n))
     sim = Simulator(core.catalog, core.cluster, make_policy(core.policy.key), core.config)
     return sim.run(w, options), t0

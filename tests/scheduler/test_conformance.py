@@ -146,6 +146,7 @@ def test_a_served_core_replays_in_the_simulator(policy):
     assert t0 == 0.0
     assert list(result.status) == core.status
     assert np.allclose(result.finish, core.finish, equal_nan=True)
+    assert list(result.min_clip) == [core.min_clip[c] for c in core.cls]  # rule 3 reads it
     assert (np.asarray(core.status) == DONE).sum() >= 8  # most of the jobs ran
     late, t0 = replay(core, first=4)  # the first 4 left out: times from job 4's arrival
     assert t0 == w.arrival[4] and len(late.status) == len(core.status) - 4
