@@ -105,6 +105,7 @@ SQRT2 = math.sqrt(2.0)
 # how much less likely to miss a later (fewer-step) option must be to be taken over an
 # earlier one: options equally safe keep the plan's steps, and its CLIP
 RISK_TIE = 0.001
+RISK_Z = 3.0902  # the normal quantile of 1 - RISK_TIE
 # what `SlackSjf._serve` says of a job on an instance
 RUN, ELSEWHERE, HOPELESS = "run", "elsewhere", "hopeless"
 
@@ -222,6 +223,8 @@ class SlackSjf(Policy):
         # the margin and the watch guard predicted times: the fair bound knows the truth
         self._spare = self.margin if self._run_is_pred else 0.0
         self._spread = self.spread if self._run_is_pred else 0.0
+        # a run this many times its prediction is late at most RISK_TIE of the time
+        self._safe = math.exp(RISK_Z * self._spread)
         self._watching = self.observe and self._run_is_pred and self.sim.config.preempt
         self._watch = set()
 
@@ -360,17 +363,24 @@ class SlackSjf(Policy):
         placed_down = (planned is None or sim.model[j] != planned.model
                        or sim.steps[j] != planned.steps)  # fmt: skip
         down = waiting >= self.long_queue * n or (placed_down and waiting >= self.calm * n)
+        cold, resident, load_s = sim.config.cold_start, sim.resident[inst], sim.catalog.load_s
+        pred = self._run_is_pred
         if down:
             order = (relaxed, planned)
         else:  # the plan, steps in between or the down-shifted option: the safest (3)
+            if planned is not None:  # the plan, late at most `RISK_TIE` of the time: no
+                # option after it (less CLIP) can be that much safer
+                m = planned.model
+                x = planned.pred_s if pred else self._run_s(j, planned)
+                if t + x * self._safe + (0.0 if not cold or m in resident else load_s[m]) <= due:
+                    self._runs(j, planned)  # (back to its plan, if placed down-shifted)
+                    return RUN
             between = options.between_of(c, kind) if relaxed is not None else ()
             o = self._least_risky(j, (planned, *between, relaxed), inst, t)
             if o is not None:
                 self._runs(j, o)
                 return RUN
             order = (planned, relaxed)  # none makes it: only its load may make it late
-        cold, resident, load_s = sim.config.cold_start, sim.resident[inst], sim.catalog.load_s
-        pred = self._run_is_pred
         late = None  # the first option only its load makes late
         # first the options that make the deadline with the margin to spare (8), then on
         # the bare prediction
@@ -397,11 +407,12 @@ class SlackSjf(Policy):
         instance inst from t, its load counted, least likely to miss either SLO: late with
         the spread of run times the policy believes (`spread`, log-normal; none for the
         fair bound), short of min CLIP with the config's CLIP noise around the option's
-        curve. A later option must be `RISK_TIE` less likely to miss to be taken. None: no
-        option makes the deadline on the bare time."""
+        curve (`options` in order of less CLIP: `_serve` takes a plan late at most
+        `RISK_TIE` of the time without asking). A later option must be `RISK_TIE` less
+        likely to miss to be taken. None: no option makes the deadline on the bare time."""
         sim = self.sim
-        due, minc, noise = sim.deadline_ts[j], sim.min_clip[sim.cls[j]], sim.config.clip_noise
-        sigma, pred = self._spread, self._run_is_pred
+        due, pred = sim.deadline_ts[j], self._run_is_pred
+        minc, noise, sigma = sim.min_clip[sim.cls[j]], sim.config.clip_noise, self._spread
         best, best_p = None, 2.0
         for o in options:
             if o is None:
