@@ -1,12 +1,12 @@
 """slack-sjf's guards against the latency predictor's error (rules 8 and 9 of its
 docstring), its choice of steps on a queue that is not long (3) and the queue it orders
-by. Toy model (`toy_catalog`): 1 s per denoising step,
-CLIP 10 per step; planned at min CLIP 40 + margin 5 = 5 steps (5 s), down-shifted at min
-CLIP exactly = 4 steps (4 s)."""
+by. Toy model (`toy_catalog`): 1 s per denoising step, CLIP 10 per step; planned at min
+CLIP 40 + margin 5 = 5 steps (5 s), down-shifted at min CLIP exactly = 4 steps (4 s)."""
 
 import pytest
 
 from scheduler.cluster import Cluster
+from scheduler.options import ClassOptions
 from scheduler.policies import make_policy
 from scheduler.queues import SlackQueue
 from scheduler.simulator import SimConfig, Simulator
@@ -115,11 +115,9 @@ WIDE = SimConfig(clip_margin=25.0, relaxed_margin=0.0, clip_noise=5.0, log=True)
 def test_a_late_plan_runs_at_the_steps_least_likely_to_miss_either_slo():
     # planned at min CLIP 40 + 25: 7 steps (7 s); down-shifted: 4 steps (CLIP 40, its min
     # exactly: misses it half the time with CLIP noise 5); in between 6 and 5. SLO 6.5 s
-    # on an idle instance: 7 s is late; 6 s makes it only if the run is at most 8 % slow
+    # on an idle instance: 7 s is late; 6 s makes it only if the run is at most 8 % slower
     # than predicted (21 % late with the 10 % spread slack-sjf believes); 5 s is late 0.4 %
     # of the time and misses CLIP 2 % (50: 2 sigma over 40): 5 steps.
-    from scheduler.options import ClassOptions
-
     cl = SloClass("any", 6.5, 40.0)
     opts = ClassOptions.build(toy_catalog(), (cl,), [0], 25.0, 0.0)
     assert [o.steps for o in opts.between_of(0, 0)] == [6, 5]
