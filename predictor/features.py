@@ -59,9 +59,9 @@ class FeatureSpec:
     step_margin: dict[str, dict[int, float]] = field(default_factory=dict)
     # model key -> {profiled step count: the CLIP a new caption's image reaches with
     # probability CLIP_COVERAGE, split conformal over the profiled captions}: no promise
-    # there exceeds it. Some images score
-    # 0 whatever the mean (toy-s: 16-28 % at every step count), which no margin under the
-    # mean covers where the mean is high (`training.clip_floors`)
+    # there exceeds it. Some images score 0 whatever the mean (toy-s: 16-28 % at every
+    # step count), which no margin under the mean covers where the mean is high
+    # (`training.clip_floors`)
     clip_floor: dict[str, dict[int, float]] = field(default_factory=dict)
 
     def with_margins(

@@ -344,11 +344,13 @@ class SlackSjf(Policy):
 
     def _serve(self, j: int, queue: SlackQueue, inst: int, kind: int, t: float) -> str:
         """RUN: job j makes its deadline on instance inst from t, its model's load here
-        counted, at its planned option, or at the down-shifted one when the queue is
-        long, when only that one makes it, or when it was placed down-shifted (its
-        kind's backlog said the plan would be late) and the queue is not calm. A job
-        that has run keeps its option. When only the load makes it late,
-        `_late_by_load` decides. Else HOPELESS: dropped."""
+        counted. On a long queue, or when it was placed down-shifted (its kind's backlog
+        said the plan would be late) and the queue is not calm: at the down-shifted
+        option first, the plan only if that one does not make it (8's margin first). On
+        a shorter queue: the plan when it is late at most `RISK_TIE` of the time, else
+        the option least likely to miss either SLO (`_least_risky`: the plan, the steps
+        in between, the down-shifted one). A job that has run keeps its option. When
+        only the load makes it late, `_late_by_load` decides. Else HOPELESS: dropped."""
         sim = self.sim
         c, due = sim.cls[j], sim.deadline_ts[j]
         if sim.start[j] >= 0:  # a cut segment's job: its option is fixed

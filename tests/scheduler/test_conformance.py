@@ -71,10 +71,10 @@ def test_simulator_and_serving_core_make_the_same_decisions(policy):
 
 
 def test_the_cores_agree_where_jobs_may_run_fewer_steps_than_planned():
-    """With a CLIP margin over a down-shift margin, a plan late on its instance runs at
-    the most steps between the two that make its deadline (slack-sjf's rule 3): both
-    cores are handed the same steps in between and choose alike. The scenario, and one
-    more tight job when every device is idle again."""
+    """With a CLIP margin over a down-shift margin, a plan late on its instance may run
+    at a step count between the two (slack-sjf's rule 3: the option least likely to miss
+    either SLO): both cores are handed the same steps in between and choose alike. The
+    scenario, and one more tight job when every device is idle again."""
     config = CONFIG.__class__(**{**CONFIG.__dict__, "clip_margin": 15.0, "clip_noise": 5.0})
     w = scenario()
     n = w.n + 1
