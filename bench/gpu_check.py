@@ -63,12 +63,12 @@ Usage:
   python bench/gpu_check.py --device cpu --threads 1 --latent 8 --parts unet_step,engine
       --batches 1,2 --repeats 2 --jobs 2 --steps 2 --max-batch 2 --out /tmp/y
 
-On a lent machine whose Python lacks diffusers/pydantic (the H200 image), carry them as
-wheels (.whl, ignored) and start the command with
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site
-      .whl/*.whl && export PYTHONPATH=/tmp/site;
-(one line each; wheels: diffusers, pydantic, pydantic-core (cp312), annotated-types,
-typing-inspection, typing-extensions: about 9 MB)
+On a lent machine (Python 3.12 and an image without diffusers, pydantic or the serving
+stack) it runs through `bench/gpu_device.py`, which installs the wheels
+`bench/gpu_wheels.py` prepared here (the device calls it prints, in order: the first
+runs unet_step and engine, the last sim_to_real). `bench/gpu_image.py` rehearses that
+here: tests/bench/test_gpu_image.py runs --smoke with only the image's packages and the
+carried wheels importable.
 """
 
 from __future__ import annotations
