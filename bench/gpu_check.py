@@ -1114,8 +1114,8 @@ def main(argv: list[str] | None = None) -> int:
                      "--sim-smoke runs it scaled down")  # fmt: skip
             elif name == "sim_to_real" and (missing := missing_modules(S2R_MODULES)):
                 skip(name, f"the serving stack's packages are missing here: "
-                     f"{', '.join(missing)} (carry them as wheels; parts unet_step and engine "
-                     "need only diffusers and pydantic)")  # fmt: skip
+                     f"{', '.join(missing)} (run through bench/gpu_device.py after the calls "
+                     "that carry .whl/stage2-4: bench/gpu_wheels.py plans them)")  # fmt: skip
             else:
                 run_part(name, funcs[name], cfg, out, summary, save_summary)
                 _free(cfg.device)
