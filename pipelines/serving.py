@@ -215,13 +215,20 @@ class ServeWindow(beam.DoFn):
         _, jobs = keyed
         jobs = sorted(jobs, key=lambda p: (p.arrival_ts, p.source))
         keys = [(p.request.tenant, p.request.job_id) for p in jobs]
-        known = self.store.known(keys) | self.runtime.in_flight(keys)
+        in_flight = self.runtime.in_flight(keys)
+        known = self.store.known(keys) | in_flight
+        running = self.runtime.pending_sources() if in_flight else set()
         scale = self._corrections().scale(batch_size=1)  # corrections of batch-1 runs
         seen: set[tuple[str, str]] = set()
         fresh: list[tuple[Job, list]] = []
         for p in jobs:
             j = p.request
             key = (j.tenant, j.job_id)
+            if p.source in running:  # its own record read again (a reader rebuilt from
+                # the committed offsets): no row of its own, so its offset waits for the
+                # job's outcome; a "duplicate" row would let it commit before the result
+                log.info("job %s/%s read again from %s while it runs", *key, p.source)
+                continue
             if key in known or key in seen:
                 self.store.record([(p.source, j.tenant, j.job_id, "duplicate")])
                 log.info("duplicate job %s/%s from %s skipped", j.tenant, j.job_id, p.source)
