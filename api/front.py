@@ -337,6 +337,8 @@ class Front:
         return False, f"no serving process has said it is ready (models loaded){stopped}"
 
     def ready(self) -> tuple[bool, str]:
+        if self.book.check():
+            return False, self.book.fault
         if not reachable(self.cfg.bootstrap):
             return False, f"the Kafka broker at {self.cfg.bootstrap} does not answer"
         return self.serving_ready()

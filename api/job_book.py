@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sdaas.errors import SdaasError
 from sdaas.job_status import OUTCOMES, PROGRESS
 
 log = logging.getLogger(__name__)
@@ -116,10 +118,25 @@ class JobView:
         return d
 
 
+class JobBookGone(SdaasError):
+    """The book's file was deleted or replaced while the API ran: writing on would
+    record accepted jobs where no restart finds them."""
+
+
 class JobBook:
+    """Once open, the book is that file for good: its identity (device, inode) is
+    checked before each new job is entered and every 2 s, and a book deleted or
+    replaced meanwhile stops new jobs (`JobBookGone`: 503) and the API's readiness,
+    saying so, rather than writing on into a file no restart finds."""
+
     def __init__(self, path: Path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if not Path(path).exists():
+            log.info("no job book at %s: a new, empty one is made", path)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        st = os.stat(path)
+        self._identity = (st.st_dev, st.st_ino)
+        self.fault = ""  # why the book cannot take jobs ('' while it can)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
@@ -140,10 +157,32 @@ class JobBook:
         self._stop = threading.Event()
         threading.Thread(target=self._checkpoints, name="job-book-checkpoint", daemon=True).start()
 
+    def check(self) -> str:
+        """Why the book cannot take jobs ('' while it can): its file gone or replaced
+        since it was opened. Said once in the log, then kept."""
+        if self.fault:
+            return self.fault
+        try:
+            st = os.stat(self._path)
+            what = "was replaced by another file" if (
+                st.st_dev, st.st_ino) != self._identity else ""  # fmt: skip
+        except FileNotFoundError:
+            what = "is gone (deleted or moved)"
+        if what:
+            self.fault = (
+                f"the job book {self._path} {what} while the API ran: new jobs are refused. "
+                "Put it back and restart the API; a new book forgets every job accepted "
+                "before (their status, and their resending should a broker lose them)"
+            )
+            log.error("%s", self.fault)
+        return self.fault
+
     def _checkpoints(self, every_s: float = 2.0) -> None:
         db = sqlite3.connect(self._path, isolation_level=None)
         try:
             while not self._stop.wait(every_s):
+                if self.check():
+                    return  # a checkpoint would write into whatever is there now
                 try:
                     db.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 except sqlite3.Error as exc:  # busy now: the next one catches up
@@ -158,7 +197,10 @@ class JobBook:
     def accept(self, tenant: str, job_id: str, fingerprint: str, request: str = "") -> str | None:
         """Enter a new job with its `request` (the JSON sent to Kafka, kept until the
         outcome): None when it is new, else the fingerprint it was entered with (a
-        retry: the same request; or the id reused for another one)."""
+        retry: the same request; or the id reused for another one). JobBookGone when
+        the book's file is not the one opened."""
+        if self.check():
+            raise JobBookGone(self.fault)
         now = time.time()
         with self._lock:
             row = self._db.execute(

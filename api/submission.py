@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from api.job_book import JobBookGone
 from api.problem import Problem
 from sdaas.job_status import JobStatus
 
@@ -36,7 +37,11 @@ class Submission:
                 f"in-flight quota: at most {cfg.max_in_flight} jobs per tenant without an outcome",
                 retry_s=1,
             )
-        earlier = book.accept(tenant, job_id, fingerprint, request)
+        try:
+            earlier = book.accept(tenant, job_id, fingerprint, request)
+        except JobBookGone:  # the operator is told why (log, /readyz)
+            raise Problem(503, "the API cannot record new jobs now (its job book is gone): "
+                          "nothing was queued; retry later", retry_s=30) from None  # fmt: skip
         if earlier is None:
             await self._send(tenant, job_id)
             self.front.metrics.jobs.labels(tenant, JobStatus.ACCEPTED.word).inc()

@@ -130,6 +130,27 @@ def test_a_post_the_broker_never_acked_is_withdrawn_not_run_later(serving_settin
         broker.stop()
 
 
+def test_a_job_book_deleted_under_the_api_stops_new_jobs_loudly(serving_settings, tmp_path):
+    """Writing on into an unlinked book would accept jobs that no restart knows of:
+    the next POST is a 503 that queued nothing, /readyz names the book."""
+    port, topics = free_port(), Topics(f"b{uuid.uuid4().hex[:6]}")
+    broker = EmbeddedBroker(port=port).start()
+    try:
+        cfg = _cfg(serving_settings, tmp_path, broker.bootstrap, topics)
+        with ApiServer(cfg) as api, _client(api, "ann") as c:
+            assert c.post("/v1/jobs", json=_job(cfg.styles[0], 1)).status_code == 202
+            cfg.book_path.unlink()
+            r = c.post("/v1/jobs", json=_job(cfg.styles[0], 2), headers={"Idempotency-Key":
+                       "after"})  # fmt: skip
+            assert r.status_code == 503 and "job book is gone" in r.json()["error"]
+            ready = c.get("/readyz")
+            assert ready.status_code == 503 and "is gone" in ready.text
+            got = [m.get("job_id") for m in _records(broker.bootstrap, topics.jobs)]
+            assert len(got) == 1 and "after" not in got  # nothing sent for the refused one
+    finally:
+        broker.stop()
+
+
 def _records(bootstrap: str, topic: str, wait_s: float = 3.0) -> list[dict]:
     """Every record of every partition of a topic (made, if missing, to look)."""
     from confluent_kafka import OFFSET_BEGINNING, TopicPartition

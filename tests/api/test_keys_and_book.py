@@ -168,3 +168,28 @@ def test_pruning_drops_old_progress_but_keeps_every_outcome_and_live_jobs(tmp_pa
     assert [e for _, e, _ in book.events_after("ann", "old", -1)] == ["done"]
     assert len(book.events_after("ann", "live", -1)) == 4  # not ended: all kept
     assert book.get("ann", "old").status == "done"
+
+
+def test_a_book_deleted_or_replaced_while_open_refuses_new_jobs_and_says_why(tmp_path, caplog):
+    import logging
+    import os
+
+    import pytest
+
+    from api.job_book import JobBookGone
+
+    book = JobBook(tmp_path / "b.db")
+    assert book.accept("ann", "j1", "fp") is None and book.check() == ""
+    os.remove(tmp_path / "b.db")  # deleted while the API runs
+    with caplog.at_level(logging.ERROR, logger="api.job_book"):
+        with pytest.raises(JobBookGone, match="is gone"):
+            book.accept("ann", "j2", "fp")
+        assert "is gone" in book.check()
+    assert len(caplog.records) == 1  # said once, then kept
+
+    other = JobBook(tmp_path / "c.db")
+    (tmp_path / "elsewhere.db").write_bytes((tmp_path / "c.db").read_bytes())
+    os.replace(tmp_path / "elsewhere.db", tmp_path / "c.db")  # another file in its place
+    assert "was replaced by another file" in other.check()
+    with pytest.raises(JobBookGone):
+        other.accept("ann", "j1", "fp")
