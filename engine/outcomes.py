@@ -78,7 +78,8 @@ class OutcomeSink:
                                          run_order=a.run_order))  # fmt: skip
 
     def settled(self, j: int, status: int, t: float) -> None:
-        """The core refused, dropped or cancelled job j (called under its lock)."""
+        """The core refused, dropped, cancelled or failed job j (a policy error while
+        placing it: `internal`); called under its lock."""
         try:
             p = self.core.payload[j].job
             if status == JobStatus.CANCELLED:
@@ -132,8 +133,14 @@ class OutcomeSink:
             return
         try:
             self._answer(j, self.planned(j).result("failed", self.spec.policy, error=why))
-        except Exception:  # noqa: BLE001 - said loudly; the store fault path reports
+        except Exception as exc:  # noqa: BLE001 - the store takes no outcome for it (a
+            # sqlite error that is no StoreError: 'database is locked' past its 30 s wait)
             log.exception("serving: job %d could not be answered failed either", j)
+            if self.core.payload[j] is not None:  # not answered: a fatal store fault, so
+                # it is not left in flight for ever; its record is read again on restart
+                self._answer(j, None, failed=StoreError(
+                    f"the result store {self.store.path} takes no outcome for job "
+                    f"{j} ({brief(exc)}): restart `sdaas serve` once it does"))  # fmt: skip
 
     def _answer(self, j: int, result: JobResult | None, failed: StoreError | None = None) -> bool:
         """Store job j's outcome. A store that vanished or takes no writes (`failed`: it
@@ -208,6 +215,11 @@ class OutcomeSink:
                 f"overloaded: {self.kinds[self.core.kind[j]]} already has more predicted work "
                 f"queued per device than allowed (bound {self.spec.max_backlog_s:g} s); "
                 "resubmit later"
+            )
+        if why.why.startswith("internal"):
+            return (
+                f"{why.why}: the scheduler ({pol}) failed while placing this window's jobs; "
+                "it was not run: resubmit it"
             )
         if why.why == "dropped":
             return (

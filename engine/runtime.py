@@ -240,7 +240,14 @@ class ServingRuntime:
                 # a cancel that came after its window checked, before it was registered
                 early = [first + x for x, k in enumerate(keys)
                          if self.cancel_early.pop(k, None) is not None]  # fmt: skip
-            indices = self.core.submit(jobs)
+            try:
+                indices = self.core.submit(jobs)
+            except Exception:  # before the core registered them (it answers the rest):
+                with self.flight.cv:  # not in flight, so the window fails them
+                    for x, k in enumerate(keys):
+                        if first + x >= len(self.core.status):
+                            self.flight.by_key.pop(k, None)
+                raise
             if self.events is not None:  # before any device can report a start
                 for j in indices:
                     if self.core.status[j] == JobStatus.PENDING:

@@ -24,6 +24,7 @@ the prediction scaled by the steps left.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -42,6 +43,7 @@ from scheduler.simulator import SimConfig, Simulator
 from scheduler.workload import Workload
 from sdaas.job_status import JobStatus
 
+log = logging.getLogger(__name__)
 PENDING, DONE, FAILED, CANCELLED = (JobStatus.PENDING, JobStatus.DONE, JobStatus.FAILED,
                                     JobStatus.CANCELLED)  # fmt: skip
 MAX_CRASHES = 2  # a job running when its device crashed this often fails, not re-runs
@@ -86,8 +88,9 @@ class LiveJob:
 class Refusal:
     """Why the core refused a job, recorded when and where it decided: `unservable` (no
     accelerator has an option for it), `overloaded` (over the admission bound),
-    `admission` (the policy refused it on arrival) or `dropped` (the policy gave up on
-    it in its queue). Seconds as the core saw them then."""
+    `admission` (the policy refused it on arrival), `dropped` (the policy gave up on
+    it in its queue) or `internal: <error>` (the policy raised placing its window: it
+    failed). Seconds as the core saw them then."""
 
     why: str
     waited_s: float  # in the core, arrival to the decision
@@ -205,10 +208,37 @@ class LiveCore(Simulator):
             self.add_jobs([t] * n, cls, [1.0] * n)
             tie = self.config.gather_ties
             for x in range(n):
-                if not self.arrive(first + x, t, tie=tie and x < n - 1):
+                backlog = tuple(self.backlog)  # whether a failed arrival was counted
+                try:
+                    admitted = self.arrive(first + x, t, tie=tie and x < n - 1)
+                except Exception as exc:  # noqa: BLE001 - a policy bug fails jobs, not serving
+                    log.exception("scheduler: placing job %d failed", first + x)
+                    self._fail_unplaced(range(first + x, first + n), t, exc,
+                                        counted=tuple(self.backlog) != backlog)  # fmt: skip
+                    if tie and x < n - 1:  # the jobs before it wait for the window's
+                        self._dispatch_idle(t)  # last arrival, which is not coming
+                    break
+                if not admitted:
                     self.refusals[first + x] = self._refusal(first + x, t)
                     self.on_settled(first + x, JobStatus.REJECTED, t)
             return list(range(first, first + n))
+
+    def _fail_unplaced(self, jobs: range, t: float, exc: Exception, counted: bool) -> None:
+        """The policy raised placing jobs[0]: it and the window's jobs after it fail here,
+        each answered once with the reason (`internal`), none left pending for ever.
+        jobs[0] may have been queued (`counted`: its work is in the backlog) and is then
+        settled as a queued job is (the dispatch skips it); one a device already runs is
+        left to finish."""
+        for j in jobs:
+            if self.status[j] != PENDING or any(b and j in b for b in self.seg_jobs):
+                continue
+            if j == jobs[0] and counted:
+                self._settle(j, FAILED, t)
+            else:
+                self.status[j], self.finish[j] = FAILED, t
+            self.refusals[j] = Refusal(f"internal: {type(exc).__name__}", 0.0,
+                                       self.latency_slo_s[self.cls[j]], math.inf, 0.0)  # fmt: skip
+            self.on_settled(j, FAILED, t)
 
     def segment_end(self, i: int, steps_run: int, failed=()) -> SegmentOutcome:
         """Device i ran its segment's jobs `steps_run` steps: settle the finished, the

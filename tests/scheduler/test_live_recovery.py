@@ -156,3 +156,40 @@ def test_a_device_that_cannot_come_back_leaves_service():
     core.fail_device(1)
     core.submit([job(3)])  # no device left: refused at once, not queued for ever
     assert core.status[4] == JobStatus.REJECTED and settled[-1] == (4, JobStatus.REJECTED)
+
+
+def test_a_policy_that_raises_placing_a_job_fails_it_and_the_rest_of_its_window_once():
+    """A policy bug must not leave jobs pending for ever (serving's drain would hang):
+    the job it raised on and the window's jobs after it fail, answered once, with the
+    reason; the jobs before it run."""
+    core, devs, clock, settled = core_of("fcfs")
+    place = core.policy.place
+
+    def broken(j, t):
+        if j == 1:
+            raise RuntimeError("a bug")
+        return place(j, t)
+
+    core.policy.place = broken
+    a, b, c = core.submit([job(3), job(4), job(5)])
+    assert settled == [(b, JobStatus.FAILED), (c, JobStatus.FAILED)]
+    assert core.refusals[b].why == core.refusals[c].why == "internal: RuntimeError"
+    assert core.status[a] == JobStatus.PENDING and devs[0].segments == [([a], 3)]
+    assert core.in_flight() == 1 and core.backlog[0] == pytest.approx(3.0)
+
+
+def test_a_job_queued_before_the_policy_raised_is_settled_and_never_dispatched():
+    core, devs, clock, settled = core_of("fcfs")
+    core.submit([job(3)])  # the device is busy with it
+    dispatch = core._dispatch_idle
+
+    def broken(t):
+        raise RuntimeError("a bug after the push")
+
+    core._dispatch_idle = broken
+    (j,) = core.submit([job(4)])
+    assert settled == [(j, JobStatus.FAILED)] and core.backlog[0] == pytest.approx(3.0)
+    core._dispatch_idle = dispatch
+    clock.t = 3.0
+    core.segment_end(0, 3)  # the device asks for work: the failed job is skipped
+    assert all(j not in jobs for jobs, _ in devs[0].segments) and core.in_flight() == 0
