@@ -252,13 +252,14 @@ class LiveCore(Simulator):
                 self.steps_left[j] -= steps_run
                 if j in failed:
                     self._settle(j, FAILED, t)
+                elif self.steps_left[j] <= 0:  # before a cancel: its last step ran, so the
+                    self._settle(j, DONE, t)  # device sent its image (one outcome: done)
+                    self.cancelled.discard(j)
+                    done.append(j)
                 elif j in self.cancelled:
                     self._settle(j, CANCELLED, t)
                     cancelled.append(j)
                     self.on_settled(j, CANCELLED, t)
-                elif self.steps_left[j] <= 0:
-                    self._settle(j, DONE, t)
-                    done.append(j)
                 else:
                     self.remaining[j] = self.pred[j] * self.steps_left[j] / self.steps[j]
                     carry.append(j)

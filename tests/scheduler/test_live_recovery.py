@@ -193,3 +193,24 @@ def test_a_job_queued_before_the_policy_raised_is_settled_and_never_dispatched()
     clock.t = 3.0
     core.segment_end(0, 3)  # the device asks for work: the failed job is skipped
     assert all(j not in jobs for jobs, _ in devs[0].segments) and core.in_flight() == 0
+
+
+def test_a_cancel_that_comes_during_a_jobs_last_step_leaves_it_done_once():
+    """The device ran the last step before it saw the cut, and sent the image: the job is
+    done, not also cancelled (two outcomes, whichever stored first winning)."""
+    core, devs, clock, settled = core_of("fcfs")
+    core.submit([job(3)])
+    assert core.cancel(0) and devs[0].cuts == 1
+    clock.t = 3.0
+    out = core.segment_end(0, 3)
+    assert out.done == [0] and out.cancelled == []
+    assert core.status[0] == JobStatus.DONE and settled == []  # no 'cancelled' answer
+
+
+def test_a_cancel_before_the_last_step_still_cancels():
+    core, devs, clock, settled = core_of("fcfs")
+    core.submit([job(3)])
+    core.cancel(0)
+    clock.t = 1.0
+    out = core.segment_end(0, 1)  # cut after one step
+    assert out.cancelled == [0] and settled == [(0, JobStatus.CANCELLED)]
