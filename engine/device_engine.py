@@ -308,6 +308,7 @@ class DeviceEngine:
 
     def _done(self, sj: SegmentJob, image) -> None:
         run = self.runs.pop(sj.index)
-        self._answered.add(sj.index)
         run.state = None  # the step state of a finished job is not needed
         self.emit(Done(self.index, sj.index, image, run.stats(self.clock() - run.started)))
+        self._answered.add(sj.index)  # only once sent: a Done that failed to go out fails
+        # the job (Failed), where the core would have settled it done with no image

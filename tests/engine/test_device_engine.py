@@ -230,3 +230,25 @@ def test_a_crash_of_the_loop_resets_the_engine_and_requeues_its_jobs(toy_backend
                             "engine restarted, 1 jobs re-queued")  # fmt: skip
     diff = np.abs(np.asarray(events.images[1]).astype(int) - alone(toy_backends, 1, 6, 2))
     assert diff.max() <= PIXEL_TOLERANCE  # the re-run made the image it makes alone
+
+
+def test_a_done_that_fails_to_go_out_fails_the_job_rather_than_settling_it_done(toy_backends):
+    """Were the job counted answered before its Done was sent, the core would settle it
+    done with no image anywhere, and serving would wait for its outcome for ever."""
+    core, engines, events = make_engine(toy_backends, "fcfs")
+    engine, sent = engines[0], engines[0].emit
+
+    def emit(event):
+        if type(event).__name__ == "Done":
+            raise BrokenPipeError("the pipe to the serving process broke")
+        sent(event)
+
+    engine.emit = emit
+    events.expect = 1
+    core.submit([job(0, 2, 1)])
+    assert events.wait(core, timeout=30)
+    assert core.status[0] == JobStatus.FAILED
+    (failed,) = [e for e in events.seen if e[0] == "failed"]
+    assert "pipe" in failed[3]["error"]
+    for e in engines:
+        e.stop(timeout=5)
