@@ -195,7 +195,8 @@ class ServingDriver:
         # records are named by the topic this driver reads, whatever the spec said; its
         # windows hand their jobs over and do not wait for them
         self.spec = replace(self.spec, source_topic=self.topics.jobs, await_results=False)
-        self.pending: list[tuple[list[RawRecord], float]] = []  # read, not yet committed
+        # read, not yet committed: (records, when read, the jobs topic's id they came from)
+        self.pending: list[tuple[list[RawRecord], float, str | None]] = []
         self.windows_read = 0
         path = Path(self.spec.store_path)
         existed = path.exists()
@@ -284,7 +285,9 @@ class ServingDriver:
         tid = kafka_io.topic_id(admin, self.topics.jobs)
         from_start = from_start or (tid is not None and tid != self.topic_id)
         reader = JobsReader(bootstrap, self.topics.jobs, from_start=from_start)
-        self.admin, self.topic_id = admin, tid
+        self.admin = admin
+        if tid is not None:  # not known this moment: keep the last (a recreated topic is
+            self.topic_id = tid  # still told apart at the next health check)
         old, self.reader, self.bootstrap = self.reader, reader, bootstrap
         # closing a consumer whose broker went away can block for its session timeout:
         # never on the serving loop
@@ -433,7 +436,7 @@ class ServingDriver:
                 f"{len(missing)} of {len(records)} records have no outcome (first: "
                 f"{missing[0]}); offsets not committed, the window will be replayed"
             )
-        self.pending.append((records, t0))
+        self.pending.append((records, t0, self.topic_id))
 
     def finish(self, timeout_s: float | None = None) -> None:
         """Wait for the jobs in flight, then commit every window that is complete."""
@@ -445,19 +448,26 @@ class ServingDriver:
         per window. Returns how many were committed."""
         n = 0
         while self.pending and self._fatal() is None:  # after a fatal fault: replayed
-            records, t0 = self.pending[0]
+            records, t0, topic = self.pending[0]
             sources = [source_of(self.topics.jobs, r) for r in records]
             outcomes = self.store.outcomes(sources)
             if len(outcomes) < len(set(sources)):
                 break
             self.pending.pop(0)
-            self._commit(records, sources, outcomes, t0)
+            # read from a jobs topic the broker has since lost: its offsets are not this
+            # topic's (committing them would skip the new topic's records up to there)
+            gone = topic is not None and self.topic_id is not None and topic != self.topic_id
+            self._commit(records, sources, outcomes, t0, offsets=not gone)
             n += 1
         return n
 
-    def _commit(self, records, sources, outcomes, t0: float) -> None:
+    def _commit(self, records, sources, outcomes, t0: float, offsets: bool = True) -> None:
         try:
-            self.reader.commit(records)
+            if offsets:
+                self.reader.commit(records)
+            else:
+                log.info("a window read from the jobs topic before the broker lost it is "
+                         "answered; its offsets are not committed on the new topic")  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - the results are stored; a replay is harmless
             log.warning("offsets not committed (%s): the window is read again and skipped", exc)
         counts: dict[str, int] = {}
