@@ -59,8 +59,9 @@ def test_its_own_record_read_again_waits_for_the_jobs_outcome(tmp_path):
     assert store.outcomes([src]) == {}  # no row: not "duplicate" of itself
 
     committed: list = []
-    d = driver(store, topics, [([rec], 0.0, "topic-a"), ([rec], 0.0, "topic-a")],
-               committed)  # first read, re-read
+    d = driver(
+        store, topics, [([rec], 0.0, "topic-a"), ([rec], 0.0, "topic-a")], committed
+    )  # first read, re-read
     assert d.commit_ready() == 0 and committed == []  # the offset waits for the result
 
 
