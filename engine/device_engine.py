@@ -70,6 +70,16 @@ class JobRun:
         return RunStats(self.started, run_s, self.max_batch, self.segments, tuple(self.step_s))
 
 
+def by_shape(items: list, key=lambda state: state.shape) -> list[list]:
+    """Items grouped by their latents' shape, in first-seen order: the core batches jobs
+    of one model, which may be asked for different resolutions, and one UNet (or VAE)
+    call takes latents of one shape; a mixed batch runs as one call per shape."""
+    groups: dict = {}
+    for x in items:
+        groups.setdefault(key(x), []).append(x)
+    return list(groups.values())
+
+
 class DeviceEngine:
     """Runs one device. `backend_for(model_key)` returns the loaded `ModelBackend`;
     `emit(event)` takes every event, in order; `on_crash(what)` is told when the loop
@@ -270,7 +280,8 @@ class DeviceEngine:
         ran = 0
         while ran < steps and live:
             t0 = time.perf_counter()
-            stepper.step([self.runs[sj.index].state for sj in live])
+            for group in by_shape([self.runs[sj.index].state for sj in live]):
+                stepper.step(group)  # one call per resolution: latents of one shape
             dt = time.perf_counter() - t0
             ran += 1
             for sj in live:
@@ -280,9 +291,9 @@ class DeviceEngine:
             if any(self.runs[sj.index].state.finished for sj in live) or self._cut:
                 break
         done = [sj for sj in live if self.runs[sj.index].state.finished]
-        if done:
-            images = stepper.finish([self.runs[sj.index].state for sj in done])
-            for sj, image in zip(done, images, strict=True):
+        for group in by_shape(done, key=lambda sj: self.runs[sj.index].state.shape):
+            images = stepper.finish([self.runs[sj.index].state for sj in group])
+            for sj, image in zip(group, images, strict=True):
                 self._done(sj, image)
         return ran, failed
 

@@ -252,3 +252,28 @@ def test_a_done_that_fails_to_go_out_fails_the_job_rather_than_settling_it_done(
     assert "pipe" in failed[3]["error"]
     for e in engines:
         e.stop(timeout=5)
+
+
+def test_jobs_of_one_model_at_two_resolutions_batch_without_failing(toy_backends):
+    """The core batches by model; a model may serve several resolutions, and one UNet
+    call takes latents of one shape: a mixed batch runs as one call per shape (it
+    failed every job of the batch before). 32x48 is off this toy card's list, but its
+    stepper takes it, as a card with two resolutions would."""
+    from engine.device_engine import ImageRequest
+    from scheduler.live import LiveJob
+    from scheduler.options import Option
+
+    def sized(seed: int, w: int, h: int) -> LiveJob:
+        opt = [Option(1, 4, 0.08)]
+        req = ImageRequest("two red circles, flat style", seed, w, h, 4.0)
+        return LiveJob("flat", 1e12, 0.0, opt, opt, payload=req)
+
+    core, engines, events = make_engine(toy_backends, "orca")
+    events.expect = 3
+    core.submit([sized(1, 32, 32), sized(2, 32, 48), sized(3, 32, 32)])
+    assert events.wait(core)
+    assert core.status[:3] == [JobStatus.DONE] * 3
+    assert max(e[3]["run"].max_batch for e in events.seen if e[0] == "done") >= 2
+    assert events.images[1].size == (32, 48) and events.images[0].size == (32, 32)
+    diff = np.abs(np.asarray(events.images[2]).astype(int) - alone(toy_backends, 1, 4, 3))
+    assert diff.max() <= PIXEL_TOLERANCE  # the 32x32 jobs' call is the one they make alone
