@@ -327,6 +327,11 @@ class JobBook:
         if event == "cancelling":  # serving has the cancel request: no new status
             self._add_event(tenant, job_id, event, data)
             return True
+        if event == "rejected" and "result" not in data and row[0] != ACCEPTED:
+            # a dead letter's rejection (a record serving could not read) naming a job
+            # serving already planned from a record it could: another record's claim
+            # to this id, never this job's outcome (a dropped job's carries its result)
+            return False
         status = _MOVES.get(event, event if event in OUTCOMES else None)
         if status is None:
             return False

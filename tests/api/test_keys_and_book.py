@@ -193,3 +193,28 @@ def test_a_book_deleted_or_replaced_while_open_refuses_new_jobs_and_says_why(tmp
     assert "was replaced by another file" in other.check()
     with pytest.raises(JobBookGone):
         other.accept("ann", "j1", "fp")
+
+
+def test_a_dead_letter_naming_a_planned_job_does_not_end_it(tmp_path):
+    """A bad record that claims a running job's (tenant, job_id) is dead-lettered, and its
+    'rejected' event names that id: it must not end the job in the book (its real
+    outcome would then be dropped as a repeat)."""
+    book = JobBook(tmp_path / "b.db")
+    book.accept("ann", "x", "fp")
+    book.accept("ann", "y", "fp")
+
+    def ev(job_id, event, **kw):
+        return {"tenant": "ann", "job_id": job_id, "event": event, **kw}
+
+    book.apply_many([ev("x", "planned", steps=4), ev("x", "started", device="cpu")])
+    assert book.apply_many([ev("x", "rejected", error="prompt: missing")]) == []
+    assert book.get("ann", "x").status == "running"
+    book.apply_many([ev("x", "done", result={"status": "done"})])
+    assert book.get("ann", "x").status == "done"
+    # a job serving never read a valid record for: the dead letter is its outcome
+    book.apply_many([ev("y", "rejected", error="prompt: missing")])
+    assert book.get("ann", "y").status == "rejected"
+    book.accept("ann", "z", "fp")  # a dropped job (after its plan) is rejected with its
+    dropped = ev("z", "rejected", result={"status": "rejected"})  # result: that one counts
+    book.apply_many([ev("z", "planned", steps=4), dropped])
+    assert book.get("ann", "z").status == "rejected"
