@@ -21,7 +21,7 @@ import threading
 import time
 from collections import defaultdict
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from adapters import kafka_io
@@ -33,6 +33,7 @@ from api.limits import TokenBuckets
 from api.loop_watch import LoopWatch
 from api.metrics import ApiMetrics
 from sdaas.config import TENANTS_DB
+from sdaas.job_request import JobRequest
 from sdaas.job_status import OUTCOMES
 
 log = logging.getLogger(__name__)
@@ -219,9 +220,12 @@ class Front:
             if len(acked) < len(rows) or self._stop.is_set():
                 return
 
-    def fingerprint(self, body: dict) -> str:
-        """A keyed hash of a request (prompt included, never stored as such)."""
-        canon = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    def fingerprint(self, job: JobRequest) -> str:
+        """A keyed hash of a request as parsed (prompt included, never stored as such):
+        what the job is, not how it was spelled. `submitted_ts` is left out (the API
+        stamps its own; a client may stamp each retry), and 10 and 10.0, key order or a
+        `tenant` the key already says make no other job."""
+        canon = replace(job, submitted_ts=None).to_json()
         return hashlib.sha256(self.cfg.salt + canon).hexdigest()[:32]
 
     # -- Kafka in ---------------------------------------------------------------------------

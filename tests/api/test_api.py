@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from api.server import ApiServer
+from sdaas.job_request import parse_job
 from tests.api.conftest import CANARY
 
 pytestmark = pytest.mark.slow
@@ -190,6 +191,12 @@ def test_a_retried_post_with_the_same_idempotency_key_is_one_job(stack):
         assert first.json()["job_id"] == again.json()["job_id"] == key and again.json()["retry"]
         other = c.post("/v1/jobs", json=stack.job(seed=4), headers={"Idempotency-Key": key})
         assert other.status_code == 409
+        # the same job spelled otherwise: a client's own submitted_ts (stamped anew on
+        # each retry), 300 as 300.0, the tenant its key says: the same job, not a 409
+        respelled = {**stack.job(seed=3), "latency_slo_s": 300, "tenant": "ann",
+                     "submitted_ts": time.time()}  # fmt: skip
+        r = c.post("/v1/jobs", json=respelled, headers={"Idempotency-Key": key})
+        assert r.status_code == 202 and r.json()["retry"], r.text
         seen = events(c, key)
         assert [e for e, _ in seen].count("done") == 1
         assert sum(j["job_id"] == key for j in c.get("/v1/jobs").json()["jobs"]) == 1
@@ -237,7 +244,8 @@ def test_a_retry_sends_a_job_a_stopped_api_entered_but_never_got_acknowledged(st
     client's retry (same key, same request) must queue it, not answer 202 for nothing."""
     key, body = f"lost-{uuid.uuid4().hex[:8]}", stack.job(seed=11)
     front = stack.api.front
-    front.book.accept("ann", key, front.fingerprint(body))  # entered; never sent, never acked
+    job = parse_job(json.dumps({**body, "tenant": "ann", "job_id": key}).encode())
+    front.book.accept("ann", key, front.fingerprint(job))  # entered; never sent, never acked
     with stack.client("ann") as c:
         r = c.post("/v1/jobs", json=body, headers={"Idempotency-Key": key})
         assert r.status_code == 202
