@@ -155,9 +155,12 @@ class ParseJobs(beam.DoFn):
         source = source_of(self.spec.source_topic, r)
         try:
             arrival, window_ts = arrival_time(r, self.clock())
+            # the client's clock is checked against the arrival, the record's timestamp
+            # where it is one (a record without: -0.001 here) and never after receipt
             job = parse_job(
-                r.value, self.spec.planner.styles, resolutions=self.resolutions, broker_ts=r.ts
-            )
+                r.value, self.spec.planner.styles, resolutions=self.resolutions,
+                broker_ts=arrival,
+            )  # fmt: skip
         except JobRefused as exc:
             letter = dead_letter(source, exc.reason, r, exc.job_id, exc.tenant)
         except Exception as exc:  # noqa: BLE001 - one record must never fail the window

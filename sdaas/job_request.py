@@ -169,7 +169,8 @@ def parse_job(
     ts = None
     if d.get("submitted_ts") is not None:
         ts = _number(d, "submitted_ts", problems)
-        if ts is not None and broker_ts is not None and abs(ts - broker_ts) > MAX_CLOCK_SKEW_S:
+        known = broker_ts is not None and math.isfinite(broker_ts)  # NaN: never 'close'
+        if ts is not None and known and abs(ts - broker_ts) > MAX_CLOCK_SKEW_S:
             problems.append(
                 f"submitted_ts: {ts!r}: more than {MAX_CLOCK_SKEW_S:g} s from the broker's "
                 f"time {broker_ts:.3f}; fix the client's clock or leave it out"

@@ -189,6 +189,12 @@ def test_client_timestamps_change_neither_windows_nor_admission_nor_jct(serving_
     _serve_records(spec, _records([json.dumps(ahead).encode()], now))
     r = ResultStore(spec.store_path).get("alice", ahead["job_id"])
     assert r.status == "done" and r.run_s <= r.jct_s < 200
+    # a record without a timestamp (-0.001, as Kafka gives it): a client stamping its
+    # own clock is checked against the receipt, not against 1970
+    stamped = _job(submitted_ts=now)
+    rec = RawRecord(0, next(_OFFSETS), json.dumps(stamped).encode(), -0.001, now)
+    assert set(_serve_records(spec, [rec]).values()) == {"result"}
+    assert ResultStore(spec.store_path).get("alice", stamped["job_id"]).status == "done"
 
 
 def test_two_tenants_may_submit_the_same_job_id_and_see_only_their_own(serving_settings, broker):
