@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import traceback
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,6 +69,18 @@ class JobRun:
 
     def stats(self, run_s: float) -> RunStats:
         return RunStats(self.started, run_s, self.max_batch, self.segments, tuple(self.step_s))
+
+
+def scrubbed(exc: BaseException, jobs) -> str:
+    """`brief(exc)` with every prompt of the segment replaced by "<prompt>" before it is
+    cut short: a batch holds several tenants' jobs, its error goes to each and to the
+    log, and a model may echo its input (the profile sweep's failures do the same)."""
+    text = f"{type(exc).__name__}: {exc}"
+    for sj in jobs:
+        prompt = getattr(sj.request, "prompt", "")
+        if prompt:
+            text = text.replace(prompt, "<prompt>")
+    return text[: len(type(exc).__name__) + 202]
 
 
 def by_shape(items: list, key=lambda state: state.shape) -> list[list]:
@@ -234,14 +247,15 @@ class DeviceEngine:
         try:
             ran, failed = self._segment(jobs, steps)
         except Exception as exc:  # noqa: BLE001 - a bug here fails jobs, not the device
-            log.exception("device %s: segment failed", self.index)
+            tb = "".join(traceback.format_tb(exc.__traceback__))  # frames, no values
+            log.error("device %s: segment failed: %s\n%s", self.index, scrubbed(exc, jobs), tb)
             ran, failed = steps, [(sj, exc) for sj in jobs if sj.index not in self._answered]
         finally:
             self.busy = False
         self.segments += 1
         for sj, exc in failed:
             self.runs.pop(sj.index, None)
-            self.emit(Failed(self.index, sj.index, brief(exc)))
+            self.emit(Failed(self.index, sj.index, scrubbed(exc, jobs)))
         self.emit(SegmentEnded(self.index, ran, tuple(sj.index for sj, _ in failed)))
 
     def _crashed(self, exc: Exception) -> None:

@@ -277,3 +277,44 @@ def test_jobs_of_one_model_at_two_resolutions_batch_without_failing(toy_backends
     assert events.images[1].size == (32, 48) and events.images[0].size == (32, 32)
     diff = np.abs(np.asarray(events.images[2]).astype(int) - alone(toy_backends, 1, 4, 3))
     assert diff.max() <= PIXEL_TOLERANCE  # the 32x32 jobs' call is the one they make alone
+
+
+class Echoing(Broken):
+    """A model whose error quotes its input, as tokenizers and shape checks do."""
+
+    def stepper(self):
+        s = self.real.stepper()
+        start = s.start
+
+        def step(jobs):
+            raise ValueError(f"cannot step the batch of {SECRETS!r}")
+
+        def start_or_refuse(prompt, *a):
+            if "refused" in prompt:
+                raise ValueError(f"cannot encode {prompt!r}")
+            return start(prompt, *a)
+
+        s.step, s.start = step, start_or_refuse
+        return s
+
+
+SECRETS = ["ann's secret prompt, flat style", "bob's refused prompt, flat style"]
+
+
+def test_a_model_error_that_quotes_prompts_reaches_no_job_and_no_log_with_them(
+    toy_backends, caplog
+):  # fmt: skip
+    """A batch holds several tenants' jobs: its error goes to each of them and to the
+    log, so every prompt in it is replaced by <prompt> first."""
+    import logging
+
+    backends = dict(toy_backends) | {"toy-s": Echoing(toy_backends["toy-s"])}
+    core, engines, events = make_engine(backends, "orca")
+    events.expect = 2
+    with caplog.at_level(logging.INFO):
+        core.submit([job(0, 3, 1, SECRETS[0]), job(0, 3, 2, SECRETS[1])])
+        assert events.wait(core)
+    errors = [e[3]["error"] for e in events.seen if e[0] == "failed"]
+    assert len(errors) == 2 and all("<prompt>" in e for e in errors), errors
+    text = " ".join(errors) + caplog.text
+    assert "secret" not in text and "refused prompt" not in text
