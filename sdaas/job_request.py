@@ -55,9 +55,10 @@ class JobRefused(InvalidInputError):
     """A request that cannot be served as sent; `reason` goes to the dead-letter topic.
     `job_id` / `tenant` are kept when they could be read, so the tenant can be told."""
 
-    def __init__(self, reason: str, job_id: str = "", tenant: str = ""):
+    def __init__(self, reason: str, job_id: str = "", tenant: str = "", problems=()):
         super().__init__(reason)
         self.reason, self.job_id, self.tenant = reason, job_id, tenant
+        self.problems = list(problems) or [reason]  # one each (a value may hold "; ")
 
 
 def _number(d: dict, key: str, problems: list[str]) -> float | None:
@@ -176,7 +177,8 @@ def parse_job(
                 f"time {broker_ts:.3f}; fix the client's clock or leave it out"
             )
     if problems:
-        raise JobRefused("; ".join(problems), ids.get("job_id", ""), ids.get("tenant", ""))
+        raise JobRefused("; ".join(problems), ids.get("job_id", ""), ids.get("tenant", ""),
+                         problems)  # fmt: skip
     if seed is None:
         seed = identity_seed(d["tenant"], d["job_id"])
     return JobRequest(

@@ -56,7 +56,7 @@ async def submit(
         job = parse_job(json.dumps(msg).encode(), list(cfg.styles) if cfg.styles else None,
                         resolutions=cfg.resolutions, broker_ts=now)  # fmt: skip
     except JobRefused as exc:
-        raise invalid_job(*exc.reason.split("; ")) from None
+        raise invalid_job(*exc.problems) from None
     wait = front.buckets.take(t)  # a valid job only: a 422 costs no token
     if wait > 0:
         raise Problem(

@@ -218,3 +218,13 @@ def test_any_bytes_give_a_request_or_a_refusal_and_nothing_else(raw):
         assert exc.reason
     else:
         assert isinstance(job, JobRequest) and job.style in STYLES
+
+
+def test_each_problem_is_one_item_even_when_a_value_holds_a_semicolon():
+    """The API lists a refusal's problems one by one: a style spelled with "; " in it
+    is one problem, not two."""
+    with pytest.raises(JobRefused) as e:
+        parse_job(good(style="flat; outline", latency_slo_s=-1), STYLES)
+    assert len(e.value.problems) == 2
+    assert any(p.startswith("style:") and "flat; outline" in p for p in e.value.problems)
+    assert e.value.reason == "; ".join(e.value.problems)  # the dead letter's one line
