@@ -76,7 +76,15 @@ def ensure_topics(bootstrap: str, names: list[str], partitions: int = PARTITIONS
     from confluent_kafka.admin import NewTopic
 
     a = admin(bootstrap)
-    existing = set(a.list_topics(timeout=10).topics)
+    try:
+        existing = set(a.list_topics(timeout=10).topics)
+    except Exception as exc:  # noqa: BLE001 - confluent raises KafkaException
+        err = exc.args[0] if exc.args else exc
+        why = err.str() if hasattr(err, "str") else str(err)
+        raise SdaasError(
+            f"cannot reach the Kafka broker at {bootstrap} ({why}): check "
+            "--bootstrap-servers, or start one with `sdaas broker`"
+        ) from None
     todo = [n for n in names if n not in existing]
     if not todo:
         return

@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 
 from profiles.parquet_io import read_failures, read_profiles
+from sdaas.errors import NotFoundError
 from sdaas.table import format_table
 
 
@@ -259,9 +260,12 @@ def plot_profiles(df: pl.DataFrame, fits: list[LineFit], out_png: Path) -> Path:
 
 
 def latest_run(profiles_dir: Path) -> Path:
-    runs = sorted(p for p in Path(profiles_dir).iterdir() if (p / "manifest.json").is_file())
+    """The newest sweep run under `profiles_dir` (NotFoundError, saying what to run,
+    where there is none: a fresh home has no folder yet)."""
+    d = Path(profiles_dir)
+    runs = sorted(p for p in d.iterdir() if (p / "manifest.json").is_file()) if d.is_dir() else []
     if not runs:
-        raise FileNotFoundError(f"no sweep runs under {profiles_dir}; run `sdaas profile` first")
+        raise NotFoundError(f"no sweep runs under {profiles_dir}; run `sdaas profile` first")
     return runs[-1]
 
 

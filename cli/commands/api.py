@@ -36,6 +36,7 @@ def add_parser(subparsers):
 def run(args, settings: Settings) -> int:
     import uvicorn
 
+    from adapters import kafka_io
     from adapters.kafka_io import Topics
     from api.front import ApiConfig
     from api.server import config
@@ -57,10 +58,12 @@ def run(args, settings: Settings) -> int:
         max_in_flight=args.max_in_flight,
         salt=load_salt(settings),
     )
+    kafka_io.ensure_topics(cfg.bootstrap, [])  # a broker that does not answer: said here
     print(f"sdaas API on http://{args.host}:{args.port} (page /, docs /docs, metrics "
           f"/metrics); Kafka at {cfg.bootstrap}; Ctrl-C stops", flush=True)  # fmt: skip
-    uvicorn.Server(config(cfg, args.host, args.port, "info")).run()
-    return 0
+    server = uvicorn.Server(config(cfg, args.host, args.port, "info"))
+    server.run()
+    return 0 if server.started else 1  # a start that failed (the port taken) is not a 0
 
 
 def _served_styles(settings: Settings) -> list[str]:

@@ -242,3 +242,16 @@ def test_every_command_module_is_listed_with_add_parser_and_run():
         module = importlib.import_module(f"cli.commands.{name}")
         assert callable(module.add_parser) and callable(module.run), name
         assert re.search(rf"^ +{name} ", listed, re.MULTILINE), f"sdaas --help lacks {name}"
+
+
+def test_a_broker_that_does_not_answer_or_an_empty_home_is_said_without_a_traceback(tmp_path):
+    """What a user mistypes first: --bootstrap-servers (submit, and the API before it
+    starts uvicorn), and a summary asked of a home with no sweep yet."""
+    home = ["--home", str(tmp_path)]
+    r = run_cli(*home, "submit", "--bootstrap-servers", "127.0.0.1:1", "--prompt", "x",
+                "--style", "flat", "--latency-slo", "5", "--min-clip", "0")  # fmt: skip
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "cannot reach the Kafka broker at 127.0.0.1:1" in r.stderr and "sdaas broker" in r.stderr
+    r = run_cli(*home, "profile", "--summary")
+    assert r.returncode == 3 and "Traceback" not in r.stderr, r.stderr
+    assert "run `sdaas profile` first" in r.stderr

@@ -105,3 +105,15 @@ def test_anchor_count_and_no_nan():
     anchors = load_anchors()
     assert len(anchors) > 60
     assert all(a.per_step_s > 0 and not math.isnan(a.latency_s) for a in anchors)
+
+
+def test_a_rebuild_of_the_unchanged_figures_is_the_shipped_file(tmp_path):
+    """`sdaas profile --reference` dirtied the checkout with a new `ts` on every run."""
+    import shutil
+
+    from profiles.reference import write_reference
+
+    ref = tmp_path / "reference"
+    shutil.copytree(REFERENCE_DIR, ref)
+    out, _ = write_reference(ref_dir=ref)
+    assert out.read_bytes() == (REFERENCE_DIR / "reference_profiles.parquet").read_bytes()
