@@ -309,9 +309,12 @@ def load_card(path: Path, *, model_roots: tuple[Path, ...] = ()) -> ModelCard:
     """Read and validate a card file; relative source paths are relative to the file."""
     path = Path(path)
     if not path.is_file():
-        raise CardError(str(path), [Problem("<file>", str(path), "no such card file")])
+        why = "a directory, not a card file" if path.is_dir() else "no such card file"
+        raise CardError(str(path), [Problem("<file>", str(path), why)])
     try:
         data = yaml.safe_load(path.read_text())
+        if data is None:
+            raise CardError(str(path), [Problem("<file>", str(path), "an empty file")])
     except yaml.YAMLError as exc:
         raise CardError(str(path), [Problem("<file>", str(path), _yaml_why(exc))]) from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -190,7 +190,7 @@ class Registry:
         """Duplicate check on an invalid card, so it is reported alongside the other problems."""
         try:
             data = yaml.safe_load(Path(card_path).read_text())
-        except (OSError, yaml.YAMLError):
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):  # load_card says why
             return []
         if not isinstance(data, dict):
             return []

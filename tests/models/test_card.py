@@ -184,3 +184,18 @@ def test_style_prompt_template(settings, model_dir):
     assert (p.field, p.why) == ("style_prompt", "must contain {prompt}")
     (p,) = _problems(make_card(model_dir, style_prompt="{prompt} {mood}"), settings)
     assert "unknown placeholders ['mood']" in p.why
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [(b"\xff\xfe\x00bad", "unreadable"), (b"", "an empty file"), (None, "a directory")],
+)
+def test_a_card_file_that_is_no_card_is_refused_with_why(tmp_path, content, why):
+    path = tmp_path / "card.yaml"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CardError) as e:
+        load_card(path)
+    assert why in str(e.value)
