@@ -64,6 +64,15 @@ class EmbeddedBroker:
         self.log_file = Path(log_file) if log_file else None  # Tansu's own output
         self.proc: subprocess.Popen | None = None
 
+    def _last_words(self) -> str:
+        """The end of Tansu's log (why it exited: a port in use, say), and where it is."""
+        if not self.log_file or not self.log_file.is_file():
+            return ""
+        lines = self.log_file.read_bytes()[-4000:].decode(errors="replace").splitlines()
+        said = [ln.strip() for ln in lines if ln.strip()] or [""]
+        last = next((ln for ln in reversed(said) if "error" in ln.lower()), said[-1])
+        return f": {last[:300]} (its log: {self.log_file})" if last else ""
+
     def start(self, timeout: float = 20.0) -> EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         out = subprocess.DEVNULL
@@ -89,7 +98,8 @@ class EmbeddedBroker:
         deadline = time.monotonic() + timeout
         while not reachable(self.bootstrap, 0.2):
             if self.proc.poll() is not None:
-                raise SdaasError(f"the embedded broker exited with {self.proc.returncode}")
+                raise SdaasError(f"the embedded broker exited with {self.proc.returncode}"
+                                 f"{self._last_words()}")  # fmt: skip
             if time.monotonic() > deadline:
                 self.stop()
                 raise SdaasError(f"the embedded broker did not listen on {self.bootstrap}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from cli.arguments import kafka_args
+from cli.arguments import bounded_int, kafka_args
 from cli.common import bootstrap, registry
 from sdaas.config import Settings
 
@@ -24,7 +24,8 @@ def add_parser(subparsers):
     kafka_args(ap)
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
                     "127.0.0.1: this machine only)")  # fmt: skip
-    ap.add_argument("--port", type=int, default=8000, help="default 8000")
+    ap.add_argument("--port", type=bounded_int("--port", 1, 65535), default=8000,
+                    help="1-65535 (default 8000)")  # fmt: skip
     ap.add_argument("--rate", type=float, default=20.0, help="submissions per second per "
                     "tenant (default 20; 429 beyond)")  # fmt: skip
     ap.add_argument("--burst", type=float, default=40.0, help="burst size (default 40)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from cli.arguments import bounded_int
 from sdaas.config import Settings
 from sdaas.errors import SdaasError
 
@@ -16,7 +17,8 @@ def add_parser(subparsers):
         "storage (a restart loses topics and offsets). `sdaas serve` and `sdaas submit` find "
         "it through data/serving/broker.json.",
     )
-    bk.add_argument("--port", type=int, help="port (default: a free one)")
+    bk.add_argument("--port", type=bounded_int("--port", 1, 65535),
+                    help="port, 1-65535 (default: a free one)")  # fmt: skip
     return bk
 
 

@@ -255,3 +255,8 @@ def test_a_broker_that_does_not_answer_or_an_empty_home_is_said_without_a_traceb
     r = run_cli(*home, "profile", "--summary")
     assert r.returncode == 3 and "Traceback" not in r.stderr, r.stderr
     assert "run `sdaas profile` first" in r.stderr
+
+
+def test_a_port_out_of_range_is_refused_by_the_parser():
+    r = run_cli("broker", "--port", "99999")
+    assert r.returncode == 2 and "--port 99999: must be in 1..65535" in r.stderr
