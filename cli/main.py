@@ -116,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (NotADirectoryError, IsADirectoryError, PermissionError, FileExistsError) as exc:
+        # a path the user gave (--home, --out) that is not what it must be: said, not a
+        # traceback; a bug's other errors keep theirs
+        print(f"error: {exc.filename or ''}: {exc.strerror}: choose a path this user can "
+              "write (see --help)", file=sys.stderr)  # fmt: skip
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from models.card import CardError, ModelCard, Problem, load_card, validate_card
-from sdaas.errors import NotFoundError
+from sdaas.errors import NotFoundError, SdaasError
 from sdaas.records import model_key
 
 _SCHEMA = """
@@ -61,6 +61,14 @@ class Registry:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA busy_timeout=30000")
             yield conn
+        except sqlite3.DatabaseError as exc:
+            if "not a database" in str(exc) or "malformed" in str(exc):
+                raise SdaasError(
+                    f"the model registry {self.path} is damaged ({exc}): restore it from a "
+                    f"backup, or move it aside (mv {self.path} {self.path}.broken) and "
+                    "register the models again"
+                ) from None
+            raise
         finally:
             conn.close()
 

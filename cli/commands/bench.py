@@ -86,6 +86,7 @@ def run(args, settings: Settings) -> int:
         },
     )
     out = Path(args.out) if args.out else settings.outputs_dir / "scheduler-bench"
+    out.mkdir(parents=True, exist_ok=True)  # before minutes of simulation, not after
     n_runs = len(cfg.workloads) * cfg.seeds * len(cfg.loads) * len(cfg.policies)
     print(f"simulating {n_runs} runs of {cfg.jobs} jobs on {cfg.cluster} ...", file=sys.stderr)
     run_comparison(cfg, out, progress=print_progress)

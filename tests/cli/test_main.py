@@ -260,3 +260,17 @@ def test_a_broker_that_does_not_answer_or_an_empty_home_is_said_without_a_traceb
 def test_a_port_out_of_range_is_refused_by_the_parser():
     r = run_cli("broker", "--port", "99999")
     assert r.returncode == 2 and "--port 99999: must be in 1..65535" in r.stderr
+
+
+def test_a_home_or_out_that_cannot_be_a_folder_and_a_damaged_registry_are_said(tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    r = run_cli("bench", "--out", str(a_file / "x"), "--jobs", "100")
+    assert r.returncode == 1 and "Not a directory" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("--home", str(a_file), "models", "list")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    reg = tmp_path / "home" / "data" / "registry"
+    reg.mkdir(parents=True)
+    (reg / "registry.db").write_text("garbage, not sqlite")
+    r = run_cli("--home", str(tmp_path / "home"), "models", "list")
+    assert r.returncode == 1 and "is damaged" in r.stderr and "Traceback" not in r.stderr
