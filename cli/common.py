@@ -1,4 +1,5 @@
-"""What several commands do with the settings: open the model registry, find the broker."""
+"""What several commands do with the settings: open the model registry, find the broker,
+list what the registered models serve."""
 
 from __future__ import annotations
 
@@ -25,3 +26,22 @@ def bootstrap(args, settings: Settings) -> str:
             "or pass --bootstrap-servers HOST:PORT"
         )
     return found
+
+
+def served_styles(settings: Settings) -> list[str]:
+    """The styles of the registered models (empty: none registered here)."""
+    if not settings.registry_path.exists():
+        return []
+    return registry(settings).styles()
+
+
+def served_resolutions(settings: Settings) -> dict[str, tuple[tuple[int, int], ...]]:
+    """style -> the resolutions its registered models serve (the API refuses others at
+    the door instead of accepting a job serving would dead-letter)."""
+    if not settings.registry_path.exists():
+        return {}
+    out: dict[str, set[tuple[int, int]]] = {}
+    for r in registry(settings).list():
+        for style in r.card.styles:
+            out.setdefault(style, set()).update(r.card.resolution_pairs)
+    return {style: tuple(sorted(pairs)) for style, pairs in out.items()}

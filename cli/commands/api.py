@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from cli.arguments import bounded_int, kafka_args
-from cli.common import bootstrap, registry
+from cli.common import bootstrap, served_resolutions, served_styles
 from sdaas.config import Settings
 
 
@@ -52,8 +52,8 @@ def run(args, settings: Settings) -> int:
         data_dir=settings.data_dir,
         results_dir=result_store_path(settings).parent,
         topics=Topics(args.topic_prefix),
-        styles=tuple(_served_styles(settings)) or None,
-        resolutions=_served_resolutions(settings) or None,
+        styles=tuple(served_styles(settings)) or None,
+        resolutions=served_resolutions(settings) or None,
         rate_per_s=args.rate,
         burst=args.burst,
         max_in_flight=args.max_in_flight,
@@ -65,22 +65,3 @@ def run(args, settings: Settings) -> int:
     server = uvicorn.Server(config(cfg, args.host, args.port, "info"))
     server.run()
     return 0 if server.started else 1  # a start that failed (the port taken) is not a 0
-
-
-def _served_styles(settings: Settings) -> list[str]:
-    """The styles of the registered models (empty: none registered here)."""
-    if not settings.registry_path.exists():
-        return []
-    return registry(settings).styles()
-
-
-def _served_resolutions(settings: Settings) -> dict[str, tuple[tuple[int, int], ...]]:
-    """style -> the resolutions its registered models serve (the API refuses others at
-    the door instead of accepting a job serving would dead-letter)."""
-    if not settings.registry_path.exists():
-        return {}
-    out: dict[str, set[tuple[int, int]]] = {}
-    for r in registry(settings).list():
-        for style in r.card.styles:
-            out.setdefault(style, set()).update(r.card.resolution_pairs)
-    return {style: tuple(sorted(pairs)) for style, pairs in out.items()}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cli.arguments import kafka_args, resolution
-from cli.common import bootstrap
+from cli.common import bootstrap, served_resolutions, served_styles
 from sdaas.config import Settings
 
 
@@ -32,12 +32,15 @@ def run(args, settings: Settings) -> int:
     from adapters.kafka_io import Topics
     from sdaas.job_request import JobRequest, parse_job
 
-    # refuse a bad job before looking for a broker
+    # refuse a bad job before looking for a broker: the styles and resolutions too where
+    # this home has models registered (serving would dead-letter them)
     parse_job(
         JobRequest(
             args.job_id or "check", args.tenant, args.prompt, args.style, args.latency_slo,
             args.min_clip, args.seed, args.resolution, 0.0,
-        ).to_json()
+        ).to_json(),
+        served_styles(settings) or None,
+        resolutions=served_resolutions(settings) or None,
     )  # fmt: skip
     client = JobClient(bootstrap(args, settings), Topics(args.topic_prefix))
     job = client.submit(

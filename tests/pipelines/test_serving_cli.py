@@ -38,3 +38,12 @@ def test_submit_refuses_bad_jobs_before_any_broker(tmp_path):
     r = run_cli("--home", str(tmp_path), "submit", "--prompt", "x", "--style", "flat",
                 "--latency-slo", "1", "--min-clip", "5")  # fmt: skip
     assert r.returncode == 1 and "no Kafka broker" in r.stderr
+
+
+def test_submit_refuses_a_style_or_resolution_this_homes_models_do_not_serve(serving_settings):
+    home = ["--home", str(serving_settings.home)]
+    job = ["--prompt", "x", "--latency-slo", "5", "--min-clip", "0"]
+    r = run_cli(*home, "submit", *job, "--style", "watercolor")
+    assert r.returncode == 2 and "style: 'watercolor'" in r.stderr, r.stderr
+    r = run_cli(*home, "submit", *job, "--style", "flat", "--resolution", "640x640")
+    assert r.returncode == 2 and "resolution" in r.stderr and "served at" in r.stderr, r.stderr
