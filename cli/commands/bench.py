@@ -47,7 +47,9 @@ def add_parser(subparsers):
                    help="σ of log(true/predicted run time) (default 0.1)")  # fmt: skip
     b.add_argument("--burst-cv", type=float, default=5.0,
                    help="inter-arrival CV of the bursty workload (default 5)")  # fmt: skip
-    b.add_argument("--slo-mix", default="mixed", help="mixed, tight or loose (default mixed)")
+    b.add_argument("--slo-mix", default="mixed", help="mixed (1 s and 5 s x min CLIP 25 and "
+                   "29.5), tight (1 s), loose (5 s), or uniform (one class, no SLO) (default "
+                   "mixed)")  # fmt: skip
     b.add_argument("--no-cold-start", action="store_true", help="model loads cost nothing")
     b.add_argument("--plan-load", type=float, default=1.0,
                    help="GPUs needed: plan for the jobs arriving at this load of --cluster's "

@@ -62,7 +62,8 @@ def add_parser(subparsers):
     mt.set_defaults(models_func=make_tiny)
     tw = msub.add_parser(
         "train-toyworld",
-        help="train the toy-world CLIP, VAE and UNets here (about 35 min on 2 cores)",
+        help="train the toy-world CLIP, VAE and UNets here (about 25 min on 2 cores: 23 "
+        "to train, 2 to evaluate)",
         description="Regenerate the toy world from a seed: render captioned scenes in four "
         "styles, train a tiny CLIP, a VAE and three UNets of different cost, save them as "
         "diffusers pipelines (fp16) with cards, then measure CLIP score vs steps, attribute "

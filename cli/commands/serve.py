@@ -27,7 +27,8 @@ def add_parser(subparsers):
     kafka_args(sv)
     sv.add_argument("--policy", default="slack-sjf", help="the scheduling policy: admission, "
                     "placement, order and drops, as in `sdaas bench` (default slack-sjf, ours; "
-                    "also sjf, fcfs, edf, clockwork, infaas, orca, fastserve, srpt-oracle)",
+                    "also sjf, fcfs, edf, clockwork, infaas, orca, fastserve, srpt-oracle, "
+                    "and fair-bound: the bench's bound, which plans on true run times)",
                     )  # fmt: skip
     sv.add_argument("--window-s", type=float, default=2.0, help="window length (default 2 s)")
     sv.add_argument("--max-backlog-s", type=float, default=30.0,
