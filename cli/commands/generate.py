@@ -18,11 +18,11 @@ def add_parser(subparsers):
         description="Run one registered model directly (no scheduling): for "
         "checking a model. The prompt is not logged; the file is named by its id.",
     )
-    g.add_argument("--model", required=True)
-    g.add_argument("--version")
-    g.add_argument("--prompt", required=True)
+    g.add_argument("--model", required=True, help="a registered model (`sdaas models list`)")
+    g.add_argument("--version", help="its version (default: the most recently registered)")
+    g.add_argument("--prompt", required=True, help="what to draw")
     g.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     g.add_argument("--resolution", type=resolution, help="WxH (default: card's first)")
     g.add_argument("--guidance", type=float, help="guidance scale (default: card's)")
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")

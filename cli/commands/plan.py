@@ -16,7 +16,7 @@ def add_parser(subparsers):
         description="Plan one job with the champion predictors. Exit 0 when feasible, 4 "
         "when not (the reason and the best offer are printed).",
     )
-    pl.add_argument("--style", required=True)
+    pl.add_argument("--style", required=True, help="one the models serve (`sdaas models list`)")
     pl.add_argument("--latency-slo", type=float, required=True, help="seconds")
     pl.add_argument("--min-clip", type=float, required=True, help="0..100")
     pl.add_argument("--resolution", type=resolution, help="WxH (default: smallest)")
@@ -28,7 +28,7 @@ def add_parser(subparsers):
     pl.add_argument("--prompt", help="the job's prompt: plan on the CLIP promised for it "
                     "(its features only, when a prompt-aware CLIP predictor was trained); "
                     "never stored or printed")  # fmt: skip
-    pl.add_argument("--json", action="store_true")
+    pl.add_argument("--json", action="store_true", help="the plan as JSON")
     return pl
 
 

@@ -8,13 +8,21 @@ from sdaas.config import Settings
 
 
 def add_parser(subparsers):
-    sb = subparsers.add_parser("submit", help="submit one job; prints its job id")
+    sb = subparsers.add_parser(
+        "submit",
+        help="submit one job; prints its job id",
+        description="Validates the job here (field, value and why; the style and resolution "
+        "against this home's registered models), then puts it on the jobs topic as a client "
+        "would and prints its job id: `sdaas results --admin --tenant T --job-id ID --wait "
+        "S` waits for its outcome. The model is never named: serving picks model, "
+        "accelerator and steps for the SLOs.",
+    )
     kafka_args(sb)
-    sb.add_argument("--prompt", required=True)
-    sb.add_argument("--style", required=True)
+    sb.add_argument("--prompt", required=True, help="what to draw (never logged)")
+    sb.add_argument("--style", required=True, help="one the models serve (`sdaas models list`)")
     sb.add_argument("--latency-slo", type=float, required=True, help="seconds")
     sb.add_argument("--min-clip", type=float, required=True, help="0..100")
-    sb.add_argument("--tenant", default="default")
+    sb.add_argument("--tenant", default="default", help="whose job it is (default 'default')")
     sb.add_argument("--job-id", help="idempotency key (default: random)")
     sb.add_argument(
         "--seed",
