@@ -229,7 +229,9 @@ class OutcomeSink:
         queued = self.core.arrival[j] - a.job.arrival_ts
         room = self.spec.planner.headroom
         return (
-            f"rejected by {pol} at admission: queued {queued:.2f} s, {why.slo_left_s:.2f} s "
-            f"of its {r.latency_slo_s:g} s SLO left{f' with {room:.0%} headroom' if room else ''}; "
-            f"the fastest option needs {why.fastest_s:.2f} s to run, before any queue"
+            f"rejected by {pol} at admission: it reached the scheduler {queued:.2f} s after "
+            f"it arrived (in Kafka until serving read it, then its window), "
+            f"{why.slo_left_s:.2f} s of its {r.latency_slo_s:g} s SLO left"
+            f"{f' with {room:.0%} headroom' if room else ''}; the fastest option needs "
+            f"{why.fastest_s:.2f} s to run, before any queue"
         )
