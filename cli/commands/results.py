@@ -34,6 +34,8 @@ def run(args, settings: Settings) -> int:
     from sdaas.errors import NotFoundError
     from sdaas.table import format_table
 
+    if args.wait and not args.job_id:
+        raise InvalidInputError("--wait: only with --job-id (which job to wait for)")
     tenant = _results_tenant(args, settings)
     store = ResultStore(result_store_path(settings), create=False)
     if args.job_id:

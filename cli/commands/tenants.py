@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sdaas.config import Settings
-from sdaas.errors import InvalidInputError
+from sdaas.errors import InvalidInputError, NotFoundError
 
 
 def add_parser(subparsers):
@@ -38,6 +38,8 @@ def run(args, settings: Settings) -> int:
         print(key)
     elif args.action == "revoke":
         n = keys.revoke(args.name)
+        if n == 0:
+            raise NotFoundError(f"tenant {args.name!r} has no keys (see `sdaas tenants list`)")
         print(f"tenant {args.name}: {n} key(s) revoked")
     else:
         when = "%Y-%m-%d %H:%M"

@@ -274,3 +274,11 @@ def test_a_home_or_out_that_cannot_be_a_folder_and_a_damaged_registry_are_said(t
     (reg / "registry.db").write_text("garbage, not sqlite")
     r = run_cli("--home", str(tmp_path / "home"), "models", "list")
     assert r.returncode == 1 and "is damaged" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_flag_that_would_do_nothing_or_a_tenant_with_no_keys_is_said(tmp_path):
+    home = ["--home", str(tmp_path)]
+    r = run_cli(*home, "tenants", "revoke", "nobody")
+    assert r.returncode == 3 and "has no keys" in r.stderr
+    r = run_cli(*home, "results", "--admin", "--tenant", "ann", "--wait", "3")
+    assert r.returncode == 2 and "only with --job-id" in r.stderr
