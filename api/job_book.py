@@ -22,6 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from sdaas.errors import SdaasError
 from sdaas.job_status import OUTCOMES, PROGRESS
@@ -178,7 +179,12 @@ class JobBook:
         return self.fault
 
     def _checkpoints(self, every_s: float = 2.0) -> None:
-        db = sqlite3.connect(self._path, isolation_level=None)
+        try:  # mode=rw: never a new, empty file where the book was (it may be gone by now)
+            uri = f"file:{quote(str(Path(self._path).absolute()))}?mode=rw"
+            db = sqlite3.connect(uri, uri=True, isolation_level=None)
+        except sqlite3.Error:
+            self.check()  # says why
+            return
         try:
             while not self._stop.wait(every_s):
                 if self.check():
