@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(_drop_noise)
+    if args.home and not Path(args.home).exists():  # a typo would start an empty home
+        print(f"note: --home {args.home} does not exist: it is made, empty", file=sys.stderr)
     settings = Settings(home=Path(args.home).resolve()) if args.home else Settings()
     try:
         return args.func(args, settings)

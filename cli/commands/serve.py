@@ -85,7 +85,8 @@ def _say_batching(spec) -> None:
 
     if not policy_class(spec.policy).batching:
         return
-    sizes = {k: v for k, v in spec.planner.profiled_batches.items() if max(v, default=1) > 1}
+    sizes = {k: v for k, v in spec.planner.profiled_batches.items()  # served models only
+             if k in spec.cards and max(v, default=1) > 1}  # fmt: skip
     if sizes:
         said = ", ".join(f"{k} up to {max(v)}" for k, v in sorted(sizes.items()))
         print(f"{spec.policy} batches jobs of one model at step boundaries: {said}")

@@ -282,3 +282,9 @@ def test_a_flag_that_would_do_nothing_or_a_tenant_with_no_keys_is_said(tmp_path)
     assert r.returncode == 3 and "has no keys" in r.stderr
     r = run_cli(*home, "results", "--admin", "--tenant", "ann", "--wait", "3")
     assert r.returncode == 2 and "only with --job-id" in r.stderr
+
+
+def test_a_home_that_does_not_exist_is_said_and_an_empty_one_has_nothing_stale(tmp_path):
+    r = run_cli("--home", str(tmp_path / "typo"), "profile", "--stale")
+    assert r.returncode == 0 and "does not exist: it is made, empty" in r.stderr
+    assert "nothing served here yet" in r.stdout and "agrees" not in r.stdout
