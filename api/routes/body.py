@@ -19,7 +19,10 @@ from sdaas.limits import id_problem, show
 async def read_body(request: Request) -> bytes:
     """The request body, refused with 413 past MAX_MESSAGE_BYTES: never read whole."""
     too_big = Problem(413, f"body: over the {MAX_MESSAGE_BYTES}-byte limit")
-    if int(request.headers.get("content-length") or 0) > MAX_MESSAGE_BYTES:
+    length = request.headers.get("content-length") or "0"
+    if not (length.isascii() and length.isdigit()):  # uvicorn answers 400 first; not all do
+        raise Problem(400, f"Content-Length: {show(length)}: must be a whole number of bytes")
+    if int(length) > MAX_MESSAGE_BYTES:
         raise too_big
     chunks, size = [], 0
     async for chunk in request.stream():

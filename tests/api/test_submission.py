@@ -173,3 +173,15 @@ def test_a_retry_while_the_first_still_sends_learns_how_that_send_ended(front, e
     assert first.code == retry.code == 503  # the retry never answers 202 for nothing
     assert "withdrawn" in first.error and "the first request" in retry.error
     assert front.book.get("ann", "j1") is None
+
+
+def test_a_content_length_that_is_no_number_is_a_400_not_a_500():
+    """uvicorn answers such a request 400 before the app; other servers may not."""
+    from types import SimpleNamespace
+
+    from api.routes.body import read_body
+
+    for bad in ("abc", "+5", "1_0", "١٠"):
+        with pytest.raises(Problem) as e:
+            asyncio.run(read_body(SimpleNamespace(headers={"content-length": bad})))
+        assert e.value.code == 400 and "Content-Length" in e.value.error
