@@ -21,7 +21,7 @@ import threading
 import time
 from collections import defaultdict
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from adapters import kafka_io
@@ -33,7 +33,6 @@ from api.limits import TokenBuckets
 from api.loop_watch import LoopWatch
 from api.metrics import ApiMetrics
 from sdaas.config import TENANTS_DB
-from sdaas.job_request import JobRequest
 from sdaas.job_status import OUTCOMES
 
 log = logging.getLogger(__name__)
@@ -220,13 +219,12 @@ class Front:
             if len(acked) < len(rows) or self._stop.is_set():
                 return
 
-    def fingerprint(self, job: JobRequest) -> str:
-        """A keyed hash of a request as parsed (prompt included, never stored as such):
-        what the job is, not how it was spelled. `submitted_ts` is left out (the API
-        stamps its own; a client may stamp each retry), and 10 and 10.0, key order or a
-        `tenant` the key already says make no other job."""
-        canon = replace(job, submitted_ts=None).to_json()
-        return hashlib.sha256(self.cfg.salt + canon).hexdigest()[:32]
+    def fingerprint(self, request: str) -> str:
+        """A keyed hash of a request as the book stores it (prompt included, never stored
+        as such): the parsed job's JSON without `submitted_ts` (the API stamps its own; a
+        client may stamp each retry), so 10 and 10.0, key order or a `tenant` the key
+        already says make no other job."""
+        return hashlib.sha256(self.cfg.salt + request.encode()).hexdigest()[:32]
 
     # -- Kafka in ---------------------------------------------------------------------------
     # events applied (and their streams woken) per turn of the loop: a submit arriving

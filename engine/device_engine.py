@@ -71,18 +71,6 @@ class JobRun:
         return RunStats(self.started, run_s, self.max_batch, self.segments, tuple(self.step_s))
 
 
-def scrubbed(exc: BaseException, jobs) -> str:
-    """`brief(exc)` with every prompt of the segment replaced by "<prompt>" before it is
-    cut short: a batch holds several tenants' jobs, its error goes to each and to the
-    log, and a model may echo its input (the profile sweep's failures do the same)."""
-    text = f"{type(exc).__name__}: {exc}"
-    for sj in jobs:
-        prompt = getattr(sj.request, "prompt", "")
-        if prompt:
-            text = text.replace(prompt, "<prompt>")
-    return text[: len(type(exc).__name__) + 202]
-
-
 def by_shape(items: list, key=lambda state: state.shape) -> list[list]:
     """Items grouped by their latents' shape, in first-seen order: the core batches jobs
     of one model, which may be asked for different resolutions, and one UNet (or VAE)
@@ -244,18 +232,21 @@ class DeviceEngine:
     def _run_segment(self, work: StartSegment) -> None:
         jobs, steps = list(work.jobs), work.steps
         self.busy, self._answered = True, set()
+        # a batch holds several tenants' jobs and its error goes to each and to the log:
+        # none of their prompts in it
+        prompts = [getattr(sj.request, "prompt", "") for sj in jobs]
         try:
             ran, failed = self._segment(jobs, steps)
         except Exception as exc:  # noqa: BLE001 - a bug here fails jobs, not the device
             tb = "".join(traceback.format_tb(exc.__traceback__))  # frames, no values
-            log.error("device %s: segment failed: %s\n%s", self.index, scrubbed(exc, jobs), tb)
+            log.error("device %s: segment failed: %s\n%s", self.index, brief(exc, prompts), tb)
             ran, failed = steps, [(sj, exc) for sj in jobs if sj.index not in self._answered]
         finally:
             self.busy = False
         self.segments += 1
         for sj, exc in failed:
             self.runs.pop(sj.index, None)
-            self.emit(Failed(self.index, sj.index, scrubbed(exc, jobs)))
+            self.emit(Failed(self.index, sj.index, brief(exc, prompts)))
         self.emit(SegmentEnded(self.index, ran, tuple(sj.index for sj, _ in failed)))
 
     def _crashed(self, exc: Exception) -> None:

@@ -25,6 +25,11 @@ class NotFoundError(SdaasError):
     exit_code = 3
 
 
-def brief(exc: BaseException) -> str:
-    """An exception in one line, short enough for a fault record or a job's error."""
-    return f"{type(exc).__name__}: {str(exc)[:200]}"
+def brief(exc: BaseException, prompts=()) -> str:
+    """An exception in one line, short enough for a fault record or a job's error; each
+    of `prompts` in its text becomes "<prompt>" first (a model may echo its input)."""
+    msg = str(exc)
+    for p in prompts:
+        if p:
+            msg = msg.replace(p, "<prompt>")
+    return f"{type(exc).__name__}: {msg[:200]}"

@@ -64,8 +64,8 @@ async def submit(
             f"rate limit: {cfg.rate_per_s:g} jobs/s per tenant (bursts of {cfg.burst:g})",
             retry_s=wait,
         )
-    fingerprint = front.fingerprint(job)
-    stored = replace(job, submitted_ts=None).to_json().decode()
+    stored = replace(job, submitted_ts=None).to_json().decode()  # what the book keeps
+    fingerprint = front.fingerprint(stored)
     answer = {"job_id": job_id, "status_url": f"/v1/jobs/{job_id}"}
     if await submission.submit(t, job_id, fingerprint, stored):
         return {**answer, "retry": True}

@@ -153,10 +153,10 @@ def _stale_sweep(settings: Settings, config):
     from pipelines.serving_setup import observed_corrections
 
     corr = observed_corrections(settings)
-    stale = corr.stale() if corr else {}
     if corr is None:  # nothing served here yet: nothing observed to disagree
         print("no stale latency profile: nothing served here yet, or no champion to compare")
         return None
+    stale = corr.stale()
     if not stale:
         print("no stale latency profile: what serving observed agrees with the champion")
         return None
